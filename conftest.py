@@ -1,0 +1,16 @@
+"""Test tiers are decided by where a test lives, so nobody can forget a marker.
+
+Anything under a ``tests/integration`` directory is ``integration`` (it may need
+root, network namespaces, wireguard-go and the real kube-apiserver); everything
+else is ``unit`` (pure logic, no root).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = "integration" if "/integration/" in str(item.path) else "unit"
+        item.add_marker(getattr(pytest.mark, tier))
