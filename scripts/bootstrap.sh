@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything the lab and the tests need on a fresh Debian machine, and
+# does nothing slow when it is all there already (each step checks first).
+#   1. Debian packages: wireguard-go/-tools, nftables/iptables, conntrack,
+#      iperf3, coturn + stun-client (interop peers), tcpdump, ping.
+#   2. uv, then the workspace (every service editable, from uv.lock).
+#   3. gRPC stubs from protos/.
+#   4. The real control plane (kube-apiserver, etcd, kubectl) built from the Go
+#      module proxy into a cache outside the repository.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export UV_PYTHON_DOWNLOADS=never
+export DEBIAN_FRONTEND=noninteractive
+
+APT_PACKAGES=(wireguard-go wireguard-tools nftables iptables conntrack iperf3 coturn
+              stun-client tcpdump iputils-ping iproute2 procps)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# coturn's package enables a system service on some images; the lab starts its
+# own instances, never the system one.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now coturn >/dev/null 2>&1 || true; fi
+
+if ! command -v uv >/dev/null 2>&1; then
+  echo "bootstrap: installing uv"
+  python3 -m pip install -q "uv==0.13.8"
+fi
+
+uv sync --all-packages --frozen --python python3 -q
+
+if [[ -x scripts/gen-protos.sh ]]; then
+  scripts/gen-protos.sh
+fi
+
+if [[ -x tools/controlplane/build.sh ]]; then
+  tools/controlplane/build.sh
+fi
