@@ -9,17 +9,20 @@ that shares the WireGuard listen port (``wirekube_common.rawudp``).
 
 ``UdpStunSocket`` is the simple case: a UDP socket it owns (IPv4 or IPv6,
 optionally bound to a fixed local port so that several servers see the same
-local endpoint, which NAT typing needs).
+local endpoint, which NAT typing needs). ``RawStunSocket`` probes from a port
+that another socket owns -- WireGuard's -- through ``rawudp``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from wirekube_common.rawudp import AsyncRawUdpPort, Datagram, RawUdpPort
 from wirekube_common.stun.client import BindingResult, SendFn, StunClient
-from wirekube_common.stun.endpoint import Endpoint, split_host_port
+from wirekube_common.stun.codec import is_stun
+from wirekube_common.stun.endpoint import Endpoint, IPAddress, split_host_port
 from wirekube_common.stun.timers import DISCOVERY_POLICY, RetransmitPolicy
 
 DEFAULT_STUN_PORT = 3478
@@ -196,3 +199,67 @@ async def resolve(server: str, family: int = 0) -> list[Endpoint]:
         ep = Endpoint.from_sockaddr(addr)
         seen.setdefault(ep.key(), ep)
     return list(seen.values())
+
+
+class RawStunSocket:
+    """STUN from a port another socket owns (the WireGuard listen port), via ``rawudp``.
+
+    STUN replies go to the driver; every other datagram addressed to the port
+    (WireGuard traffic, path probes) goes to ``on_other`` if given. Send
+    errors (no route yet, interface down) are counted, not raised: the
+    retransmission timer and the timeout already turn them into results.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        family: int = socket.AF_INET,
+        fwmark: int | None = None,
+        policy: RetransmitPolicy = DISCOVERY_POLICY,
+        software: str | None = None,
+        on_other: Callable[[Datagram], None] | None = None,
+    ) -> None:
+        self.send_errors = 0
+        self._on_other = on_other
+        self.driver = StunDriver(self._send, policy=policy, software=software)
+        self.port = AsyncRawUdpPort(RawUdpPort(port, family=family, fwmark=fwmark), self._on_dgram)
+
+    def _on_dgram(self, dgram: Datagram) -> None:
+        if is_stun(dgram.payload) and self.driver.feed(dgram.payload, dgram.src):
+            return
+        if self._on_other is not None:
+            self._on_other(dgram)
+
+    def _send(self, data: bytes, dest: Endpoint) -> None:
+        try:
+            self.port.send(data, dest)
+        except OSError:
+            self.send_errors += 1
+
+    async def binding(
+        self,
+        server: Endpoint,
+        *,
+        change_ip: bool = False,
+        change_port: bool = False,
+        policy: RetransmitPolicy | None = None,
+    ) -> BindingResult:
+        return await self.driver.binding(
+            server, change_ip=change_ip, change_port=change_port, policy=policy
+        )
+
+    def close(self) -> None:
+        self.driver.close()
+        self.port.close()
+
+
+def is_local_address(ip: IPAddress) -> bool:
+    """True when ``ip`` is configured on this host (a bind to it succeeds; sends nothing)."""
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((str(ip), 0))
+        except OSError:
+            return False
+    return True

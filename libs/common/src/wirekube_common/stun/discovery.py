@@ -27,7 +27,7 @@ what was seen, plus the ``NatReport``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import Awaitable, Container, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -111,7 +111,7 @@ async def discover(
     binding: BindingFn,
     servers: Sequence[Endpoint],
     *,
-    local_ips: Collection[IPAddress],
+    local_ips: Container[IPAddress],
     local_port: int,
     options: DiscoveryOptions = DiscoveryOptions(),
 ) -> Discovery:

@@ -39,7 +39,7 @@ Rules implemented here:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -95,7 +95,7 @@ class MappingVerdict:
 
 def classify_mapping(
     observations: Iterable[MappingObservation],
-    local_ips: Collection[IPAddress],
+    local_ips: Container[IPAddress],
     local_port: int,
 ) -> MappingVerdict:
     """NAT type and mapping kind from Binding answers sent from one local endpoint."""
