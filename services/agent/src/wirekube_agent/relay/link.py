@@ -1,0 +1,269 @@
+"""RelayLink: one registered TCP connection to one relay replica, kept alive.
+
+Threads and ownership (STYLE.md rule 7: one owner per socket):
+
+* The link's own thread connects, registers (relayproto handshake), then
+  *reads*: it parses frames in place in a preallocated buffer and hands each
+  data frame to ``on_frame(src_key_view, packet_view)`` (memoryviews valid
+  only during the call). It answers PINGs, notes PONGs and PEER_GONEs, and
+  on any error or EOF tears the connection down and reconnects with bounded
+  exponential backoff (tenacity).
+* Writers (the bridge's uplink thread, the pool's watchdog) call ``send()``,
+  which serialises ``sendall`` under a lock. Reading and writing in separate
+  threads matters: the relay applies backpressure to a sender whose receiver
+  is slow, and a single thread blocked in ``sendall`` could then never drain
+  its own receive side (a deadlock cycle through the relay).
+* ``kill()`` (watchdog: nothing heard for ``DEAD_AFTER``) shuts the socket
+  down, which wakes both the reader and any blocked writer.
+
+``register()`` is also usable on its own (tests and benchmarks use it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential
+
+from wirekube_agent.relay import timers
+from wirekube_common.relayproto import frames as f
+from wirekube_common.relayproto.handshake import ClientHandshake, HandshakeError
+
+log = logging.getLogger(__name__)
+
+FrameHandler = Callable[[memoryview, memoryview], None]
+
+
+class RelayRejected(Exception):
+    """The relay closed the connection during registration (reason in the message)."""
+
+
+def register(
+    sock: socket.socket, private_key: bytes, timeout: float = timers.HANDSHAKE_TIMEOUT
+) -> tuple[f.Ok, bytes]:
+    """Run the registration handshake on a connected socket.
+
+    Returns the relay's OK and any bytes received after it (frames already in
+    flight). Raises RelayRejected, HandshakeError, ProtocolError or OSError.
+    """
+    deadline = time.monotonic() + timeout
+    hs = ClientHandshake(private_key)
+    parser = f.FrameParser(f.MAX_HANDSHAKE_PAYLOAD)
+    sock.sendall(hs.hello())
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("relay registration timed out")
+        sock.settimeout(remaining)
+        data = sock.recv(4096)
+        if not data:
+            raise RelayRejected("relay closed the connection during registration")
+        parser.feed(data)
+        while (ev := parser.next_event()) is not None:
+            if isinstance(ev, f.Challenge):
+                sock.sendall(hs.on_challenge(ev, time.time()))
+            elif isinstance(ev, f.Ok):
+                hs.on_ok(ev)
+                rest = parser._buf[parser._pos :]
+                return ev, bytes(rest)
+            elif isinstance(ev, f.Close):
+                raise RelayRejected(f"relay refused registration: {ev.reason} (code {ev.code})")
+            else:
+                raise HandshakeError("unexpected-frame", f.CLOSE_PROTOCOL_ERROR)
+
+
+class RelayLink:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        private_key: bytes,
+        on_frame: FrameHandler,
+        on_state: Callable[[RelayLink], None] | None = None,
+    ) -> None:
+        self.address = address
+        self.name = f"{address[0]}:{address[1]}"
+        self.private_key = private_key
+        self.on_frame = on_frame
+        self.on_state = on_state
+        self.up = False
+        self.sock: socket.socket | None = None
+        self.last_rx = 0.0
+        self.last_ping = 0.0
+        self.max_payload = f.MAX_PAYLOAD
+        self.connects = 0
+        self.failures = 0
+        self.peer_gone: dict[bytes, float] = {}
+        self.frames_rx = 0
+        self.frames_tx = 0
+        self.drops_tx = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._buf = bytearray(timers.DOWNLINK_BUFFER + f.HEADER_LEN + f.MAX_PAYLOAD)
+        self._thread = threading.Thread(target=self._run, name=f"relay-{self.name}", daemon=True)
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def kill(self) -> None:
+        sock = self.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    # --- writing (any thread) -----------------------------------------------------
+
+    def send(self, data: bytes | bytearray | memoryview, frames: int = 0) -> bool:
+        """Write whole frames; False (and nothing written) when the link is down."""
+        sock = self.sock
+        if not self.up or sock is None:
+            self.drops_tx += frames
+            return False
+        try:
+            with self._lock:
+                sock.sendall(data)
+        except OSError:
+            self.drops_tx += frames
+            self.kill()
+            return False
+        self.frames_tx += frames
+        return True
+
+    def ping(self, now: float) -> None:
+        self.last_ping = now
+        sock = self.sock
+        if not self.up or sock is None:
+            return
+        # Never wait behind a writer blocked on a congested relay: skip this round.
+        if self._lock.acquire(timeout=0.05):
+            try:
+                sock.sendall(f.encode_ping(os.urandom(8)))
+            except OSError:
+                self.kill()
+            finally:
+                self._lock.release()
+
+    # --- the link thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        retrying = Retrying(
+            wait=wait_exponential(multiplier=timers.BACKOFF_MIN, max=timers.BACKOFF_MAX),
+            stop=stop_when_event_set(self._stop),
+            retry=retry_if_exception_type(Exception),
+            reraise=False,
+        )
+        while not self._stop.is_set():
+            try:
+                sock, leftover = retrying(self._connect)
+            except Exception:
+                return  # stopped while retrying
+            self._serve(sock, leftover)
+            if not self._stop.is_set():
+                self._stop.wait(timers.BACKOFF_MIN)
+
+    def _connect(self) -> tuple[socket.socket, bytes]:
+        if self._stop.is_set():
+            raise InterruptedError("stopped")
+        sock = socket.create_connection(self.address, timeout=timers.CONNECT_TIMEOUT)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            ok, leftover = register(sock, self.private_key)
+        except Exception as exc:
+            sock.close()
+            self.failures += 1
+            log.warning("event=relay-register-failed relay=%s error=%s", self.name, exc)
+            raise
+        sock.settimeout(None)
+        self.max_payload = ok.max_payload
+        return sock, leftover
+
+    def _serve(self, sock: socket.socket, leftover: bytes) -> None:
+        self.sock = sock
+        self.last_rx = time.monotonic()
+        self.up = True
+        self.connects += 1
+        log.info("event=relay-up relay=%s", self.name)
+        if self.on_state:
+            self.on_state(self)
+        try:
+            self._read_loop(sock, leftover)
+        except (OSError, f.ProtocolError) as exc:
+            if not self._stop.is_set():
+                log.warning("event=relay-down relay=%s error=%s", self.name, exc)
+        finally:
+            self.up = False
+            with self._lock:
+                self.sock = None
+            sock.close()
+            if self.on_state:
+                self.on_state(self)
+
+    def _read_loop(self, sock: socket.socket, leftover: bytes) -> None:
+        buf = self._buf
+        mv = memoryview(buf)
+        size = len(buf)
+        room = f.HEADER_LEN + f.MAX_PAYLOAD
+        start = 0
+        end = len(leftover)
+        buf[:end] = leftover
+        on_frame = self.on_frame
+        recv_type = f.RECV
+        while True:
+            i = start
+            while end - i >= 3:
+                ln = (buf[i + 1] << 8) | buf[i + 2]
+                j = i + 3 + ln
+                if j > end:
+                    break
+                t = buf[i]
+                if t == recv_type and ln >= 32:
+                    self.frames_rx += 1
+                    on_frame(mv[i + 3 : i + 35], mv[i + 35 : j])
+                elif t == recv_type:
+                    raise f.ProtocolError("data frame shorter than a key")
+                else:
+                    self._control(f.decode_payload(t, bytes(mv[i + 3 : j])))
+                i = j
+            if end - i >= 1 and buf[i] not in f.FRAME_TYPES:
+                raise f.ProtocolError(f"unknown frame type 0x{buf[i]:02x}")
+            start = i
+            if start == end:
+                start = end = 0
+            elif size - end < room:
+                rest = bytes(mv[start:end])
+                buf[: len(rest)] = rest
+                start, end = 0, len(rest)
+            n = sock.recv_into(mv[end:])
+            if n == 0:
+                raise ConnectionResetError("relay closed the connection")
+            end += n
+            self.last_rx = time.monotonic()
+
+    def _control(self, ev: f.Event) -> None:
+        if isinstance(ev, f.Ping):
+            sock = self.sock
+            if sock is not None:
+                with self._lock:
+                    sock.sendall(f.encode_pong(ev.data))
+        elif isinstance(ev, f.PeerGone):
+            self.peer_gone[ev.key] = time.monotonic()
+        elif isinstance(ev, f.Close):
+            raise ConnectionResetError(f"relay closed: {ev.reason} (code {ev.code})")
+        elif isinstance(ev, f.Pong):
+            pass
+        else:
+            raise f.ProtocolError(f"unexpected {type(ev).__name__} from relay")

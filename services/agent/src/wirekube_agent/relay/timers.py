@@ -1,0 +1,52 @@
+"""Durations and limits of the agent's relay client, each with its reason."""
+
+from __future__ import annotations
+
+#: TCP connect to a relay replica. Relays are reached over the internet at
+#: worst; 3 s covers a slow path without stalling failover for long.
+CONNECT_TIMEOUT = 3.0
+
+#: HELLO -> OK must complete within this (one RTT plus one X25519 each side).
+HANDSHAKE_TIMEOUT = 5.0
+
+#: The client PINGs each replica this often. A flow must move to a live
+#: replica within 5 s of a silent failure: PING_INTERVAL + DEAD_AFTER + the
+#: watchdog tick stays below that.
+PING_INTERVAL = 1.0
+
+#: A replica from which nothing (not even a PONG) arrived for this long is
+#: declared dead and its flows move to another replica.
+DEAD_AFTER = 3.0
+
+#: The watchdog (pings, dead detection, deferred socket closes) runs this often.
+WATCHDOG_TICK = 0.25
+
+#: Re-resolve a relay DNS name this often (the mesh spec says 30 s: new
+#: replicas are used after the next resolve).
+RESOLVE_INTERVAL = 30.0
+
+#: DNS query timeout (per resolve attempt).
+RESOLVE_TIMEOUT = 3.0
+
+#: Reconnect backoff to a replica: exponential from 0.2 s, capped at 5 s so a
+#: replica that comes back is used again within a few seconds.
+BACKOFF_MIN = 0.2
+BACKOFF_MAX = 5.0
+
+#: Frames for one replica are gathered into one buffer of this size and written
+#: with one sendall; larger batches amortise the per-syscall cost.
+UPLINK_BATCH = 256 * 1024
+
+#: Receive buffer for frames coming from a replica.
+DOWNLINK_BUFFER = 256 * 1024
+
+#: At most this many datagrams are drained from one peer socket per poll round
+#: so a flooding peer cannot starve the others.
+DRAIN_BUDGET = 128
+
+#: Largest UDP datagram accepted from WireGuard (the frame length field is 16 bits).
+MAX_DATAGRAM = 0xFFFF - 32
+
+#: Sockets removed from the relayed set are closed this much later, so the
+#: downlink thread never writes through a reused file descriptor.
+SOCKET_CLOSE_DELAY = 1.0

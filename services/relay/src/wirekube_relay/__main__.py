@@ -1,0 +1,195 @@
+"""``wirekube-relay``: flags and environment, wiring, supervisor, signals.
+
+Every flag has an environment fallback (``WIREKUBE_RELAY_<FLAG>``) so the
+Deployment can configure the relay without a command line. The supervisor
+starts the TCP forwarder, the housekeeping sweep, the admin gRPC server, the
+metrics endpoint and (when enabled) the WireKubePeer allow-list watcher; the
+first of them to fail stops the rest and the process exits non-zero so that
+Kubernetes restarts it. SIGTERM/SIGINT shut down cleanly: health goes
+NOT_SERVING, clients are told CLOSE(shutting down), then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+from wirekube_relay import timers
+from wirekube_relay.auth import AllowList, Authenticator
+from wirekube_relay.forwarder import Limits
+from wirekube_relay.server import RelayServer
+from wirekube_relay.stats import RelayStats
+
+log = logging.getLogger("wirekube_relay")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"WIREKUBE_RELAY_{name.upper().replace('-', '_')}", default)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="wirekube-relay", description=__doc__.splitlines()[0])
+    a = p.add_argument
+    a("--listen", default=_env("listen", "0.0.0.0:3478"), help="relay TCP address host:port")
+    a("--admin-listen", default=_env("admin-listen", "0.0.0.0:9091"), help="gRPC host:port")
+    a("--metrics-listen", default=_env("metrics-listen", "0.0.0.0:9090"), help="'' disables")
+    a("--relay-id", default=_env("relay-id", socket.gethostname()))
+    a(
+        "--allowlist",
+        choices=["auto", "on", "off"],
+        default=_env("allowlist", "auto"),
+        help="admit only keys of WireKubePeers; auto = on when running in a cluster",
+    )
+    a("--kubeconfig", default=_env("kubeconfig", "") or None)
+    a("--max-payload", type=int, default=int(_env("max-payload", str(timers.DEFAULT_MAX_PAYLOAD))))
+    a(
+        "--registration-deadline",
+        type=float,
+        default=float(_env("registration-deadline", str(timers.REGISTRATION_DEADLINE))),
+    )
+    a("--keepalive", type=float, default=float(_env("keepalive", str(timers.KEEPALIVE_INTERVAL))))
+    a("--dead-timeout", type=float, default=float(_env("dead-timeout", str(timers.DEAD_TIMEOUT))))
+    a("--max-pending", type=int, default=int(_env("max-pending", str(timers.MAX_PENDING))))
+    a("--event-loop", choices=["auto", "asyncio", "uvloop"], default=_env("event-loop", "auto"))
+    a("--ready-file", default=_env("ready-file", "") or None, help="write bound ports as JSON")
+    a("--log-level", default=_env("log-level", "INFO"))
+    return p.parse_args(argv)
+
+
+def _split(hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _allowlist_enabled(mode: str) -> bool:
+    if mode == "auto":
+        return "KUBERNETES_SERVICE_HOST" in os.environ
+    return mode == "on"
+
+
+async def run(args: argparse.Namespace) -> int:
+    stats = RelayStats()
+    allow = AllowList(_allowlist_enabled(args.allowlist))
+    auth = Authenticator(args.relay_id, allow)
+    limits = Limits(
+        max_payload=min(args.max_payload, 0xFFFF),
+        keepalive=args.keepalive,
+        dead_timeout=args.dead_timeout,
+        registration_deadline=args.registration_deadline,
+        max_pending=args.max_pending,
+    )
+    host, port = _split(args.listen)
+    server = RelayServer(auth, stats, limits, host, port)
+    bound = await server.start()
+
+    watcher = None
+    if allow.enabled:
+        from wirekube_relay.k8s import PeerKeyWatcher, load_api  # noqa: PLC0415 - optional
+
+        watcher = PeerKeyWatcher(load_api(args.kubeconfig), allow)
+        watcher.start()
+
+    from wirekube_relay.admin_grpc import serve_admin  # noqa: PLC0415 - grpc import is slow
+
+    admin = serve_admin(server, args.admin_listen)
+    metrics_port = 0
+    if args.metrics_listen:
+        from wirekube_relay.metrics import serve_metrics  # noqa: PLC0415
+
+        mhost, mport = _split(args.metrics_listen)
+        _, metrics_port = serve_metrics(server, mhost, mport)
+
+    if args.ready_file:
+        tmp = args.ready_file + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(
+                {"relay_port": bound, "admin_port": admin.port, "metrics_port": metrics_port}, fh
+            )
+        os.replace(tmp, args.ready_file)
+    log.info(
+        "event=ready relay_port=%d admin_port=%d metrics_port=%d allowlist=%s",
+        bound,
+        admin.port,
+        metrics_port,
+        allow.enabled,
+    )
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def watch_thread() -> None:
+        while watcher is not None and watcher.is_alive():
+            await asyncio.sleep(1.0)
+        if watcher is not None:
+            raise RuntimeError(f"allow-list watcher died: {watcher.error!r}")
+        await asyncio.Event().wait()
+
+    tasks = {
+        asyncio.create_task(server.wait_closed(), name="forwarder"),
+        asyncio.create_task(watch_thread(), name="allowlist-watch"),
+        asyncio.create_task(stop.wait(), name="signal"),
+    }
+    done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for t in done:
+        if t.get_name() != "signal":
+            log.error("event=task-exited task=%s error=%r", t.get_name(), t.exception())
+            code = 1
+    log.info("event=shutdown code=%d", code)
+    admin.set_serving(False)
+    await server.stop()
+    await asyncio.sleep(0.2)  # let CLOSE frames reach the clients
+    if watcher is not None:
+        watcher.stop()
+    for t in tasks:
+        t.cancel()
+    admin.stop(timers.SHUTDOWN_GRACE)
+    return code
+
+
+def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop  # noqa: PLC0415 - optional accelerator
+
+            return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        except ImportError:
+            if kind == "uvloop":
+                raise
+    return asyncio.new_event_loop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    _raise_fd_limit()
+    loop = _new_loop(args.event_loop)
+    try:
+        code = loop.run_until_complete(run(args))
+    finally:
+        loop.close()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

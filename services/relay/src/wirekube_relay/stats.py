@@ -1,0 +1,29 @@
+"""Relay-wide counters as plain integers (read by metrics.py and admin_grpc.py).
+
+The hot path increments ordinary ints on one object: a Prometheus counter per
+frame would take a lock per increment. Exporters read these at scrape time.
+Reads from other threads are racy only in the benign sense (a scrape may miss
+the last few increments).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+DROP_REASONS = ("no-peer", "queue-full", "receiver-closed")
+
+
+class RelayStats:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.frames_forwarded = 0
+        self.bytes_forwarded = 0
+        self.drops: Counter[str] = Counter({r: 0 for r in DROP_REASONS})
+        self.auth_failures: Counter[str] = Counter()
+        self.closes: Counter[str] = Counter()
+        self.registrations = 0
+        self.connections_total = 0
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started

@@ -1,0 +1,67 @@
+"""Every duration and limit the relay uses, each with the reason for its value."""
+
+from __future__ import annotations
+
+#: A client that has not finished HELLO -> CHALLENGE -> PROOF in this time is
+#: closed. A legitimate client needs one round trip and one X25519 operation;
+#: ten seconds covers a slow, lossy link while bounding how long an idle or
+#: hostile connection can hold a slot.
+REGISTRATION_DEADLINE = 10.0
+
+#: A registered connection from which nothing was received for this long is
+#: sent a PING. Announced to clients in OK so both sides use the same cadence;
+#: well under common NAT/firewall TCP idle timeouts (>= 60 s).
+KEEPALIVE_INTERVAL = 10.0
+
+#: A registered connection silent for this long is dead and closed (three
+#: keepalive intervals: one lost ping or a short stall is not fatal).
+DEAD_TIMEOUT = 30.0
+
+#: How often the housekeeping sweep runs (deadlines, keepalives, stalls). One
+#: second keeps deadline enforcement accurate to ~1 s at negligible cost.
+SWEEP_INTERVAL = 1.0
+
+#: A receiver whose transport stays above its high-water mark this long is
+#: "stalled": its senders are released from backpressure and frames to it are
+#: dropped instead, so one slow or hostile receiver cannot stall a sender's
+#: traffic to everyone else.
+STALL_LIMIT = 2.0
+
+#: At most one PEER_GONE notice per destination key per connection per this
+#: interval: enough for a client to fail over, never a reflection amplifier.
+PEER_GONE_INTERVAL = 1.0
+
+#: Grace period for in-flight admin RPCs and queued writes at shutdown.
+SHUTDOWN_GRACE = 2.0
+
+# --- sizes ---------------------------------------------------------------
+
+#: Receive buffer per connection. Large reads amortise the per-read Python
+#: overhead over ~180 frames of 1400 B; the buffer is preallocated once.
+RECV_BUFFER = 256 * 1024
+
+#: Transport write buffer marks. The asyncio default (64 KiB) pauses senders
+#: far too often at line rate; 1 MiB is ~700 frames of 1400 B in flight.
+WRITE_HIGH_WATER = 1024 * 1024
+WRITE_LOW_WATER = 256 * 1024
+
+#: Above this many queued bytes for a receiver, frames to it are dropped (and
+#: counted) rather than queued: memory per connection stays bounded.
+DROP_LIMIT = 8 * 1024 * 1024
+
+#: A run of consecutive frames to one receiver at least this large is written
+#: straight from the receive buffer; smaller runs are copied into the
+#: receiver's staging buffer and written once per read (fewer syscalls when
+#: senders interleave destinations).
+DIRECT_WRITE_MIN = 32 * 1024
+
+#: Default largest data payload (key + WireGuard datagram). WireGuard with a
+#: 1420 MTU sends 1452-byte datagrams; 9 KiB leaves room for jumbo MTUs.
+DEFAULT_MAX_PAYLOAD = 32 + 9216
+
+#: Connections that have not registered yet, at most. New ones beyond are
+#: closed at once (counted as auth failure "overloaded").
+MAX_PENDING = 4096
+
+#: All connections, at most.
+MAX_CONNECTIONS = 65536
