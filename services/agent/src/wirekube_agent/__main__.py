@@ -1,0 +1,64 @@
+"""wirekube-agent: flags, wiring, and the supervisor that runs every task."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from prometheus_client import REGISTRY
+
+from wirekube_agent import keys
+from wirekube_agent.cleanup import cleanup
+from wirekube_agent.k8s.client import KubeApi
+from wirekube_agent.metrics import AgentCollector
+from wirekube_agent.reconciler import Reconciler
+from wirekube_agent.settings import Settings, SettingsError, build_parser, from_args
+from wirekube_common import logs, supervisor, wgkey
+from wirekube_common.metrics import serve_metrics
+
+log = logging.getLogger("wirekube_agent")
+
+
+async def run_agent(settings: Settings) -> None:
+    api = KubeApi(settings.kubeconfig)
+    reconciler = Reconciler(settings, api)
+    reconciler.private_key = keys.load_or_create(settings.state_dir)
+    reconciler.public_key = wgkey.public_key(reconciler.private_key)
+    log.info(
+        "starting",
+        extra={"node": settings.node_name, "public_key": wgkey.encode(reconciler.public_key)},
+    )
+    REGISTRY.register(AgentCollector(reconciler))
+    serve_metrics(settings.metrics_port)
+    tasks = {f"watch-{i.name}": (lambda i=i: reconciler.run_informer(i)) for i in reconciler.informers}
+    tasks["reconcile"] = reconciler.run
+    try:
+        await supervisor.run(tasks)
+    finally:
+        reconciler.stop_threads.set()
+        for informer in reconciler.informers:
+            informer.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure("wirekube-agent", args.log_level)
+    if args.command == "cleanup":
+        cleanup(args.interface)
+        return 0
+    try:
+        settings = from_args(args)
+    except SettingsError as exc:
+        print(f"wirekube-agent: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run_agent(settings))
+    except supervisor.TaskFailed as exc:
+        log.error("exiting: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

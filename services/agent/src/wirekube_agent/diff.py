@@ -1,0 +1,106 @@
+"""Desired state vs what the kernel reports → the operations to apply. Pure.
+
+The plan touches only what differs, so adding, changing or removing one peer
+never disturbs the others (no interface restart, unlike wg-quick down/up).
+
+Endpoints are special: WireGuard roams — when a peer's packets arrive from a
+new address (its NAT rebound the port, it moved networks), WireGuard updates
+the endpoint itself, and that learned address is better than the published
+one. So an endpoint is written only when *our* choice changes (tracked in
+``applied_endpoints``) or the peer is new, never merely because the kernel's
+view drifted from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from wirekube_agent.model import DesiredState, Endpoint, Route, Rule
+from wirekube_common.wireguard.types import DeviceConfig, DeviceState, PeerConfig
+
+
+@dataclass(frozen=True)
+class Operations:
+    wireguard: DeviceConfig | None = None
+    routes_delete: tuple[Route, ...] = ()
+    routes_replace: tuple[Route, ...] = ()
+    rules_add: tuple[Rule, ...] = ()
+    rules_delete: tuple[Rule, ...] = ()
+    # The endpoints this plan sets, to be merged into `applied_endpoints` once
+    # the WireGuard change succeeded.
+    endpoints: Mapping[bytes, Endpoint | None] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.wireguard or self.routes_delete or self.routes_replace or self.rules_add or self.rules_delete
+        )
+
+
+def plan(
+    desired: DesiredState,
+    observed: DeviceState,
+    observed_routes: Iterable[Route],
+    observed_rules: Iterable[Rule],
+    applied_endpoints: Mapping[bytes, Endpoint | None],
+    private_key: bytes,
+    fwmark: int,
+) -> Operations:
+    peer_ops: list[PeerConfig] = []
+    endpoints: dict[bytes, Endpoint | None] = {}
+    for key in sorted(observed.peers.keys() - desired.peers.keys()):
+        peer_ops.append(PeerConfig(public_key=key, remove=True))
+    for key in sorted(desired.peers):
+        want = desired.peers[key]
+        have = observed.peers.get(key)
+        new = have is None
+        endpoint_changed = new or applied_endpoints.get(key) != want.endpoint
+        allowed_changed = new or have.allowed_ips != want.allowed_ips
+        keepalive_changed = new or have.persistent_keepalive != want.persistent_keepalive
+        if not (endpoint_changed and want.endpoint) and not allowed_changed and not keepalive_changed:
+            if endpoint_changed:
+                endpoints[key] = want.endpoint
+            continue
+        peer_ops.append(
+            PeerConfig(
+                public_key=key,
+                endpoint=want.endpoint if endpoint_changed else None,
+                allowed_ips=tuple(sorted(want.allowed_ips, key=str)) if allowed_changed else None,
+                persistent_keepalive=want.persistent_keepalive if keepalive_changed else None,
+            )
+        )
+        if endpoint_changed:
+            endpoints[key] = want.endpoint
+    device_changed = (
+        observed.private_key != private_key
+        or observed.listen_port != desired.listen_port
+        or observed.fwmark != fwmark
+    )
+    wireguard = None
+    if peer_ops or device_changed:
+        wireguard = DeviceConfig(
+            private_key=private_key if observed.private_key != private_key else None,
+            listen_port=desired.listen_port if observed.listen_port != desired.listen_port else None,
+            fwmark=fwmark if observed.fwmark != fwmark else None,
+            peers=tuple(peer_ops),
+        )
+
+    have_routes = {r.key(): r for r in observed_routes}
+    want_routes = {r.key(): r for r in desired.routes}
+    routes_delete = tuple(r for k, r in sorted(have_routes.items(), key=_k) if k not in want_routes)
+    routes_replace = tuple(
+        r for k, r in sorted(want_routes.items(), key=_k) if have_routes.get(k) != r
+    )
+
+    have_rules = {r.key(): r for r in observed_rules}
+    want_rules = {r.key(): r for r in desired.rules}
+    rules_add = tuple(r for k, r in sorted(want_rules.items(), key=_k) if have_rules.get(k) != r)
+    rules_delete = tuple(
+        r for k, r in sorted(have_rules.items(), key=_k) if want_rules.get(k) != r
+    )
+    return Operations(wireguard, routes_delete, routes_replace, rules_add, rules_delete, endpoints)
+
+
+def _k(item: tuple[object, object]) -> str:
+    return str(item[0])

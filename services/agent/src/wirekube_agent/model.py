@@ -1,0 +1,116 @@
+"""The agent's vocabulary: validated peers, desired WireGuard state, routes, rules.
+
+Everything here is a frozen value. CRD dicts become ``RemotePeer`` in
+``k8s.translate`` (the only place that validates them); ``topology`` turns the
+remote peers plus local facts into a ``DesiredState``; ``diff`` compares that with
+what the kernel reports. Keys are raw bytes, addresses are ``ipaddress``
+objects, so equality is semantic, not textual.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Endpoint = tuple[str, int]
+Transport = Literal["direct", "relay"]
+
+# The routing table and fwmark the agent owns ("WK" in ASCII). The initContainer
+# and `wirekube-agent cleanup` remove exactly these.
+ROUTE_TABLE = 0x574B  # 22347
+FWMARK = 0x574B
+# Our ip rule priorities: before the main table (32766), after the local table
+# (0), and in a band no common CNI uses (Calico 0-99/32765, Cilium 9-2004,
+# Kilo 1, Tailscale 5210-5270).
+RULE_PRIORITY_MARKED = 31170
+RULE_PRIORITY_CONTROL = 31171
+RULE_PRIORITY_TABLE = 31172
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the agent knows about its own Node object."""
+
+    name: str
+    uid: str
+    internal_ips: tuple[IPAddress, ...] = ()
+    external_ips: tuple[IPAddress, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict, hash=False, compare=True)
+    annotations: dict[str, str] = field(default_factory=dict, hash=False, compare=True)
+
+    @property
+    def primary_ip(self) -> IPAddress | None:
+        ips = self.internal_ips or self.external_ips
+        return ips[0] if ips else None
+
+
+@dataclass(frozen=True)
+class RemotePeer:
+    """A validated WireKubePeer of another node."""
+
+    name: str
+    public_key: bytes
+    endpoint: Endpoint | None
+    allowed_ips: tuple[IPNetwork, ...]
+    persistent_keepalive: int | None
+    # Facts other agents publish in status, used for path selection.
+    nat_type: str = ""
+    nat_mapping: str = ""
+    nat_filtering: str = ""
+    internal_endpoint: Endpoint | None = None
+    public_ip: str = ""
+
+    @property
+    def passive(self) -> bool:
+        """No allowedIPs: no WireGuard peer entry and no routes (user-managed)."""
+        return not self.allowed_ips
+
+
+@dataclass(frozen=True)
+class WgPeer:
+    """One desired WireGuard peer entry."""
+
+    public_key: bytes
+    endpoint: Endpoint | None
+    allowed_ips: frozenset[IPNetwork]
+    persistent_keepalive: int
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route in our table; ``key`` is what the kernel identifies it by."""
+
+    dst: IPNetwork
+    oif: str
+    src: IPAddress | None = None
+    table: int = ROUTE_TABLE
+
+    def key(self) -> tuple[int, IPNetwork]:
+        return (self.table, self.dst)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An ip rule we own, identified by family, priority and destination."""
+
+    priority: int
+    table: int
+    family: int  # socket.AF_INET / AF_INET6
+    fwmark: int | None = None
+    dst: IPNetwork | None = None
+
+    def key(self) -> tuple[int, int, str]:
+        return (self.family, self.priority, str(self.dst or ""))
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    interface: str
+    listen_port: int
+    mtu: int
+    peers: dict[bytes, WgPeer]
+    routes: frozenset[Route]
+    rules: frozenset[Rule]

@@ -1,0 +1,405 @@
+"""The agent's control loop: observe → desired state → diff → apply.
+
+One synchronous ``reconcile()`` pass runs at a time in a worker thread (all its
+I/O is blocking: UAPI, netlink, the kubernetes client). The asyncio side only
+decides *when*: right after a watch event (debounced), every tick to follow
+WireGuard handshakes, and a full resync that re-reads routes and rules from the
+kernel, because other software flushes them.
+
+Each pass is level-triggered and idempotent. Failures of one step are logged
+and retried on the next pass; the API server being away only stops the steps
+that write to it — the data plane keeps its last configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from wirekube_agent import diff, paths, registration, status
+from wirekube_agent.endpoint import Discovery, discover
+from wirekube_agent.k8s import translate
+from wirekube_agent.k8s.client import MESHES, PEERS, ApiException, KubeApi
+from wirekube_agent.k8s.watch import Informer
+from wirekube_agent.model import FWMARK, NodeInfo, RemotePeer, Route, Rule
+from wirekube_agent.netlink import addresses, routes, rules
+from wirekube_agent.settings import Settings
+from wirekube_agent.sysctl import apply_interface_sysctls
+from wirekube_agent.timers import (
+    ENDPOINT_RECHECK_INTERVAL_S,
+    RECONCILE_DEBOUNCE_S,
+    RESYNC_INTERVAL_S,
+)
+from wirekube_agent.topology import desired_state
+from wirekube_agent.wg import Backend, select
+from wirekube_common import wgkey
+from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
+from wirekube_common.wireguard.types import DeviceState, format_endpoint
+
+log = logging.getLogger(__name__)
+
+# Between full resyncs the loop still wakes this often to follow WireGuard
+# handshakes (a new path becomes routable within a tick of its handshake).
+TICK_S = 1.0
+
+
+@dataclass
+class Observed:
+    """What the last pass saw and did; read by metrics and the status writer."""
+
+    device: DeviceState = field(default_factory=DeviceState)
+    peers: dict[str, RemotePeer] = field(default_factory=dict)
+    handshakes: dict[str, float] = field(default_factory=dict)
+    reconcile_seconds: float = 0.0
+    reconciles: int = 0
+    api_writes: int = 0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        api: KubeApi,
+        clock: Callable[[], float] = time.time,
+        backend_factory: Callable[[str], Backend] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.api = api
+        self.clock = clock
+        self._backend_factory = backend_factory or (
+            lambda iface: select(settings.backend, iface, settings.wireguard_go)
+        )
+        self.private_key = b""
+        self.public_key = b""
+        self.peer_name = peer_name_for_node(settings.node_name)
+        self.wake = asyncio.Event()
+        self.stop_threads = threading.Event()
+        self.backend: Backend | None = None
+        self._device_shape: tuple[str, int] | None = None
+        self.paths: dict[str, paths.PathState] = {}
+        self.applied_endpoints: dict[bytes, Any] = {}
+        self.discovery = Discovery(None, None)
+        self._discovered_at = 0.0
+        self._discovered_for: NodeInfo | None = None
+        self._last_status_write: float | None = None
+        self._rejected: dict[str, str] = {}  # peer name -> the problem last reported
+        self._translated: dict[str, tuple[str, RemotePeer | None]] = {}
+        self._last_routes: frozenset[Route] | None = None
+        self._last_rules: frozenset[Rule] | None = None
+        self._resync_due = 0.0
+        self.observed = Observed()
+        self.participating = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+        notify = self._notify
+        self.peers_informer = Informer("wirekubepeers", *api.custom_source(PEERS), notify)
+        self.mesh_informer = Informer(
+            "wirekubemesh", *api.custom_source(MESHES), notify,
+            field_selector=f"metadata.name={settings.mesh_name}",
+        )
+        self.node_informer = Informer(
+            "node", *api.node_source(), notify,
+            field_selector=f"metadata.name={settings.node_name}",
+        )
+        self.informers = (self.peers_informer, self.mesh_informer, self.node_informer)
+
+    # -- scheduling ------------------------------------------------------------
+    def _notify(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.wake.set)
+
+    async def run_informer(self, informer: Informer) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            await asyncio.to_thread(informer.run, self.stop_threads)
+        finally:
+            self.stop_threads.set()
+            informer.stop()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._wait_synced)
+        while True:
+            started = time.monotonic()
+            try:
+                await asyncio.to_thread(self.reconcile)
+            except Exception:
+                log.exception("reconcile failed; retrying on the next tick")
+            self.observed.reconcile_seconds = time.monotonic() - started
+            self.observed.reconciles += 1
+            try:
+                await asyncio.wait_for(self.wake.wait(), TICK_S)
+                await asyncio.sleep(RECONCILE_DEBOUNCE_S)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+
+    def _wait_synced(self) -> None:
+        for informer in self.informers:
+            while not informer.synced.wait(1.0):
+                if self.stop_threads.is_set():
+                    return
+                log.info("waiting for the API server (%s)", informer.name)
+
+    # -- one pass ----------------------------------------------------------------
+    def reconcile(self) -> None:
+        now = self.clock()
+        node_obj = self.node_informer.get(self.settings.node_name)
+        if node_obj is None:
+            log.warning("Node %s not found; waiting", self.settings.node_name)
+            return
+        node = translate.node_from_object(node_obj)
+        if not translate.node_participates(node):
+            self._withdraw(node)
+            return
+        self.participating = True
+        mesh = self._mesh()
+        backend = self._ensure_device(mesh)
+        self._discover(node, mesh, now)
+        self._register(node)
+        peers = self._remote_peers()
+
+        device = backend.get()
+        self.observed.device = device
+        by_key = {p.public_key: n for n, p in peers.items()}
+        handshakes = {
+            by_key[k]: s.last_handshake for k, s in device.peers.items() if k in by_key
+        }
+        self.observed.handshakes = handshakes
+        self.observed.peers = peers
+        local = paths.LocalFacts(
+            public_ip=self._public_ip(), internal_ip=str(node.primary_ip or "")
+        )
+        policy = paths.PathPolicy(
+            relay_mode=mesh.relay.mode,
+            relay_available=False,
+            handshake_timeout_s=mesh.relay.handshake_timeout_seconds,
+            direct_retry_interval_s=mesh.relay.direct_retry_interval_seconds,
+        )
+        self.paths = {
+            name: paths.step(
+                self.paths.get(name), peer, local, handshakes.get(name, 0.0), policy, now
+            )
+            for name, peer in peers.items()
+            if not peer.passive and peer.public_key != self.public_key
+        }
+        api_ip = self.api.server_address()
+        plan = desired_state(
+            interface=mesh.interface_name,
+            listen_port=mesh.listen_port,
+            mtu=mesh.mtu,
+            node=node,
+            own_key=self.public_key,
+            peers=peers,
+            paths=self.paths,
+            relay_endpoints={},
+            control_destinations=[api_ip] if api_ip else [],
+        )
+        for name, why in plan.warnings:
+            self._reject_once(name, why)
+        self._apply(plan.state, device, now)
+        self._write_status(node, mesh, now)
+
+    def _mesh(self) -> MeshSpec:
+        obj = self.mesh_informer.get(self.settings.mesh_name)
+        if obj is None:
+            return MeshSpec()
+        try:
+            return Mesh.from_dict(obj).spec
+        except ValueError as exc:
+            log.error("WireKubeMesh %s is invalid (%s); using defaults", self.settings.mesh_name, exc)
+            return MeshSpec()
+
+    def _ensure_device(self, mesh: MeshSpec) -> Backend:
+        shape = (mesh.interface_name, mesh.mtu)
+        if self.backend is not None and self.backend.interface != mesh.interface_name:
+            log.info("interface renamed to %s; replacing %s", mesh.interface_name, self.backend.interface)
+            self.backend.destroy()
+            self.backend = None
+        if self.backend is None:
+            self.backend = self._backend_factory(mesh.interface_name)
+            self._device_shape = None
+            self.applied_endpoints.clear()
+            self._last_routes = self._last_rules = None
+        if self._device_shape != shape or self._resync_due <= self.clock():
+            self.backend.ensure(mesh.mtu)
+            apply_interface_sysctls(self.settings.sysctl_root, mesh.interface_name)
+            self._device_shape = shape
+        return self.backend
+
+    def _public_ip(self) -> str:
+        ep = self.discovery.endpoint
+        if ep is None or self.discovery.method == "internal":
+            return ""
+        return ep[0]
+
+    def _discover(self, node: NodeInfo, mesh: MeshSpec, now: float) -> None:
+        # A changed annotation or address shows up at once (the Node watch
+        # changes `node`); otherwise re-check only periodically.
+        fresh = now - self._discovered_at < ENDPOINT_RECHECK_INTERVAL_S
+        if fresh and self.discovery.endpoint and self._discovered_for == node:
+            return
+        self._discovered_for = node
+        self._discovered_at = now
+        found = discover(
+            node,
+            mesh.listen_port,
+            self.settings.endpoint_sources,
+            global_ipv6=addresses.global_ipv6,
+        )
+        if found != self.discovery:
+            log.info(
+                "endpoint %s (via %s)",
+                format_endpoint(found.endpoint) if found.endpoint else None,
+                found.method,
+            )
+        self.discovery = found
+
+    def _register(self, node: NodeInfo) -> None:
+        pub = wgkey.encode(self.public_key)
+        endpoint = format_endpoint(self.discovery.endpoint) if self.discovery.endpoint else None
+        existing = self.peers_informer.get(self.peer_name)
+        try:
+            if existing is None:
+                self.api.create_peer(registration.create_body(node, pub, endpoint))
+                self.observed.api_writes += 1
+                log.info("registered WireKubePeer %s", self.peer_name)
+                return
+            patch = registration.patch_for(existing, node, pub, endpoint)
+            if patch:
+                self.api.patch_peer(self.peer_name, patch)
+                self.observed.api_writes += 1
+                log.info("updated WireKubePeer %s: %s", self.peer_name, sorted(patch.get("spec", {})))
+        except ApiException as exc:
+            if exc.status != 409:  # 409: the watch has not caught up with our create
+                log.warning("cannot register %s: %s %s", self.peer_name, exc.status, exc.reason)
+        except Exception as exc:
+            log.warning("cannot register %s: %s", self.peer_name, exc)
+
+    def _remote_peers(self) -> dict[str, RemotePeer]:
+        out: dict[str, RemotePeer] = {}
+        snapshot = self.peers_informer.snapshot()
+        for name, obj in snapshot.items():
+            if name == self.peer_name:
+                continue
+            rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+            cached = self._translated.get(name)
+            if cached is not None and cached[0] == rv:
+                peer = cached[1]
+            else:
+                try:
+                    peer = translate.peer_from_object(obj)
+                except translate.PeerRejected as exc:
+                    peer = None
+                    self._reject_once(name, str(exc), obj)
+                self._translated[name] = (rv, peer)
+            if peer is not None:
+                out[name] = peer
+        for name in self._translated.keys() - snapshot.keys():
+            del self._translated[name]
+        return out
+
+    def _reject_once(self, name: str, why: str, obj: dict[str, Any] | None = None) -> None:
+        """Log and record an Event once per distinct problem, not once per pass."""
+        if self._rejected.get(name) == why:
+            return
+        self._rejected[name] = why
+        log.warning("skipping WireKubePeer %s: %s", name, why)
+        uid = str(((obj or {}).get("metadata") or {}).get("uid", ""))
+        try:
+            self.api.record_event(
+                "wirekubepeers", "WireKubePeer", name, uid, "InvalidPeer",
+                f"{self.settings.node_name}: {why}", warning=True,
+            )
+        except Exception as exc:  # events are best effort
+            log.debug("cannot record event: %s", exc)
+
+    def _apply(self, desired: Any, device: DeviceState, now: float) -> None:
+        full = self._resync_due <= now
+        with IPRoute() as ipr:
+            if full or desired.routes != self._last_routes or desired.rules != self._last_rules:
+                have_routes: list[Route] = routes.observed(ipr)
+                have_rules: list[Rule] = rules.observed(ipr)
+            else:
+                have_routes, have_rules = list(desired.routes), list(desired.rules)
+            ops = diff.plan(
+                desired, device, have_routes, have_rules, self.applied_endpoints,
+                self.private_key, FWMARK,
+            )
+            if full:
+                self._resync_due = now + RESYNC_INTERVAL_S
+            if ops.empty:
+                self._last_routes, self._last_rules = desired.routes, desired.rules
+                return
+            for rule in ops.rules_add:
+                rules.add(ipr, rule)
+            for route in ops.routes_delete:
+                routes.delete(ipr, route)
+            if ops.wireguard is not None:
+                assert self.backend is not None
+                self.backend.apply(ops.wireguard)
+                self.applied_endpoints.update(ops.endpoints)
+                for key in [k for k in self.applied_endpoints if k not in desired.peers]:
+                    del self.applied_endpoints[key]
+            for route in ops.routes_replace:
+                routes.replace(ipr, route)
+            for rule in ops.rules_delete:
+                rules.delete(ipr, rule)
+        self._last_routes, self._last_rules = desired.routes, desired.rules
+        log.debug(
+            "applied: %d wg peer changes, +%d/-%d routes, +%d/-%d rules",
+            len(ops.wireguard.peers) if ops.wireguard else 0,
+            len(ops.routes_replace), len(ops.routes_delete),
+            len(ops.rules_add), len(ops.rules_delete),
+        )
+
+    def _write_status(self, node: NodeInfo, mesh: MeshSpec, now: float) -> None:
+        existing = self.peers_informer.get(self.peer_name)
+        if existing is None:
+            return
+        try:
+            current = PeerStatus.from_dict(existing.get("status") or {})
+        except ValueError:
+            current = PeerStatus()
+        ip = node.primary_ip
+        local = status.LocalReport(
+            endpoint_discovery_method=self.discovery.method,
+            internal_endpoint=format_endpoint((str(ip), mesh.listen_port)) if ip else None,
+            public_ip=self._public_ip() or None,
+        )
+        new = status.derive(self.paths, self.observed.handshakes, local, current, now)
+        if not status.should_write(current, new, self._last_status_write, now):
+            return
+        patch = registration.merge_patch(current.to_dict(), new.to_dict())
+        try:
+            self.api.patch_peer_status(self.peer_name, patch)
+            self.observed.api_writes += 1
+            self._last_status_write = now
+        except Exception as exc:
+            log.warning("cannot write status: %s", exc)
+
+    def _withdraw(self, node: NodeInfo) -> None:
+        """The node left the mesh (label removed): take our data plane down."""
+        if not self.participating:
+            return
+        log.info("node %s is no longer labelled %s=true; leaving the mesh", node.name, translate.VPN_LABEL)
+        try:
+            self.api.delete_peer(self.peer_name)
+        except Exception as exc:
+            log.warning("cannot delete %s: %s", self.peer_name, exc)
+        with IPRoute() as ipr:
+            routes.flush(ipr)
+            rules.delete_all_ours(ipr)
+        if self.backend is not None:
+            self.backend.destroy()
+            self.backend = None
+        self.paths.clear()
+        self.participating = False

@@ -1,0 +1,106 @@
+"""This node's own WireKubePeer: what it should say, as a create body or a patch. Pure.
+
+The agent owns ``publicKey`` and ``endpoint``. ``allowedIPs`` defaults to the
+node's InternalIP/32 but belongs to the user as soon as they change it: the
+agent records the value it last wrote in an annotation, and only rewrites the
+field while it still holds exactly that value. ``persistentKeepalive`` is set
+once when absent and left alone afterwards.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from wirekube_agent.model import NodeInfo
+from wirekube_agent.timers import DEFAULT_PERSISTENT_KEEPALIVE_S
+from wirekube_common.crd import API_VERSION, NODE_LABEL, peer_name_for_node
+
+MANAGED_ALLOWED_IPS = "wirekube.io/agent-allowed-ips"
+
+
+def default_allowed_ips(node: NodeInfo) -> list[str]:
+    ip = node.primary_ip
+    if ip is None:
+        return []
+    return [str(ipaddress.ip_network(ip))]
+
+
+def create_body(node: NodeInfo, public_key: str, endpoint: str | None) -> dict[str, Any]:
+    allowed = default_allowed_ips(node)
+    spec: dict[str, Any] = {
+        "publicKey": public_key,
+        "allowedIPs": allowed,
+        "persistentKeepalive": DEFAULT_PERSISTENT_KEEPALIVE_S,
+    }
+    if endpoint:
+        spec["endpoint"] = endpoint
+    metadata: dict[str, Any] = {
+        "name": peer_name_for_node(node.name),
+        "labels": {NODE_LABEL: node.name},
+        "annotations": {MANAGED_ALLOWED_IPS: ",".join(allowed)},
+    }
+    if node.uid:
+        # Garbage-collected with its Node: a deleted node leaves no stale peer.
+        metadata["ownerReferences"] = [_owner(node)]
+    return {"apiVersion": API_VERSION, "kind": "WireKubePeer", "metadata": metadata, "spec": spec}
+
+
+def _owner(node: NodeInfo) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "name": node.name, "uid": node.uid}
+
+
+def patch_for(
+    existing: Mapping[str, Any], node: NodeInfo, public_key: str, endpoint: str | None
+) -> dict[str, Any] | None:
+    """A JSON merge patch bringing ``existing`` in line, or None if it already is."""
+    meta = existing.get("metadata") or {}
+    spec = existing.get("spec") or {}
+    spec_patch: dict[str, Any] = {}
+    meta_patch: dict[str, Any] = {}
+    if spec.get("publicKey") != public_key:
+        spec_patch["publicKey"] = public_key
+    if endpoint and spec.get("endpoint") != endpoint:
+        spec_patch["endpoint"] = endpoint
+    if spec.get("persistentKeepalive") is None:
+        spec_patch["persistentKeepalive"] = DEFAULT_PERSISTENT_KEEPALIVE_S
+    annotations = meta.get("annotations") or {}
+    current = spec.get("allowedIPs")
+    recorded = annotations.get(MANAGED_ALLOWED_IPS)
+    agent_owned = current is None or (
+        recorded is not None and ",".join(current) == recorded
+    )
+    wanted = default_allowed_ips(node)
+    if agent_owned and wanted and current != wanted:
+        spec_patch["allowedIPs"] = wanted
+        meta_patch.setdefault("annotations", {})[MANAGED_ALLOWED_IPS] = ",".join(wanted)
+    if (meta.get("labels") or {}).get(NODE_LABEL) != node.name:
+        meta_patch["labels"] = {NODE_LABEL: node.name}
+    if node.uid and not any(
+        ref.get("kind") == "Node" and ref.get("uid") == node.uid
+        for ref in meta.get("ownerReferences") or []
+    ):
+        meta_patch["ownerReferences"] = [_owner(node)]
+    patch: dict[str, Any] = {}
+    if spec_patch:
+        patch["spec"] = spec_patch
+    if meta_patch:
+        patch["metadata"] = meta_patch
+    return patch or None
+
+
+def merge_patch(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386 patch turning ``current`` into ``new`` (removed keys become null)."""
+    patch: dict[str, Any] = {}
+    for key in current.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        old = current.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            sub = merge_patch(old, value)
+            if sub:
+                patch[key] = sub
+        elif value != old:
+            patch[key] = value
+    return patch

@@ -1,0 +1,90 @@
+"""This node's WireKubePeer status, derived from path state. Pure.
+
+Writes are the scarce resource: every agent watches every WireKubePeer, so each
+status write fans out to N watchers. The agent therefore writes only its own
+object, only when a field changed, at most once per ``STATUS_MIN_INTERVAL_S``,
+and ``lastHandshake`` only when it moved by a minute or more — total writes
+grow O(N) with the mesh, never O(N^2).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from wirekube_agent.paths import PathState
+from wirekube_agent.timers import (
+    HANDSHAKE_FRESH_S,
+    STATUS_HANDSHAKE_GRANULARITY_S,
+    STATUS_MIN_INTERVAL_S,
+)
+from wirekube_common.crd import PeerStatus, derive_transport_mode
+
+
+@dataclass(frozen=True)
+class LocalReport:
+    """Facts about this node that other agents use for path selection."""
+
+    endpoint_discovery_method: str | None = None
+    nat_type: str | None = None
+    nat_mapping: str | None = None
+    nat_filtering: str | None = None
+    internal_endpoint: str | None = None
+    public_ip: str | None = None
+
+
+def rfc3339(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str | None) -> float:
+    if not text:
+        return 0.0
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def derive(
+    paths: Mapping[str, PathState],
+    handshakes: Mapping[str, float],
+    local: LocalReport,
+    previous: PeerStatus,
+    now: float,
+) -> PeerStatus:
+    """The status to publish. ``handshakes`` maps peer name → last handshake."""
+    transports = {name: p.transport for name, p in paths.items() if p.routed}
+    latest = max(handshakes.values(), default=0.0)
+    connected = latest > 0 and now - latest < HANDSHAKE_FRESH_S
+    published = parse_rfc3339(previous.last_handshake)
+    if latest and latest - published >= STATUS_HANDSHAKE_GRANULARITY_S:
+        last_handshake = rfc3339(latest)
+    else:
+        last_handshake = previous.last_handshake if published else (rfc3339(latest) if latest else None)
+    nat_type = local.nat_type if local.nat_type is not None else previous.nat_type
+    return PeerStatus(
+        connected=connected,
+        nat_type=nat_type,
+        transport_mode=derive_transport_mode(transports) or None,
+        peer_transports=transports,
+        endpoint_discovery_method=local.endpoint_discovery_method,
+        last_handshake=last_handshake,
+        nat_mapping=local.nat_mapping if local.nat_mapping is not None else previous.nat_mapping,
+        nat_filtering=(
+            local.nat_filtering if local.nat_filtering is not None else previous.nat_filtering
+        ),
+        internal_endpoint=local.internal_endpoint,
+        public_ip=local.public_ip,
+        observed_generation=previous.observed_generation,
+        conditions=previous.conditions,
+    )
+
+
+def should_write(
+    current: PeerStatus, new: PeerStatus, last_write: float | None, now: float
+) -> bool:
+    if current.to_dict() == new.to_dict():
+        return False
+    return last_write is None or now - last_write >= STATUS_MIN_INTERVAL_S

@@ -1,0 +1,44 @@
+"""Every duration and limit of the agent, each with the reason for its value."""
+
+from __future__ import annotations
+
+# Full resync: re-read the kernel and re-assert routes, rules and peers even
+# when nothing changed in the API. Other agents on a node (CNIs, kube-proxy,
+# cleanup scripts) flush tables and rules; 10 s bounds how long we stay broken.
+RESYNC_INTERVAL_S = 10.0
+
+# Coalesce a burst of watch events (a rolling upgrade updates hundreds of peers
+# within a second) into one reconcile. 50 ms is far below any human-visible
+# delay and far above one event's processing time.
+RECONCILE_DEBOUNCE_S = 0.05
+
+# WireGuard re-handshakes every 2 minutes (REKEY_AFTER_TIME) on an active
+# session and keepalives every 25 s; a handshake older than REJECT_AFTER_TIME
+# (180 s) means the session is dead.
+HANDSHAKE_FRESH_S = 180.0
+
+# Our own WireKubePeer status is written at most this often, so status writes
+# per agent are bounded whatever N is (total writes O(N), never O(N^2)).
+STATUS_MIN_INTERVAL_S = 5.0
+# lastHandshake alone changes every ~2 minutes per session; publishing only when
+# it moved by this much keeps it useful without a write per rekey.
+STATUS_HANDSHAKE_GRANULARITY_S = 60.0
+
+# A watch that sees no event for this long is restarted (server-side timeout);
+# below typical load-balancer idle timeouts of 5-10 minutes.
+WATCH_TIMEOUT_S = 240
+
+# Endpoint discovery is cheap but not free (STUN, IMDS); a node's public
+# endpoint rarely changes, and link changes trigger an immediate re-check.
+ENDPOINT_RECHECK_INTERVAL_S = 60.0
+
+# AWS IMDSv2 answers in a few ms on EC2; anywhere else the address is
+# unroutable, so a short timeout keeps non-EC2 start-up fast.
+IMDS_TIMEOUT_S = 0.5
+
+# Persistent keepalive for peers we create: 25 s keeps NAT mappings alive on
+# virtually every NAT (the shortest common UDP timeout is 30 s).
+DEFAULT_PERSISTENT_KEEPALIVE_S = 25
+
+# How long to wait for wireguard-go to create its UAPI socket after start.
+USERSPACE_START_TIMEOUT_S = 5.0

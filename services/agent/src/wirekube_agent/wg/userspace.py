@@ -1,0 +1,87 @@
+"""Userspace WireGuard: wireguard-go, configured over its UAPI socket.
+
+wireguard-go is started daemonised (it forks and detaches), so it outlives an
+agent restart and the data plane with it; a restarted agent adopts the running
+daemon through its socket instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+
+from pyroute2 import IPRoute
+
+from wirekube_agent.netlink import link
+from wirekube_agent.timers import USERSPACE_START_TIMEOUT_S
+from wirekube_common.wireguard.types import DeviceConfig, DeviceState
+from wirekube_common.wireguard.uapi import UapiClient, UapiError
+
+log = logging.getLogger(__name__)
+
+
+class UserspaceBackend:
+    name = "userspace"
+
+    def __init__(self, interface: str, wireguard_go: str = "wireguard-go") -> None:
+        self.interface = interface
+        self.binary = wireguard_go
+        self.uapi = UapiClient(interface)
+
+    def _alive(self) -> bool:
+        if not self.uapi.exists():
+            return False
+        try:
+            self.uapi.get()
+        except UapiError:
+            return False
+        return True
+
+    def ensure(self, mtu: int) -> None:
+        with IPRoute() as ipr:
+            if not self._alive():
+                existing = link.kind(ipr, self.interface)
+                if existing is not None:
+                    # A link without a live daemon behind it (kernel device from
+                    # a previous backend, or a tun whose daemon died) is useless.
+                    log.warning("removing stale %s link %s", existing, self.interface)
+                    link.delete(ipr, self.interface)
+                self._start()
+            link.set_up(ipr, self.interface, mtu)
+
+    def _start(self) -> None:
+        env = dict(os.environ, WG_PROCESS_FOREGROUND="0")
+        # The banner about kernel support goes to stdout; keep it out of our logs.
+        result = subprocess.run(
+            [self.binary, self.interface],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=USERSPACE_START_TIMEOUT_S,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"wireguard-go failed: {result.stderr.strip()}")
+        deadline = time.monotonic() + USERSPACE_START_TIMEOUT_S
+        while not self._alive():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"wireguard-go did not open {self.uapi.path}")
+            time.sleep(0.02)
+        log.info("started wireguard-go", extra={"interface": self.interface})
+
+    def get(self) -> DeviceState:
+        return self.uapi.get()
+
+    def apply(self, config: DeviceConfig) -> None:
+        self.uapi.set(config)
+
+    def destroy(self) -> None:
+        # Deleting the tun makes wireguard-go exit and remove its socket.
+        with IPRoute() as ipr:
+            link.delete(ipr, self.interface)
+        deadline = time.monotonic() + USERSPACE_START_TIMEOUT_S
+        while self.uapi.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
