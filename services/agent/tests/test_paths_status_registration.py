@@ -1,0 +1,115 @@
+from wirekube_agent import paths, registration, status
+from wirekube_agent.paths import LocalFacts, PathPolicy, PathState
+from wirekube_common.crd import PeerStatus
+
+from .helpers import b64, node, remote
+
+POLICY = PathPolicy("never", False, 30, 120)
+
+
+def test_path_goes_up_on_a_fresh_handshake_and_down_when_it_ages() -> None:
+    b = remote("node-b", 2, "10.0.0.2")
+    s0 = paths.step(None, b, LocalFacts(), 0.0, POLICY, now=100.0)
+    assert (s0.phase, s0.routed) == ("probing", False)
+    s1 = paths.step(s0, b, LocalFacts(), 101.0, POLICY, now=101.5)
+    assert (s1.phase, s1.routed, s1.since) == ("up", True, 101.5)
+    assert paths.step(s1, b, LocalFacts(), 101.0, POLICY, now=200.0) is s1  # unchanged: same object
+    s2 = paths.step(s1, b, LocalFacts(), 101.0, POLICY, now=101.0 + 181)
+    assert (s2.phase, s2.routed) == ("probing", False)
+
+
+def test_same_public_ip_means_same_network_use_internal_endpoint() -> None:
+    b = remote(
+        "node-b",
+        2,
+        "10.0.0.2",
+        endpoint=("198.18.0.1", 40000),
+        internal_endpoint=("10.0.0.2", 51820),
+        public_ip="198.18.0.1",
+    )
+    assert paths.direct_endpoint(LocalFacts(public_ip="198.18.0.1"), b) == ("10.0.0.2", 51820)
+    assert paths.direct_endpoint(LocalFacts(public_ip="198.18.9.9"), b) == ("198.18.0.1", 40000)
+    assert paths.direct_endpoint(LocalFacts(), b) == ("198.18.0.1", 40000)
+
+
+def test_status_derivation_and_rate_limit() -> None:
+    up = PathState("direct", "up", 0, None)
+    relay = PathState("relay", "probing", 0, None)
+    down = PathState("direct", "probing", 0, None)
+    local = status.LocalReport(
+        endpoint_discovery_method="internal", internal_endpoint="10.0.0.1:51820"
+    )
+    new = status.derive(
+        {"node-b": up, "node-c": relay, "node-d": down},
+        {"node-b": 1000.0},
+        local,
+        PeerStatus(),
+        now=1010.0,
+    )
+    assert new.connected is True
+    assert dict(new.peer_transports) == {"node-b": "direct", "node-c": "relay"}
+    assert new.transport_mode == "mixed"
+    assert new.last_handshake == status.rfc3339(1000.0)
+    assert new.endpoint_discovery_method == "internal"
+    # lastHandshake moves only by whole minutes, so a rekey alone writes nothing
+    later = status.derive(
+        {"node-b": up, "node-c": relay, "node-d": down}, {"node-b": 1030.0}, local, new, 1031.0
+    )
+    assert later.last_handshake == new.last_handshake
+    assert not status.should_write(new, later, last_write=0.0, now=1031.0)
+    changed = status.derive({"node-b": up}, {"node-b": 1030.0}, local, new, 1031.0)
+    assert not status.should_write(new, changed, last_write=1030.0, now=1031.0)  # too soon
+    assert status.should_write(new, changed, last_write=1020.0, now=1031.0)
+
+
+def test_nat_type_is_never_overwritten_by_undetermined() -> None:
+    prev = PeerStatus(nat_type="symmetric")
+    new = status.derive({}, {}, status.LocalReport(nat_type=None), prev, 0.0)
+    assert new.nat_type == "symmetric"
+    assert new.connected is False and new.transport_mode is None
+
+
+def test_registration_create_and_patch() -> None:
+    n = node("a", "10.0.0.1", uid="u1")
+    body = registration.create_body(n, b64(1), "198.18.0.1:51820")
+    assert body["metadata"]["name"] == "node-a"
+    assert body["metadata"]["labels"] == {"wirekube.io/node": "a"}
+    assert body["metadata"]["ownerReferences"][0] == {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "name": "a",
+        "uid": "u1",
+    }
+    assert body["spec"] == {
+        "publicKey": b64(1),
+        "allowedIPs": ["10.0.0.1/32"],
+        "persistentKeepalive": 25,
+        "endpoint": "198.18.0.1:51820",
+    }
+    assert registration.patch_for(body, n, b64(1), "198.18.0.1:51820") is None
+    moved = registration.patch_for(body, n, b64(1), "198.18.0.7:51820")
+    assert moved == {"spec": {"endpoint": "198.18.0.7:51820"}}
+
+
+def test_user_managed_allowed_ips_are_never_overwritten() -> None:
+    n = node("a", "10.0.0.1")
+    body = registration.create_body(n, b64(1), None)
+    body["spec"]["allowedIPs"] = []  # the user made this node passive
+    assert registration.patch_for(body, n, b64(1), None) is None
+    body["spec"]["allowedIPs"] = ["10.0.0.1/32", "192.168.5.0/24"]
+    assert registration.patch_for(body, n, b64(1), None) is None
+    # while the agent still owns the field, a new node IP is followed
+    owned = registration.create_body(n, b64(1), None)
+    renumbered = node("a", "10.0.0.7")
+    patch = registration.patch_for(owned, renumbered, b64(1), None)
+    assert patch is not None and patch["spec"] == {"allowedIPs": ["10.0.0.7/32"]}
+    assert patch["metadata"]["annotations"] == {registration.MANAGED_ALLOWED_IPS: "10.0.0.7/32"}
+
+
+def test_merge_patch_nulls_removed_keys() -> None:
+    cur = {"connected": True, "peerTransports": {"a": "direct", "b": "relay"}, "natType": "cone"}
+    new = {"connected": True, "peerTransports": {"a": "relay"}}
+    assert registration.merge_patch(cur, new) == {
+        "natType": None,
+        "peerTransports": {"a": "relay", "b": None},
+    }
