@@ -50,6 +50,7 @@ import argparse
 import atexit
 import contextlib
 import ctypes
+import functools
 import http.client
 import json
 import os
@@ -325,7 +326,7 @@ class ControlPlane:
                 ],
             )
             try:
-                self._wait("etcd", lambda u=url: _etcd_healthy(u), ETCD_TIMEOUT_S)
+                self._wait("etcd", functools.partial(_etcd_healthy, url), ETCD_TIMEOUT_S)
                 return url
             except ControlPlaneError as e:
                 if "address already in use" not in str(e) or attempt == PORT_RETRIES - 1:
@@ -426,6 +427,8 @@ class ControlPlane:
             resp = k8s_client.CoreV1Api(api).create_namespaced_service_account_token(
                 name, namespace, request
             )
+        if resp.status is None or not resp.status.token:
+            raise ControlPlaneError(f"TokenRequest for {namespace}/{name} returned no token")
         token = resp.status.token
         user = pki.service_account_username(namespace, name)
         config = pki.kubeconfig(

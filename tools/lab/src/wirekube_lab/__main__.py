@@ -1,0 +1,139 @@
+"""``wirekube-lab``: bring a topology up, test it, print what happened, tear it down.
+
+Subcommands::
+
+    wirekube-lab run TOPOLOGY.yaml [--json] [--workdir DIR] [--driver MOD:ATTR] [--no-selftest]
+    wirekube-lab validate TOPOLOGY.yaml [--json]   # parse + address plan, no root needed
+    wirekube-lab sweep                              # remove namespaces of dead lab runs
+
+``run`` prints one JSON document with ``--json`` (shape in ``docs/lab.md``)
+or readable tables otherwise, and exits 0 when everything passed, 1 when a
+check failed (NAT self-test, steady state, expected paths), 2 on a bad
+topology or usage, 3 when the lab could not be built. Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from . import netops
+from .addressing import plan_lab
+from .naming import RunIds
+from .pipeline import NoMesh, load_driver, run
+from .report import EXIT_ERROR, EXIT_OK, EXIT_USAGE, document, exit_code, render_text
+from .topology import TopologyError, load_topology
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wirekube-lab", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="bring a topology up, self-test, report, tear down")
+    p_run.add_argument("topology", type=Path)
+    p_run.add_argument("--json", action="store_true", help="print one JSON document")
+    p_run.add_argument("--workdir", type=Path, help="keep logs here (default: a removed tempdir)")
+    p_run.add_argument("--driver", help="mesh driver as module:attr (default: none yet)")
+    p_run.add_argument("--no-selftest", action="store_true", help="skip the NAT self-test")
+    p_val = sub.add_parser("validate", help="parse a topology and print its address plan")
+    p_val.add_argument("topology", type=Path)
+    p_val.add_argument("--json", action="store_true")
+    sub.add_parser("sweep", help="remove namespaces left by dead lab runs")
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    topology = load_topology(args.topology)
+    driver = load_driver(args.driver) if args.driver else NoMesh()
+    try:
+        ctx = run(topology, driver=driver, workdir=args.workdir, selftest=not args.no_selftest)
+    except (netops.NetopsError, OSError) as exc:
+        print(f"wirekube-lab: the lab could not be built or run: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    doc = document(
+        topology=topology,
+        described=ctx.described,
+        nat_selftest=[r.to_json() for r in ctx.nat_selftest],
+        selftest_note=ctx.selftest_error,
+        driver=driver.name,
+        driver_note=getattr(driver, "note", None),
+        steady=ctx.steady,
+        paths=ctx.paths,
+        pings=ctx.pings,
+        timings=ctx.timings,
+    )
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render_text(doc), end="")
+    return exit_code(doc)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    topology = load_topology(args.topology)
+    plan = plan_lab(topology, RunIds(pid=1, run="plan0"), IPv4Network("100.64.0.4/30"))
+    data = {
+        "name": topology.name,
+        "networks": [
+            {
+                "name": r.network,
+                "router": r.name,
+                "nat": r.nat.kind,
+                "cidr": str(r.lan_cidr),
+                "wan_address": str(r.wan_address),
+            }
+            for r in plan.routers
+        ],
+        "hosts": [
+            {
+                "name": h.name,
+                "role": h.role,
+                "network": h.network,
+                "addresses": [str(a) for a in h.addresses],
+                "public_address": str(h.public_address),
+            }
+            for h in plan.hosts
+        ],
+        "expect_paths": {f"{a}/{b}": m for (a, b), m in topology.expect_paths},
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"{topology.name}: valid")
+        for h in data["hosts"]:
+            print(
+                f"  {h['name']:<16} {h['role']:<6} {h['network']:<12} "
+                f"{', '.join(h['addresses']):<28} public {h['public_address']}"
+            )
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "validate":
+            return _cmd_validate(args)
+        swept = netops.sweep()
+        print(f"removed {len(swept)} namespaces of dead lab runs")
+        return EXIT_OK
+    except TopologyError as exc:
+        print(f"wirekube-lab: bad topology: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FileNotFoundError as exc:
+        print(f"wirekube-lab: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

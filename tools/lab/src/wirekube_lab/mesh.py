@@ -1,0 +1,232 @@
+"""The services step of the lab: a WireKube mesh running on a built lab.
+
+``MeshLab`` ties a :class:`~wirekube_lab.lab.Lab` to a running
+:class:`~wirekube_lab.controlplane.ControlPlane`: it writes the lab's
+WireKubeMesh, registers a Node object per lab node (no kubelet here, so the
+lab plays its part: InternalIP = the host's own address, ExternalIP = its
+public address when it has one, labels and annotations from the topology),
+and starts the real ``wirekube-agent`` as a separate process in each node's
+namespace, talking to the API server as the agent's ServiceAccount.
+
+It also reads the result back the way a user would: the path table from each
+node's ``WireKubePeer.status.peerTransports`` and a ping matrix over node IPs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+
+from wirekube_lab.controlplane import ControlPlane
+from wirekube_lab.lab import Lab
+from wirekube_lab.processes import LabProcess
+
+GROUP, VERSION = "wirekube.io", "v1alpha1"
+AGENT_SA = ("wirekube-system", "wirekube-agent")
+VPN_LABEL = "wirekube.io/vpn-enabled"
+# The lab never reaches EC2 metadata (it is not our address to probe) and has
+# no UPnP routers; every other source is real.
+LAB_ENDPOINT_SOURCES = "annotation,stun,ipv6,external-ip,internal"
+# Agents poll WireGuard once a second; a few seconds covers handshake retries.
+POLL_S = 0.25
+
+
+def peer_name(host: str) -> str:
+    return f"node-{host}"
+
+
+class MeshLab:
+    def __init__(self, lab: Lab, cp: ControlPlane, backend: str = "userspace") -> None:
+        self.lab = lab
+        self.cp = cp
+        self.backend = backend
+        self.api = cp.api_client()
+        self.core = k8s.CoreV1Api(self.api)
+        self.custom = k8s.CustomObjectsApi(self.api)
+        self.agents: dict[str, LabProcess] = {}
+        self._kubeconfig: Path | None = None
+
+    # -- cluster objects ---------------------------------------------------------
+    def apply_mesh(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        spec = self.lab.mesh_spec()
+        for key, value in (overrides or {}).items():
+            spec[key] = value
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "WireKubeMesh",
+            "metadata": {"name": "default"},
+            "spec": spec,
+        }
+        try:
+            current = self.custom.get_cluster_custom_object(
+                GROUP, VERSION, "wirekubemeshes", "default"
+            )
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            return self.custom.replace_cluster_custom_object(  # type: ignore[no-any-return]
+                GROUP, VERSION, "wirekubemeshes", "default", body
+            )
+        except k8s.ApiException as exc:
+            if exc.status != 404:
+                raise
+        return self.custom.create_cluster_custom_object(  # type: ignore[no-any-return]
+            GROUP, VERSION, "wirekubemeshes", body
+        )
+
+    def register_node(self, host: str, participate: bool = True) -> None:
+        spec = self.lab.topology.host(host)
+        labels = spec.labels_dict
+        annotations = spec.annotations_dict
+        if participate:
+            labels[VPN_LABEL] = "true"
+        addresses = [{"type": "InternalIP", "address": self.lab.address(host)}]
+        public = self.lab.public_address(host)
+        if spec.public_ip or self.lab.router_of(host) is None:
+            addresses.append({"type": "ExternalIP", "address": public})
+        addresses.append({"type": "Hostname", "address": host})
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": host, "labels": labels, "annotations": annotations},
+        }
+        try:
+            self.core.create_node(body)
+        except k8s.ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.core.patch_node(host, {"metadata": {"labels": labels, "annotations": annotations}})
+        self.core.patch_node_status(host, {"status": {"addresses": addresses}})
+
+    def delete_node(self, host: str) -> None:
+        """What node removal does in a real cluster: the Node and (by GC) its peer go."""
+        for call in (
+            lambda: self.custom.delete_cluster_custom_object(
+                GROUP, VERSION, "wirekubepeers", peer_name(host)
+            ),
+            lambda: self.core.delete_node(host),
+        ):
+            try:
+                call()
+            except k8s.ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+    def peer(self, host: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_cluster_custom_object(  # type: ignore[no-any-return]
+                GROUP, VERSION, "wirekubepeers", peer_name(host)
+            )
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # -- agents --------------------------------------------------------------------
+    def kubeconfig(self) -> Path:
+        if self._kubeconfig is None:
+            self._kubeconfig = Path(self.cp.kubeconfig_for_service_account(*AGENT_SA, lab=True))
+        return self._kubeconfig
+
+    def start_agent(self, host: str, extra: Sequence[str] = ()) -> LabProcess:
+        state = self.lab.host_dir(host) / "state"
+        argv = [
+            sys.executable,
+            "-m",
+            "wirekube_agent",
+            "--node-name",
+            host,
+            "--kubeconfig",
+            str(self.kubeconfig()),
+            "--state-dir",
+            str(state),
+            "--wireguard-backend",
+            self.backend,
+            "--metrics-port",
+            "9090",
+            "--endpoint-sources",
+            LAB_ENDPOINT_SOURCES,
+            *extra,
+        ]
+        env = {"WIREKUBE_LOG_FORMAT": "text", "WIREKUBE_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"}
+        proc = self.lab.spawn(host, argv, env=env, name="agent", private_wireguard_dir=True)
+        self.agents[host] = proc
+        return proc
+
+    def stop_agent(self, host: str) -> int | None:
+        proc = self.agents.pop(host, None)
+        return proc.stop() if proc is not None else None
+
+    def start(self, hosts: Iterable[str] | None = None) -> list[str]:
+        nodes = list(hosts) if hosts is not None else self.lab.hosts("node")
+        self.apply_mesh()
+        for host in nodes:
+            self.register_node(host)
+        for host in nodes:
+            self.start_agent(host)
+        return nodes
+
+    # -- observation -----------------------------------------------------------------
+    def transports(self, host: str) -> dict[str, str]:
+        peer = self.peer(host) or {}
+        return dict((peer.get("status") or {}).get("peerTransports") or {})
+
+    def path_table(self, hosts: Sequence[str]) -> dict[str, dict[str, str]]:
+        """``table[a][b]``: how a's packets reach b, as a reports it (direct/relay/none)."""
+        table: dict[str, dict[str, str]] = {}
+        for a in hosts:
+            seen = self.transports(a)
+            table[a] = {b: seen.get(peer_name(b), "none") for b in hosts if b != a}
+        return table
+
+    def ping_matrix(
+        self, hosts: Sequence[str], count: int = 3, interval: float = 0.2
+    ) -> dict[str, dict[str, float]]:
+        """``matrix[a][b]``: fraction of pings from a to b's node IP answered."""
+        pairs = [(a, b) for a in hosts for b in hosts if a != b]
+
+        def one(pair: tuple[str, str]) -> float:
+            r = self.lab.ping(pair[0], self.lab.address(pair[1]), count=count, interval=interval)
+            return r.received / r.sent if r.sent else 0.0
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            results = dict(zip(pairs, pool.map(one, pairs), strict=True))
+        return {a: {b: results[(a, b)] for b in hosts if b != a} for a in hosts}
+
+    def wg_bytes(self, host: str, ifname: str = "wire_kube") -> tuple[int, int]:
+        """(rx, tx) bytes of the host's WireGuard interface, from the kernel."""
+        out = self.lab.exec(host, ["ip", "-s", "-j", "link", "show", ifname]).stdout
+        stats = json.loads(out)[0]["stats64"]
+        return int(stats["rx"]["bytes"]), int(stats["tx"]["bytes"])
+
+    def wait_until(self, what: str, predicate: Callable[[], bool], timeout: float) -> float:
+        """Poll ``predicate`` until true; returns seconds taken, raises TimeoutError."""
+        start = time.monotonic()
+        while True:
+            if predicate():
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(f"{what}: not reached within {timeout:.0f}s\n{self.diagnose()}")
+            for host, proc in self.agents.items():
+                if not proc.alive:
+                    raise RuntimeError(
+                        f"agent on {host} exited {proc.returncode}\n{self.diagnose()}"
+                    )
+            time.sleep(POLL_S)
+
+    def full_mesh(self, hosts: Sequence[str]) -> bool:
+        table = self.path_table(hosts)
+        return all(v != "none" for row in table.values() for v in row.values())
+
+    def diagnose(self) -> str:
+        lines = []
+        for host, proc in self.agents.items():
+            tail = proc.log_path.read_text(errors="replace").splitlines()[-15:]
+            lines.append(f"--- agent {host} (alive={proc.alive}) ---")
+            lines.extend(tail)
+        return "\n".join(lines)

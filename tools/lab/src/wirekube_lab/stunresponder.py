@@ -1,0 +1,140 @@
+"""A tiny RFC 5780-capable STUN responder the lab runs on its ``stun`` hosts.
+
+``python -m wirekube_lab.stunresponder --address A1 --address A2 --port 3478
+--alt-port 3479`` binds UDP on all four (address, port) combinations and TCP
+on (A1, port) and (A2, port). A Binding request is answered with the
+source address it came from (XOR-MAPPED-ADDRESS and MAPPED-ADDRESS), the
+socket that answers (RESPONSE-ORIGIN) and the alternate address (OTHER-
+ADDRESS). CHANGE-REQUEST is honoured by answering from the socket with the
+other address and/or the other port: that is how the self-test tells the
+filtering kinds apart. It only ever answers; it never sends first.
+
+This is test equipment for the lab, not the product's STUN server
+(``services/stun-probe``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import selectors
+import socket
+import threading
+from pathlib import Path
+
+from . import ministun
+
+Address = tuple[str, int]
+
+
+class Responder:
+    def __init__(self, addresses: list[str], port: int, alt_port: int) -> None:
+        self.addresses = addresses[:2]
+        self.ports = (port, alt_port)
+        self.udp: dict[Address, socket.socket] = {}
+        for addr in self.addresses:
+            for p in self.ports:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((addr, p))
+                self.udp[(addr, p)] = sock
+        self.tcp: list[socket.socket] = []
+        for addr in self.addresses:
+            lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            lsock.bind((addr, port))
+            lsock.listen(64)
+            self.tcp.append(lsock)
+
+    def _other(self, local: Address) -> Address | None:
+        if len(self.addresses) < 2:
+            return None
+        addr = self.addresses[1] if local[0] == self.addresses[0] else self.addresses[0]
+        port = self.ports[1] if local[1] == self.ports[0] else self.ports[0]
+        return (addr, port)
+
+    def answer(self, data: bytes, local: Address, peer: Address) -> tuple[Address, bytes] | None:
+        """Pure part: the (reply socket, reply bytes) for one datagram, or None."""
+        try:
+            msg = ministun.decode(data)
+        except ministun.StunDecodeError:
+            return None
+        if msg.type != ministun.BINDING_REQUEST:
+            return None
+        flags = msg.change_flags
+        addr, port = local
+        if flags & ministun.CHANGE_IP:
+            if len(self.addresses) < 2:
+                return local, ministun.binding_error(
+                    msg.transaction_id, 420, "no alternate address"
+                )
+            addr = self.addresses[1] if addr == self.addresses[0] else self.addresses[0]
+        if flags & ministun.CHANGE_PORT:
+            port = self.ports[1] if port == self.ports[0] else self.ports[0]
+        origin = (addr, port)
+        reply = ministun.binding_success(
+            msg.transaction_id, mapped=peer, origin=origin, other=self._other(local)
+        )
+        return origin, reply
+
+    def serve_forever(self, ready_file: Path | None = None) -> None:
+        sel = selectors.DefaultSelector()
+        for local, sock in self.udp.items():
+            sel.register(sock, selectors.EVENT_READ, ("udp", local))
+        for lsock in self.tcp:
+            sel.register(lsock, selectors.EVENT_READ, ("tcp", lsock.getsockname()))
+        if ready_file is not None:
+            ready_file.write_text("ready\n")
+        print("stunresponder ready", flush=True)
+        while True:
+            for key, _ in sel.select():
+                kind, local = key.data
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if kind == "udp":
+                    data, peer = sock.recvfrom(2048)
+                    out = self.answer(data, local, peer)
+                    if out is not None:
+                        origin, reply = out
+                        self.udp[origin].sendto(reply, peer)
+                else:
+                    conn, peer = sock.accept()
+                    threading.Thread(
+                        target=self._tcp_client, args=(conn, local, peer), daemon=True
+                    ).start()
+
+    def _tcp_client(self, conn: socket.socket, local: Address, peer: Address) -> None:
+        with conn:
+            conn.settimeout(10)
+            buf = b""
+            try:
+                while True:
+                    chunk = conn.recv(2048)
+                    if not chunk:
+                        return
+                    buf += chunk
+                    while len(buf) >= ministun.HEADER.size:
+                        length = int.from_bytes(buf[2:4], "big")
+                        total = ministun.HEADER.size + length
+                        if len(buf) < total:
+                            break
+                        data, buf = buf[:total], buf[total:]
+                        out = self.answer(data, local, peer)
+                        if out is None:
+                            return
+                        conn.sendall(out[1])
+            except OSError:
+                return
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--address", action="append", required=True)
+    parser.add_argument("--port", type=int, default=3478)
+    parser.add_argument("--alt-port", type=int, default=3479)
+    parser.add_argument("--ready-file", type=Path)
+    args = parser.parse_args(argv)
+    Responder(args.address, args.port, args.alt_port).serve_forever(args.ready_file)
+
+
+if __name__ == "__main__":
+    main()
