@@ -27,6 +27,8 @@ def test_round_trip_every_frame_type() -> None:
             f.encode_ok(15, 9000, "relay-0"),
             f.encode_send(K2, b"packet"),
             f.encode_recv(K1, b""),
+            f.encode_send_batch(K2, [b"a", b"", b"ccc"]),
+            f.encode_recv_batch(K1, [b"x" * 1400]),
             f.encode_ping(b"12345678"),
             f.encode_pong(b"12345678"),
             f.encode_peer_gone(K2),
@@ -40,6 +42,8 @@ def test_round_trip_every_frame_type() -> None:
         f.Ok(15, 9000, "relay-0"),
         f.Send(K2, b"packet"),
         f.Recv(K1, b""),
+        f.SendBatch(K2, (b"a", b"", b"ccc")),
+        f.RecvBatch(K1, (b"x" * 1400,)),
         f.Ping(b"12345678"),
         f.Pong(b"12345678"),
         f.PeerGone(K2),
@@ -87,6 +91,9 @@ def test_unknown_type_is_a_protocol_error() -> None:
         bytes((f.PROOF, 0, 31)) + b"m" * 31,
         bytes((f.SEND, 0, 31)) + b"k" * 31,
         bytes((f.PING, 0, 7)) + b"p" * 7,
+        bytes((f.SEND_BATCH, 0, 32)) + K1,  # empty batch
+        bytes((f.SEND_BATCH, 0, 35)) + K1 + b"\x00\x05x",  # entry overruns the frame
+        bytes((f.RECV_BATCH, 0, 33)) + K1 + b"\x00",  # truncated entry header
         bytes((f.CLOSE, 0, 0)),
         bytes((f.CLOSE, 0, 3)) + b"\x00\xff\xfe",  # reason not utf-8
     ],
@@ -94,6 +101,14 @@ def test_unknown_type_is_a_protocol_error() -> None:
 def test_malformed_payloads(frame: bytes) -> None:
     with pytest.raises(f.ProtocolError):
         parse_all(frame)
+
+
+def test_data_mask_maps_send_types_to_recv_types() -> None:
+    assert f.SEND & f.DATA_MASK == f.SEND and f.SEND_BATCH & f.DATA_MASK == f.SEND
+    assert f.RECV & f.DATA_MASK == f.RECV and f.RECV_BATCH & f.DATA_MASK == f.RECV
+    assert (f.SEND | 1, f.SEND_BATCH | 1) == (f.RECV, f.RECV_BATCH)
+    others = f.FRAME_TYPES - {f.SEND, f.SEND_BATCH, f.RECV, f.RECV_BATCH}
+    assert all(t & f.DATA_MASK not in (f.SEND, f.RECV) for t in others)
 
 
 def test_write_data_header_matches_encoder() -> None:

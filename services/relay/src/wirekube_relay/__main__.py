@@ -2,7 +2,7 @@
 
 Every flag has an environment fallback (``WIREKUBE_RELAY_<FLAG>``) so the
 Deployment can configure the relay without a command line. The supervisor
-starts the TCP forwarder, the housekeeping sweep, the admin gRPC server, the
+(wirekube_common.supervisor) watches the TCP forwarder, the housekeeping sweep, the admin gRPC server, the
 metrics endpoint and (when enabled) the WireKubePeer allow-list watcher; the
 first of them to fail stops the rest and the process exits non-zero so that
 Kubernetes restarts it. SIGTERM/SIGINT shut down cleanly: health goes
@@ -17,11 +17,11 @@ import json
 import logging
 import os
 import resource
-import signal
 import socket
 import sys
 from collections.abc import Sequence
 
+from wirekube_common import logs, supervisor
 from wirekube_relay import timers
 from wirekube_relay.auth import AllowList, Authenticator
 from wirekube_relay.forwarder import Limits
@@ -60,7 +60,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a("--max-pending", type=int, default=int(_env("max-pending", str(timers.MAX_PENDING))))
     a("--event-loop", choices=["auto", "asyncio", "uvloop"], default=_env("event-loop", "auto"))
     a("--ready-file", default=_env("ready-file", "") or None, help="write bound ports as JSON")
-    a("--log-level", default=_env("log-level", "INFO"))
+    a("--log-level", default=_env("log-level", "") or None)
     return p.parse_args(argv)
 
 
@@ -128,37 +128,27 @@ async def run(args: argparse.Namespace) -> int:
         allow.enabled,
     )
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    async def forwarder() -> None:
+        await server.wait_closed()
 
-    async def watch_thread() -> None:
+    async def allowlist_watch() -> None:
         while watcher is not None and watcher.is_alive():
             await asyncio.sleep(1.0)
         if watcher is not None:
             raise RuntimeError(f"allow-list watcher died: {watcher.error!r}")
-        await asyncio.Event().wait()
+        await asyncio.Event().wait()  # disabled: nothing to supervise
 
-    tasks = {
-        asyncio.create_task(server.wait_closed(), name="forwarder"),
-        asyncio.create_task(watch_thread(), name="allowlist-watch"),
-        asyncio.create_task(stop.wait(), name="signal"),
-    }
-    done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     code = 0
-    for t in done:
-        if t.get_name() != "signal":
-            log.error("event=task-exited task=%s error=%r", t.get_name(), t.exception())
-            code = 1
+    try:
+        await supervisor.run({"forwarder": forwarder, "allowlist-watch": allowlist_watch})
+    except supervisor.TaskFailed:
+        code = 1
     log.info("event=shutdown code=%d", code)
     admin.set_serving(False)
     await server.stop()
     await asyncio.sleep(0.2)  # let CLOSE frames reach the clients
     if watcher is not None:
         watcher.stop()
-    for t in tasks:
-        t.cancel()
     admin.stop(timers.SHUTDOWN_GRACE)
     return code
 
@@ -177,11 +167,7 @@ def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure("relay", args.log_level)
     _raise_fd_limit()
     loop = _new_loop(args.event_loop)
     try:

@@ -11,7 +11,9 @@ is written for clarity.
   the receiver gets by overwriting its type byte and its 32-byte key with the
   sender's registered key, in place; frame size and position do not change.
   The source is therefore always the key the sender *proved*; a client cannot
-  spoof it.
+  spoof it. ``SEND_BATCH`` frames (many packets to one key, see the protocol
+  spec) become ``RECV_BATCH`` the same way, without the relay looking inside:
+  the per-frame cost is then shared by all packets of the batch.
 * **Coalesced writes.** Consecutive frames to the same receiver form a run
   (compared in place with ``bytearray.startswith(key, offset)``); a run is one
   contiguous slice of the receive buffer. Large runs are written directly
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SEND = f.SEND
-_RECV = f.RECV
+_DATA_MASK = f.DATA_MASK
 _KEY = f.KEY_LEN
 
 
@@ -218,7 +220,8 @@ class RelayConnection(asyncio.BufferedProtocol):
                 j = i + 3 + n
                 if j > end:
                     break
-                if buf[i] == _SEND and n >= _KEY:
+                t = buf[i]
+                if t & _DATA_MASK == _SEND and n >= _KEY:  # SEND or SEND_BATCH
                     if run_key is None or not buf.startswith(run_key, i + 3):
                         if run_frames:
                             self.emit(run_dst, run_key, run_start, i, run_frames)  # type: ignore[arg-type]
@@ -226,7 +229,7 @@ class RelayConnection(asyncio.BufferedProtocol):
                         run_dst = table.get(run_key)
                         run_start = i
                         run_frames = 0
-                    buf[i] = _RECV
+                    buf[i] = t | 1  # -> RECV / RECV_BATCH
                     buf[i + 3 : i + 35] = src  # type: ignore[assignment]
                     run_frames += 1
                 else:
@@ -235,7 +238,7 @@ class RelayConnection(asyncio.BufferedProtocol):
                         run_frames = 0
                     run_key = None
                     self.start = j
-                    self.control(buf[i], i, j)
+                    self.control(t, i, j)
                     if self.closing:
                         return
                 i = j
@@ -255,12 +258,15 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.frames_in += frames
         self.bytes_in += nbytes
         stats = self.ctx.stats
-        if dst is None or dst.closing:
-            stats.drops["no-peer" if dst is None else "receiver-closed"] += frames
+        if dst is None:
+            stats.drops["no-peer"] += frames
             self.peer_gone(key)
             return
         tr = dst.transport
-        assert tr is not None
+        if dst.closing or tr is None or tr.is_closing():
+            stats.drops["receiver-closed"] += frames
+            self.peer_gone(key)
+            return
         if tr.get_write_buffer_size() + len(dst.stage) > timers.DROP_LIMIT:
             stats.drops["queue-full"] += frames
             return
@@ -285,8 +291,9 @@ class RelayConnection(asyncio.BufferedProtocol):
 
     def flush_stage(self) -> None:
         self.staged = False
-        if not self.closing and self.transport is not None:
-            self.transport.write(self.stage)  # asyncio copies what the kernel did not take
+        tr = self.transport
+        if not self.closing and tr is not None and not tr.is_closing():
+            tr.write(self.stage)  # asyncio copies what the kernel did not take
         del self.stage[:]
 
     def release_waiters(self) -> None:

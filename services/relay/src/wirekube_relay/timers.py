@@ -55,9 +55,10 @@ DROP_LIMIT = 8 * 1024 * 1024
 #: senders interleave destinations).
 DIRECT_WRITE_MIN = 32 * 1024
 
-#: Default largest data payload (key + WireGuard datagram). WireGuard with a
-#: 1420 MTU sends 1452-byte datagrams; 9 KiB leaves room for jumbo MTUs.
-DEFAULT_MAX_PAYLOAD = 32 + 9216
+#: Default largest frame payload: the protocol maximum, so that batch frames
+#: (up to ~64 KiB of packets to one key) fit. Hostile sizes are bounded by the
+#: 16-bit length field and, before registration, by MAX_HANDSHAKE_PAYLOAD.
+DEFAULT_MAX_PAYLOAD = 0xFFFF
 
 #: Connections that have not registered yet, at most. New ones beyond are
 #: closed at once (counted as auth failure "overloaded").

@@ -52,12 +52,21 @@ PROOF = 0x03
 OK = 0x04
 SEND = 0x10
 RECV = 0x11
+SEND_BATCH = 0x12
+RECV_BATCH = 0x13
 PING = 0x20
 PONG = 0x21
 PEER_GONE = 0x30
 CLOSE = 0x3F
 
-FRAME_TYPES = frozenset({HELLO, CHALLENGE, PROOF, OK, SEND, RECV, PING, PONG, PEER_GONE, CLOSE})
+FRAME_TYPES = frozenset(
+    {HELLO, CHALLENGE, PROOF, OK, SEND, RECV, SEND_BATCH, RECV_BATCH, PING, PONG, PEER_GONE, CLOSE}
+)
+#: ``t & DATA_MASK == SEND`` is true for SEND and SEND_BATCH, ``== RECV`` for
+#: RECV and RECV_BATCH; the relay turns a client's type into ``t | 1``.
+DATA_MASK = 0xFD
+#: Each packet inside a batch is prefixed by its 16-bit big-endian length.
+BATCH_ENTRY_OVERHEAD = 2
 
 # Close codes (one byte); the reason text is for humans and logs.
 CLOSE_NORMAL = 0
@@ -125,6 +134,18 @@ class Recv:
 
 
 @dataclass(frozen=True, slots=True)
+class SendBatch:
+    dst: bytes
+    packets: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecvBatch:
+    src: bytes
+    packets: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     data: bytes
 
@@ -145,7 +166,20 @@ class Close:
     reason: str
 
 
-Event = Hello | Challenge | Proof | Ok | Send | Recv | Ping | Pong | PeerGone | Close
+Event = (
+    Hello
+    | Challenge
+    | Proof
+    | Ok
+    | Send
+    | Recv
+    | SendBatch
+    | RecvBatch
+    | Ping
+    | Pong
+    | PeerGone
+    | Close
+)
 
 
 # --- encoders --------------------------------------------------------------
@@ -203,6 +237,39 @@ def encode_send(dst: bytes, packet: bytes) -> bytes:
 def encode_recv(src: bytes, packet: bytes) -> bytes:
     _check_key(src)
     return _frame(RECV, bytes(src) + bytes(packet))
+
+
+def _batch(packets: list[bytes] | tuple[bytes, ...]) -> bytes:
+    if not packets:
+        raise ProtocolError("a batch carries at least one packet")
+    return b"".join(len(p).to_bytes(2, "big") + bytes(p) for p in packets)
+
+
+def encode_send_batch(dst: bytes, packets: list[bytes] | tuple[bytes, ...]) -> bytes:
+    _check_key(dst)
+    return _frame(SEND_BATCH, bytes(dst) + _batch(packets))
+
+
+def encode_recv_batch(src: bytes, packets: list[bytes] | tuple[bytes, ...]) -> bytes:
+    _check_key(src)
+    return _frame(RECV_BATCH, bytes(src) + _batch(packets))
+
+
+def split_batch(body: bytes | bytearray | memoryview) -> list[bytes]:
+    """The packets of a batch body (the payload after the key); ProtocolError if malformed."""
+    out: list[bytes] = []
+    k, end = 0, len(body)
+    if end == 0:
+        raise ProtocolError("empty batch")
+    while k < end:
+        if end - k < 2:
+            raise ProtocolError("truncated batch entry header")
+        n = (body[k] << 8) | body[k + 1]
+        if k + 2 + n > end:
+            raise ProtocolError("batch entry overruns its frame")
+        out.append(bytes(body[k + 2 : k + 2 + n]))
+        k += 2 + n
+    return out
 
 
 def encode_ping(data: bytes) -> bytes:
@@ -268,6 +335,11 @@ def decode_payload(ftype: int, p: bytes) -> Event:
             raise ProtocolError("data frame shorter than a key")
         key, pkt = bytes(p[:KEY_LEN]), bytes(p[KEY_LEN:])
         return Send(key, pkt) if ftype == SEND else Recv(key, pkt)
+    if ftype in (SEND_BATCH, RECV_BATCH):
+        if n < KEY_LEN:
+            raise ProtocolError("data frame shorter than a key")
+        key, pkts = bytes(p[:KEY_LEN]), tuple(split_batch(p[KEY_LEN:]))
+        return SendBatch(key, pkts) if ftype == SEND_BATCH else RecvBatch(key, pkts)
     if ftype == HELLO:
         if n != len(MAGIC) + 1 + KEY_LEN or p[: len(MAGIC)] != MAGIC:
             raise ProtocolError("malformed hello")

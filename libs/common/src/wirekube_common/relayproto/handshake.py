@@ -50,7 +50,7 @@ class HandshakeError(Exception):
         self.code = code
 
 
-def transcript(  # noqa: PLR0917 - the transcript is exactly these fields, in order
+def transcript(
     version: int, client_key: bytes, ephemeral: bytes, nonce: bytes, timestamp: int, relay_id: str
 ) -> bytes:
     rid = relay_id.encode("utf-8")

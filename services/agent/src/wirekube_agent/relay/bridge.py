@@ -11,9 +11,12 @@ can inject datagrams into the relay, and sends skip address parsing.
 
 * **Uplink** (WireGuard -> relay): one dedicated thread waits in epoll over
   all peer sockets and drains each ready socket with
-  ``recv_into(..., MSG_DONTWAIT)`` directly into a per-replica batch buffer,
-  leaving a 35-byte gap in front of each datagram that it fills with the
-  SEND header in place. One ``sendall`` per batch (up to 256 KiB) per replica.
+  ``recv_into(..., MSG_DONTWAIT)`` directly into a per-replica buffer: the
+  datagrams drained from one socket become one ``SEND_BATCH`` frame (35-byte
+  header written in place in front, a 2-byte length before each packet), so
+  the relay pays its per-frame cost once per batch, not once per packet. One
+  ``sendall`` per 256 KiB (or per poll round) per replica. Stock asyncio
+  datagram transports are deliberately not used.
   Stock asyncio datagram transports are deliberately not used.
 * **Downlink** (relay -> WireGuard): each relay link's reader thread calls
   ``_on_frame(src, packet)`` with views into its receive buffer; the packet is
@@ -87,7 +90,7 @@ class _Batch:
     __slots__ = ("buf", "frames", "mv", "pos")
 
     def __init__(self) -> None:
-        self.buf = bytearray(timers.UPLINK_BATCH + _HDR + timers.MAX_DATAGRAM)
+        self.buf = bytearray(timers.UPLINK_BATCH + _HDR + f.MAX_PAYLOAD + 2)
         self.mv = memoryview(self.buf)
         self.pos = 0
         self.frames = 0
@@ -206,14 +209,13 @@ class RelayBridge:
                 self.unknown_sources[key] = self.unknown_sources.get(key, 0) + 1
                 return
             cache.entry = (key, p, self._version)
+        p.rx_frames += 1
+        p.rx_bytes += len(packet)
+        p.last_rx = time.monotonic()
         try:
             p.sock.send(packet)
         except OSError:  # WireGuard not listening yet, buffer full, socket closed
             p.drops += 1
-            return
-        p.rx_frames += 1
-        p.rx_bytes += len(packet)
-        p.last_rx = time.monotonic()
 
     # --- uplink: WireGuard -> relay (one thread) ------------------------------------
 
@@ -264,40 +266,52 @@ class RelayBridge:
             batch = self._batches[link] = _Batch()
         buf, mv = batch.buf, batch.mv
         key = p.key
-        limit = timers.UPLINK_BATCH
-        max_packet = min(timers.MAX_DATAGRAM, link.max_payload - f.KEY_LEN)
-        pos = batch.pos
+        cap = timers.MAX_DATAGRAM
+        entries_limit = min(link.max_payload, f.MAX_PAYLOAD) - f.KEY_LEN
+        flags = socket.MSG_DONTWAIT | socket.MSG_TRUNC
+        pos = batch.pos  # where this peer's SEND_BATCH frame starts
+        k = pos + _HDR  # where the next entry goes
         frames = nbytes = 0
-        send_type = f.SEND
         for _ in range(timers.DRAIN_BUDGET):
-            if pos > limit:
-                batch.pos = pos
-                batch.frames += frames
-                self._flush(link, batch)
-                pos = 0
+            if k - pos - _HDR + 2 + cap > entries_limit:  # frame full: close it
+                pos = self._close_frame(buf, pos, k, key)
+                if pos > timers.UPLINK_BATCH:
+                    batch.pos = pos
+                    self._flush(link, batch)
+                    pos = 0
+                k = pos + _HDR
             try:
-                n = sock.recv_into(mv[pos + _HDR :], timers.MAX_DATAGRAM, flags)
+                n = sock.recv_into(mv[k + 2 : k + 2 + cap], cap, flags)
             except BlockingIOError:
                 break
             except OSError:  # e.g. ECONNREFUSED surfaced from an ICMP error
                 continue
-            if n > max_packet:
+            if n > cap:  # truncated: larger than any WireGuard MTU we support
                 p.drops += 1
                 continue
-            ln = n + 32
-            buf[pos] = send_type
-            buf[pos + 1] = ln >> 8
-            buf[pos + 2] = ln & 0xFF
-            buf[pos + 3 : pos + _HDR] = key
-            pos += _HDR + n
+            buf[k] = n >> 8
+            buf[k + 1] = n & 0xFF
+            k += 2 + n
             frames += 1
             nbytes += n
-        batch.pos = pos
+        batch.pos = self._close_frame(buf, pos, k, key)
         batch.frames += frames
         if frames:
             p.tx_frames += frames
             p.tx_bytes += nbytes
             p.last_tx = time.monotonic()
+
+    @staticmethod
+    def _close_frame(buf: bytearray, pos: int, k: int, key: bytes) -> int:
+        """Write the SEND_BATCH header for entries in buf[pos+35:k]; returns the next frame start."""
+        if k == pos + _HDR:
+            return pos  # no packet: no frame
+        ln = k - pos - 3
+        buf[pos] = f.SEND_BATCH
+        buf[pos + 1] = ln >> 8
+        buf[pos + 2] = ln & 0xFF
+        buf[pos + 3 : pos + _HDR] = key
+        return k
 
     def _flush(self, link: RelayLink, batch: _Batch) -> None:
         link.send(batch.mv[: batch.pos], batch.frames)

@@ -4,7 +4,7 @@ Threads and ownership (STYLE.md rule 7: one owner per socket):
 
 * The link's own thread connects, registers (relayproto handshake), then
   *reads*: it parses frames in place in a preallocated buffer and hands each
-  data frame to ``on_frame(src_key_view, packet_view)`` (memoryviews valid
+  packet (of a RECV frame or of a RECV_BATCH) to ``on_frame(src_key_view, packet_view)`` (memoryviews valid
   only during the call). It answers PINGs, notes PONGs and PEER_GONEs, and
   on any error or EOF tears the connection down and reconnects with bounded
   exponential backoff (tenacity).
@@ -99,7 +99,8 @@ class RelayLink:
         self.connects = 0
         self.failures = 0
         self.peer_gone: dict[bytes, float] = {}
-        self.frames_rx = 0
+        self.frames_rx = 0  # packets delivered (a batch counts its packets)
+        self.malformed_rx = 0
         self.frames_tx = 0
         self.drops_tx = 0
         self._lock = threading.Lock()
@@ -222,6 +223,7 @@ class RelayLink:
         buf[:end] = leftover
         on_frame = self.on_frame
         recv_type = f.RECV
+        recv_batch = f.RECV_BATCH
         while True:
             i = start
             while end - i >= 3:
@@ -230,10 +232,21 @@ class RelayLink:
                 if j > end:
                     break
                 t = buf[i]
-                if t == recv_type and ln >= 32:
+                if t == recv_batch and ln >= 32:
+                    src = mv[i + 3 : i + 35]
+                    k = i + 35
+                    while k + 2 <= j:
+                        a = k + 2
+                        k = a + ((buf[k] << 8) | buf[k + 1])
+                        if k > j:  # malformed batch from the sender: drop the rest
+                            self.malformed_rx += 1
+                            break
+                        self.frames_rx += 1
+                        on_frame(src, mv[a:k])
+                elif t == recv_type and ln >= 32:
                     self.frames_rx += 1
                     on_frame(mv[i + 3 : i + 35], mv[i + 35 : j])
-                elif t == recv_type:
+                elif t in (recv_type, recv_batch):
                     raise f.ProtocolError("data frame shorter than a key")
                 else:
                     self._control(f.decode_payload(t, bytes(mv[i + 3 : j])))
