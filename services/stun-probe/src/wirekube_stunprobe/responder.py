@@ -161,7 +161,16 @@ def respond(
     try:
         req = codec.decode(data)
     except StunDecodeError:
-        looks_like_stun = len(data) >= codec.HEADER_LEN and not data[0] & 0xC0
+        # "Malformed" only for data that claims to be STUN (cookie or a length
+        # field matching the size); anything else is someone else's protocol.
+        looks_like_stun = (
+            len(data) >= codec.HEADER_LEN
+            and not data[0] & 0xC0
+            and (
+                data[4:8] == codec.MAGIC_COOKIE_BYTES
+                or int.from_bytes(data[2:4], "big") == len(data) - codec.HEADER_LEN
+            )
+        )
         return Drop(DropReason.MALFORMED if looks_like_stun else DropReason.NOT_STUN)
     if req.cls != MessageClass.REQUEST:
         return Drop(DropReason.NOT_REQUEST)
