@@ -15,7 +15,7 @@ TABLE = AddressTable(Endpoint.parse("192.0.2.1:3478"), ipaddress.ip_address("192
 CLIENT = Endpoint.parse("198.51.100.20:40000")
 
 
-@settings(max_examples=1500)
+@settings(max_examples=800, deadline=None)
 @given(st.binary(max_size=120), st.sampled_from(TABLE.indices()), st.booleans())
 def test_any_bytes(data: bytes, index: tuple[int, int], tcp: bool) -> None:
     out = respond(data, CLIENT, index, TABLE, tcp=tcp, software="wirekube-stun-probe")
@@ -25,7 +25,7 @@ def test_any_bytes(data: bytes, index: tuple[int, int], tcp: bool) -> None:
         codec.decode(out.datagram)
 
 
-@settings(max_examples=800)
+@settings(max_examples=800, deadline=None)
 @given(st.binary(max_size=60), st.integers(0, 0xFFFF), st.booleans())
 def test_header_shaped(body: bytes, mtype: int, cookie: bool) -> None:
     pad = body + bytes(-len(body) % 4)

@@ -66,14 +66,14 @@ def _decode_or_error(data: bytes) -> StunMessage | None:
         return None
 
 
-@settings(max_examples=1500)
+@settings(max_examples=1500, deadline=None)
 @given(st.binary(max_size=200))
 def test_any_bytes_decode_or_stun_error(data: bytes) -> None:
     _decode_or_error(data)
     codec.is_stun(data)
 
 
-@settings(max_examples=800)
+@settings(max_examples=800, deadline=None)
 @given(st.binary(max_size=120))
 def test_header_shaped_garbage(body: bytes) -> None:
     # Valid-looking header so the attribute walker is exercised, not just the header.
@@ -82,7 +82,7 @@ def test_header_shaped_garbage(body: bytes) -> None:
     _decode_or_error(wire)
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(messages)
 def test_round_trip(msg: StunMessage) -> None:
     wire = codec.encode(msg)
@@ -91,7 +91,7 @@ def test_round_trip(msg: StunMessage) -> None:
     assert codec.is_stun(wire) == (msg.cookie == codec.MAGIC_COOKIE)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages)
 def test_truncated_at_every_offset(msg: StunMessage) -> None:
     wire = codec.encode(msg)
@@ -99,7 +99,7 @@ def test_truncated_at_every_offset(msg: StunMessage) -> None:
         assert _decode_or_error(wire[:cut]) is None
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(messages, st.data())
 def test_mutated_messages(msg: StunMessage, data: st.DataObject) -> None:
     wire = bytearray(codec.encode(msg))
@@ -109,7 +109,7 @@ def test_mutated_messages(msg: StunMessage, data: st.DataObject) -> None:
     _decode_or_error(bytes(wire))
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(messages, min_size=1, max_size=4), st.integers(1, 7))
 def test_stream_splitter_any_chunking(msgs: list[StunMessage], chunk: int) -> None:
     stream = b"".join(codec.encode(m) for m in msgs)
@@ -121,7 +121,7 @@ def test_stream_splitter_any_chunking(msgs: list[StunMessage], chunk: int) -> No
     assert splitter.buffered == 0
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=100))
 def test_stream_splitter_garbage_only_stun_error(data: bytes) -> None:
     splitter = StreamSplitter(max_message=548)
