@@ -1,0 +1,256 @@
+"""Forwarder logic driven through fake transports (no sockets): stamping, coalescing,
+drops, backpressure, stalls, takeover, hostile input."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from wirekube_common import wgkey
+from wirekube_common.relayproto import frames as f
+from wirekube_common.relayproto.handshake import ClientHandshake
+from wirekube_relay import timers
+from wirekube_relay.auth import AllowList, Authenticator
+from wirekube_relay.forwarder import Context, Limits, RelayConnection
+from wirekube_relay.stats import RelayStats
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.buffered = 0
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def data(self) -> bytes:
+        return b"".join(self.writes)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 4242) if name == "peername" else default
+
+
+@pytest.fixture
+def ctx() -> Iterator[Context]:
+    loop = asyncio.new_event_loop()
+    yield Context(loop, Authenticator("relay-t", AllowList(False)), RelayStats(), Limits())
+    loop.close()
+
+
+def feed(conn: RelayConnection, data: bytes) -> None:
+    """Deliver bytes the way asyncio does: through get_buffer/buffer_updated."""
+    while data:
+        buf = conn.get_buffer(-1)
+        n = min(len(buf), len(data))
+        buf[:n] = data[:n]
+        conn.buffer_updated(n)
+        data = data[n:]
+
+
+def events(data: bytes) -> list[f.Event]:
+    p = f.FrameParser()
+    p.feed(data)
+    return p.events()
+
+
+def connect(
+    ctx: Context, priv: bytes | None = None
+) -> tuple[RelayConnection, FakeTransport, bytes]:
+    priv = priv or wgkey.generate_private_key()
+    conn = RelayConnection(ctx)
+    tr = FakeTransport()
+    conn.connection_made(tr)
+    hs = ClientHandshake(priv)
+    feed(conn, hs.hello())
+    (ch,) = events(tr.data())
+    assert isinstance(ch, f.Challenge)
+    tr.writes.clear()
+    feed(conn, hs.on_challenge(ch, 0))
+    (ok,) = events(tr.data())
+    assert isinstance(ok, f.Ok)
+    tr.writes.clear()
+    return conn, tr, wgkey.public_key(priv)
+
+
+def test_source_is_stamped_and_frames_coalesced(ctx: Context) -> None:
+    a, _ta, ka = connect(ctx)
+    _b, tb, kb = connect(ctx)
+    forged = wgkey.public_key(wgkey.generate_private_key())
+    wire = b"".join(f.encode_send(kb, bytes([i]) * 100) for i in range(5))
+    feed(a, wire)
+    assert len(tb.writes) == 1  # five frames, one write
+    assert events(tb.data()) == [f.Recv(ka, bytes([i]) * 100) for i in range(5)]
+    assert ctx.stats.frames_forwarded == 5
+    # a client naming someone else as the key of a SEND only chooses the destination
+    tb.writes.clear()
+    feed(a, f.encode_send(kb, forged + b"payload"))
+    assert events(tb.data()) == [f.Recv(ka, forged + b"payload")]
+
+
+def test_batches_are_forwarded_as_recv_batches(ctx: Context) -> None:
+    a, _ta, ka = connect(ctx)
+    _b, tb, kb = connect(ctx)
+    feed(a, f.encode_send_batch(kb, [b"one", b"two", b""]))
+    assert events(tb.data()) == [f.RecvBatch(ka, (b"one", b"two", b""))]
+
+
+def test_interleaved_destinations_one_write_each_in_order(ctx: Context) -> None:
+    a, _ta, ka = connect(ctx)
+    peers = [connect(ctx) for _ in range(3)]
+    wire = b"".join(f.encode_send(peers[i % 3][2], i.to_bytes(2, "big")) for i in range(30))
+    feed(a, wire)
+    for idx, (_c, tr, _k) in enumerate(peers):
+        assert len(tr.writes) == 1
+        assert events(tr.data()) == [f.Recv(ka, i.to_bytes(2, "big")) for i in range(idx, 30, 3)]
+
+
+def test_split_frames_across_reads(ctx: Context) -> None:
+    a, _ta, _ka = connect(ctx)
+    _b, tb, kb = connect(ctx)
+    wire = f.encode_send(kb, b"x" * 1000) * 3
+    for i in range(0, len(wire), 7):  # 7-byte reads
+        feed(a, wire[i : i + 7])
+    assert [len(e.packet) for e in events(tb.data()) if isinstance(e, f.Recv)] == [1000] * 3
+
+
+def test_unknown_destination_dropped_with_rate_limited_peer_gone(ctx: Context) -> None:
+    a, ta, _ka = connect(ctx)
+    nobody = wgkey.public_key(wgkey.generate_private_key())
+    feed(a, f.encode_send(nobody, b"x") * 3)
+    feed(a, f.encode_send(nobody, b"x"))
+    assert ctx.stats.drops["no-peer"] == 4
+    assert events(ta.data()) == [f.PeerGone(nobody)]  # once per interval
+
+
+def test_ping_answered_and_oversize_closes(ctx: Context) -> None:
+    ctx.limits.max_payload = 2000
+    a, ta, _ka = connect(ctx)
+    feed(a, f.encode_ping(b"12345678"))
+    assert events(ta.data()) == [f.Pong(b"12345678")]
+    ta.writes.clear()
+    feed(a, bytes((f.SEND, 0x10, 0x00)))  # declares 4096 > 2000: closed on the header
+    assert ta.closed
+    assert events(ta.data())[-1] == f.Close(
+        f.CLOSE_FRAME_TOO_LARGE, "frame of 4096 bytes exceeds limit 2000"
+    )
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        bytes((f.HELLO, 0x02, 0x00)) + bytes(512),  # pre-auth frame above the handshake limit
+        f.encode_send(bytes(32), b"x"),  # data before registration
+        f.encode_proof(bytes(32)),  # proof without hello
+    ],
+)
+def test_hostile_pre_registration_input_closes(ctx: Context, wire: bytes) -> None:
+    conn = RelayConnection(ctx)
+    tr = FakeTransport()
+    conn.connection_made(tr)
+    feed(conn, wire)
+    assert tr.closed
+    assert conn.key is None
+    assert len(ctx.registry) == 0
+
+
+def test_impostor_cannot_register_or_evict(ctx: Context) -> None:
+    victim_priv = wgkey.generate_private_key()
+    victim, tv, kv = connect(ctx, victim_priv)
+    imp = RelayConnection(ctx)
+    ti = FakeTransport()
+    imp.connection_made(ti)
+    attacker = ClientHandshake(wgkey.generate_private_key())
+    attacker.hello()
+    feed(imp, f.encode_hello(kv))  # claims the victim's key
+    (ch,) = events(ti.data())
+    assert isinstance(ch, f.Challenge)
+    feed(imp, attacker.on_challenge(ch, 0))
+    assert ti.closed
+    assert ctx.registry.get(kv) is victim and not tv.closed
+    assert ctx.stats.auth_failures["bad-proof"] == 1
+
+
+def test_second_valid_registration_takes_over(ctx: Context) -> None:
+    priv = wgkey.generate_private_key()
+    old, told, key = connect(ctx, priv)
+    new, _tnew, _ = connect(ctx, priv)
+    assert ctx.registry.get(key) is new
+    assert told.closed and events(told.data())[-1].code == f.CLOSE_REPLACED  # type: ignore[union-attr]
+    old.connection_lost(None)  # the late close of the old one must not unregister the new one
+    assert ctx.registry.get(key) is new
+
+
+def test_allowlist_rejects_unknown_keys(ctx: Context) -> None:
+    allowed_priv = wgkey.generate_private_key()
+    ctx.auth.allowlist.enabled = True
+    ctx.auth.allowlist.replace([wgkey.public_key(allowed_priv)])
+    connect(ctx, allowed_priv)
+    conn = RelayConnection(ctx)
+    tr = FakeTransport()
+    conn.connection_made(tr)
+    hs = ClientHandshake(wgkey.generate_private_key())
+    feed(conn, hs.hello())
+    (ch,) = events(tr.data())
+    assert isinstance(ch, f.Challenge)
+    feed(conn, hs.on_challenge(ch, 0))
+    assert tr.closed and ctx.stats.auth_failures["not-allowed"] == 1
+
+
+def test_backpressure_pauses_sender_until_receiver_drains(ctx: Context) -> None:
+    a, ta, _ka = connect(ctx)
+    b, _tb, kb = connect(ctx)
+    b.pause_writing()
+    feed(a, f.encode_send(kb, b"x"))
+    assert not ta.reading
+    b.resume_writing()
+    assert ta.reading
+
+
+def test_stalled_receiver_releases_senders_and_drops(ctx: Context) -> None:
+    a, ta, _ka = connect(ctx)
+    b, tb, kb = connect(ctx)
+    b.pause_writing()
+    feed(a, f.encode_send(kb, b"x"))
+    assert not ta.reading
+    b.stalled = True  # what the sweeper decides after STALL_LIMIT
+    b.release_waiters()
+    assert ta.reading
+    tb.buffered = timers.DROP_LIMIT + 1
+    feed(a, f.encode_send(kb, b"x") * 2)
+    assert ta.reading
+    assert ctx.stats.drops["queue-full"] == 2
+
+
+def test_receiver_gone_counts_drop(ctx: Context) -> None:
+    a, _ta, _ka = connect(ctx)
+    b, tb, kb = connect(ctx)
+    tb.closed = True
+    feed(a, f.encode_send(kb, b"x"))
+    assert ctx.stats.drops["receiver-closed"] == 1
+    b.connection_lost(None)
+    assert ctx.registry.get(kb) is None
