@@ -26,6 +26,46 @@ from . import ministun
 Address = tuple[str, int]
 
 
+def reply_for(
+    data: bytes,
+    local: Address,
+    peer: Address,
+    addresses: list[str],
+    ports: tuple[int, int],
+) -> tuple[Address, bytes] | None:
+    """Pure: which socket answers a datagram that ``local`` got from ``peer``, and with what.
+
+    None for anything that is not a Binding request (never answer garbage).
+    """
+    try:
+        msg = ministun.decode(data)
+    except ministun.StunDecodeError:
+        return None
+    if msg.type != ministun.BINDING_REQUEST:
+        return None
+    flags = msg.change_flags
+    two = len(addresses) >= 2
+
+    def flip_addr(addr: str) -> str:
+        return addresses[1] if addr == addresses[0] else addresses[0]
+
+    def flip_port(port: int) -> int:
+        return ports[1] if port == ports[0] else ports[0]
+
+    addr, port = local
+    if flags & ministun.CHANGE_IP:
+        if not two:
+            return local, ministun.binding_error(msg.transaction_id, 420, "no alternate address")
+        addr = flip_addr(addr)
+    if flags & ministun.CHANGE_PORT:
+        port = flip_port(port)
+    other = (flip_addr(local[0]), flip_port(local[1])) if two else None
+    origin = (addr, port)
+    return origin, ministun.binding_success(
+        msg.transaction_id, mapped=peer, origin=origin, other=other
+    )
+
+
 class Responder:
     def __init__(self, addresses: list[str], port: int, alt_port: int) -> None:
         self.addresses = addresses[:2]
@@ -45,36 +85,8 @@ class Responder:
             lsock.listen(64)
             self.tcp.append(lsock)
 
-    def _other(self, local: Address) -> Address | None:
-        if len(self.addresses) < 2:
-            return None
-        addr = self.addresses[1] if local[0] == self.addresses[0] else self.addresses[0]
-        port = self.ports[1] if local[1] == self.ports[0] else self.ports[0]
-        return (addr, port)
-
     def answer(self, data: bytes, local: Address, peer: Address) -> tuple[Address, bytes] | None:
-        """Pure part: the (reply socket, reply bytes) for one datagram, or None."""
-        try:
-            msg = ministun.decode(data)
-        except ministun.StunDecodeError:
-            return None
-        if msg.type != ministun.BINDING_REQUEST:
-            return None
-        flags = msg.change_flags
-        addr, port = local
-        if flags & ministun.CHANGE_IP:
-            if len(self.addresses) < 2:
-                return local, ministun.binding_error(
-                    msg.transaction_id, 420, "no alternate address"
-                )
-            addr = self.addresses[1] if addr == self.addresses[0] else self.addresses[0]
-        if flags & ministun.CHANGE_PORT:
-            port = self.ports[1] if port == self.ports[0] else self.ports[0]
-        origin = (addr, port)
-        reply = ministun.binding_success(
-            msg.transaction_id, mapped=peer, origin=origin, other=self._other(local)
-        )
-        return origin, reply
+        return reply_for(data, local, peer, self.addresses, self.ports)
 
     def serve_forever(self, ready_file: Path | None = None) -> None:
         sel = selectors.DefaultSelector()
