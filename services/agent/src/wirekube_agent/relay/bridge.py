@@ -266,8 +266,8 @@ class RelayBridge:
             batch = self._batches[link] = _Batch()
         buf, mv = batch.buf, batch.mv
         key = p.key
-        cap = timers.MAX_DATAGRAM
         entries_limit = min(link.max_payload, f.MAX_PAYLOAD) - f.KEY_LEN
+        cap = min(timers.MAX_DATAGRAM, entries_limit - 2)  # one packet always fits a frame
         flags = socket.MSG_DONTWAIT | socket.MSG_TRUNC
         pos = batch.pos  # where this peer's SEND_BATCH frame starts
         k = pos + _HDR  # where the next entry goes
