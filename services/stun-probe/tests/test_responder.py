@@ -137,6 +137,7 @@ def test_non_binding_method_is_400() -> None:
         (b"hello", DropReason.NOT_STUN),
         (b"\x01\x00\x00\x00" + bytes(144), DropReason.NOT_STUN),  # WireGuard initiation
         (b"\x00\x01\x00\x04\x21\x12\xa4\x42" + TXID, DropReason.MALFORMED),
+        (bytes(20), DropReason.MALFORMED),  # a cookie-less method-0 "request"
         (codec.encode(StunMessage(1, MessageClass.INDICATION, TXID)), DropReason.NOT_REQUEST),
         (codec.encode(StunMessage(1, MessageClass.SUCCESS, TXID)), DropReason.NOT_REQUEST),
     ],

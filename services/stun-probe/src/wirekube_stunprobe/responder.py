@@ -20,7 +20,7 @@ Server behaviour:
   Over TCP, CHANGE-REQUEST with a change and RESPONSE-PORT get 400.
 * **RFC 3489** clients (no magic cookie, e.g. Debian's ``stun``) get
   MAPPED-ADDRESS, SOURCE-ADDRESS and CHANGED-ADDRESS, with their 128-bit
-  transaction ID echoed. RFC 3489's RESPONSE-ADDRESS (answer to a third
+  transaction ID echoed; cookie-less non-Binding messages are dropped. RFC 3489's RESPONSE-ADDRESS (answer to a third
   party) is never honoured: it is a reflection primitive; it gets 420.
 * **No amplification**: over UDP a reply is at most ``max_factor`` times the
   request's size. Mandatory attributes first, optional ones (RESPONSE-ORIGIN,
@@ -180,6 +180,11 @@ def respond(
         return _build(req, source, arrived_on, [ErrorCode(code, reason), *extra], [], budget, code)
 
     if req.method != Method.BINDING:
+        # RFC 3489 knew only Binding (and Shared Secret); without a cookie a
+        # non-Binding "request" is far more likely noise (20 zero bytes
+        # parse as one) than a client, so it is not answered at all.
+        if req.classic:
+            return Drop(DropReason.MALFORMED)
         return error(400, "Bad Request: only Binding is served")
     unknown = [
         a.type
