@@ -9,6 +9,7 @@ Processes are started here and stopped by PID.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from wirekube_common.stun import codec
 
 REPO = Path(__file__).resolve().parents[3]
 STUN_PROBE = shutil.which("wirekube-stun-probe") or str(
@@ -55,8 +58,6 @@ def _is_free(host: str, port: int, tcp: bool) -> bool:
 
 def wait_udp_stun(host: str, port: int, timeout: float = 15.0) -> None:
     """Wait until something answers a STUN Binding request on host:port."""
-    from wirekube_common.stun import codec
-
     deadline = time.monotonic() + timeout
     req = codec.binding_request()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -213,8 +214,6 @@ def coturn(tmp_path: Path) -> Iterator[Coturn]:
 
 def run_probe_cli(*args: str, netns: str | None = None, timeout: float = 60) -> dict[str, object]:
     """Run ``python -m wirekube_common.stun probe`` (optionally inside a namespace)."""
-    import json
-
     cmd = [sys.executable, "-m", "wirekube_common.stun", "probe", "--compact", *args]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]

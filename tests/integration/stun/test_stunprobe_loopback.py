@@ -7,6 +7,8 @@ import asyncio
 import json
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import grpc
@@ -174,9 +176,6 @@ def test_health_and_sigterm(stun_probe_factory) -> None:  # type: ignore[no-unty
 
 
 def test_bad_configuration_exits_nonzero() -> None:
-    import subprocess
-    import sys
-
     out = subprocess.run(
         [sys.executable, "-m", "wirekube_stunprobe", "--alternate-address", "127.0.0.2"],
         capture_output=True,
