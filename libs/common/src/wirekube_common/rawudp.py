@@ -166,7 +166,7 @@ def bpf_dst_port_program(port: int, *, ipv6: bool) -> list[tuple[int, int, int, 
         ]
     return [
         (_BPF_LD_H_ABS, 0, 0, 6),  # A = flags + fragment offset
-        (_BPF_JMP_JSET_K, 3, 0, 0x1FFF),  # non-first fragment -> drop
+        (_BPF_JMP_JSET_K, 4, 0, 0x1FFF),  # non-first fragment -> drop
         (_BPF_LDX_B_MSH, 0, 0, 0),  # X = 4 * (ip[0] & 0xf)
         (_BPF_LD_H_IND, 0, 0, 2),  # A = udp.dport
         (_BPF_JMP_JEQ_K, 0, 1, port),
