@@ -115,7 +115,7 @@ def build_block(dsts: list[bytes], size: int, batch: bool) -> tuple[bytes, int, 
     return b"".join(frames), n, n * per
 
 
-def run_scenario(  # noqa: PLR0917
+def run_scenario(
     port: int,
     admin: admin_pb2_grpc.RelayAdminStub,
     pid: int,
@@ -167,7 +167,8 @@ def run_scenario(  # noqa: PLR0917
 
     threads = [threading.Thread(target=recv, args=(r,), daemon=True) for r in receivers]
     threads += [
-        threading.Thread(target=send, args=(s, b[0]), daemon=True) for s, b in zip(senders, built)
+        threading.Thread(target=send, args=(s, b[0]), daemon=True)
+        for s, b in zip(senders, built, strict=False)
     ]
     for t in threads:
         t.start()
@@ -187,7 +188,7 @@ def run_scenario(  # noqa: PLR0917
     if bad:
         raise SystemExit(bad[0])
     elapsed = t1 - t0
-    delivered = sum(b - a for a, b in zip(r0, r1))
+    delivered = sum(b - a for a, b in zip(r0, r1, strict=False))
     frames = delivered / block_len * frames_per_block
     drops = sum(d.frames for d in s1.drops) - sum(d.frames for d in s0.drops)
     return {

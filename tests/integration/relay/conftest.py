@@ -3,6 +3,7 @@ bridges with a fake "WireGuard" UDP socket each, and a continuous UDP flow check
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -188,7 +189,7 @@ class Flow:
     def longest_gap(self) -> float:
         """Longest time between two consecutive deliveries."""
         times = sorted(self.received.values())
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     def loss(self) -> int:
         return self.sent - len(self.received)

@@ -1,0 +1,161 @@
+"""Relay pool with several real replicas: failover within 5 s, reuse of a returning
+replica, and discovery of replicas through a (lab) DNS server re-resolved periodically."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import dns.message
+import dns.rrset
+import pytest
+
+from wirekube_agent.relay import DnsSource
+
+
+@pytest.mark.parametrize("failure", ["kill", "freeze"])
+def test_replica_failure_flow_moves_within_5s_and_returns(
+    relay_factory, nodes, h, failure: str
+) -> None:
+    """kill: SIGKILL (the kernel resets the connections); freeze: SIGSTOP (silent: only the
+    missing PONGs tell). Then the replica comes back and is used again."""
+    r1, r2 = relay_factory(), relay_factory()
+    by_name = {f"{r.address[0]}:{r.address[1]}": r for r in (r1, r2)}
+    a = nodes(addresses=[r1.address, r2.address])
+    b = nodes(addresses=[r1.address, r2.address])
+    h.pair(a, b)
+    assert a.bridge.pool.wait_live(2, 10) and b.bridge.pool.wait_live(2, 10)
+    flow = h.Flow(a, b).start()
+    h.wait_for(lambda: len(flow.received) > 20, 10, "the flow")
+    carrier = a.bridge.stats(b.pub).replica
+    assert carrier is not None
+    # both ends agree on the replica (rendezvous on the key pair)
+    b.wg.sendto(b"back", b.bridge.endpoint_for(a.pub))
+    h.wait_for(lambda: b.bridge.stats(a.pub).replica == carrier, 5, "b to pick the same replica")
+
+    victim = by_name[carrier]
+    assert victim.proc is not None
+    failed_at = time.monotonic()
+    if failure == "kill":
+        victim.kill()
+    else:
+        victim.proc.send_signal(signal.SIGSTOP)
+
+    def first_delivery_sent_after_failure() -> float | None:
+        times = [
+            t for seq, t in list(flow.received.items()) if flow.send_times.get(seq, 0) > failed_at
+        ]
+        return min(times) if times else None
+
+    h.wait_for(lambda: first_delivery_sent_after_failure() is not None, 6, "flow to move")
+    outage = first_delivery_sent_after_failure() - failed_at  # type: ignore[operator]
+    assert a.bridge.stats(b.pub).replica != carrier
+    assert outage < 5.0
+
+    if failure == "kill":
+        victim.start()  # the same address comes back
+    else:
+        victim.proc.send_signal(signal.SIGCONT)
+    h.wait_for(lambda: a.bridge.stats(b.pub).replica == carrier, 15, "flow back on the replica")
+    back_at = time.monotonic()
+    h.wait_for(
+        lambda: sum(1 for t in flow.received.values() if t > back_at) > 20, 10, "flow after return"
+    )
+    flow.stop()
+    print(f"{failure}: traffic on the surviving replica {outage:.2f}s after the failure")
+
+
+class LabDns:
+    """A minimal authoritative DNS server on loopback answering A queries for one name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name if name.endswith(".") else name + "."
+        self.addresses: list[str] = []
+        self.queries = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            query = dns.message.from_wire(data)
+            resp = dns.message.make_response(query)
+            q = query.question[0]
+            self.queries += 1
+            if q.name.to_text().lower() == self.name and q.rdtype == dns.rdatatype.A:
+                if self.addresses:
+                    resp.answer.append(
+                        dns.rrset.from_text_list(q.name, 1, "IN", "A", list(self.addresses))
+                    )
+            elif q.name.to_text().lower() != self.name:
+                resp.set_rcode(dns.rcode.NXDOMAIN)
+            self.sock.sendto(resp.to_wire(), peer)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def lab_dns() -> Iterator[LabDns]:
+    server = LabDns("relay.wirekube.test")
+    yield server
+    server.stop()
+
+
+def test_replicas_discovered_by_dns_are_used_after_the_next_resolve(
+    relay_factory, nodes, h, lab_dns
+) -> None:
+    r1 = relay_factory(host="127.0.0.1")
+    port = r1.address[1]
+    r2 = relay_factory(host="127.0.0.2", port=port)  # same port, second loopback address
+    lab_dns.addresses = ["127.0.0.1"]
+    source = DnsSource("relay.wirekube.test", port, ["127.0.0.1"], lab_dns.port)
+    hub = nodes(dns_source=source, resolve_interval=1.0)
+    spokes = [nodes(dns_source=source, resolve_interval=1.0) for _ in range(12)]
+    hub.bridge.set_relayed_peers({s.pub for s in spokes})
+    for s in spokes:
+        s.bridge.set_relayed_peers({hub.pub})
+    assert hub.bridge.pool.wait_live(1, 10)
+    assert hub.bridge.pool.live_replicas() == (f"127.0.0.1:{port}",)
+
+    lab_dns.addresses = ["127.0.0.1", "127.0.0.2"]
+    for n in [hub, *spokes]:
+        assert n.bridge.pool.wait_live(2, 10), "second replica not used after re-resolve"
+
+    def send_all() -> None:
+        for s in spokes:
+            hub.wg.sendto(b"ping", hub.bridge.endpoint_for(s.pub))
+
+    send_all()
+    for s in spokes:
+        s.wg.settimeout(5)
+        assert s.wg.recv(100) == b"ping"
+    carriers = {hub.bridge.stats(s.pub).replica for s in spokes}
+    assert carriers == {f"127.0.0.1:{port}", f"127.0.0.2:{port}"}  # flows spread over both
+
+    lab_dns.addresses = ["127.0.0.2"]  # the first replica leaves the Service
+    h.wait_for(
+        lambda: hub.bridge.pool.live_replicas() == (f"127.0.0.2:{port}",), 10, "replica removal"
+    )
+    send_all()
+    for s in spokes:
+        h.wait_for(lambda s=s: s.bridge.pool.live_replicas() == (f"127.0.0.2:{port}",), 10, "spoke")
+    send_all()
+    for s in spokes:
+        data = s.wg.recv(100)
+        assert data == b"ping"
+    assert lab_dns.queries >= 3
+    assert r2.proc is not None and r2.proc.poll() is None
