@@ -147,6 +147,11 @@ def test_discovery_sequence(
     first_alt = next(i for i, (s, _, _) in enumerate(nat.log) if s.ip == B_P.ip)
     change_tests = [i for i, (_, ci, cp) in enumerate(nat.log) if ci or cp]
     assert change_tests and max(change_tests) < first_alt
+    # RFC 5780 order: the alternate IP+port is probed only when the mapping
+    # already changed with the IP (avoids the conntrack clash, see discovery).
+    assert (B_Q in [s for s, _, _ in nat.log]) == (
+        want_mapping not in (Mapping.NONE, Mapping.ENDPOINT_INDEPENDENT)
+    )
 
 
 def test_alternate_already_contacted_is_not_used_for_filtering() -> None:

@@ -15,10 +15,18 @@ are in ``nat`` (pure); the choices here are:
    alternate IP none of our destinations used, ask it to answer from its
    alternate IP and port, then (if that fails) from its alternate port only.
    "No answer" is the result there, so these use the short filter policy.
-3. **Mapping detail** (RFC 5780 4.3): Binding requests to that server's
-   alternate IP with the primary port and with the alternate port. Together
-   with test I this distinguishes address-dependent from
-   address-and-port-dependent mapping.
+3. **Mapping detail** (RFC 5780 4.3), sequential as the RFC orders it: a
+   Binding request to the alternate IP with the primary port; the same
+   mapping as test I means endpoint-independent and we stop. Only if it
+   differs, a request to the alternate IP *and* port tells address-dependent
+   from address-and-port-dependent. Stopping early matters on routers that
+   let unsolicited packets reach their own stack: filtering test II's reply
+   from (alternate IP, alternate port) then leaves a conntrack entry for
+   exactly that remote endpoint and the public port, so a later mapping to
+   that endpoint cannot reuse the port (a "conntrack clash") and an
+   endpoint-independent NAT would look symmetric. (The same clash can turn
+   an address-dependent verdict into address-and-port-dependent; NAT type
+   is unaffected.)
 
 The result carries every raw ``BindingResult`` so callers can log or export
 what was seen, plus the ``NatReport``.
@@ -134,11 +142,11 @@ async def discover(
         filtering_obs = FilteringObservation(answered2, answered3)
     if chosen is not None and chosen.other_address is not None and options.mapping_detail:
         other = chosen.other_address
-        detail = await asyncio.gather(
-            binding(Endpoint(other.ip, chosen.server.port), policy=options.policy),
-            binding(other, policy=options.policy),
-        )
-        results.extend(detail)
+        alt_ip = await binding(Endpoint(other.ip, chosen.server.port), policy=options.policy)
+        results.append(alt_ip)
+        if alt_ip.ok and alt_ip.mapped != chosen.mapped:
+            # Only a mapping that changed with the IP needs the port test.
+            results.append(await binding(other, policy=options.policy))
     mapping_obs = [MappingObservation(r.server, r.mapped) for r in results if r.change is None]
     verdict = classify_mapping(mapping_obs, local_ips, local_port)
     # Error responses are answers too: only total silence means UDP is blocked.
