@@ -1,0 +1,185 @@
+"""Agent relay bridge throughput: UDP datagrams/s from "WireGuard" into the relay.
+
+Setup, all on loopback: a real ``wirekube-relay`` process; a ``RelayBridge`` in
+this process relaying one peer B; B itself is a plain registered relay client
+whose socket is drained with ``splice`` into /dev/null (its received byte
+count comes from TCP_INFO). A load generator *process* plays WireGuard and
+blasts 1400-byte datagrams at the bridge's endpoint for B with ``sendmmsg``
+(via ctypes, 64 datagrams per syscall, so the generator costs little CPU).
+
+Reported: datagrams/s accepted by the bridge (its tx counter), datagrams/s
+delivered through the relay to B, and the CPU% of the bridge (this process)
+and of the relay. Datagrams the kernel drops because the bridge was not fast
+enough are the difference between generated and accepted.
+
+    uv run python benchmarks/bridge_bench.py [--seconds 5] [--size 1400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import fcntl
+import json
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from wirekube_agent.relay import RelayBridge, RelayPool
+from wirekube_agent.relay.link import register
+from wirekube_common import wgkey
+
+VLEN = 64
+
+
+class IOVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class MsgHdr(ctypes.Structure):
+    _fields_ = [
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.POINTER(IOVec)),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    ]
+
+
+class MMsgHdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", MsgHdr), ("msg_len", ctypes.c_uint)]
+
+
+def generator(size: int, seconds: float, ctl: mp.Queue, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Play WireGuard: bind a "listen port" (reported on ``out``), wait for the bridge's
+    endpoint on ``ctl``, blast datagrams at it for ``seconds``; report the count."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    out.put(sock.getsockname()[1])
+    sock.connect(("127.0.0.1", ctl.get(timeout=30)))
+    payload = ctypes.create_string_buffer(os.urandom(size), size)
+    iovs = (IOVec * VLEN)()
+    msgs = (MMsgHdr * VLEN)()
+    for i in range(VLEN):
+        iovs[i].iov_base = ctypes.cast(payload, ctypes.c_void_p)
+        iovs[i].iov_len = size
+        msgs[i].msg_hdr.msg_iov = ctypes.pointer(iovs[i])
+        msgs[i].msg_hdr.msg_iovlen = 1
+    sent = 0
+    end = time.monotonic() + seconds
+    fd = sock.fileno()
+    while time.monotonic() < end:
+        n = libc.sendmmsg(fd, msgs, VLEN, 0)
+        if n > 0:
+            sent += n
+    out.put(sent)
+
+
+def cpu_seconds(pid: int, thread_total: bool = True) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rx_bytes(sock: socket.socket) -> int:
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+    return int.from_bytes(info[128:136], "little")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--size", type=int, default=1400)
+    args = ap.parse_args()
+
+    ready = os.path.join(tempfile.mkdtemp(prefix="wkbridgebench"), "ready.json")
+    relay = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wirekube_relay",
+            "--listen=127.0.0.1:0",
+            "--admin-listen=127.0.0.1:0",
+            "--metrics-listen=",
+            "--allowlist=off",
+            f"--ready-file={ready}",
+            "--log-level=warning",
+        ]
+    )
+    try:
+        while not os.path.exists(ready):
+            time.sleep(0.05)
+        with open(ready) as fh:
+            port = json.load(fh)["relay_port"]
+        # B: a registered receiver drained by splice
+        kb = wgkey.generate_private_key()
+        bsock = socket.create_connection(("127.0.0.1", port))
+        register(bsock, kb)
+        bsock.settimeout(None)
+        stop = threading.Event()
+
+        def drain() -> None:
+            r, w = os.pipe()
+            fcntl.fcntl(w, 1031, 1 << 20)
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                while not stop.is_set():
+                    got = os.splice(bsock.fileno(), w, 1 << 20)
+                    if not got:
+                        return
+                    while got:
+                        got -= os.splice(r, null, got)
+            except OSError:
+                pass
+
+        threading.Thread(target=drain, daemon=True).start()
+        # the generator process plays WireGuard: the bridge only accepts datagrams from
+        # WireGuard's listen port (its per-peer sockets are connected to it)
+        ctl: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+        q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+        gen = mp.Process(target=generator, args=(args.size, args.seconds + 1, ctl, q))
+        gen.start()
+        wg_port = q.get(timeout=30)
+        # A: the bridge under test
+        ka = wgkey.generate_private_key()
+        bridge = RelayBridge(ka, wg_port, RelayPool(ka, addresses=[("127.0.0.1", port)]))
+        bridge.start()
+        pub_b = wgkey.public_key(kb)
+        bridge.set_relayed_peers({pub_b})
+        assert bridge.pool.wait_live(1, 10)
+        ctl.put(bridge.endpoint_for(pub_b)[1])
+        time.sleep(0.5)
+        s0, r0 = bridge.stats(pub_b), rx_bytes(bsock)
+        c0, cr0, t0 = cpu_seconds(os.getpid()), cpu_seconds(relay.pid), time.monotonic()
+        time.sleep(args.seconds)
+        s1, r1 = bridge.stats(pub_b), rx_bytes(bsock)
+        c1, cr1, t1 = cpu_seconds(os.getpid()), cpu_seconds(relay.pid), time.monotonic()
+        generated = q.get(timeout=30)
+        gen.join(10)
+        dt = t1 - t0
+        accepted = (s1.tx_frames - s0.tx_frames) / dt
+        through = (r1 - r0) / (args.size + 2 + 35 / 30) / dt  # ~30 packets per batch frame
+        print(f"datagram size {args.size} B, {args.seconds:.0f} s")
+        print(f"generated      {generated / (args.seconds + 1):>12,.0f} datagrams/s (sendmmsg)")
+        print(f"bridge accepted{accepted:>12,.0f} datagrams/s ({accepted * args.size / 1e6:,.0f} MB/s)")
+        print(f"through relay  {through:>12,.0f} datagrams/s to the receiver")
+        print(f"bridge CPU     {100 * (c1 - c0) / dt:>11.0f}%   relay CPU {100 * (cr1 - cr0) / dt:.0f}%")
+        stop.set()
+        bridge.stop()
+        bsock.close()
+    finally:
+        relay.terminate()
+        relay.wait(10)
+
+
+if __name__ == "__main__":
+    main()
