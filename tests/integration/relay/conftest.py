@@ -111,8 +111,8 @@ class Node:
         self.wg.close()
 
 
-def make_node(pool_kwargs: dict[str, object]) -> Node:
-    priv = wgkey.generate_private_key()
+def make_node(pool_kwargs: dict[str, object], priv: bytes | None = None) -> Node:
+    priv = priv or wgkey.generate_private_key()
     wg = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     wg.bind(("127.0.0.1", 0))
     pool = RelayPool(priv, **pool_kwargs)  # type: ignore[arg-type]
@@ -125,8 +125,8 @@ def make_node(pool_kwargs: dict[str, object]) -> Node:
 def nodes() -> Iterator[callable]:  # type: ignore[valid-type]
     made: list[Node] = []
 
-    def make(**pool_kwargs: object) -> Node:
-        n = make_node(pool_kwargs)
+    def make(priv: bytes | None = None, **pool_kwargs: object) -> Node:
+        n = make_node(pool_kwargs, priv)
         made.append(n)
         return n
 
