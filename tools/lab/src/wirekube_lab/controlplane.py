@@ -38,9 +38,10 @@ Command line (a detached control plane for humans and scripts)::
     python -m wirekube_lab.controlplane status|down [--workdir DIR]
 
 ``up`` starts a supervisor process in the background, waits until the
-apiserver is ready (CRDs and RBAC installed unless ``--no-install``), prints
-the URLs and kubeconfig paths (also in DIR/state.json) and returns; ``down``
-stops it by its PID. DIR defaults to $WIREKUBE_CONTROLPLANE_DIR or
+apiserver is ready (CRDs and RBAC installed unless ``--no-install``, plus one
+token kubeconfig per service account, DIR/wirekube-<service>.kubeconfig, which
+docker-compose.yml mounts), prints the URLs and kubeconfig paths (also in
+DIR/state.json) and returns; ``down`` stops it by its PID. DIR defaults to $WIREKUBE_CONTROLPLANE_DIR or
 /tmp/wirekube-controlplane.
 """
 
@@ -80,6 +81,13 @@ WIREKUBE_CRDS = (
     "wirekubemeshes.wirekube.io",
     "wirekubepeers.wirekube.io",
     "wirekubegateways.wirekube.io",
+)
+WIREKUBE_NAMESPACE = "wirekube-system"
+SERVICE_ACCOUNTS = (
+    "wirekube-agent",
+    "wirekube-relay",
+    "wirekube-gateway-controller",
+    "wirekube-stun-probe",
 )
 INSTALL_KUSTOMIZATIONS = ("deploy/kustomize/base/crds", "deploy/kustomize/base/rbac")
 
@@ -520,8 +528,16 @@ def _serve(workdir: Path, install: bool, lab_address: str) -> int:
     state = _state_file(workdir)
     state.unlink(missing_ok=True)
     with ControlPlane(workdir, lab_address=lab_address) as cp:
+        service_kubeconfigs = {}
         if install:
             cp.install_wirekube()
+            # One token kubeconfig per service account (docker-compose.yml mounts them).
+            for sa in SERVICE_ACCOUNTS:
+                service_kubeconfigs[sa] = str(
+                    cp.kubeconfig_for_service_account(
+                        WIREKUBE_NAMESPACE, sa, path=workdir / f"{sa}.kubeconfig"
+                    )
+                )
         lab_kc = cp.write_kubeconfig(workdir / "admin-lab.kubeconfig", lab=True)
         info = {
             "pid": os.getpid(),
@@ -532,6 +548,7 @@ def _serve(workdir: Path, install: bool, lab_address: str) -> int:
             "kubectl": str(cp.bin_dir / "kubectl"),
             "startup_seconds": round(cp.startup_seconds, 2),
             "pids": cp.pids,
+            "service_kubeconfigs": service_kubeconfigs,
         }
         tmp = state.with_suffix(".tmp")
         tmp.write_text(json.dumps(info, indent=2))

@@ -1,0 +1,144 @@
+"""deploy/kustomize renders with the pinned kubectl, every overlay is accepted by
+the real apiserver (server-side dry run: built-in schemas + our CRDs), and the
+workloads have the shape configuration.txt describes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+OVERLAYS = {
+    "base": "deploy/kustomize/base",
+    "dev": "deploy/kustomize/overlays/dev",
+    "production": "deploy/kustomize/overlays/production",
+    "air-gapped": "deploy/kustomize/overlays/air-gapped",
+}
+RELAY_REPLICAS = {"base": 1, "dev": 1, "production": 3, "air-gapped": 2}
+NS = "wirekube-system"
+
+
+def render(cp: Any, repo: Path, overlay: str) -> dict[tuple[str, str], dict[str, Any]]:
+    out = cp.kubectl("kustomize", str(repo / OVERLAYS[overlay])).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    index = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    assert len(index) == len(docs), "duplicate objects"
+    return index
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_with_expected_relay_replicas(
+    control_plane: Any, repo: Path, overlay: str
+) -> None:
+    objs = render(control_plane, repo, overlay)
+    assert objs[("Deployment", "wirekube-relay")]["spec"]["replicas"] == RELAY_REPLICAS[overlay]
+    # Scaling the relay touches nothing else.
+    assert objs[("Deployment", "wirekube-gateway-controller")]["spec"]["replicas"] == 2
+    assert ("DaemonSet", "wirekube-agent") in objs
+    for crd in ("wirekubemeshes", "wirekubepeers", "wirekubegateways"):
+        assert ("CustomResourceDefinition", f"{crd}.wirekube.io") in objs
+    mesh = objs[("WireKubeMesh", "default")]
+    assert "namespace" not in mesh["metadata"], "the mesh is cluster-scoped"
+    for (kind, _), obj in objs.items():
+        if kind in (
+            "Deployment",
+            "DaemonSet",
+            "Service",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "PodDisruptionBudget",
+        ):
+            assert obj["metadata"]["namespace"] == NS, (kind, obj["metadata"]["name"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_is_accepted_by_the_apiserver(control_plane: Any, repo: Path, overlay: str) -> None:
+    proc = control_plane.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--dry-run=server",
+        "-k",
+        str(repo / OVERLAYS[overlay]),
+    )
+    assert "wirekubemesh.wirekube.io/default serverside-applied (server dry run)" in proc.stdout
+    assert "daemonset.apps/wirekube-agent serverside-applied (server dry run)" in proc.stdout
+
+
+def test_overlay_specifics(control_plane: Any, repo: Path) -> None:
+    prod = render(control_plane, repo, "production")
+    assert prod[("WireKubeMesh", "default")]["spec"]["relay"]["managed"]["replicas"] == 3
+    assert prod[("PodDisruptionBudget", "wirekube-relay")]["spec"]["minAvailable"] == 2
+
+    gapped = render(control_plane, repo, "air-gapped")
+    mesh = gapped[("WireKubeMesh", "default")]["spec"]
+    assert mesh["relay"]["mode"] == "always"
+    assert "stunServers" not in mesh
+    assert ("Deployment", "wirekube-stun-probe") not in gapped
+    assert ("Service", "wirekube-stun-probe") not in gapped
+    image = gapped[("Deployment", "wirekube-relay")]["spec"]["template"]["spec"]["containers"][0]
+    assert image["image"].startswith("registry.internal.example/wirekube/relay:")
+
+    dev = render(control_plane, repo, "dev")
+    assert dev[("Service", "wirekube-relay")]["spec"]["type"] == "NodePort"
+    assert dev[("WireKubeMesh", "default")]["spec"]["relay"]["handshakeTimeoutSeconds"] < 30
+    for kind, name in [("DaemonSet", "wirekube-agent"), ("Deployment", "wirekube-relay")]:
+        pod = dev[(kind, name)]["spec"]["template"]["spec"]
+        for c in pod["containers"] + pod.get("initContainers", []):
+            assert c["image"].endswith(":dev") and c["imagePullPolicy"] == "Never"
+
+    base = render(control_plane, repo, "base")
+    relay_svc = base[("Service", "wirekube-relay")]["spec"]
+    assert relay_svc["type"] == "LoadBalancer"
+    assert relay_svc["ports"] == [
+        {"name": "relay", "port": 3478, "targetPort": "relay", "protocol": "TCP"}
+    ]
+    pool = base[("Service", "wirekube-relay-pool")]["spec"]
+    assert pool["clusterIP"] == "None", "headless: one DNS record per relay replica"
+    stun = base[("Service", "wirekube-stun-probe")]["spec"]
+    assert sorted((p["port"], p["protocol"]) for p in stun["ports"]) == [
+        (3478, "TCP"),
+        (3478, "UDP"),
+    ]
+
+
+def test_agent_daemonset_matches_configuration(control_plane: Any, repo: Path) -> None:
+    ds = render(control_plane, repo, "base")[("DaemonSet", "wirekube-agent")]
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert pod["serviceAccountName"] == "wirekube-agent"
+    assert pod["nodeSelector"]["wirekube.io/vpn-enabled"] == "true"
+    (init,) = pod["initContainers"]
+    assert init["command"] == ["wirekube-agent", "cleanup"]
+    (agent,) = pod["containers"]
+    for c in (init, agent):
+        sc = c["securityContext"]
+        assert sc["privileged"] is False
+        assert sorted(sc["capabilities"]["add"]) == ["NET_ADMIN", "SYS_MODULE"]
+        assert sc["capabilities"]["drop"] == ["ALL"]
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        assert mounts["host-proc-sys-net"] == "/host/proc/sys/net"
+        assert mounts["state"] == "/var/lib/wirekube"
+        env = {e["name"]: e for e in c["env"]}
+        assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["host-proc-sys-net"]["hostPath"]["path"] == "/proc/sys/net"
+    assert volumes["state"]["hostPath"]["path"] == "/var/lib/wirekube"
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in agent["ports"]
+
+
+def test_only_the_agent_may_be_root(control_plane: Any, repo: Path) -> None:
+    objs = render(control_plane, repo, "base")
+    for name in ("wirekube-relay", "wirekube-gateway-controller", "wirekube-stun-probe"):
+        pod = objs[("Deployment", name)]["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["serviceAccountName"] == name
+        for c in pod["containers"]:
+            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+            assert "add" not in c["securityContext"]["capabilities"]
+    stun = objs[("Deployment", "wirekube-stun-probe")]["spec"]["template"]["spec"]
+    assert stun["automountServiceAccountToken"] is False
