@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+# Session-wide fixtures: one real control plane (etcd + kube-apiserver) per run.
+pytest_plugins = ["wirekube_lab.fixtures.controlplane"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

@@ -3,7 +3,7 @@ import socket
 
 from wirekube_agent.model import FWMARK, ROUTE_TABLE, Route
 from wirekube_agent.paths import PathState
-from wirekube_agent.topology import desired_state
+from wirekube_agent.topology import desired_state, select_peers
 
 from .helpers import key, node, remote
 
@@ -11,18 +11,23 @@ UP = PathState("direct", "up", 0.0, None)
 PROBING = PathState("direct", "probing", 0.0, None)
 
 
-def plan_for(peers, paths, **kw):  # type: ignore[no-untyped-def]
-    return desired_state(
-        interface="wire_kube",
-        listen_port=51820,
-        mtu=1420,
-        node=kw.pop("node", node()),
-        own_key=key(1),
-        peers={p.name: p for p in peers},
-        paths=paths,
-        relay_endpoints=kw.pop("relay_endpoints", {}),
-        control_destinations=kw.pop("control", [ipaddress.ip_address("100.64.0.1")]),
-    )
+class Plan:
+    def __init__(self, peers, paths, **kw):  # type: ignore[no-untyped-def]
+        n = kw.pop("node", node())
+        accepted, self.warnings = select_peers({p.name: p for p in peers}, key(1), n)
+        self.state = desired_state(
+            interface="wire_kube",
+            listen_port=51820,
+            mtu=1420,
+            node=n,
+            peers=accepted,
+            paths=paths,
+            relay_endpoints=kw.pop("relay_endpoints", {}),
+            control_destinations=kw.pop("control", [ipaddress.ip_address("100.64.0.1")]),
+        )
+
+
+plan_for = Plan
 
 
 def test_every_active_peer_gets_a_wireguard_entry_but_only_up_paths_get_routes() -> None:
@@ -81,3 +86,27 @@ def test_relay_path_uses_the_bridge_endpoint() -> None:
     plan = plan_for([b], {"node-b": relay}, relay_endpoints={key(2): ("127.0.0.1", 40000)})
     assert plan.state.peers[key(2)].endpoint == ("127.0.0.1", 40000)
     assert plan.state.routes  # a relay path carries traffic from the first packet
+
+
+def test_the_older_claim_wins_whatever_the_names() -> None:
+    owner = remote("node-n2", 2, "10.0.0.2", created="2026-01-01T00:00:00Z")
+    newcomer = remote(
+        "node-aaa",
+        2,
+        "10.0.0.9",
+        created="2026-06-01T00:00:00Z",
+        allowed_ips=(ipaddress.ip_network("10.0.0.2/32"),),
+    )
+    plan = plan_for([owner, newcomer], {"node-n2": UP, "node-aaa": UP})
+    assert plan.state.peers[key(2)].allowed_ips == {ipaddress.ip_network("10.0.0.2/32")}
+    assert ("node-aaa", "public key already used by node-n2") in plan.warnings
+    hijack = remote(
+        "node-aaa",
+        3,
+        "10.0.0.3",
+        created="2026-06-01T00:00:00Z",
+        allowed_ips=(ipaddress.ip_network("10.0.0.2/32"),),
+    )
+    plan = plan_for([owner, hijack], {"node-n2": UP, "node-aaa": UP})
+    assert plan.state.peers[key(2)].allowed_ips == {ipaddress.ip_network("10.0.0.2/32")}
+    assert plan.state.peers[key(3)].allowed_ips == frozenset()

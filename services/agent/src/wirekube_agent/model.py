@@ -56,6 +56,9 @@ class RemotePeer:
     endpoint: Endpoint | None
     allowed_ips: tuple[IPNetwork, ...]
     persistent_keepalive: int | None
+    # RFC 3339; when two peers claim one key or prefix the older claim wins, so
+    # a new (mistaken or hostile) object can never take over a working node.
+    created: str = ""
     # Facts other agents publish in status, used for path selection.
     nat_type: str = ""
     nat_mapping: str = ""

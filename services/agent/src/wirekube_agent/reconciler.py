@@ -28,7 +28,7 @@ from wirekube_agent.endpoint import Discovery, discover
 from wirekube_agent.k8s import translate
 from wirekube_agent.k8s.client import MESHES, PEERS, ApiException, KubeApi
 from wirekube_agent.k8s.watch import Informer
-from wirekube_agent.model import FWMARK, NodeInfo, RemotePeer, Route, Rule
+from wirekube_agent.model import FWMARK, DesiredState, NodeInfo, RemotePeer, Route, Rule
 from wirekube_agent.netlink import addresses, routes, rules
 from wirekube_agent.settings import Settings
 from wirekube_agent.sysctl import apply_interface_sysctls
@@ -37,7 +37,7 @@ from wirekube_agent.timers import (
     RECONCILE_DEBOUNCE_S,
     RESYNC_INTERVAL_S,
 )
-from wirekube_agent.topology import desired_state
+from wirekube_agent.topology import desired_state, select_peers
 from wirekube_agent.wg import Backend, select
 from wirekube_common import wgkey
 from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
@@ -165,7 +165,9 @@ class Reconciler:
         backend = self._ensure_device(mesh)
         self._discover(node, mesh, now)
         self._register(node)
-        peers = self._remote_peers()
+        peers, warnings = select_peers(self._remote_peers(), self.public_key, node)
+        for name, why in warnings:
+            self._reject_once(name, why)
 
         device = backend.get()
         self.observed.device = device
@@ -189,23 +191,19 @@ class Reconciler:
                 self.paths.get(name), peer, local, handshakes.get(name, 0.0), policy, now
             )
             for name, peer in peers.items()
-            if not peer.passive and peer.public_key != self.public_key
         }
         api_ip = self.api.server_address()
-        plan = desired_state(
+        desired = desired_state(
             interface=mesh.interface_name,
             listen_port=mesh.listen_port,
             mtu=mesh.mtu,
             node=node,
-            own_key=self.public_key,
             peers=peers,
             paths=self.paths,
             relay_endpoints={},
             control_destinations=[api_ip] if api_ip else [],
         )
-        for name, why in plan.warnings:
-            self._reject_once(name, why)
-        self._apply(plan.state, device, now)
+        self._apply(desired, device, now)
         self._write_status(node, mesh, now)
 
     def _mesh(self) -> MeshSpec:
@@ -322,7 +320,7 @@ class Reconciler:
         except Exception as exc:  # events are best effort
             log.debug("cannot record event: %s", exc)
 
-    def _apply(self, desired: Any, device: DeviceState, now: float) -> None:
+    def _apply(self, desired: DesiredState, device: DeviceState, now: float) -> None:
         full = self._resync_due <= now
         with IPRoute() as ipr:
             if full or desired.routes != self._last_routes or desired.rules != self._last_rules:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import replace
 
 from wirekube_agent.model import (
     FWMARK,
@@ -35,11 +35,43 @@ from wirekube_agent.timers import DEFAULT_PERSISTENT_KEEPALIVE_S
 MAIN_TABLE = 254
 
 
-@dataclass
-class Plan:
-    state: DesiredState
-    # Human-readable reasons for every peer or prefix left out, for logs/Events.
-    warnings: list[tuple[str, str]] = field(default_factory=list)
+def select_peers(
+    peers: Mapping[str, RemotePeer], own_key: bytes, node: NodeInfo
+) -> tuple[dict[str, RemotePeer], list[tuple[str, str]]]:
+    """The peers this node configures, with every conflict resolved.
+
+    Left out: passive peers, our own key, a second object claiming a key that
+    is already taken. Dropped from a peer's allowedIPs: a prefix another peer
+    already claims, and any prefix containing this node's own address. Claims
+    are taken oldest first (then by name), so a conflict resolves the same way
+    on every node and in favour of the object that was there first.
+    Returns the accepted peers and (peer, reason) pairs for what was left out.
+    """
+    warnings: list[tuple[str, str]] = []
+    own_ips = set(node.internal_ips) | set(node.external_ips)
+    owner: dict[IPNetwork, str] = {}
+    key_owner: dict[bytes, str] = {}
+    accepted: dict[str, RemotePeer] = {}
+    for peer in sorted(peers.values(), key=lambda p: (p.created or "~", p.name)):
+        if peer.public_key == own_key or peer.passive:
+            continue  # our own object / user-managed passive mode
+        if peer.public_key in key_owner:
+            warnings.append((peer.name, f"public key already used by {key_owner[peer.public_key]}"))
+            continue
+        key_owner[peer.public_key] = peer.name
+        allowed: list[IPNetwork] = []
+        for net in peer.allowed_ips:
+            if any(ip in net for ip in own_ips):
+                warnings.append((peer.name, f"allowedIP {net} contains this node's own address"))
+            elif net in owner:
+                warnings.append((peer.name, f"allowedIP {net} already belongs to {owner[net]}"))
+            else:
+                owner[net] = peer.name
+                allowed.append(net)
+        accepted[peer.name] = (
+            peer if len(allowed) == len(peer.allowed_ips) else replace(peer, allowed_ips=tuple(allowed))
+        )
+    return accepted, warnings
 
 
 def desired_state(
@@ -48,39 +80,15 @@ def desired_state(
     listen_port: int,
     mtu: int,
     node: NodeInfo,
-    own_key: bytes,
     peers: Mapping[str, RemotePeer],
     paths: Mapping[str, PathState],
     relay_endpoints: Mapping[bytes, Endpoint],
     control_destinations: Iterable[IPAddress] = (),
-) -> Plan:
-    warnings: list[tuple[str, str]] = []
-    own_ips = set(node.internal_ips) | set(node.external_ips)
-    owner: dict[IPNetwork, str] = {}
+) -> DesiredState:
+    """WireGuard entries for every accepted peer; routes only for routed paths."""
     wg: dict[bytes, WgPeer] = {}
     routes: set[Route] = set()
-    seen_keys: dict[bytes, str] = {}
-
-    for name in sorted(peers):  # sorted: conflicts resolve the same way on every node
-        peer = peers[name]
-        if peer.public_key == own_key:
-            continue  # our own object, or a copy of our key: never a peer
-        if peer.public_key in seen_keys:
-            warnings.append((name, f"public key already used by {seen_keys[peer.public_key]}"))
-            continue
-        if peer.passive:
-            continue
-        seen_keys[peer.public_key] = name
-        allowed: set[IPNetwork] = set()
-        for net in peer.allowed_ips:
-            if any(ip in net for ip in own_ips):
-                warnings.append((name, f"allowedIP {net} contains this node's own address"))
-                continue
-            if net in owner:
-                warnings.append((name, f"allowedIP {net} already belongs to {owner[net]}"))
-                continue
-            owner[net] = name
-            allowed.add(net)
+    for name, peer in peers.items():
         path = paths.get(name)
         if path is not None and path.transport == "relay":
             endpoint = relay_endpoints.get(peer.public_key)
@@ -89,7 +97,7 @@ def desired_state(
         wg[peer.public_key] = WgPeer(
             public_key=peer.public_key,
             endpoint=endpoint,
-            allowed_ips=frozenset(allowed),
+            allowed_ips=frozenset(peer.allowed_ips),
             persistent_keepalive=(
                 peer.persistent_keepalive
                 if peer.persistent_keepalive is not None
@@ -97,19 +105,15 @@ def desired_state(
             ),
         )
         if path is not None and path.routed:
-            for net in allowed:
+            for net in peer.allowed_ips:
                 routes.add(Route(dst=net, oif=interface, src=_source_for(net, node)))
-
-    return Plan(
-        DesiredState(
-            interface=interface,
-            listen_port=listen_port,
-            mtu=mtu,
-            peers=wg,
-            routes=frozenset(routes),
-            rules=frozenset(rules_for(routes, control_destinations)),
-        ),
-        warnings,
+    return DesiredState(
+        interface=interface,
+        listen_port=listen_port,
+        mtu=mtu,
+        peers=wg,
+        routes=frozenset(routes),
+        rules=frozenset(rules_for(routes, control_destinations)),
     )
 
 

@@ -27,6 +27,7 @@ class ObjectMeta:
     resource_version: str = ""
     generation: int = 0
     uid: str = ""
+    creation_timestamp: str = ""  # RFC 3339 as the API stores it; sorts chronologically
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
 
@@ -41,6 +42,7 @@ class ObjectMeta:
             resource_version=str(meta.get("resourceVersion", "")),
             generation=int(meta.get("generation", 0) or 0),
             uid=str(meta.get("uid", "")),
+            creation_timestamp=str(meta.get("creationTimestamp", "") or ""),
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
         )

@@ -56,6 +56,7 @@ def peer_from_object(obj: Mapping[str, Any]) -> RemotePeer:
         endpoint=_endpoint_or_none(peer.spec.endpoint),
         allowed_ips=tuple(dict.fromkeys(allowed)),
         persistent_keepalive=keepalive,
+        created=peer.metadata.creation_timestamp,
         nat_type=status.nat_type or "",
         nat_mapping=status.nat_mapping or "",
         nat_filtering=status.nat_filtering or "",

@@ -144,6 +144,24 @@ class RelayLink:
         self.frames_tx += frames
         return True
 
+    def send_vectors(self, bufs: list[memoryview], total: int, frames: int) -> bool:
+        """Gathering write of whole frames split over ``bufs`` (``total`` bytes in all)."""
+        sock = self.sock
+        if not self.up or sock is None:
+            self.drops_tx += frames
+            return False
+        try:
+            with self._lock:
+                sent = sock.sendmsg(bufs)
+                if sent < total:  # partial write: finish with a copy (rare)
+                    sock.sendall(b"".join(bufs)[sent:])
+        except OSError:
+            self.drops_tx += frames
+            self.kill()
+            return False
+        self.frames_tx += frames
+        return True
+
     def ping(self, now: float) -> None:
         self.last_ping = now
         sock = self.sock

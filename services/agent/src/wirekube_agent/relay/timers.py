@@ -53,3 +53,8 @@ MAX_DATAGRAM = 16 * 1024
 #: Sockets removed from the relayed set are closed this much later, so the
 #: downlink thread never writes through a reused file descriptor.
 SOCKET_CLOSE_DELAY = 1.0
+
+#: Datagrams per recvmmsg call on the uplink (and iovecs per gathering
+#: sendmsg, well under IOV_MAX = 1024). 64 x 1452-byte datagrams is ~93 KB per
+#: system call pair.
+MMSG_VLEN = 64

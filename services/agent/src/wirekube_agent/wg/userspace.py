@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import tempfile
 import time
 
 from pyroute2 import IPRoute
@@ -52,19 +53,23 @@ class UserspaceBackend:
             link.set_up(ipr, self.interface, mtu)
 
     def _start(self) -> None:
-        env = dict(os.environ, WG_PROCESS_FOREGROUND="0")
-        # The banner about kernel support goes to stdout; keep it out of our logs.
-        result = subprocess.run(
-            [self.binary, self.interface],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=USERSPACE_START_TIMEOUT_S,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"wireguard-go failed: {result.stderr.strip()}")
+        env = {k: v for k, v in os.environ.items() if k != "WG_PROCESS_FOREGROUND"}
+        # Output goes to a file, never a pipe: the daemonised child inherits the
+        # descriptor, and a Go program writing to a closed pipe on fd 2 dies of
+        # SIGPIPE the moment it logs anything.
+        with tempfile.TemporaryFile("w+") as out:
+            result = subprocess.run(
+                [self.binary, self.interface],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                timeout=USERSPACE_START_TIMEOUT_S,
+                check=False,
+            )
+            if result.returncode != 0:
+                out.seek(0)
+                raise RuntimeError(f"wireguard-go exited {result.returncode}: {out.read()[-2000:]}")
         deadline = time.monotonic() + USERSPACE_START_TIMEOUT_S
         while not self._alive():
             if time.monotonic() > deadline:

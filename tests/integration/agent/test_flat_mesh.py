@@ -1,0 +1,189 @@
+"""The agent builds a WireGuard mesh from WireKubePeer objects (issue 3).
+
+Five lab nodes on one LAN, each running the real agent in its own network
+namespace with wireguard-go, against the real kube-apiserver. The tests run in
+order and share the mesh: full mesh → a join under traffic → a removal →
+an agent restart → an API-server outage → hostile peer objects.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import time
+
+import pytest
+
+from wirekube_lab.mesh import MeshLab, peer_name
+
+FIRST = ["n1", "n2", "n3", "n4"]
+ALL = [*FIRST, "n5"]
+CONVERGE_S = 60.0
+
+
+def wg_peers(mesh: MeshLab, host: str) -> set[str]:
+    """Public keys configured on the host's wire_kube (through its private run dir)."""
+    out = mesh.agents[host].exec(["wg", "show", "wire_kube", "peers"]).stdout
+    return set(out.split())
+
+
+def public_key(mesh: MeshLab, host: str) -> str:
+    peer = mesh.peer(host)
+    assert peer is not None
+    return str(peer["spec"]["publicKey"])
+
+
+@pytest.fixture(scope="module")
+def started(flat_mesh: MeshLab) -> MeshLab:
+    flat_mesh.start(FIRST)
+    took = flat_mesh.wait_until("full mesh of 4", lambda: flat_mesh.full_mesh(FIRST), CONVERGE_S)
+    print(f"4-node mesh converged {took:.1f}s after the agents started")
+    return flat_mesh
+
+
+def test_full_mesh_pings_through_wireguard(started: MeshLab) -> None:
+    mesh = started
+    table = mesh.path_table(FIRST)
+    assert all(v == "direct" for row in table.values() for v in row.values()), table
+    before = {h: mesh.wg_bytes(h) for h in FIRST}
+    matrix = mesh.ping_matrix(FIRST, count=3)
+    assert all(v == 1.0 for row in matrix.values() for v in row.values()), matrix
+    for h in FIRST:
+        rx, tx = mesh.wg_bytes(h)
+        # 3 nodes x 3 pings x (84 B ICMP) each way, at least, through the tunnel
+        assert tx - before[h][1] >= 3 * 3 * 84, (h, before[h], (rx, tx))
+        assert rx - before[h][0] >= 3 * 3 * 84, (h, before[h], (rx, tx))
+    for h in FIRST:
+        status = (mesh.peer(h) or {}).get("status", {})
+        assert status.get("connected") is True
+        assert status.get("transportMode") == "direct"
+        assert status.get("endpointDiscoveryMethod") == "internal"
+        assert status.get("lastHandshake")
+
+
+def test_a_joining_node_does_not_disturb_existing_pairs(started: MeshLab) -> None:
+    mesh = started
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # 200 pings at 50 ms: 10 s of traffic spanning the whole join
+        running = pool.submit(mesh.lab.ping, "n1", mesh.lab.address("n2"), 200, 0.05)
+        time.sleep(1.0)
+        mesh.register_node("n5")
+        mesh.start_agent("n5")
+        took = mesh.wait_until("n5 joined", lambda: mesh.full_mesh(ALL), CONVERGE_S)
+        result = running.result(timeout=60)
+    print(f"n5 joined in {took:.1f}s; n1->n2 during the join: {result.received}/{result.sent}")
+    assert result.sent == 200 and result.received == 200
+    assert mesh.ping_matrix(ALL, count=2)["n5"] == {"n1": 1.0, "n2": 1.0, "n3": 1.0, "n4": 1.0}
+
+
+def test_a_removed_node_is_removed_everywhere(started: MeshLab) -> None:
+    mesh = started
+    key = public_key(mesh, "n5")
+    mesh.stop_agent("n5")
+    mesh.delete_node("n5")
+    took = mesh.wait_until(
+        "n5 gone from every WireGuard device",
+        lambda: all(key not in wg_peers(mesh, h) for h in FIRST),
+        30,
+    )
+    mesh.wait_until(
+        "n5 gone from every status",
+        lambda: all(peer_name("n5") not in mesh.transports(h) for h in FIRST),
+        30,
+    )
+    print(f"n5 removed from all WireGuard devices in {took:.1f}s")
+    routes = mesh.lab.exec("n1", ["ip", "route", "show", "table", "22347"]).stdout
+    assert mesh.lab.address("n5") not in routes
+
+
+def test_agent_restart_keeps_its_key_and_the_mesh_comes_back(started: MeshLab) -> None:
+    mesh = started
+    key = public_key(mesh, "n1")
+    mesh.stop_agent("n1")
+    t0 = time.monotonic()
+    mesh.start_agent("n1")
+    mesh.wait_until("n1 back", lambda: mesh.full_mesh(FIRST), CONVERGE_S)
+    assert public_key(mesh, "n1") == key
+    assert mesh.ping_matrix(FIRST, count=2)["n1"] == {"n2": 1.0, "n3": 1.0, "n4": 1.0}
+    print(f"n1 restarted and back in the mesh after {time.monotonic() - t0:.1f}s")
+
+
+def test_pings_continue_while_the_api_server_is_down(started: MeshLab) -> None:
+    mesh = started
+    apiserver = mesh.cp.pids["kube-apiserver"]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # 35 s of pings at 100 ms around a 30 s outage
+        running = pool.submit(mesh.lab.ping, "n2", mesh.lab.address("n3"), 350, 0.1)
+        time.sleep(2)
+        os.kill(apiserver, signal.SIGSTOP)
+        try:
+            time.sleep(30)
+        finally:
+            os.kill(apiserver, signal.SIGCONT)
+        result = running.result(timeout=60)
+    print(f"n2->n3 across a 30 s API outage: {result.received}/{result.sent}")
+    assert result.sent == 350 and result.received == 350
+    for h in FIRST:
+        assert mesh.agents[h].alive
+    # and the agents follow changes again once it is back
+    mesh.register_node("n5")
+    mesh.start_agent("n5")
+    mesh.wait_until("n5 joined after the outage", lambda: mesh.full_mesh(ALL), CONVERGE_S)
+    mesh.stop_agent("n5")
+    mesh.delete_node("n5")
+
+
+def test_hostile_peer_objects_leave_the_mesh_unaffected(started: MeshLab) -> None:
+    mesh = started
+    n2_key = public_key(mesh, "n2")
+    n3_ip = mesh.lab.address("n3")
+    hostile = {
+        "node-evil-dupkey": {"publicKey": n2_key, "allowedIPs": ["10.250.0.1/32"]},
+        "node-evil-hijack": {
+            "publicKey": "gN65BkIKy1eCE9pP1wdc8ROUtkHLF2PfAqYdyYBz6EA=",
+            "allowedIPs": [f"{n3_ip}/32"],
+        },
+        "node-evil-default": {
+            "publicKey": "aN65BkIKy1eCE9pP1wdc8ROUtkHLF2PfAqYdyYBz6EA=",
+            "allowedIPs": ["0.0.0.0/0"],
+        },
+        "node-evil-endpoint": {
+            "publicKey": "bN65BkIKy1eCE9pP1wdc8ROUtkHLF2PfAqYdyYBz6EA=",
+            "endpoint": "no-such-host.invalid:51820",
+            "allowedIPs": ["10.250.0.2/32"],
+        },
+    }
+    for name, spec in hostile.items():
+        mesh.custom.create_cluster_custom_object(
+            "wirekube.io",
+            "v1alpha1",
+            "wirekubepeers",
+            {
+                "apiVersion": "wirekube.io/v1alpha1",
+                "kind": "WireKubePeer",
+                "metadata": {"name": name},
+                "spec": spec,
+            },
+        )
+    try:
+        time.sleep(3)  # several reconcile passes
+        for h in FIRST:
+            assert mesh.agents[h].alive
+        matrix = mesh.ping_matrix(FIRST, count=3)
+        assert all(v == 1.0 for row in matrix.values() for v in row.values()), matrix
+        table = mesh.path_table(FIRST)
+        assert all(v == "direct" for row in table.values() for v in row.values()), table
+        # n3's address still routes to n3, not to the hijacker
+        routes = mesh.lab.exec("n1", ["ip", "route", "get", n3_ip]).stdout
+        assert "wire_kube" in routes
+        assert n2_key in wg_peers(mesh, "n1")
+        events = mesh.core.list_namespaced_event("default").items
+        reasons = {(e.involved_object.name, e.reason) for e in events}
+        assert ("node-evil-default", "InvalidPeer") in reasons
+        assert ("node-evil-hijack", "InvalidPeer") in reasons
+    finally:
+        for name in hostile:
+            mesh.custom.delete_cluster_custom_object(
+                "wirekube.io", "v1alpha1", "wirekubepeers", name
+            )
