@@ -70,6 +70,11 @@ class AgentCollector(Collector):
         yield CounterMetricFamily(
             "wirekube_api_writes", "Writes made to the Kubernetes API", value=float(obs.api_writes)
         )
+        yield CounterMetricFamily(
+            "wirekube_api_requests",
+            "Requests made to the Kubernetes API (lists, watches, writes)",
+            value=float(self.r.api.requests),
+        )
         api_up = GaugeMetricFamily(
             "wirekube_watch_healthy", "1 while the watch on a resource is healthy", labels=["resource"]
         )

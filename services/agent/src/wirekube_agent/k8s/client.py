@@ -48,6 +48,16 @@ class KubeApi:
         self.custom = client.CustomObjectsApi(self.api_client)
         self.timeout = timeout_s
         self.host = cfg.host
+        # Every request (lists, watches, writes) goes through call_api; counting
+        # there measures the agent's load on the API server exactly.
+        self.requests = 0
+        call_api = self.api_client.call_api
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.requests += 1
+            return call_api(*args, **kwargs)
+
+        self.api_client.call_api = counted  # type: ignore[method-assign]
 
     def server_address(self) -> IPAddress | None:
         """The API server's IP when the kubeconfig names it by address."""

@@ -56,7 +56,6 @@ class Informer:
         self._cache: dict[str, dict[str, Any]] = {}
         self.synced = threading.Event()
         self.healthy = False
-        self.requests = 0  # API requests made (list + watch), for the benchmark
         self._watch: watch.Watch | None = None
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
@@ -97,7 +96,6 @@ class Informer:
         stop.wait(delay)
 
     def _list(self) -> str:
-        self.requests += 1
         result = self._lister(*self._args, **self._selectors)
         items, rv = _items_and_version(result, self._to_dict)
         cache = {obj["metadata"]["name"]: obj for obj in items}
@@ -112,7 +110,6 @@ class Informer:
 
     def _watch_from(self, resource_version: str, stop: threading.Event) -> str:
         self._watch = w = watch.Watch()
-        self.requests += 1
         started = time.monotonic()
         for event in w.stream(
             self._lister,
