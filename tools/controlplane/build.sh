@@ -75,7 +75,14 @@ if cache_complete; then
 fi
 
 tmp="$(mktemp -d "${CACHE_ROOT}/.tmp-${KEY}.XXXXXX")"
-trap 'rm -rf "${tmp}"' EXIT
+gopid=""
+cleanup() {
+  # An interrupted run leaves neither a half-filled cache nor a go build behind.
+  if [[ -n "${gopid}" ]]; then kill -TERM -- "-${gopid}" 2>/dev/null || true; fi
+  rm -rf "${tmp}"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 log "building kube-apiserver + kubectl ${K8S_VERSION} and etcd ${ETCD_VERSION} with $(go version | awk '{print $3}') into ${DEST} (a first build takes ~10-20 min on 2 cores; later ones reuse the Go build cache)"
 # -X stamps the real release version into the binaries (what `kubectl version`
@@ -88,13 +95,15 @@ for p in "${ver_pkg}" "${cli_pkg}"; do
   ldflags+=" -X ${p}.gitVersion=${K8S_VERSION} -X ${p}.gitMajor=1 -X ${p}.gitMinor=${minor}"
   ldflags+=" -X ${p}.gitTreeState=clean"
 done
-(
-  cd "${HERE}"
-  go build -trimpath -ldflags "${ldflags}" -o "${tmp}/bin/" \
-    k8s.io/kubernetes/cmd/kube-apiserver \
-    k8s.io/kubernetes/cmd/kubectl \
-    go.etcd.io/etcd/server/v3
-)
+# In its own process group (setsid) so that cleanup() can stop the go command
+# and every compiler it started.
+setsid go -C "${HERE}" build -trimpath -ldflags "${ldflags}" -o "${tmp}/bin/" \
+  k8s.io/kubernetes/cmd/kube-apiserver \
+  k8s.io/kubernetes/cmd/kubectl \
+  go.etcd.io/etcd/server/v3 &
+gopid=$!
+wait "${gopid}"
+gopid=""
 # `go build` names the etcd main package after its import path: server (v3 is
 # a major-version suffix). Give it its real name.
 if [[ -x "${tmp}/bin/server" ]]; then

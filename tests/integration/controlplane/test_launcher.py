@@ -176,3 +176,32 @@ def test_command_line_up_status_down(control_plane: Any, tmp_path: Path) -> None
     assert down.returncode == 0, down.stderr
     assert _wait_dead(pids) == []
     assert not (workdir / "state.json").exists()
+
+
+def test_build_script_is_instant_when_cached_and_binaries_are_pinned(
+    control_plane: Any, repo: Path
+) -> None:
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        ["bash", str(repo / "tools/controlplane/build.sh"), "--print-dir"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert time.monotonic() - t0 < 5.0
+    assert "cached:" in proc.stderr
+    bin_dir = Path(proc.stdout.strip())
+    assert bin_dir == control_plane.bin_dir
+    assert bin_dir.parent.name == "k8s-v1.34.4-etcd-v3.6.4"
+    version = subprocess.run(
+        [str(bin_dir / "kube-apiserver"), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert version.strip() == "Kubernetes v1.34.4"
+    etcd = subprocess.run(
+        [str(bin_dir / "etcd"), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "etcd Version: 3.6.4" in etcd
+    server = json.loads(control_plane.kubectl("version", "-o", "json").stdout)
+    assert server["serverVersion"]["gitVersion"] == "v1.34.4"
+    assert server["clientVersion"]["gitVersion"] == "v1.34.4"
