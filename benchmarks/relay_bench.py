@@ -22,7 +22,6 @@ senders, each round-robining its frames over all sixteen receivers, i.e.
 interleaved destinations: the worst case for write coalescing).
 
     uv run python benchmarks/relay_bench.py [--seconds 5] [--sizes 1400,100]
-                                             [--event-loop auto|asyncio|uvloop]
 
 Loopback only; every run is bounded in time; the relay is stopped at the end.
 """
@@ -51,7 +50,7 @@ from wirekube_common.relayproto import frames as f
 BLOCK = 256 * 1024
 
 
-def start_relay(event_loop: str) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+def start_relay() -> tuple[subprocess.Popen[bytes], dict[str, int]]:
     ready = os.path.join(tempfile.mkdtemp(prefix="wkrelaybench"), "ready.json")
     proc = subprocess.Popen(
         [
@@ -62,7 +61,6 @@ def start_relay(event_loop: str) -> tuple[subprocess.Popen[bytes], dict[str, int
             "--admin-listen=127.0.0.1:0",
             "--metrics-listen=",
             "--allowlist=off",
-            f"--event-loop={event_loop}",
             f"--ready-file={ready}",
             "--log-level=warning",
         ]
@@ -213,13 +211,12 @@ def main() -> None:
     ap.add_argument("--sizes", default="1400,100")
     ap.add_argument("--scenarios", default="1to1,16to16")
     ap.add_argument("--modes", default="single,batch")
-    ap.add_argument("--event-loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     args = ap.parse_args()
-    proc, ports = start_relay(args.event_loop)
+    proc, ports = start_relay()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{ports['admin_port']}") as ch:
             admin = admin_pb2_grpc.RelayAdminStub(ch)
-            print(f"relay pid {proc.pid}, event loop {args.event_loop}, {args.seconds:.0f} s each")
+            print(f"relay pid {proc.pid}, {args.seconds:.0f} s each")
             print(
                 f"{'scenario':<9}{'mode':<7}{'packet':>7}{'frames/s':>12}{'packets/s':>12}"
                 f"{'MB/s':>7}{'relay CPU':>10}{'fwd/s (relay)':>14}{'drops':>7}"

@@ -58,7 +58,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a("--keepalive", type=float, default=float(_env("keepalive", str(timers.KEEPALIVE_INTERVAL))))
     a("--dead-timeout", type=float, default=float(_env("dead-timeout", str(timers.DEAD_TIMEOUT))))
     a("--max-pending", type=int, default=int(_env("max-pending", str(timers.MAX_PENDING))))
-    a("--event-loop", choices=["auto", "asyncio", "uvloop"], default=_env("event-loop", "auto"))
     a("--ready-file", default=_env("ready-file", "") or None, help="write bound ports as JSON")
     a("--log-level", default=_env("log-level", "") or None)
     return p.parse_args(argv)
@@ -153,15 +152,13 @@ async def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
-    if kind in ("auto", "uvloop"):
-        try:
-            import uvloop  # noqa: PLC0415 - optional accelerator
-
-            return uvloop.new_event_loop()  # type: ignore[no-any-return]
-        except ImportError:
-            if kind == "uvloop":
-                raise
+def _new_loop() -> asyncio.AbstractEventLoop:
+    # Deliberately the stock asyncio loop, not uvloop: the forwarder hands
+    # transport.write() memoryviews of its reused receive buffer. asyncio copies
+    # whatever the kernel does not take at once; uvloop keeps a reference to the
+    # view and would send bytes that were overwritten by the next read (checked:
+    # corrupts data). Reads of 256 KiB make the event loop's per-read overhead
+    # small anyway.
     return asyncio.new_event_loop()
 
 
@@ -169,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logs.configure("relay", args.log_level)
     _raise_fd_limit()
-    loop = _new_loop(args.event_loop)
+    loop = _new_loop()
     try:
         code = loop.run_until_complete(run(args))
     finally:
