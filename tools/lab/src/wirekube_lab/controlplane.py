@@ -15,7 +15,9 @@ names. The apiserver binds 0.0.0.0 on a free port so lab namespaces reach it
 through the lab's DNAT; there is no insecure port.
 
 Children are started with ``PR_SET_PDEATHSIG`` so they die with the process
-that started them even if that process is SIGKILLed; ``stop()`` ends them by
+that started them even if that process is SIGKILLed (Linux ties this to the
+starting *thread*: call ``start()`` from a thread that lives as long as the
+control plane, e.g. the main thread); ``stop()`` ends them by
 PID (SIGTERM, then SIGKILL after a grace period), apiserver first. Everything
 lives in one work dir (a fresh temp dir unless one is given: then only its
 ``pki/``, ``etcd/``, ``logs/`` and ``kube-cache/`` subdirs are (re)created).
