@@ -208,7 +208,7 @@ def natdiscovery(lab: Lab, host: str, port: int) -> list[str]:
 def test_our_client_same_through_ours_and_coturn(lab: Lab, host: str) -> None:
     ours, theirs = our_client(lab, host, OURS), our_client(lab, host, COTURN)
     verdict = (ours["natType"], ours["natMapping"], ours["natFiltering"])
-    print(host, verdict, ours["mapped"])
+    print(host, verdict, ours["mapped"], f"{ours['elapsedMs']} ms")
     assert verdict == EXPECTED[host]
     assert (theirs["natType"], theirs["natMapping"], theirs["natFiltering"]) == verdict
     if host != "h-tcp":

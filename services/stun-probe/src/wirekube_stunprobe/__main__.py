@@ -60,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except supervisor.TaskFailed as exc:
         log.error("stopping: %s", exc)
         return 1
+    except OSError as exc:  # a port that cannot be bound, before the supervisor runs
+        log.error("cannot start: %s", exc)
+        return 1
     log.info("stopped")
     return 0
 

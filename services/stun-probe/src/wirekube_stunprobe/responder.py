@@ -275,10 +275,10 @@ def _build(
     if want_fp and (budget is None or size + 8 <= budget):
         fingerprint = True
         size += 8
-    for attr in rest:
-        extra = codec.encoded_attribute_size(attr)
+    for soft in rest:
+        extra = codec.encoded_attribute_size(soft)
         if budget is None or size + extra <= budget:
-            attrs.append(attr)
+            attrs.append(soft)
             size += extra
     msg = StunMessage(
         req.method,

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from wirekube_common.stun.codec import StunDecodeError
 from wirekube_common.stun.endpoint import Endpoint, IPAddress
@@ -110,16 +110,13 @@ class StunServer:
                 for index in table.indices():
                     sock = _udp_socket(table.address(index))
                     transport, _ = await loop.create_datagram_endpoint(
-                        lambda t_i=t_i, index=index: _Udp(
-                            lambda d, s: self._on_udp(d, s, t_i, index)
-                        ),
-                        sock=sock,
+                        self._udp_factory(t_i, index), sock=sock
                     )
                     self._udp[(t_i, index)] = transport
                 if self.settings.tcp:
                     ep = table.primary
                     server = await asyncio.start_server(
-                        lambda r, w, t_i=t_i: self._on_tcp(r, w, t_i),
+                        self._tcp_handler(t_i),
                         host=str(ep.ip),
                         port=ep.port,
                         reuse_address=True,
@@ -137,6 +134,20 @@ class StunServer:
             },
         )
         self.started.set()
+
+    def _udp_factory(self, t_i: int, index: SocketIndex) -> Callable[[], _Udp]:
+        def on_datagram(data: bytes, src: Endpoint) -> None:
+            self._on_udp(data, src, t_i, index)
+
+        return lambda: _Udp(on_datagram)
+
+    def _tcp_handler(
+        self, t_i: int
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._on_tcp(reader, writer, t_i)
+
+        return handler
 
     async def serve(self) -> None:
         """Run until cancelled (the supervisor's stop), then close every socket."""

@@ -14,6 +14,7 @@ import asyncio
 import json
 import socket
 import sys
+import time
 from typing import Any
 
 from wirekube_common.stun.aio import RawStunSocket, UdpStunSocket, is_local_address, resolve
@@ -70,6 +71,7 @@ async def _probe(args: argparse.Namespace) -> int:
         host = args.local or ("::" if args.ipv6 else "0.0.0.0")
         sock = await UdpStunSocket.open(host, args.local_port, policy=policy)
         local_port = sock.local.port
+    started = time.monotonic()
     try:
         found = await discover(
             sock.binding,
@@ -81,6 +83,7 @@ async def _probe(args: argparse.Namespace) -> int:
     finally:
         sock.close()
     out = {
+        "elapsedMs": round((time.monotonic() - started) * 1000, 1),
         "localPort": local_port,
         "mapped": str(found.report.mapped) if found.report.mapped else None,
         **found.report.status(),
