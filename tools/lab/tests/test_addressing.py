@@ -95,6 +95,15 @@ def test_every_host_and_router_has_one_uplink_port() -> None:
         assert (veth.a.ifname, veth.b.ns, veth.bridge) == ("wan0", p.internet_ns, "br0")
 
 
+def test_veth_ends_never_share_an_interface_index() -> None:
+    # The kernel defers carrier changes of a veth whose peer has the same
+    # ifindex by up to a second: every end gets a lab-unique index.
+    p = plan()
+    indexes = [end.ifindex for v in p.veths for end in (v.a, v.b)]
+    assert all(i >= 10 for i in indexes)
+    assert len(set(indexes)) == len(indexes)
+
+
 def test_control_link_addresses() -> None:
     p = plan()
     assert p.control.root_address == IPv4Address("100.64.7.5")

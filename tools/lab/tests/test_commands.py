@@ -31,18 +31,18 @@ def test_root_batch_creates_namespaces_then_veths_inside_them() -> None:
     assert len(adds) == len(PLAN.namespaces)
     assert lines[: len(adds)] == adds
     assert (
-        "link add wan0 netns wklab-7-zzzzz-home-gw type veth peer name p1 netns wklab-7-zzzzz-internet"
-        in lines
+        "link add wan0 netns wklab-7-zzzzz-home-gw index 12 type veth "
+        "peer name p1 netns wklab-7-zzzzz-internet index 11" in lines
     )
     assert (
-        "link add eth0 netns wklab-7-zzzzz-a type veth peer name p3 netns wklab-7-zzzzz-home-gw"
-        in lines
+        "link add eth0 netns wklab-7-zzzzz-a index 16 type veth "
+        "peer name p3 netns wklab-7-zzzzz-home-gw index 15" in lines
     )
 
 
 def test_control_batch() -> None:
     assert control_batch(PLAN) == [
-        "link add wklzzzzzcp type veth peer name cp0 netns wklab-7-zzzzz-internet",
+        "link add wklzzzzzcp type veth peer name cp0 netns wklab-7-zzzzz-internet index 9",
         "address add 100.64.9.9/30 dev wklzzzzzcp",
         "link set wklzzzzzcp up",
     ]

@@ -53,9 +53,20 @@ class Port:
 
     ns: str
     ifname: str
+    ifindex: int = 0  # 0: the kernel picks one
 
     def key(self) -> tuple[str, str]:
         return (self.ns, self.ifname)
+
+
+# Every veth end gets an explicit interface index, unique within the lab, so
+# the two ends of a pair never share one. Why: the kernel's link watcher
+# treats a carrier change of a device whose iflink equals its own ifindex as
+# non-urgent and may apply it up to a second later; two fresh namespaces both
+# numbering their first veth 2 made one uplink of every lab stay NO-CARRIER
+# (dropping everything, ARP included) for up to a second after the build.
+FIRST_IFINDEX = 10
+CONTROL_IFINDEX = 9  # cp0 in the internet namespace
 
 
 @dataclass(frozen=True)
@@ -261,13 +272,16 @@ def plan_lab(topology: Topology, ids: RunIds, control: IPv4Network) -> LabPlan:
     def next_port(ns: str) -> Port:
         nonlocal port_no
         port_no += 1
-        return Port(ns, f"p{port_no}")
+        return Port(ns, f"p{port_no}", FIRST_IFINDEX + 2 * port_no - 1)
+
+    def own_end(ns: str, ifname: str) -> Port:
+        return Port(ns, ifname, FIRST_IFINDEX + 2 * port_no)
 
     routers: dict[str, RouterPlan] = {}
     for net in topology.networks:
         ns = ids.netns(net.router)
         uplink = next_port(internet_ns)
-        veths.append(Veth(Port(ns, "wan0"), uplink, "br0"))
+        veths.append(Veth(own_end(ns, "wan0"), uplink, "br0"))
         cidr = cidrs[net.name]
         routers[net.name] = RouterPlan(
             name=net.router,
@@ -291,7 +305,7 @@ def plan_lab(topology: Topology, ids: RunIds, control: IPv4Network) -> LabPlan:
         if host.network == INTERNET:
             addrs = fixed.get(host.name) or inet_hosts.take(host.addresses, where)
             uplink = next_port(internet_ns)
-            veths.append(Veth(Port(ns, "eth0"), uplink, "br0"))
+            veths.append(Veth(own_end(ns, "eth0"), uplink, "br0"))
             hosts.append(
                 HostPlan(
                     name=host.name,
@@ -310,7 +324,7 @@ def plan_lab(topology: Topology, ids: RunIds, control: IPv4Network) -> LabPlan:
         router = routers[host.network]
         addrs = fixed.get(host.name) or pools[host.network].take(host.addresses, where)
         uplink = next_port(router.ns)
-        veths.append(Veth(Port(ns, "eth0"), uplink, "lan0"))
+        veths.append(Veth(own_end(ns, "eth0"), uplink, "lan0"))
         if not router.nat.translates:
             public = addrs[0]
         elif host.public_ip:

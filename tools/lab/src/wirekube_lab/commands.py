@@ -20,7 +20,7 @@ duplicate address detection delays and link-local noise.
 
 from __future__ import annotations
 
-from .addressing import LabPlan
+from .addressing import CONTROL_IFINDEX, LabPlan
 from .nftrules import internet_ruleset, router_ruleset
 from .topology import INTERNET_CIDR
 
@@ -29,16 +29,21 @@ def root_batch(plan: LabPlan) -> list[str]:
     lines = [f"netns add {ns}" for ns in plan.namespaces]
     for veth in plan.veths:
         lines.append(
-            f"link add {veth.a.ifname} netns {veth.a.ns} type veth "
-            f"peer name {veth.b.ifname} netns {veth.b.ns}"
+            f"link add {veth.a.ifname} netns {veth.a.ns}{_index(veth.a.ifindex)} type veth "
+            f"peer name {veth.b.ifname} netns {veth.b.ns}{_index(veth.b.ifindex)}"
         )
     return lines
+
+
+def _index(ifindex: int) -> str:
+    return f" index {ifindex}" if ifindex else ""
 
 
 def control_batch(plan: LabPlan) -> list[str]:
     cp = plan.control
     return [
-        f"link add {cp.root_ifname} type veth peer name {cp.inet_ifname} netns {plan.internet_ns}",
+        f"link add {cp.root_ifname} type veth peer name {cp.inet_ifname} "
+        f"netns {plan.internet_ns} index {CONTROL_IFINDEX}",
         f"address add {cp.root_address}/{cp.cidr.prefixlen} dev {cp.root_ifname}",
         f"link set {cp.root_ifname} up",
     ]

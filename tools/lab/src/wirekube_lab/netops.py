@@ -101,6 +101,28 @@ def configure_namespaces(plan: LabPlan) -> None:
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(setup, plan.namespaces))
+    wait_for_carrier(plan)
+
+
+LINK_READY_TIMEOUT_S = 3.0  # the kernel's link watcher defers some carrier changes by up to 1 s
+
+
+def wait_for_carrier(plan: LabPlan, timeout: float = LINK_READY_TIMEOUT_S) -> None:
+    """Return once every link of the lab has carrier (packets sent before are dropped)."""
+    script = "".join(f"ip -n {ns} -o link show; " for ns in plan.namespaces)
+    script += f"ip -o link show dev {plan.control.root_ifname}"
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = [
+            line.split(":")[1].strip()
+            for line in run(["sh", "-c", script]).splitlines()
+            if "NO-CARRIER" in line
+        ]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise NetopsError(f"links without carrier after {timeout}s: {', '.join(waiting)}")
+        time.sleep(0.02)
 
 
 def _disable_root_ipv6(ifname: str) -> None:

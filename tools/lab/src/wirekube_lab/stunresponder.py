@@ -108,6 +108,11 @@ class Responder:
                     if out is not None:
                         origin, reply = out
                         self.udp[origin].sendto(reply, peer)
+                        print(
+                            f"udp {peer[0]}:{peer[1]} -> {local[0]}:{local[1]} "
+                            f"answered from {origin[0]}:{origin[1]}",
+                            flush=True,
+                        )
                 else:
                     conn, peer = sock.accept()
                     threading.Thread(
