@@ -185,9 +185,13 @@ def main() -> None:
         through = (r1 - r0) / (args.size + 2 + 35 / 30) / dt  # ~30 packets per batch frame
         print(f"datagram size {args.size} B, {args.seconds:.0f} s")
         print(f"generated      {generated / (args.seconds + 1):>12,.0f} datagrams/s (sendmmsg)")
-        print(f"bridge accepted{accepted:>12,.0f} datagrams/s ({accepted * args.size / 1e6:,.0f} MB/s)")
+        print(
+            f"bridge accepted{accepted:>12,.0f} datagrams/s ({accepted * args.size / 1e6:,.0f} MB/s)"
+        )
         print(f"through relay  {through:>12,.0f} datagrams/s to the receiver")
-        print(f"bridge CPU     {100 * (c1 - c0) / dt:>11.0f}%   relay CPU {100 * (cr1 - cr0) / dt:.0f}%")
+        print(
+            f"bridge CPU     {100 * (c1 - c0) / dt:>11.0f}%   relay CPU {100 * (cr1 - cr0) / dt:.0f}%"
+        )
         bctl.put("stop")
         bridge.stop()
         receiver.join(10)

@@ -1,8 +1,8 @@
 """Relay throughput on loopback: frames/s, MB/s and the relay's CPU%.
 
 Starts a real ``wirekube-relay`` process on 127.0.0.1, registers senders and
-receivers through the real handshake (blocking sockets, one thread each, in
-this process), then for each scenario lets every sender push a prebuilt
+receivers through the real handshake (each client its own process, so that
+load-generator threads never contend for one GIL), then for each scenario lets every sender push a prebuilt
 256 KiB block of frames in a loop for ``--seconds`` while the receivers count
 bytes. The load generator is kept as cheap as possible so that it does not
 steal the relay's core on this 2-core machine: senders use ``sendfile`` from
@@ -29,8 +29,10 @@ Loopback only; every run is bounded in time; the relay is stopped at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
+import multiprocessing as mp
 import os
 import socket
 import subprocess
@@ -113,6 +115,49 @@ def build_block(dsts: list[bytes], size: int, batch: bool) -> tuple[bytes, int, 
     return b"".join(frames), n, n * per
 
 
+def receiver_proc(port: int, ctl: mp.Queue, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Register, report the key; check the first frame, then splice into /dev/null.
+    Answers "mark" with (bytes received so far, source key of the first frame)."""
+    c = connect(port)
+    out.put(c.pub)
+    first: list[bytes] = []
+
+    def drain() -> None:
+        head = c.sock.recv(35, socket.MSG_WAITALL)
+        first.append(head[3:35] if head[0] & f.DATA_MASK == f.RECV else b"not-a-recv")
+        r, w = os.pipe()
+        fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            while True:
+                got = os.splice(c.sock.fileno(), w, 1 << 20)
+                if not got:
+                    return
+                while got:
+                    got -= os.splice(r, null, got)
+        except OSError:
+            pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    while ctl.get() == "mark":
+        out.put((_rx_bytes(c.sock), first[0] if first else b""))
+
+
+def sender_proc(port: int, block: bytes, ctl: mp.Queue, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Register, report the key, then sendfile the block from a memfd until told to stop."""
+    c = connect(port)
+    out.put(c.pub)
+    fd = os.memfd_create("relaybench")
+    os.write(fd, block)
+    stop = threading.Event()
+    threading.Thread(target=lambda: (ctl.get(), stop.set()), daemon=True).start()
+    with contextlib.suppress(OSError):
+        while not stop.is_set():
+            off = 0
+            while off < len(block):
+                off += os.sendfile(c.sock.fileno(), fd, off, len(block) - off)
+
+
 def run_scenario(
     port: int,
     admin: admin_pb2_grpc.RelayAdminStub,
@@ -122,76 +167,55 @@ def run_scenario(
     seconds: float,
     batch: bool,
 ) -> dict[str, float]:
-    senders = [connect(port) for _ in range(n)]
-    receivers = [connect(port) for _ in range(n)]
-    built = [build_block([r.pub for r in receivers], size, batch) for _ in senders]
-    block_len, frames_per_block, packets_per_block = len(built[0][0]), built[0][1], built[0][2]
-    stop = threading.Event()
-    bad: list[str] = []
-    sender_keys = {s.pub for s in senders}
+    """Each client is its own process (no GIL shared between load-generator threads)."""
+    procs: list[mp.Process] = []
+    rctl = [mp.Queue() for _ in range(n)]
+    rout = [mp.Queue() for _ in range(n)]
+    for i in range(n):
+        procs.append(mp.Process(target=receiver_proc, args=(port, rctl[i], rout[i]), daemon=True))
+        procs[-1].start()
+    rkeys = [q.get(timeout=30) for q in rout]
+    sctl = [mp.Queue() for _ in range(n)]
+    sout = [mp.Queue() for _ in range(n)]
+    block, frames_per_block, packets_per_block = build_block(rkeys, size, batch)
+    for i in range(n):
+        procs.append(
+            mp.Process(target=sender_proc, args=(port, block, sctl[i], sout[i]), daemon=True)
+        )
+        procs[-1].start()
+    skeys = {q.get(timeout=30) for q in sout}
 
-    def send(c: Client, block: bytes) -> None:
-        fd = os.memfd_create("relaybench")
-        os.write(fd, block)
-        try:
-            while not stop.is_set():
-                off = 0
-                while off < len(block):
-                    off += os.sendfile(c.sock.fileno(), fd, off, len(block) - off)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+    def mark() -> int:
+        for q in rctl:
+            q.put("mark")
+        total = 0
+        for q in rout:
+            nbytes, first = q.get(timeout=30)
+            if first and first not in skeys:
+                raise SystemExit("a receiver's first frame is not stamped with a sender key")
+            total += nbytes
+        return total
 
-    def recv(c: Client) -> None:
-        first = c.sock.recv(35, socket.MSG_WAITALL)
-        if first[0] & f.DATA_MASK != f.RECV or first[3:35] not in sender_keys:
-            bad.append("first frame is not a RECV stamped with a sender key")
-        r, w = os.pipe()
-        fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ
-        null = os.open(os.devnull, os.O_WRONLY)
-        try:
-            while not stop.is_set():
-                got = os.splice(c.sock.fileno(), w, 1 << 20)
-                if not got:
-                    return
-                while got:
-                    got -= os.splice(r, null, got)
-        except OSError:
-            pass
-        finally:
-            for fd in (r, w, null):
-                os.close(fd)
-
-    threads = [threading.Thread(target=recv, args=(r,), daemon=True) for r in receivers]
-    threads += [
-        threading.Thread(target=send, args=(s, b[0]), daemon=True)
-        for s, b in zip(senders, built, strict=False)
-    ]
-    for t in threads:
-        t.start()
     time.sleep(0.5)  # warm up
     s0 = admin.GetStats(admin_pb2.GetStatsRequest(), timeout=5)
-    r0 = [_rx_bytes(r.sock) for r in receivers]
+    r0 = mark()
     c0, t0 = cpu_seconds(pid), time.monotonic()
     time.sleep(seconds)
     c1, t1 = cpu_seconds(pid), time.monotonic()
-    r1 = [_rx_bytes(r.sock) for r in receivers]
+    r1 = mark()
     s1 = admin.GetStats(admin_pb2.GetStatsRequest(), timeout=5)
-    stop.set()
-    for c in senders + receivers:
-        c.sock.close()
-    for t in threads:
-        t.join(2)
-    if bad:
-        raise SystemExit(bad[0])
+    for q in sctl + rctl:
+        q.put("stop")
+    for p in procs:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
     elapsed = t1 - t0
-    delivered = sum(b - a for a, b in zip(r0, r1, strict=False))
-    frames = delivered / block_len * frames_per_block
+    delivered = r1 - r0
     drops = sum(d.frames for d in s1.drops) - sum(d.frames for d in s0.drops)
     return {
-        "frames_per_s": frames / elapsed,
-        "packets_per_s": delivered / block_len * packets_per_block / elapsed,
+        "frames_per_s": delivered / len(block) * frames_per_block / elapsed,
+        "packets_per_s": delivered / len(block) * packets_per_block / elapsed,
         "mb_per_s": delivered / elapsed / 1e6,
         "relay_cpu_pct": 100 * (c1 - c0) / elapsed,
         "relay_forwarded_per_s": (s1.frames_forwarded - s0.frames_forwarded) / elapsed,

@@ -331,11 +331,12 @@ class RelayConnection(asyncio.BufferedProtocol):
             raise f.ProtocolError(f"unexpected frame type 0x{ftype:02x} after registration")
 
     def send_control(self, data: bytes) -> None:
-        if self.transport is not None and not self.closing:
+        tr = self.transport
+        if tr is not None and not self.closing and not tr.is_closing():
             if self.staged:  # keep ordering with frames staged in this read
                 self.stage += data
             else:
-                self.transport.write(data)
+                tr.write(data)
 
     # --- registration ----------------------------------------------------------
 
@@ -409,7 +410,7 @@ class RelayConnection(asyncio.BufferedProtocol):
             )
             self.ctx.registry.unregister(self.key, self)
         tr = self.transport
-        if tr is None:
+        if tr is None or tr.is_closing():
             return
         if code is not None:
             if self.staged:
