@@ -254,3 +254,19 @@ def test_receiver_gone_counts_drop(ctx: Context) -> None:
     assert ctx.stats.drops["receiver-closed"] == 1
     b.connection_lost(None)
     assert ctx.registry.get(kb) is None
+
+
+def test_frames_pipelined_behind_the_proof_are_forwarded(ctx: Context) -> None:
+    _b, tb, kb = connect(ctx)
+    priv = wgkey.generate_private_key()
+    conn = RelayConnection(ctx)
+    tr = FakeTransport()
+    conn.connection_made(tr)
+    assert len(conn.buf) == timers.HANDSHAKE_BUFFER  # small until registered
+    hs = ClientHandshake(priv)
+    feed(conn, hs.hello())
+    (ch,) = events(tr.data())
+    assert isinstance(ch, f.Challenge)
+    feed(conn, hs.on_challenge(ch, 0) + f.encode_send(kb, b"early"))
+    assert len(conn.buf) > timers.RECV_BUFFER
+    assert events(tb.data()) == [f.Recv(wgkey.public_key(priv), b"early")]

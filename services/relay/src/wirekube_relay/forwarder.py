@@ -3,9 +3,11 @@
 Written for speed on purpose (STYLE.md rule 9); everything else in the relay
 is written for clarity.
 
-* **Preallocated receive buffer.** Each connection owns one ``bytearray``
-  (``timers.RECV_BUFFER`` + one maximal frame) handed to the transport by
-  ``get_buffer``; the kernel copies straight into it (``recv_into``).
+* **Preallocated receive buffer.** Each registered connection owns one
+  ``bytearray`` (``timers.RECV_BUFFER`` + one maximal frame) handed to the
+  transport by ``get_buffer``; the kernel copies straight into it
+  (``recv_into``). Before registration a 2 KiB buffer suffices (handshake
+  frames are small), so idle or hostile connections cost little memory.
 * **In-place parsing and rewriting.** Headers are read by indexing the buffer
   (small ints, no objects). A ``SEND`` frame is turned into the ``RECV`` frame
   the receiver gets by overwriting its type byte and its 32-byte key with the
@@ -91,8 +93,8 @@ class RelayConnection(asyncio.BufferedProtocol):
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.max_payload = f.MAX_HANDSHAKE_PAYLOAD
-        size = timers.RECV_BUFFER + f.HEADER_LEN + f.MAX_PAYLOAD
-        self.buf = bytearray(size)
+        # small until registered: unauthenticated connections cost ~2 KiB each
+        self.buf = bytearray(timers.HANDSHAKE_BUFFER)
         self.mv = memoryview(self.buf)
         self.start = 0
         self.end = 0
@@ -377,6 +379,11 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.key = key
         self.handshake = None
         self.max_payload = ctx.limits.max_payload
+        rest = bytes(self.mv[self.start : self.end])
+        self.buf = bytearray(timers.RECV_BUFFER + f.HEADER_LEN + f.MAX_PAYLOAD)
+        self.mv = memoryview(self.buf)
+        self.buf[: len(rest)] = rest
+        self.start, self.end = 0, len(rest)
         ctx.pending -= 1
         ctx.stats.registrations += 1
         self.registered_at = ctx.loop.time()

@@ -40,6 +40,10 @@ SHUTDOWN_GRACE = 2.0
 #: overhead over ~180 frames of 1400 B; the buffer is preallocated once.
 RECV_BUFFER = 256 * 1024
 
+#: Receive buffer before registration: handshake frames are at most 515
+#: bytes, so 2 KiB holds a few; 4096 pending connections cost 8 MiB, not 1 GiB.
+HANDSHAKE_BUFFER = 2048
+
 #: Transport write buffer marks. The asyncio default (64 KiB) pauses senders
 #: far too often at line rate; 1 MiB is ~700 frames of 1400 B in flight.
 WRITE_HIGH_WATER = 1024 * 1024
