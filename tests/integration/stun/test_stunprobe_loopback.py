@@ -183,3 +183,24 @@ def test_bad_configuration_exits_nonzero() -> None:
         check=False,
     )
     assert out.returncode != 0 and b"RFC 5780 mode needs specific" in out.stderr
+
+
+def test_ipv6_udp_and_tcp(stun_probe_factory) -> None:  # type: ignore[no-untyped-def]
+    probe = stun_probe_factory("--also-listen", "::1")
+
+    async def go() -> None:
+        async with await UdpStunSocket.open("::1", 0, policy=FAST) as sock:
+            r = await sock.binding(Endpoint.parse(f"[::1]:{probe.port}"))
+            assert r.ok and r.mapped == sock.local and r.mapped.family == 6
+            # The extra address is plain RFC 5389: no alternate, CHANGE-REQUEST is refused.
+            assert r.other_address is None
+            refused = await sock.binding(Endpoint.parse(f"[::1]:{probe.port}"), change_ip=True)
+            assert refused.error is not None and refused.error.code == 420
+
+    asyncio.run(go())
+    with socket.create_connection(("::1", probe.port), timeout=5) as s:
+        req = codec.binding_request()
+        s.sendall(codec.encode(req))
+        msg = codec.decode(s.recv(4096))
+        assert msg.key() == req.key()
+        assert msg.mapped() == Endpoint.from_sockaddr(s.getsockname())
