@@ -72,7 +72,9 @@ class PeerKeyWatcher:
         if self._stop.is_set():
             return
         try:
-            listing: dict[str, Any] = self.api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+            listing: dict[str, Any] = self.api.list_cluster_custom_object(  # type: ignore[assignment]
+                GROUP, VERSION, PLURAL
+            )
             self._keys_by_name = {}
             for obj in listing.get("items", []):
                 self._apply("ADDED", obj)

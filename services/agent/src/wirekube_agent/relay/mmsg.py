@@ -22,6 +22,7 @@ import ctypes
 import ctypes.util
 import errno
 import socket
+from typing import Any
 
 
 class _IOVec(ctypes.Structure):
@@ -48,6 +49,7 @@ _SIZE = ctypes.sizeof(_MMsgHdr)
 _LEN_INDEX = _MMsgHdr.msg_len.offset // 4
 _FLAGS_INDEX = (_MMsgHdr.msg_hdr.offset + _MsgHdr.msg_flags.offset) // 4
 
+_recvmmsg: Any
 try:
     _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     _recvmmsg = _libc.recvmmsg
