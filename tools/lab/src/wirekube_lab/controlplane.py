@@ -14,7 +14,7 @@ reach the apiserver, the first Service IP and the ``kubernetes.default.svc``
 names. The apiserver binds 0.0.0.0 on a free port so lab namespaces reach it
 through the lab's DNAT; there is no insecure port.
 
-Children are started with ``PR_SET_PDEATHSIG`` so they die with the process
+Children are started with ``PR_SET_PDEATHSIG`` (SIGKILL) so they die with the process
 that started them even if that process is SIGKILLed (Linux ties this to the
 starting *thread*: call ``start()`` from a thread that lives as long as the
 control plane, e.g. the main thread); ``stop()`` ends them by
@@ -150,7 +150,9 @@ def _die_with_parent_hook() -> Callable[[], None]:
     parent = os.getpid()
 
     def hook() -> None:  # runs in the child between fork and exec
-        _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        # SIGKILL, not SIGTERM: an orphaned apiserver's graceful shutdown waits
+        # for an etcd that is dying too, and the lab's state is throw-away.
+        _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
