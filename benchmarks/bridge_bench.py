@@ -12,7 +12,7 @@ delivered through the relay to B, and the CPU% of the bridge (this process)
 and of the relay. Datagrams the kernel drops because the bridge was not fast
 enough are the difference between generated and accepted.
 
-    uv run python benchmarks/bridge_bench.py [--seconds 5] [--size 1400]
+    uv run python benchmarks/bridge_bench.py [--seconds 5] [--size 1400] [--mmsg]
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--size", type=int, default=1400)
+    ap.add_argument("--mmsg", action="store_true", help="drain with recvmmsg (use_mmsg=True)")
     args = ap.parse_args()
 
     ready = os.path.join(tempfile.mkdtemp(prefix="wkbridgebench"), "ready.json")
@@ -165,7 +166,12 @@ def main() -> None:
         wg_port = q.get(timeout=30)
         # A: the bridge under test
         ka = wgkey.generate_private_key()
-        bridge = RelayBridge(ka, wg_port, RelayPool(ka, addresses=[("127.0.0.1", port)]))
+        bridge = RelayBridge(
+            ka,
+            wg_port,
+            RelayPool(ka, addresses=[("127.0.0.1", port)]),
+            use_mmsg=args.mmsg,
+        )
         bridge.start()
         bridge.set_relayed_peers({pub_b})
         assert bridge.pool.wait_live(1, 10)
@@ -183,7 +189,8 @@ def main() -> None:
         dt = t1 - t0
         accepted = (s1.tx_frames - s0.tx_frames) / dt
         through = (r1 - r0) / (args.size + 2 + 35 / 30) / dt  # ~30 packets per batch frame
-        print(f"datagram size {args.size} B, {args.seconds:.0f} s")
+        mode = "recvmmsg" if args.mmsg else "recv_into"
+        print(f"datagram size {args.size} B, {args.seconds:.0f} s, uplink {mode}")
         print(f"generated      {generated / (args.seconds + 1):>12,.0f} datagrams/s (sendmmsg)")
         print(
             f"bridge accepted{accepted:>12,.0f} datagrams/s ({accepted * args.size / 1e6:,.0f} MB/s)"

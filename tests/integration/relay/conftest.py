@@ -111,12 +111,14 @@ class Node:
         self.wg.close()
 
 
-def make_node(pool_kwargs: dict[str, object], priv: bytes | None = None) -> Node:
+def make_node(
+    pool_kwargs: dict[str, object], priv: bytes | None = None, use_mmsg: bool = False
+) -> Node:
     priv = priv or wgkey.generate_private_key()
     wg = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     wg.bind(("127.0.0.1", 0))
     pool = RelayPool(priv, **pool_kwargs)  # type: ignore[arg-type]
-    bridge = RelayBridge(priv, wg.getsockname()[1], pool)
+    bridge = RelayBridge(priv, wg.getsockname()[1], pool, use_mmsg=use_mmsg)
     bridge.start()
     return Node(priv, wgkey.public_key(priv), wg, bridge)
 
@@ -125,8 +127,8 @@ def make_node(pool_kwargs: dict[str, object], priv: bytes | None = None) -> Node
 def nodes() -> Iterator[callable]:  # type: ignore[valid-type]
     made: list[Node] = []
 
-    def make(priv: bytes | None = None, **pool_kwargs: object) -> Node:
-        n = make_node(pool_kwargs, priv)
+    def make(priv: bytes | None = None, use_mmsg: bool = False, **pool_kwargs: object) -> Node:
+        n = make_node(pool_kwargs, priv, use_mmsg)
         made.append(n)
         return n
 

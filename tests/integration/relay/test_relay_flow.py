@@ -10,16 +10,18 @@ import time
 import urllib.request
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from wirekube_common import wgkey
 from wirekube_common.protos.wirekube.relay.v1 import admin_pb2, admin_pb2_grpc
 
 
-def test_two_bridges_exchange_datagrams_both_ways(relay_factory, nodes, h) -> None:
+@pytest.mark.parametrize("use_mmsg", [False, True], ids=["recv_into", "recvmmsg"])
+def test_two_bridges_exchange_datagrams_both_ways(relay_factory, nodes, h, use_mmsg) -> None:
     relay = relay_factory()
-    a = nodes(addresses=[relay.address])
-    b = nodes(addresses=[relay.address])
+    a = nodes(addresses=[relay.address], use_mmsg=use_mmsg)
+    b = nodes(addresses=[relay.address], use_mmsg=use_mmsg)
     h.pair(a, b)
     assert a.bridge.pool.wait_live(1, 10) and b.bridge.pool.wait_live(1, 10)
     b.wg.settimeout(5)

@@ -15,12 +15,15 @@ can inject datagrams into the relay, and sends skip address parsing.
   datagrams drained from one socket become one ``SEND_BATCH`` frame (35-byte
   header written in place in front, a 2-byte length before each packet), so
   the relay pays its per-frame cost once per batch, not once per packet. One
-  ``sendall`` per 256 KiB (or per poll round) per replica. On Linux the
-  drain uses ``recvmmsg`` (mmsg.py, via ctypes): up to 64 datagrams per
-  system call land in fixed slots, their length prefixes are written in
-  place, and one gathering ``sendmsg`` per call writes the batch frames
-  without copying. Stock asyncio datagram transports are deliberately not
-  used.
+  ``sendall`` per 256 KiB (or per poll round) per replica. Stock asyncio
+  datagram transports are deliberately not used.
+* ``use_mmsg=True`` switches the drain to ``recvmmsg`` (mmsg.py, via ctypes):
+  up to 64 datagrams per system call land in fixed slots, their length
+  prefixes are written in place, and one gathering ``sendmsg`` per call writes
+  the batch frames without copying. It drains cheaper per datagram in
+  isolation, but measured end to end here (benchmarks/bridge_bench.py) the
+  plain path with larger coalesced writes forwarded more, so it is off by
+  default.
   Stock asyncio datagram transports are deliberately not used.
 * **Downlink** (relay -> WireGuard): each relay link's reader thread calls
   ``_on_frame(src, packet)`` with views into its receive buffer; the packet is
@@ -108,7 +111,7 @@ class RelayBridge:
         relay_pool: RelayPool,
         wg_host: str = "127.0.0.1",
         bind_host: str = "127.0.0.1",
-        use_mmsg: bool = True,
+        use_mmsg: bool = False,
     ) -> None:
         self.private_key = private_key
         self.wg_addr = (wg_host, wg_listen_port)
