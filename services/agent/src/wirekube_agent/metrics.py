@@ -76,7 +76,9 @@ class AgentCollector(Collector):
             value=float(self.r.api.requests),
         )
         api_up = GaugeMetricFamily(
-            "wirekube_watch_healthy", "1 while the watch on a resource is healthy", labels=["resource"]
+            "wirekube_watch_healthy",
+            "1 while the watch on a resource is healthy",
+            labels=["resource"],
         )
         for informer in self.r.informers:
             api_up.add_metric([informer.name], 1.0 if informer.healthy else 0.0)

@@ -26,7 +26,14 @@ from pyroute2 import IPRoute
 from wirekube_agent import diff, paths, registration, status
 from wirekube_agent.endpoint import Discovery, discover
 from wirekube_agent.k8s import translate
-from wirekube_agent.k8s.client import MESHES, PEERS, ApiException, KubeApi
+from wirekube_agent.k8s.client import (
+    MESHES,
+    PEERS,
+    ApiException,
+    KubeApi,
+    custom_path,
+    nodes_path,
+)
 from wirekube_agent.k8s.watch import Informer
 from wirekube_agent.model import FWMARK, DesiredState, NodeInfo, RemotePeer, Route, Rule
 from wirekube_agent.netlink import addresses, routes, rules
@@ -99,13 +106,19 @@ class Reconciler:
         self._loop: asyncio.AbstractEventLoop | None = None
 
         notify = self._notify
-        self.peers_informer = Informer("wirekubepeers", *api.custom_source(PEERS), notify)
+        self.peers_informer = Informer("wirekubepeers", api.new_rest(), custom_path(PEERS), notify)
         self.mesh_informer = Informer(
-            "wirekubemesh", *api.custom_source(MESHES), notify,
+            "wirekubemesh",
+            api.new_rest(),
+            custom_path(MESHES),
+            notify,
             field_selector=f"metadata.name={settings.mesh_name}",
         )
         self.node_informer = Informer(
-            "node", *api.node_source(), notify,
+            "node",
+            api.new_rest(),
+            nodes_path(),
+            notify,
             field_selector=f"metadata.name={settings.node_name}",
         )
         self.informers = (self.peers_informer, self.mesh_informer, self.node_informer)
@@ -172,9 +185,7 @@ class Reconciler:
         device = backend.get()
         self.observed.device = device
         by_key = {p.public_key: n for n, p in peers.items()}
-        handshakes = {
-            by_key[k]: s.last_handshake for k, s in device.peers.items() if k in by_key
-        }
+        handshakes = {by_key[k]: s.last_handshake for k, s in device.peers.items() if k in by_key}
         self.observed.handshakes = handshakes
         self.observed.peers = peers
         local = paths.LocalFacts(
@@ -213,13 +224,17 @@ class Reconciler:
         try:
             return Mesh.from_dict(obj).spec
         except ValueError as exc:
-            log.error("WireKubeMesh %s is invalid (%s); using defaults", self.settings.mesh_name, exc)
+            log.error(
+                "WireKubeMesh %s is invalid (%s); using defaults", self.settings.mesh_name, exc
+            )
             return MeshSpec()
 
     def _ensure_device(self, mesh: MeshSpec) -> Backend:
         shape = (mesh.interface_name, mesh.mtu)
         if self.backend is not None and self.backend.interface != mesh.interface_name:
-            log.info("interface renamed to %s; replacing %s", mesh.interface_name, self.backend.interface)
+            log.info(
+                "interface renamed to %s; replacing %s", mesh.interface_name, self.backend.interface
+            )
             self.backend.destroy()
             self.backend = None
         if self.backend is None:
@@ -275,7 +290,9 @@ class Reconciler:
             if patch:
                 self.api.patch_peer(self.peer_name, patch)
                 self.observed.api_writes += 1
-                log.info("updated WireKubePeer %s: %s", self.peer_name, sorted(patch.get("spec", {})))
+                log.info(
+                    "updated WireKubePeer %s: %s", self.peer_name, sorted(patch.get("spec", {}))
+                )
         except ApiException as exc:
             if exc.status != 409:  # 409: the watch has not caught up with our create
                 log.warning("cannot register %s: %s %s", self.peer_name, exc.status, exc.reason)
@@ -314,8 +331,12 @@ class Reconciler:
         uid = str(((obj or {}).get("metadata") or {}).get("uid", ""))
         try:
             self.api.record_event(
-                "wirekubepeers", "WireKubePeer", name, uid, "InvalidPeer",
-                f"{self.settings.node_name}: {why}", warning=True,
+                "WireKubePeer",
+                name,
+                uid,
+                "InvalidPeer",
+                f"{self.settings.node_name}: {why}",
+                warning=True,
             )
         except Exception as exc:  # events are best effort
             log.debug("cannot record event: %s", exc)
@@ -329,8 +350,13 @@ class Reconciler:
             else:
                 have_routes, have_rules = list(desired.routes), list(desired.rules)
             ops = diff.plan(
-                desired, device, have_routes, have_rules, self.applied_endpoints,
-                self.private_key, FWMARK,
+                desired,
+                device,
+                have_routes,
+                have_rules,
+                self.applied_endpoints,
+                self.private_key,
+                FWMARK,
             )
             if full:
                 self._resync_due = now + RESYNC_INTERVAL_S
@@ -355,8 +381,10 @@ class Reconciler:
         log.debug(
             "applied: %d wg peer changes, +%d/-%d routes, +%d/-%d rules",
             len(ops.wireguard.peers) if ops.wireguard else 0,
-            len(ops.routes_replace), len(ops.routes_delete),
-            len(ops.rules_add), len(ops.rules_delete),
+            len(ops.routes_replace),
+            len(ops.routes_delete),
+            len(ops.rules_add),
+            len(ops.rules_delete),
         )
 
     def _write_status(self, node: NodeInfo, mesh: MeshSpec, now: float) -> None:
@@ -388,7 +416,11 @@ class Reconciler:
         """The node left the mesh (label removed): take our data plane down."""
         if not self.participating:
             return
-        log.info("node %s is no longer labelled %s=true; leaving the mesh", node.name, translate.VPN_LABEL)
+        log.info(
+            "node %s is no longer labelled %s=true; leaving the mesh",
+            node.name,
+            translate.VPN_LABEL,
+        )
         try:
             self.api.delete_peer(self.peer_name)
         except Exception as exc:

@@ -8,9 +8,9 @@ from __future__ import annotations
 RESYNC_INTERVAL_S = 10.0
 
 # Coalesce a burst of watch events (a rolling upgrade updates hundreds of peers
-# within a second) into one reconcile. 50 ms is far below any human-visible
-# delay and far above one event's processing time.
-RECONCILE_DEBOUNCE_S = 0.05
+# within a second) into one reconcile. 10 ms is far below any human-visible
+# delay, and events arriving while a pass runs are coalesced anyway.
+RECONCILE_DEBOUNCE_S = 0.01
 
 # WireGuard re-handshakes every 2 minutes (REKEY_AFTER_TIME) on an active
 # session and keepalives every 25 s; a handshake older than REJECT_AFTER_TIME
@@ -27,6 +27,10 @@ STATUS_HANDSHAKE_GRANULARITY_S = 60.0
 # A watch that sees no event for this long is restarted (server-side timeout);
 # below typical load-balancer idle timeouts of 5-10 minutes.
 WATCH_TIMEOUT_S = 240
+# A watch whose connection went silent (API server frozen, a NAT dropped the
+# flow) is abandoned after this; bookmarks arrive about once a minute, so a
+# healthy watch is never quiet for this long.
+WATCH_READ_TIMEOUT_S = WATCH_TIMEOUT_S + 30.0
 
 # Endpoint discovery is cheap but not free (STUN, IMDS); a node's public
 # endpoint rarely changes, and link changes trigger an immediate re-check.

@@ -1,4 +1,4 @@
-"""The agent's only door to the Kubernetes API (with ``watch``).
+"""The agent's door to the Kubernetes API (with ``watch`` and ``rest``).
 
 Thin and blocking: every call is one API request returning plain dicts, so the
 rest of the agent never sees kubernetes client models. Callers run these in a
@@ -12,16 +12,14 @@ import datetime as dt
 import ipaddress
 import logging
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from wirekube_agent.k8s.rest import MERGE_PATCH, Rest
 from wirekube_agent.model import IPAddress
 from wirekube_common.crd import GROUP, VERSION
-
-ToDict = Callable[[Any], dict[str, Any]]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +29,16 @@ GATEWAYS = "wirekubegateways"
 EVENT_NAMESPACE = "default"  # where Events about cluster-scoped objects live
 COMPONENT = "wirekube-agent"
 
-__all__ = ["ApiException", "KubeApi"]
+__all__ = ["ApiException", "KubeApi", "custom_path", "nodes_path"]
+
+
+def custom_path(plural: str, name: str | None = None) -> str:
+    base = f"/apis/{GROUP}/{VERSION}/{plural}"
+    return f"{base}/{name}" if name else base
+
+
+def nodes_path(name: str | None = None) -> str:
+    return f"/api/v1/nodes/{name}" if name else "/api/v1/nodes"
 
 
 class KubeApi:
@@ -44,8 +51,6 @@ class KubeApi:
         # urllib3 retries on its own by default; the agent's loops own retries.
         cfg.retries = False
         self.api_client = client.ApiClient(cfg)
-        self.core = client.CoreV1Api(self.api_client)
-        self.custom = client.CustomObjectsApi(self.api_client)
         self.timeout = timeout_s
         self.host = cfg.host
         # Every request (lists, watches, writes) goes through call_api; counting
@@ -58,6 +63,11 @@ class KubeApi:
             return call_api(*args, **kwargs)
 
         self.api_client.call_api = counted  # type: ignore[method-assign]
+        self.rest = Rest(self.api_client)
+
+    def new_rest(self) -> Rest:
+        """A separate handle for a watch, so it can be closed on its own."""
+        return Rest(self.api_client)
 
     def server_address(self) -> IPAddress | None:
         """The API server's IP when the kubeconfig names it by address."""
@@ -67,90 +77,74 @@ class KubeApi:
         except ValueError:
             return None
 
-    def _dict(self, obj: Any) -> dict[str, Any]:
-        return self.api_client.sanitize_for_serialization(obj)  # type: ignore[no-any-return]
-
-    # -- list/watch sources for informers: (list function, its args, to-dict) --
-    def custom_source(self, plural: str) -> tuple[Callable[..., Any], tuple[Any, ...], ToDict]:
-        return (self.custom.list_cluster_custom_object, (GROUP, VERSION, plural), dict)
-
-    def node_source(self) -> tuple[Callable[..., Any], tuple[Any, ...], ToDict]:
-        return (self.core.list_node, (), self._dict)
+    def _get_or_none(self, path: str) -> dict[str, Any] | None:
+        try:
+            return self.rest.call("GET", path, timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     # -- reads ---------------------------------------------------------------
     def get_node(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self._dict(self.core.read_node(name, _request_timeout=self.timeout))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._get_or_none(nodes_path(name))
 
     def get_cluster_object(self, plural: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self.custom.get_cluster_custom_object(  # type: ignore[no-any-return]
-                GROUP, VERSION, plural, name, _request_timeout=self.timeout
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._get_or_none(custom_path(plural, name))
 
     def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._dict(
-                self.core.read_namespaced_service(name, namespace, _request_timeout=self.timeout)
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def list_nodes(self, label_selector: str) -> list[dict[str, Any]]:
-        res = self.core.list_node(label_selector=label_selector, _request_timeout=self.timeout)
-        return [self._dict(n) for n in res.items]
+        return self._get_or_none(f"/api/v1/namespaces/{namespace}/services/{name}")
 
     # -- writes --------------------------------------------------------------
     def create_peer(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.create_cluster_custom_object(  # type: ignore[no-any-return]
-            GROUP, VERSION, PEERS, body, _request_timeout=self.timeout
-        )
+        return self.rest.call("POST", custom_path(PEERS), body=body, timeout=self.timeout)
 
     def patch_peer(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_cluster_custom_object(  # type: ignore[no-any-return]
-            GROUP, VERSION, PEERS, name, patch, _request_timeout=self.timeout
+        return self.rest.call(
+            "PATCH",
+            custom_path(PEERS, name),
+            body=patch,
+            content_type=MERGE_PATCH,
+            timeout=self.timeout,
         )
 
     def patch_peer_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_cluster_custom_object_status(  # type: ignore[no-any-return]
-            GROUP, VERSION, PEERS, name, {"status": status}, _request_timeout=self.timeout
+        return self.rest.call(
+            "PATCH",
+            custom_path(PEERS, name) + "/status",
+            body={"status": status},
+            content_type=MERGE_PATCH,
+            timeout=self.timeout,
         )
 
     def delete_peer(self, name: str) -> None:
         try:
-            self.custom.delete_cluster_custom_object(
-                GROUP, VERSION, PEERS, name, _request_timeout=self.timeout
-            )
+            self.rest.call("DELETE", custom_path(PEERS, name), timeout=self.timeout)
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
     def record_event(
-        self, plural: str, kind: str, name: str, uid: str, reason: str, message: str, warning: bool
+        self, kind: str, name: str, uid: str, reason: str, message: str, warning: bool
     ) -> None:
-        now = dt.datetime.now(dt.UTC)
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{name}."),
-            involved_object=client.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}", kind=kind, name=name, uid=uid or None
-            ),
-            reason=reason,
-            message=message[:1024],
-            type="Warning" if warning else "Normal",
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            source=client.V1EventSource(component=COMPONENT),
-            reporting_component=COMPONENT,
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        involved: dict[str, Any] = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": name}
+        if uid:
+            involved["uid"] = uid
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}."},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+        }
+        self.rest.call(
+            "POST", f"/api/v1/namespaces/{EVENT_NAMESPACE}/events", body=body, timeout=self.timeout
         )
-        self.core.create_namespaced_event(EVENT_NAMESPACE, body, _request_timeout=self.timeout)

@@ -1,8 +1,8 @@
 """List + watch, level-triggered: a cache per resource and a wake-up call.
 
-Each ``Informer`` runs in its own thread (the kubernetes client is blocking):
-it lists once, then watches from the list's resourceVersion, applying events to
-a name → object cache and calling ``notify`` after each change. The reconciler
+Each ``Informer`` runs in its own thread (the transport is blocking): it lists
+once, then watches from the list's resourceVersion, applying events to a
+name → object cache and calling ``notify`` after each change. The reconciler
 never consumes events; it reads the caches when woken, so a burst of events
 costs one reconcile and a missed event cannot leave state behind.
 
@@ -16,47 +16,36 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
-from wirekube_agent.timers import WATCH_TIMEOUT_S
+from wirekube_agent.k8s.rest import Rest
+from wirekube_agent.timers import WATCH_READ_TIMEOUT_S, WATCH_TIMEOUT_S
 from wirekube_common.retry import backoff_delays
 
 log = logging.getLogger(__name__)
-
-ToDict = Callable[[Any], dict[str, Any]]
 
 
 class Informer:
     def __init__(
         self,
         name: str,
-        lister: Callable[..., Any],
-        args: tuple[Any, ...],
-        to_dict: ToDict,
+        rest: Rest,
+        path: str,
         notify: Callable[[], None],
         field_selector: str | None = None,
-        label_selector: str | None = None,
     ) -> None:
         self.name = name
-        self._lister = lister
-        self._args = args
-        self._to_dict = to_dict
+        self._rest = rest
+        self._path = path
         self._notify = notify
-        self._selectors: dict[str, str] = {}
-        if field_selector:
-            self._selectors["field_selector"] = field_selector
-        if label_selector:
-            self._selectors["label_selector"] = label_selector
+        self._query = [("fieldSelector", field_selector)] if field_selector else []
         self._lock = threading.Lock()
         self._cache: dict[str, dict[str, Any]] = {}
         self.synced = threading.Event()
         self.healthy = False
-        self._watch: watch.Watch | None = None
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -67,9 +56,7 @@ class Informer:
             return self._cache.get(name)
 
     def stop(self) -> None:
-        w = self._watch
-        if w is not None:
-            w.stop()
+        self._rest.close()
 
     def run(self, stop: threading.Event) -> None:
         delays = backoff_delays()
@@ -87,6 +74,8 @@ class Informer:
                     continue
                 self._failed(f"API error {exc.status}: {exc.reason}", stop, next(delays))
             except Exception as exc:  # connection refused, TLS, timeouts, ...
+                if stop.is_set():
+                    return
                 self._failed(f"{type(exc).__name__}: {exc}", stop, next(delays))
 
     def _failed(self, why: str, stop: threading.Event, delay: float) -> None:
@@ -96,9 +85,8 @@ class Informer:
         stop.wait(delay)
 
     def _list(self) -> str:
-        result = self._lister(*self._args, **self._selectors)
-        items, rv = _items_and_version(result, self._to_dict)
-        cache = {obj["metadata"]["name"]: obj for obj in items}
+        result = self._rest.call("GET", self._path, self._query)
+        cache = {obj["metadata"]["name"]: obj for obj in result.get("items") or []}
         with self._lock:
             changed = cache != self._cache
             self._cache = cache
@@ -106,28 +94,19 @@ class Informer:
         self.healthy = True
         if changed:
             self._notify()
-        return rv
+        return str(result["metadata"]["resourceVersion"])
 
     def _watch_from(self, resource_version: str, stop: threading.Event) -> str:
-        self._watch = w = watch.Watch()
-        started = time.monotonic()
-        for event in w.stream(
-            self._lister,
-            *self._args,
-            resource_version=resource_version,
-            timeout_seconds=WATCH_TIMEOUT_S,
-            allow_watch_bookmarks=True,
-            **self._selectors,
-        ):
+        query = [*self._query, ("resourceVersion", resource_version)]
+        for event in self._rest.watch(self._path, query, WATCH_TIMEOUT_S, WATCH_READ_TIMEOUT_S):
             if stop.is_set():
-                w.stop()
                 break
             kind = event.get("type")
-            raw = event.get("raw_object") or {}
+            obj = event.get("object") or {}
             if kind == "ERROR":
-                code = raw.get("code") if isinstance(raw, dict) else None
-                raise ApiException(status=code or 500, reason=str(raw.get("message", raw)))
-            obj = self._to_dict(event["object"])
+                raise ApiException(
+                    status=obj.get("code") or 500, reason=str(obj.get("message", obj))
+                )
             meta = obj.get("metadata") or {}
             resource_version = meta.get("resourceVersion", resource_version)
             if kind == "BOOKMARK":
@@ -144,11 +123,4 @@ class Informer:
             self.healthy = True
             if changed:
                 self._notify()
-        log.debug("%s: watch ended after %.0fs", self.name, time.monotonic() - started)
         return resource_version
-
-
-def _items_and_version(result: Any, to_dict: ToDict) -> tuple[list[dict[str, Any]], str]:
-    if isinstance(result, dict):
-        return list(result.get("items") or []), str(result["metadata"]["resourceVersion"])
-    return [to_dict(i) for i in result.items], str(result.metadata.resource_version)
