@@ -10,11 +10,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -116,12 +118,14 @@ def test_stop_ends_both_processes_and_removes_the_temp_dir(control_plane: Any) -
     assert not workdir.exists()
 
 
-def test_children_die_with_a_killed_launcher(control_plane: Any) -> None:
+def test_children_die_with_a_killed_launcher(control_plane: Any, tmp_path: Path) -> None:
+    # An explicit work dir: a SIGKILLed launcher cannot remove its temp dir.
     script = (
         "import json, sys, time\n"
         "from pathlib import Path\n"
         "from wirekube_lab.controlplane import ControlPlane\n"
-        f"cp = ControlPlane(bin_dir=Path({str(control_plane.bin_dir)!r}), log=lambda m: None)\n"
+        f"cp = ControlPlane({str(tmp_path / 'cp')!r}, bin_dir=Path({str(control_plane.bin_dir)!r}),"
+        " log=lambda m: None)\n"
         "cp.start()\n"
         "print(json.dumps(cp.pids), flush=True)\n"
         "time.sleep(600)\n"
@@ -205,3 +209,23 @@ def test_build_script_is_instant_when_cached_and_binaries_are_pinned(
     server = json.loads(control_plane.kubectl("version", "-o", "json").stdout)
     assert server["serverVersion"]["gitVersion"] == "v1.34.4"
     assert server["clientVersion"]["gitVersion"] == "v1.34.4"
+
+
+def test_orphaned_temp_dirs_are_swept_live_ones_kept(control_plane: Any) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tmp = Path(tempfile.gettempdir())
+    orphan = tmp / f"wk-cp-{dead.pid}-sweeptest"
+    live = tmp / f"wk-cp-{os.getpid()}-sweeptest"
+    for d in (orphan, live):
+        (d / "etcd").mkdir(parents=True, exist_ok=True)
+    try:
+        cp = ControlPlane(bin_dir=control_plane.bin_dir, log=lambda _m: None)
+        assert cp.workdir.name.startswith(f"wk-cp-{os.getpid()}-")
+        cp.stop()  # never started: only removes its own temp dir
+        assert not orphan.exists()
+        assert live.exists()
+        assert not cp.workdir.exists()
+    finally:
+        shutil.rmtree(orphan, ignore_errors=True)
+        shutil.rmtree(live, ignore_errors=True)

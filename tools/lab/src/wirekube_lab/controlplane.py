@@ -19,7 +19,8 @@ that started them even if that process is SIGKILLed (Linux ties this to the
 starting *thread*: call ``start()`` from a thread that lives as long as the
 control plane, e.g. the main thread); ``stop()`` ends them by
 PID (SIGTERM, then SIGKILL after a grace period), apiserver first. Everything
-lives in one work dir (a fresh temp dir unless one is given: then only its
+lives in one work dir (a fresh temp dir wk-cp-<pid>-*, swept by later runs if
+its owner died without stopping, unless one is given: then only its
 ``pki/``, ``etcd/``, ``logs/`` and ``kube-cache/`` subdirs are (re)created).
 
 API (small on purpose; the lab CLI and the pytest plugin use only this)::
@@ -159,6 +160,27 @@ def _die_with_parent_hook() -> Callable[[], None]:
     return hook
 
 
+_TMP_PREFIX = "wk-cp-"
+
+
+def _sweep_orphaned_workdirs() -> None:
+    """Remove temp work dirs of launchers that died without stop() (SIGKILL, OOM).
+
+    Temp dirs are named wk-cp-<owner pid>-<random>; only those whose owner is
+    gone are removed, so concurrent sessions never lose theirs.
+    """
+    for d in Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*-*"):
+        pid = d.name.removeprefix(_TMP_PREFIX).split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -185,7 +207,13 @@ class ControlPlane:
         log: Callable[[str], None] = _stderr,
     ) -> None:
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="wk-cp-"))
+        if workdir is None:
+            _sweep_orphaned_workdirs()
+        self.workdir = (
+            Path(workdir)
+            if workdir
+            else Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
+        )
         self._bin_dir = bin_dir
         self.lab_address = lab_address
         self._extra_sans = tuple(extra_sans)
