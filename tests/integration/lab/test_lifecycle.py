@@ -40,7 +40,10 @@ def our_namespaces(prefix: str) -> list[str]:
 
 
 def link_exists(ifname: str) -> bool:
-    return subprocess.run(["ip", "link", "show", ifname], capture_output=True).returncode == 0
+    return (
+        subprocess.run(["ip", "link", "show", ifname], capture_output=True, check=False).returncode
+        == 0
+    )
 
 
 def alive(pid: int) -> bool:

@@ -66,7 +66,10 @@ class Node:
             time.sleep(0.02)
         self.uapi.set(DeviceConfig(private_key=self.private, listen_port=LISTEN_PORT))
         lab.exec(host, ["ip", "address", "add", f"{TUNNEL[host]}/24", "dev", self.ifname])
-        lab.exec(host, ["ip", "link", "set", self.ifname, "up"])
+
+    def up(self) -> None:
+        """Bring the interface up once peers are configured (wireguard-go then starts them)."""
+        self.lab.exec(self.host, ["ip", "link", "set", self.ifname, "up"])
 
     def add_peer(self, other: Node, endpoint: tuple[str, int] | None) -> None:
         self.uapi.set(
@@ -119,6 +122,8 @@ def test_hole_punching_between_two_cone_nats(lab: Lab, nodes: Callable[[str], No
     # Both NATs preserve the port: the public endpoint is the router's address + the listen port.
     a.add_peer(p, (lab.public_address("p"), LISTEN_PORT))
     p.add_peer(a, (lab.public_address("a"), LISTEN_PORT))
+    a.up()
+    p.up()
     wait_handshake(a, p)
     wait_handshake(p, a)
     assert_tunnel(lab, a, p)
@@ -141,6 +146,7 @@ def test_symmetric_side_initiates_to_a_full_cone(lab: Lab, nodes: Callable[[str]
             )
         )
     )
+    c.up()
     mapped = re.compile(rf"\b{LISTEN_PORT}\b[^:,]*: {lab.address('c')} \. {LISTEN_PORT}\b")
     deadline = time.monotonic() + 10
     while not mapped.search(
@@ -148,8 +154,9 @@ def test_symmetric_side_initiates_to_a_full_cone(lab: Lab, nodes: Callable[[str]
     ):
         assert time.monotonic() < deadline, "the cone NAT never mapped the listen port"
         time.sleep(0.05)
-    s.add_peer(c, (lab.public_address("c"), LISTEN_PORT))
     c.add_peer(s, None)  # the cone side does not know where the symmetric side will come from
+    s.add_peer(c, (lab.public_address("c"), LISTEN_PORT))
+    s.up()
     wait_handshake(s, c)
     assert_tunnel(lab, s, c)
     assert_tunnel(lab, c, s)
