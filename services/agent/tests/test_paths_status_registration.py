@@ -56,10 +56,31 @@ def test_status_derivation_and_rate_limit() -> None:
         {"node-b": up, "node-c": relay, "node-d": down}, {"node-b": 1030.0}, local, new, 1031.0
     )
     assert later.last_handshake == new.last_handshake
-    assert not status.should_write(new, later, last_write=0.0, now=1031.0)
+    full = status.WriteBudget()
+    assert not status.should_write(new, later, full, now=1031.0)  # nothing changed
     changed = status.derive({"node-b": up}, {"node-b": 1030.0}, local, new, 1031.0)
-    assert not status.should_write(new, changed, last_write=1030.0, now=1031.0)  # too soon
-    assert status.should_write(new, changed, last_write=1020.0, now=1031.0)
+    assert status.should_write(new, changed, full, now=1031.0)
+
+
+def test_status_writes_are_a_token_bucket() -> None:
+    budget = status.WriteBudget(at=0.0)
+    a, b = PeerStatus(connected=False), PeerStatus(connected=True)
+    for t in (0.0, 0.1, 0.2):  # a burst goes out at once
+        assert status.should_write(a, b, budget, t)
+        budget = budget.spend(t)
+    assert not status.should_write(a, b, budget, 0.3)
+    assert not status.should_write(a, b, budget, 4.0)
+    assert status.should_write(a, b, budget, 5.3)  # then one per refill period
+    budget = budget.spend(5.3)
+    assert not status.should_write(a, b, budget, 6.0)
+    writes = 3 + 1
+    t = 5.3
+    while t < 3600:  # an hour of constant change: bounded by the refill rate
+        t += 0.5
+        if status.should_write(a, b, budget, t):
+            budget = budget.spend(t)
+            writes += 1
+    assert writes <= 3 + 3600 / 5 + 1
 
 
 def test_nat_type_is_never_overwritten_by_undetermined() -> None:

@@ -31,7 +31,9 @@ async def run_agent(settings: Settings) -> None:
     )
     REGISTRY.register(AgentCollector(reconciler))
     serve_metrics(settings.metrics_port)
-    tasks = {f"watch-{i.name}": (lambda i=i: reconciler.run_informer(i)) for i in reconciler.informers}
+    tasks = {
+        f"watch-{i.name}": (lambda i=i: reconciler.run_informer(i)) for i in reconciler.informers
+    }
     tasks["reconcile"] = reconciler.run
     try:
         await supervisor.run(tasks)

@@ -25,6 +25,9 @@ def cleanup(interface: str) -> dict[str, int]:
         }
     log.info(
         "cleanup: interface %s removed=%d, %d routes, %d rules",
-        interface, removed["interface"], removed["routes"], removed["rules"],
+        interface,
+        removed["interface"],
+        removed["routes"],
+        removed["rules"],
     )
     return removed

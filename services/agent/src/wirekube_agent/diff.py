@@ -34,7 +34,11 @@ class Operations:
     @property
     def empty(self) -> bool:
         return not (
-            self.wireguard or self.routes_delete or self.routes_replace or self.rules_add or self.rules_delete
+            self.wireguard
+            or self.routes_delete
+            or self.routes_replace
+            or self.rules_add
+            or self.rules_delete
         )
 
 
@@ -58,7 +62,11 @@ def plan(
         endpoint_changed = new or applied_endpoints.get(key) != want.endpoint
         allowed_changed = new or have.allowed_ips != want.allowed_ips
         keepalive_changed = new or have.persistent_keepalive != want.persistent_keepalive
-        if not (endpoint_changed and want.endpoint) and not allowed_changed and not keepalive_changed:
+        if (
+            not (endpoint_changed and want.endpoint)
+            and not allowed_changed
+            and not keepalive_changed
+        ):
             if endpoint_changed:
                 endpoints[key] = want.endpoint
             continue
@@ -81,7 +89,9 @@ def plan(
     if peer_ops or device_changed:
         wireguard = DeviceConfig(
             private_key=private_key if observed.private_key != private_key else None,
-            listen_port=desired.listen_port if observed.listen_port != desired.listen_port else None,
+            listen_port=desired.listen_port
+            if observed.listen_port != desired.listen_port
+            else None,
             fwmark=fwmark if observed.fwmark != fwmark else None,
             peers=tuple(peer_ops),
         )
@@ -96,9 +106,7 @@ def plan(
     have_rules = {r.key(): r for r in observed_rules}
     want_rules = {r.key(): r for r in desired.rules}
     rules_add = tuple(r for k, r in sorted(want_rules.items(), key=_k) if have_rules.get(k) != r)
-    rules_delete = tuple(
-        r for k, r in sorted(have_rules.items(), key=_k) if want_rules.get(k) != r
-    )
+    rules_delete = tuple(r for k, r in sorted(have_rules.items(), key=_k) if want_rules.get(k) != r)
     return Operations(wireguard, routes_delete, routes_replace, rules_add, rules_delete, endpoints)
 
 

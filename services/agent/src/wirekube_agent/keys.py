@@ -41,5 +41,8 @@ def load_or_create(state_dir: str) -> bytes:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    log.info("generated a new WireGuard key pair", extra={"public_key": wgkey.encode(wgkey.public_key(key))})
+    log.info(
+        "generated a new WireGuard key pair",
+        extra={"public_key": wgkey.encode(wgkey.public_key(key))},
+    )
     return key

@@ -55,11 +55,7 @@ def direct_endpoint(local: LocalFacts, peer: RemotePeer) -> Endpoint | None:
     share a network and must use internal addresses (hairpinning through the
     NAT is unreliable and slower).
     """
-    if (
-        peer.internal_endpoint is not None
-        and local.public_ip
-        and peer.public_ip == local.public_ip
-    ):
+    if peer.internal_endpoint is not None and local.public_ip and peer.public_ip == local.public_ip:
         return peer.internal_endpoint
     return peer.endpoint
 

@@ -95,7 +95,7 @@ class Reconciler:
         self.discovery = Discovery(None, None)
         self._discovered_at = 0.0
         self._discovered_for: NodeInfo | None = None
-        self._last_status_write: float | None = None
+        self._status_budget = status.WriteBudget()
         self._rejected: dict[str, str] = {}  # peer name -> the problem last reported
         self._translated: dict[str, tuple[str, RemotePeer | None]] = {}
         self._last_routes: frozenset[Route] | None = None
@@ -197,12 +197,16 @@ class Reconciler:
             handshake_timeout_s=mesh.relay.handshake_timeout_seconds,
             direct_retry_interval_s=mesh.relay.direct_retry_interval_seconds,
         )
-        self.paths = {
+        previous, self.paths = self.paths, {
             name: paths.step(
                 self.paths.get(name), peer, local, handshakes.get(name, 0.0), policy, now
             )
             for name, peer in peers.items()
         }
+        for name, path in self.paths.items():
+            before = previous.get(name)
+            if before is None or (before.transport, before.phase) != (path.transport, path.phase):
+                log.info("path to %s: %s %s", name, path.transport, path.phase)
         api_ip = self.api.server_address()
         desired = desired_state(
             interface=mesh.interface_name,
@@ -402,13 +406,13 @@ class Reconciler:
             public_ip=self._public_ip() or None,
         )
         new = status.derive(self.paths, self.observed.handshakes, local, current, now)
-        if not status.should_write(current, new, self._last_status_write, now):
+        if not status.should_write(current, new, self._status_budget, now):
             return
         patch = registration.merge_patch(current.to_dict(), new.to_dict())
         try:
             self.api.patch_peer_status(self.peer_name, patch)
             self.observed.api_writes += 1
-            self._last_status_write = now
+            self._status_budget = self._status_budget.spend(now)
         except Exception as exc:
             log.warning("cannot write status: %s", exc)
 

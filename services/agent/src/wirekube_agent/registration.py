@@ -68,9 +68,7 @@ def patch_for(
     annotations = meta.get("annotations") or {}
     current = spec.get("allowedIPs")
     recorded = annotations.get(MANAGED_ALLOWED_IPS)
-    agent_owned = current is None or (
-        recorded is not None and ",".join(current) == recorded
-    )
+    agent_owned = current is None or (recorded is not None and ",".join(current) == recorded)
     wanted = default_allowed_ips(node)
     if agent_owned and wanted and current != wanted:
         spec_patch["allowedIPs"] = wanted

@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("WIREKUBE_ENDPOINT_SOURCES", ",".join(DEFAULT_ENDPOINT_SOURCES)),
         help="comma-separated, in priority order: " + ",".join(ENDPOINT_SOURCES),
     )
-    p.add_argument("--dns-server", default=env("WIREKUBE_DNS_SERVER"), help="resolver for relay names")
+    p.add_argument(
+        "--dns-server", default=env("WIREKUBE_DNS_SERVER"), help="resolver for relay names"
+    )
     p.add_argument("--log-level", default=env("WIREKUBE_LOG_LEVEL", "info"))
     return p
 

@@ -2,9 +2,10 @@
 
 Writes are the scarce resource: every agent watches every WireKubePeer, so each
 status write fans out to N watchers. The agent therefore writes only its own
-object, only when a field changed, at most once per ``STATUS_MIN_INTERVAL_S``,
-and ``lastHandshake`` only when it moved by a minute or more — total writes
-grow O(N) with the mesh, never O(N^2).
+object, only when a field changed, through a token bucket (a few writes at once
+so start-up and path changes show within a second, then one per
+``STATUS_REFILL_S``), and ``lastHandshake`` only when it moved by a minute or
+more — total writes grow O(N) with the mesh, never O(N^2).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from wirekube_agent.paths import PathState
 from wirekube_agent.timers import (
     HANDSHAKE_FRESH_S,
+    STATUS_BURST,
     STATUS_HANDSHAKE_GRANULARITY_S,
-    STATUS_MIN_INTERVAL_S,
+    STATUS_REFILL_S,
 )
 from wirekube_common.crd import PeerStatus, derive_transport_mode
 
@@ -62,7 +64,9 @@ def derive(
     if latest and latest - published >= STATUS_HANDSHAKE_GRANULARITY_S:
         last_handshake = rfc3339(latest)
     else:
-        last_handshake = previous.last_handshake if published else (rfc3339(latest) if latest else None)
+        last_handshake = (
+            previous.last_handshake if published else (rfc3339(latest) if latest else None)
+        )
     nat_type = local.nat_type if local.nat_type is not None else previous.nat_type
     return PeerStatus(
         connected=connected,
@@ -82,9 +86,19 @@ def derive(
     )
 
 
-def should_write(
-    current: PeerStatus, new: PeerStatus, last_write: float | None, now: float
-) -> bool:
-    if current.to_dict() == new.to_dict():
-        return False
-    return last_write is None or now - last_write >= STATUS_MIN_INTERVAL_S
+@dataclass(frozen=True)
+class WriteBudget:
+    """Token bucket for status writes: ``tokens`` as of ``at``."""
+
+    tokens: float = STATUS_BURST
+    at: float = 0.0
+
+    def available(self, now: float) -> float:
+        return min(STATUS_BURST, self.tokens + max(0.0, now - self.at) / STATUS_REFILL_S)
+
+    def spend(self, now: float) -> WriteBudget:
+        return WriteBudget(self.available(now) - 1, now)
+
+
+def should_write(current: PeerStatus, new: PeerStatus, budget: WriteBudget, now: float) -> bool:
+    return current.to_dict() != new.to_dict() and budget.available(now) >= 1

@@ -69,7 +69,9 @@ def select_peers(
                 owner[net] = peer.name
                 allowed.append(net)
         accepted[peer.name] = (
-            peer if len(allowed) == len(peer.allowed_ips) else replace(peer, allowed_ips=tuple(allowed))
+            peer
+            if len(allowed) == len(peer.allowed_ips)
+            else replace(peer, allowed_ips=tuple(allowed))
         )
     return accepted, warnings
 

@@ -16,8 +16,4 @@ def local_addresses() -> list[IPAddress]:
 
 def global_ipv6() -> list[ipaddress.IPv6Address]:
     """Globally routable IPv6 addresses (not link-local, ULA, or loopback)."""
-    return [
-        a
-        for a in local_addresses()
-        if isinstance(a, ipaddress.IPv6Address) and a.is_global
-    ]
+    return [a for a in local_addresses() if isinstance(a, ipaddress.IPv6Address) and a.is_global]

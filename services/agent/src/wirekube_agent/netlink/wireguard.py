@@ -75,7 +75,9 @@ def state_from_messages(messages: Iterable[Any]) -> DeviceState:
                 allowed |= prev.allowed_ips
             peers[key] = PeerState(
                 public_key=key,
-                endpoint=(endpoint["addr"], endpoint["port"]) if endpoint and endpoint["port"] else None,
+                endpoint=(endpoint["addr"], endpoint["port"])
+                if endpoint and endpoint["port"]
+                else None,
                 allowed_ips=frozenset(allowed),
                 persistent_keepalive=peer.get_attr("WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL") or 0,
                 last_handshake=(
@@ -96,7 +98,11 @@ def get(interface: str) -> DeviceState:
 
 def apply(interface: str, config: DeviceConfig) -> None:
     with WireGuard() as wg:
-        if config.private_key is not None or config.listen_port is not None or config.fwmark is not None:
+        if (
+            config.private_key is not None
+            or config.listen_port is not None
+            or config.fwmark is not None
+        ):
             wg.set(
                 interface,
                 private_key=_b64(config.private_key) if config.private_key is not None else None,
