@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"wirekube-lab: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("wirekube-lab: interrupted; the lab was torn down", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
