@@ -20,6 +20,7 @@ import logging
 import sys
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Any
 
 from . import netops
 from .addressing import plan_lab
@@ -76,7 +77,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     topology = load_topology(args.topology)
     plan = plan_lab(topology, RunIds(pid=1, run="plan0"), IPv4Network("100.64.0.4/30"))
-    data = {
+    hosts: list[dict[str, Any]] = [
+        {
+            "name": h.name,
+            "role": h.role,
+            "network": h.network,
+            "addresses": [str(a) for a in h.addresses],
+            "public_address": str(h.public_address),
+        }
+        for h in plan.hosts
+    ]
+    data: dict[str, Any] = {
         "name": topology.name,
         "networks": [
             {
@@ -88,23 +99,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             }
             for r in plan.routers
         ],
-        "hosts": [
-            {
-                "name": h.name,
-                "role": h.role,
-                "network": h.network,
-                "addresses": [str(a) for a in h.addresses],
-                "public_address": str(h.public_address),
-            }
-            for h in plan.hosts
-        ],
+        "hosts": hosts,
         "expect_paths": {f"{a}/{b}": m for (a, b), m in topology.expect_paths},
     }
     if args.json:
         print(json.dumps(data, indent=2))
     else:
         print(f"{topology.name}: valid")
-        for h in data["hosts"]:
+        for h in hosts:
             print(
                 f"  {h['name']:<16} {h['role']:<6} {h['network']:<12} "
                 f"{', '.join(h['addresses']):<28} public {h['public_address']}"

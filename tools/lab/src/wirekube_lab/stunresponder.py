@@ -100,10 +100,11 @@ class Responder:
         while True:
             for key, _ in sel.select():
                 kind, local = key.data
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
+                ready = key.fileobj
+                if not isinstance(ready, socket.socket):
+                    continue
                 if kind == "udp":
-                    data, peer = sock.recvfrom(2048)
+                    data, peer = ready.recvfrom(2048)
                     out = self.answer(data, local, peer)
                     if out is not None:
                         origin, reply = out
@@ -114,7 +115,7 @@ class Responder:
                             flush=True,
                         )
                 else:
-                    conn, peer = sock.accept()
+                    conn, peer = ready.accept()
                     threading.Thread(
                         target=self._tcp_client, args=(conn, local, peer), daemon=True
                     ).start()
