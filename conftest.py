@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-# Session-wide fixtures: one real control plane (etcd + kube-apiserver) per run.
-pytest_plugins = ["wirekube_lab.fixtures.controlplane"]
+# Session-wide fixtures: one real control plane (etcd + kube-apiserver) per run,
+# and lab factories that always tear their namespaces down.
+pytest_plugins = ["wirekube_lab.fixtures.controlplane", "wirekube_lab.fixtures.lab"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

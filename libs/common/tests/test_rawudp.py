@@ -28,6 +28,14 @@ def run_bpf(program: list[tuple[int, int, int, int]], pkt: bytes) -> int:
             a = struct.unpack_from("!H", pkt, k)[0]
         elif code == 0x48:  # ldh [x + k]
             a = struct.unpack_from("!H", pkt, x + k)[0]
+        elif code == 0x20:  # ld [k]
+            if k + 4 > len(pkt):
+                return 0  # out of bounds: the kernel drops the packet
+            a = struct.unpack_from("!I", pkt, k)[0]
+        elif code == 0x40:  # ld [x + k]
+            if x + k + 4 > len(pkt):
+                return 0
+            a = struct.unpack_from("!I", pkt, x + k)[0]
         elif code == 0xB1:  # ldxb 4*([k]&0xf)
             x = 4 * (pkt[k] & 0x0F)
         elif code == 0x15:  # jeq #k
@@ -108,3 +116,24 @@ def test_bpf_ipv6() -> None:
     prog = rawudp.bpf_dst_port_program(51820, ipv6=True)
     assert run_bpf(prog, rawudp.build_udp_header(3478, 51820, b"x")) > 0
     assert run_bpf(prog, rawudp.build_udp_header(51820, 3478, b"x")) == 0
+
+
+COOKIE = 0x2112A442
+MAGIC = 0x574B4401
+
+
+def test_bpf_payload_words_keep_only_probes() -> None:
+    words = [(4, COOKIE), (0, MAGIC)]
+    prog4 = rawudp.bpf_dst_port_program(51820, ipv6=False, payload_words=words)
+    prog6 = rawudp.bpf_dst_port_program(51820, ipv6=True, payload_words=words)
+    stun = b"\x01\x01\x00\x00" + struct.pack("!I", COOKIE) + b"t" * 12
+    disco = struct.pack("!I", MAGIC) + b"ping"
+    wireguard = b"\x04\x00\x00\x00" + b"d" * 60
+    to = Endpoint(SRC.ip, 51820)
+    for payload, keep in ((stun, True), (disco, True), (wireguard, False), (b"", False)):
+        pkt = rawudp.build_udp_ipv4(DST, to, payload)
+        assert (run_bpf(prog4, pkt) > 0) is keep, payload
+        assert (run_bpf(prog4, _with_options(pkt)) > 0) is keep, payload
+        assert (run_bpf(prog6, rawudp.build_udp_header(3478, 51820, payload)) > 0) is keep
+    other_port = rawudp.build_udp_ipv4(DST, Endpoint(SRC.ip, 51821), stun)
+    assert run_bpf(prog4, other_port) == 0

@@ -97,3 +97,18 @@ def test_changed_route_source_is_replaced() -> None:
     new = Route(NET2, "wire_kube", ipaddress.ip_address("10.0.0.9"))
     ops = diff.plan(desired([], routes=[new]), device(), [old], [], {}, PRIV, 0x574B)
     assert ops.routes_replace == (new,) and ops.routes_delete == ()
+
+
+def test_roaming_across_transports_is_corrected() -> None:
+    bridge = ("127.0.0.1", 40001)
+    want = desired([wgp(2, ("198.18.0.2", 51820), [NET2])])
+    # we chose direct; the peer still relays, so WireGuard roamed back to the bridge
+    roamed = device(PeerState(key(2), bridge, frozenset([NET2]), 25))
+    ops = diff.plan(want, roamed, [], [], {key(2): ("198.18.0.2", 51820)}, PRIV, 0x574B)
+    assert ops.wireguard is not None
+    assert ops.wireguard.peers[0].endpoint == ("198.18.0.2", 51820)
+    # and the other way round
+    want_relay = desired([wgp(2, bridge, [NET2])])
+    direct = device(PeerState(key(2), ("198.18.0.2", 40123), frozenset([NET2]), 25))
+    ops = diff.plan(want_relay, direct, [], [], {key(2): bridge}, PRIV, 0x574B)
+    assert ops.wireguard is not None and ops.wireguard.peers[0].endpoint == bridge

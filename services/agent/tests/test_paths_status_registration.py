@@ -1,35 +1,8 @@
-from wirekube_agent import paths, registration, status
-from wirekube_agent.paths import LocalFacts, PathPolicy, PathState
+from wirekube_agent import registration, status
+from wirekube_agent.paths import PathState
 from wirekube_common.crd import PeerStatus
 
-from .helpers import b64, node, remote
-
-POLICY = PathPolicy("never", False, 30, 120)
-
-
-def test_path_goes_up_on_a_fresh_handshake_and_down_when_it_ages() -> None:
-    b = remote("node-b", 2, "10.0.0.2")
-    s0 = paths.step(None, b, LocalFacts(), 0.0, POLICY, now=100.0)
-    assert (s0.phase, s0.routed) == ("probing", False)
-    s1 = paths.step(s0, b, LocalFacts(), 101.0, POLICY, now=101.5)
-    assert (s1.phase, s1.routed, s1.since) == ("up", True, 101.5)
-    assert paths.step(s1, b, LocalFacts(), 101.0, POLICY, now=200.0) is s1  # unchanged: same object
-    s2 = paths.step(s1, b, LocalFacts(), 101.0, POLICY, now=101.0 + 181)
-    assert (s2.phase, s2.routed) == ("probing", False)
-
-
-def test_same_public_ip_means_same_network_use_internal_endpoint() -> None:
-    b = remote(
-        "node-b",
-        2,
-        "10.0.0.2",
-        endpoint=("198.18.0.1", 40000),
-        internal_endpoint=("10.0.0.2", 51820),
-        public_ip="198.18.0.1",
-    )
-    assert paths.direct_endpoint(LocalFacts(public_ip="198.18.0.1"), b) == ("10.0.0.2", 51820)
-    assert paths.direct_endpoint(LocalFacts(public_ip="198.18.9.9"), b) == ("198.18.0.1", 40000)
-    assert paths.direct_endpoint(LocalFacts(), b) == ("198.18.0.1", 40000)
+from .helpers import b64, node
 
 
 def test_status_derivation_and_rate_limit() -> None:

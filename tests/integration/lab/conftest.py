@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from wirekube_lab.fixtures.lab import lab_factory, module_lab_factory  # noqa: F401
 from wirekube_lab.lab import Lab
 
 HERE = Path(__file__).resolve().parent

@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 
-from wirekube_lab.fixtures.lab import module_lab_factory  # noqa: F401  (fixture)
 from wirekube_lab.lab import Lab
 
 OURS, OURS_ALT = 3478, 3479
@@ -106,7 +105,7 @@ def _wait_stun(lab: Lab, host: str, server: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def lab(module_lab_factory) -> Iterator[Lab]:  # type: ignore[no-untyped-def]  # noqa: F811
+def lab(module_lab_factory) -> Iterator[Lab]:  # type: ignore[no-untyped-def]
     lab = module_lab_factory(TOPOLOGY, name="stun-interop")
     a1, a2 = lab.addresses("stun")[:2]
     ours = lab.spawn(

@@ -42,7 +42,7 @@ import ctypes
 import ipaddress
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from wirekube_common.stun.endpoint import Endpoint, IPAddress
@@ -142,7 +142,9 @@ def parse_udp_ipv6(segment: bytes, src_ip: IPAddress, dst_ip: IPAddress) -> Data
 
 # Classic BPF opcodes (linux/filter.h).
 _BPF_LD_H_ABS = 0x28
+_BPF_LD_W_ABS = 0x20
 _BPF_LD_H_IND = 0x48
+_BPF_LD_W_IND = 0x40
 _BPF_LDX_B_MSH = 0xB1
 _BPF_JMP_JEQ_K = 0x15
 _BPF_JMP_JSET_K = 0x45
@@ -150,28 +152,45 @@ _BPF_RET_K = 0x06
 _ACCEPT = 0x0004_0000  # "up to 256 KiB of the packet": all of it
 
 
-def bpf_dst_port_program(port: int, *, ipv6: bool) -> list[tuple[int, int, int, int]]:
+def bpf_dst_port_program(
+    port: int, *, ipv6: bool, payload_words: Sequence[tuple[int, int]] = ()
+) -> list[tuple[int, int, int, int]]:
     """(code, jt, jf, k) instructions accepting UDP datagrams to ``port`` only.
 
     IPv4 raw sockets see the packet from the IP header: skip non-first
     fragments, find the UDP header with the IHL, compare the destination
     port. IPv6 raw sockets see it from the UDP header.
+
+    ``payload_words`` narrows it further to datagrams whose UDP payload holds
+    one of the given 32-bit big-endian words at the given offset (e.g. the
+    STUN magic cookie at 4). Without it every WireGuard packet to the port
+    would be copied into Python; with it the kernel drops them, which keeps a
+    busy tunnel from costing the agent CPU.
     """
+    # Jump targets are symbolic ("accept"/"drop") until the program is laid out.
+    Insn = tuple[int, str | None, str | None, int]
+    prog: list[Insn] = []
     if ipv6:
-        return [
-            (_BPF_LD_H_ABS, 0, 0, 2),  # A = udp.dport
-            (_BPF_JMP_JEQ_K, 0, 1, port),
-            (_BPF_RET_K, 0, 0, _ACCEPT),
-            (_BPF_RET_K, 0, 0, 0),
+        prog.append((_BPF_LD_H_ABS, None, None, 2))  # A = udp.dport
+    else:
+        prog += [
+            (_BPF_LD_H_ABS, None, None, 6),  # A = flags + fragment offset
+            (_BPF_JMP_JSET_K, "drop", None, 0x1FFF),  # non-first fragment
+            (_BPF_LDX_B_MSH, None, None, 0),  # X = 4 * (ip[0] & 0xf)
+            (_BPF_LD_H_IND, None, None, 2),  # A = udp.dport
         ]
+    if not payload_words:
+        prog.append((_BPF_JMP_JEQ_K, "accept", "drop", port))
+    else:
+        prog.append((_BPF_JMP_JEQ_K, None, "drop", port))
+        load = _BPF_LD_W_ABS if ipv6 else _BPF_LD_W_IND
+        for offset, word in payload_words:
+            prog += [(load, None, None, 8 + offset), (_BPF_JMP_JEQ_K, "accept", None, word)]
+    prog += [(_BPF_RET_K, None, None, 0), (_BPF_RET_K, None, None, _ACCEPT)]
+    where = {"drop": len(prog) - 2, "accept": len(prog) - 1}
     return [
-        (_BPF_LD_H_ABS, 0, 0, 6),  # A = flags + fragment offset
-        (_BPF_JMP_JSET_K, 4, 0, 0x1FFF),  # non-first fragment -> drop
-        (_BPF_LDX_B_MSH, 0, 0, 0),  # X = 4 * (ip[0] & 0xf)
-        (_BPF_LD_H_IND, 0, 0, 2),  # A = udp.dport
-        (_BPF_JMP_JEQ_K, 0, 1, port),
-        (_BPF_RET_K, 0, 0, _ACCEPT),
-        (_BPF_RET_K, 0, 0, 0),
+        (code, where[jt] - pc - 1 if jt else 0, where[jf] - pc - 1 if jf else 0, k)
+        for pc, (code, jt, jf, k) in enumerate(prog)
     ]
 
 
@@ -198,12 +217,20 @@ def route_source(dst: IPAddress, fwmark: int | None = None) -> IPAddress:
 class RawUdpPort:
     """Raw-socket view of one UDP port of this host (IPv4 or IPv6)."""
 
-    def __init__(self, port: int, *, family: int = socket.AF_INET, fwmark: int | None = None):
+    def __init__(
+        self,
+        port: int,
+        *,
+        family: int = socket.AF_INET,
+        fwmark: int | None = None,
+        payload_words: Sequence[tuple[int, int]] = (),
+    ):
         if not 0 < port <= 0xFFFF:
             raise ValueError(f"bad port {port}")
         self.port = port
         self.family = family
         self.fwmark = fwmark
+        self.payload_words = tuple(payload_words)
         self.sent = 0
         self.received = 0
         self._ident = 0
@@ -224,7 +251,7 @@ class RawUdpPort:
             s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
         if self.fwmark is not None:
             s.setsockopt(socket.SOL_SOCKET, SO_MARK, self.fwmark)
-        _attach_bpf(s, bpf_dst_port_program(self.port, ipv6=ipv6))
+        _attach_bpf(s, bpf_dst_port_program(self.port, ipv6=ipv6, payload_words=self.payload_words))
         s.setblocking(False)
         # Drop whatever was queued before the filter existed.
         with contextlib.suppress(BlockingIOError):

@@ -22,9 +22,7 @@ log = logging.getLogger("wirekube_agent")
 
 async def run_agent(settings: Settings) -> None:
     api = KubeApi(settings.kubeconfig)
-    reconciler = Reconciler(settings, api)
-    reconciler.private_key = keys.load_or_create(settings.state_dir)
-    reconciler.public_key = wgkey.public_key(reconciler.private_key)
+    reconciler = Reconciler(settings, api, keys.load_or_create(settings.state_dir))
     log.info(
         "starting",
         extra={"node": settings.node_name, "public_key": wgkey.encode(reconciler.public_key)},
@@ -35,12 +33,16 @@ async def run_agent(settings: Settings) -> None:
         f"watch-{i.name}": (lambda i=i: reconciler.run_informer(i)) for i in reconciler.informers
     }
     tasks["reconcile"] = reconciler.run
+    tasks["probe"] = reconciler.net.probe_loop
+    tasks["netcheck"] = reconciler.net.netcheck_loop
     try:
         await supervisor.run(tasks)
     finally:
         reconciler.stop_threads.set()
         for informer in reconciler.informers:
             informer.stop()
+        reconciler.net.close()
+        reconciler.relays.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,11 +8,14 @@ new address (its NAT rebound the port, it moved networks), WireGuard updates
 the endpoint itself, and that learned address is better than the published
 one. So an endpoint is written only when *our* choice changes (tracked in
 ``applied_endpoints``) or the peer is new, never merely because the kernel's
-view drifted from it.
+view drifted from it — with one exception: roaming *across transports* (from
+the relay bridge on 127.0.0.1 to a public address or back) is ours to decide,
+so such a drift is corrected.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -59,7 +62,11 @@ def plan(
         want = desired.peers[key]
         have = observed.peers.get(key)
         new = have is None
-        endpoint_changed = new or applied_endpoints.get(key) != want.endpoint
+        endpoint_changed = (
+            new
+            or applied_endpoints.get(key) != want.endpoint
+            or _crossed_transport(want.endpoint, have.endpoint if have else None)
+        )
         allowed_changed = new or have.allowed_ips != want.allowed_ips
         keepalive_changed = new or have.persistent_keepalive != want.persistent_keepalive
         if (
@@ -108,6 +115,20 @@ def plan(
     rules_add = tuple(r for k, r in sorted(want_rules.items(), key=_k) if have_rules.get(k) != r)
     rules_delete = tuple(r for k, r in sorted(have_rules.items(), key=_k) if want_rules.get(k) != r)
     return Operations(wireguard, routes_delete, routes_replace, rules_add, rules_delete, endpoints)
+
+
+def _crossed_transport(want: Endpoint | None, have: Endpoint | None) -> bool:
+    """True when WireGuard roamed between the relay bridge and a direct address."""
+    if want is None or have is None:
+        return False
+    return _is_loopback(want[0]) != _is_loopback(have[0])
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _k(item: tuple[object, object]) -> str:

@@ -1,23 +1,51 @@
-"""Per-peer path state: which transport carries a peer's packets, and whether
-the path works. Pure functions of (previous state, observation, policy, now).
+"""Per-peer path selection: which transport carries a peer's packets. Pure.
 
-A path is ``up`` once WireGuard has completed a handshake over it and stays up
-while handshakes stay fresh; only an ``up`` path (or a relay path, which works
-from the first packet) gets routes, so a peer that cannot be reached never
-black-holes traffic that the main routing table could still deliver. WireGuard
-keeps trying a ``probing`` peer on its own: the persistent keepalive triggers
-handshake initiations without any routed traffic.
+Every function here is a function of (facts, previous state, now); the
+reconciler feeds it observations and applies the result.
+
+Relay mode ``auto`` with a relay available works Tailscale-style:
+
+* **relay first** — a new peer is reached through the relay at once (a relay
+  path works from the first packet, so it is routed immediately);
+* **direct in parallel** — path probes (``disco``) go from our WireGuard port
+  to the peer's candidate endpoints; they never touch WireGuard's config,
+  so a failed attempt costs the relayed traffic nothing;
+* **upgrade** when a probe is answered (both directions proven at the
+  WireGuard port, so WireGuard's packets will pass the same NAT mappings);
+* **fall back** to the relay when probes on the direct path go unanswered
+  for ``handshakeTimeoutSeconds``; re-probe relayed peers every
+  ``directRetryIntervalSeconds``.
+
+Hysteresis: a direct path is dropped only after a full handshake timeout of
+silence, and after a fallback the next upgrade waits for the retry interval,
+so a flaky path cannot flap. Mode ``never`` keeps WireGuard on the direct
+endpoint (routed once WireGuard or a probe proves it works); ``always`` pins
+the relay.
+
+``predict`` decides from both sides' published NAT facts whether probing is
+worth starting at once; probing (not prediction) decides the path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from wirekube_agent.model import Endpoint, RemotePeer, Transport
-from wirekube_agent.timers import HANDSHAKE_FRESH_S
+from wirekube_agent.timers import (
+    HANDSHAKE_FRESH_S,
+    INITIAL_PROBE_BURST_S,
+    PONG_FRESH_S,
+    PROBE_BURST_S,
+)
 
 Phase = Literal["probing", "up", "down"]
+Prediction = Literal["direct", "relay", "unknown"]
+
+# Filtering kinds that let a symmetric peer's fresh mapping in once we have
+# sent anything to its IP (full cone / address-restricted).
+_OPEN_FILTERING = ("endpoint-independent", "address-dependent")
 
 
 @dataclass(frozen=True)
@@ -27,56 +55,183 @@ class PathPolicy:
     handshake_timeout_s: float
     direct_retry_interval_s: float
 
+    @property
+    def relay_first(self) -> bool:
+        return self.relay_available and self.relay_mode != "never"
+
 
 @dataclass(frozen=True)
-class LocalFacts:
-    """What this node publishes about itself, for choosing the peer's address."""
+class NatFacts:
+    """What one side publishes about its reachability (WireKubePeer status)."""
 
     public_ip: str = ""
+    nat_type: str = ""  # cone | symmetric | ""
+    mapping: str = ""  # none | endpoint-independent | ... | ""
+    filtering: str = ""  # endpoint-independent | ... | blocked | ""
+
+
+@dataclass(frozen=True)
+class LocalFacts(NatFacts):
     internal_ip: str = ""
+
+
+def facts_of(peer: RemotePeer) -> NatFacts:
+    return NatFacts(peer.public_ip, peer.nat_type, peer.nat_mapping, peer.nat_filtering)
+
+
+def predict(a: NatFacts, b: NatFacts) -> Prediction:
+    """Can these two sides talk directly? From published facts only."""
+    if a.public_ip and a.public_ip == b.public_ip:
+        return "direct"  # same NAT: same network, internal addresses
+    if "blocked" in (a.filtering, b.filtering):
+        return "relay"  # UDP does not get out of one side (tcp-only zone)
+    if "none" in (a.mapping, b.mapping):
+        return "direct"  # a public address is reachable by anyone
+    if a.nat_type == b.nat_type == "cone":
+        return "direct"  # simultaneous open between stable mappings
+    for x, y in ((a, b), (b, a)):
+        if x.nat_type == "symmetric" and y.nat_type == "cone":
+            # The symmetric side's new mapping gets through only a filter
+            # that does not insist on the exact source port.
+            if y.filtering in _OPEN_FILTERING:
+                return "direct"
+            if y.filtering == "address-and-port-dependent":
+                return "relay"
+    if a.nat_type == b.nat_type == "symmetric":
+        return "relay"
+    return "unknown"
+
+
+def candidates(
+    local: LocalFacts, peer: RemotePeer, learned: Iterable[Endpoint] = ()
+) -> tuple[Endpoint, ...]:
+    """Direct endpoints worth probing, best first.
+
+    Two nodes behind the same public address are behind the same NAT, so they
+    share a network and use internal addresses (hairpinning through a NAT is
+    unreliable). ``learned`` are addresses the peer's probes came from — a
+    symmetric NAT's per-destination mapping that no STUN server could see.
+    """
+    out: list[Endpoint] = []
+    if peer.internal_endpoint is not None and local.public_ip and peer.public_ip == local.public_ip:
+        out.append(peer.internal_endpoint)
+    if peer.endpoint is not None:
+        out.append(peer.endpoint)
+    out.extend(learned)
+    return tuple(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class ProbeView:
+    """What the prober has seen from one peer."""
+
+    best: Endpoint | None = None  # where the freshest answered direct probe came from
+    last_pong: float = 0.0  # when (0 = never)
+    last_ping: float = 0.0  # last probe received from the peer (any path): it is probing us
 
 
 @dataclass(frozen=True)
 class PathState:
     transport: Transport
     phase: Phase
-    since: float  # when this transport/phase began
-    endpoint: Endpoint | None  # the direct endpoint in use (None when unknown)
+    since: float  # when this transport began
+    endpoint: Endpoint | None  # the direct endpoint in use or to try
+    burst_until: float = 0.0  # the prober probes every candidate until then
+    next_burst: float = 0.0  # when a relayed/unproven peer is probed again
+    failures: int = 0  # consecutive direct paths that died (logged, metrics)
 
     @property
     def routed(self) -> bool:
-        return self.phase == "up" or (self.transport == "relay" and self.phase != "down")
-
-
-def direct_endpoint(local: LocalFacts, peer: RemotePeer) -> Endpoint | None:
-    """Where to send a peer's packets directly.
-
-    Two nodes behind the same public address are behind the same NAT, so they
-    share a network and must use internal addresses (hairpinning through the
-    NAT is unreliable and slower).
-    """
-    if peer.internal_endpoint is not None and local.public_ip and peer.public_ip == local.public_ip:
-        return peer.internal_endpoint
-    return peer.endpoint
+        if self.phase == "down":
+            return False
+        return self.transport == "relay" or self.phase == "up"
 
 
 def step(
     prev: PathState | None,
     peer: RemotePeer,
     local: LocalFacts,
+    probe: ProbeView,
     last_handshake: float,
     policy: PathPolicy,
     now: float,
+    learned: Iterable[Endpoint] = (),
 ) -> PathState:
     """Advance one peer's path. Returns ``prev`` itself when nothing changed."""
-    endpoint = direct_endpoint(local, peer)
-    fresh = last_handshake > 0 and now - last_handshake < HANDSHAKE_FRESH_S
-    phase: Phase = "up" if fresh else "probing"
-    if prev is not None and (prev.transport, prev.phase, prev.endpoint) == (
-        "direct",
-        phase,
-        endpoint,
+    fresh_handshake = last_handshake > 0 and now - last_handshake < HANDSHAKE_FRESH_S
+    # Never call an answer fresh for longer than the fallback deadline, or a
+    # path that just died could be "upgraded" to again at once.
+    fresh_window = min(PONG_FRESH_S, policy.handshake_timeout_s)
+    pong_fresh = probe.last_pong > 0 and now - probe.last_pong < fresh_window
+    direct_alive = probe.last_pong > 0 and now - probe.last_pong < policy.handshake_timeout_s
+    cands = candidates(local, peer, learned)
+
+    if policy.relay_mode == "always":
+        phase: Phase = (
+            "down" if not policy.relay_available else ("up" if fresh_handshake else "probing")
+        )
+        return _same_or(prev, PathState("relay", phase, _since(prev, "relay", now), None))
+
+    if prev is None:
+        worth = predict(local, facts_of(peer)) != "relay"
+        burst = now + INITIAL_PROBE_BURST_S if worth else 0.0
+        retry = now + policy.direct_retry_interval_s
+        if policy.relay_first:
+            return PathState("relay", "probing", now, None, burst, retry)
+        return PathState("direct", "probing", now, cands[0] if cands else None, burst, retry)
+
+    state = prev
+    # The peer is probing us: probe back now, so both NATs open at once.
+    if probe.last_ping > 0 and now - probe.last_ping < PONG_FRESH_S and state.burst_until < now:
+        state = replace(state, burst_until=now + PROBE_BURST_S)
+    if (
+        state.burst_until < now
+        and state.next_burst <= now
+        and not (state.transport == "direct" and state.phase == "up")
     ):
-        return prev
-    since = prev.since if prev is not None and prev.phase == phase else now
-    return PathState("direct", phase, since, endpoint)
+        state = replace(
+            state,
+            burst_until=now + PROBE_BURST_S,
+            next_burst=now + policy.direct_retry_interval_s,
+        )
+
+    if policy.relay_first:
+        if state.transport == "relay":
+            if pong_fresh and probe.best is not None:
+                return PathState("direct", "up", now, probe.best, 0.0, 0.0, state.failures)
+            phase = "up" if fresh_handshake else "probing"
+            return _same_or(prev, replace(state, phase=phase))
+        # direct, with the relay to fall back to
+        if not direct_alive and now - state.since >= policy.handshake_timeout_s:
+            return PathState(
+                "relay",
+                "probing",
+                now,
+                None,
+                0.0,
+                now + policy.direct_retry_interval_s,
+                state.failures + 1,
+            )
+        endpoint = probe.best if pong_fresh and probe.best is not None else state.endpoint
+        return _same_or(prev, replace(state, phase="up", endpoint=endpoint))
+
+    # Direct only (mode never, or no relay to be had).
+    if pong_fresh and probe.best is not None:
+        endpoint: Endpoint | None = probe.best
+    elif state.endpoint in cands:
+        endpoint = state.endpoint
+    else:
+        endpoint = cands[0] if cands else None
+    phase = "up" if fresh_handshake or direct_alive else "probing"
+    since = state.since if state.transport == "direct" else now
+    return _same_or(
+        prev, replace(state, transport="direct", phase=phase, endpoint=endpoint, since=since)
+    )
+
+
+def _since(prev: PathState | None, transport: Transport, now: float) -> float:
+    return prev.since if prev is not None and prev.transport == transport else now
+
+
+def _same_or(prev: PathState | None, new: PathState) -> PathState:
+    return prev if prev == new else new

@@ -21,9 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2 import IPRoute
-
-from wirekube_agent import diff, paths, registration, status
+from wirekube_agent import pathplan, paths, registration, status
+from wirekube_agent.dataplane import DataPlane
 from wirekube_agent.endpoint import Discovery, discover
 from wirekube_agent.k8s import translate
 from wirekube_agent.k8s.client import (
@@ -35,10 +34,11 @@ from wirekube_agent.k8s.client import (
     nodes_path,
 )
 from wirekube_agent.k8s.watch import Informer
-from wirekube_agent.model import FWMARK, DesiredState, NodeInfo, RemotePeer, Route, Rule
-from wirekube_agent.netlink import addresses, routes, rules
+from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
+from wirekube_agent.netlink import addresses
+from wirekube_agent.nettasks import NetTasks
+from wirekube_agent.relaying import RelayManager, relay_target
 from wirekube_agent.settings import Settings
-from wirekube_agent.sysctl import apply_interface_sysctls
 from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
     RECONCILE_DEBOUNCE_S,
@@ -48,6 +48,7 @@ from wirekube_agent.topology import desired_state, select_peers
 from wirekube_agent.wg import Backend, select
 from wirekube_common import wgkey
 from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
+from wirekube_common.stun.nat import NatReport
 from wirekube_common.wireguard.types import DeviceState, format_endpoint
 
 log = logging.getLogger(__name__)
@@ -74,33 +75,35 @@ class Reconciler:
         self,
         settings: Settings,
         api: KubeApi,
+        private_key: bytes,
         clock: Callable[[], float] = time.time,
         backend_factory: Callable[[str], Backend] | None = None,
     ) -> None:
         self.settings = settings
         self.api = api
         self.clock = clock
-        self._backend_factory = backend_factory or (
-            lambda iface: select(settings.backend, iface, settings.wireguard_go)
-        )
-        self.private_key = b""
-        self.public_key = b""
+        self.private_key = private_key
+        self.public_key = wgkey.public_key(private_key)
         self.peer_name = peer_name_for_node(settings.node_name)
         self.wake = asyncio.Event()
         self.stop_threads = threading.Event()
-        self.backend: Backend | None = None
-        self._device_shape: tuple[str, int] | None = None
+        self.dataplane = DataPlane(
+            backend_factory
+            or (lambda iface: select(settings.backend, iface, settings.wireguard_go)),
+            private_key,
+            settings.sysctl_root,
+        )
+        self.net = NetTasks(private_key, self._notify)
+        self.relays = RelayManager(private_key)
+        self._relay_service: dict[str, Any] | None = None
+        self._relay_service_at = -RESYNC_INTERVAL_S
         self.paths: dict[str, paths.PathState] = {}
-        self.applied_endpoints: dict[bytes, Any] = {}
         self.discovery = Discovery(None, None)
         self._discovered_at = 0.0
-        self._discovered_for: NodeInfo | None = None
+        self._discovered_for: tuple[NodeInfo, int] | None = None
         self._status_budget = status.WriteBudget()
         self._rejected: dict[str, str] = {}  # peer name -> the problem last reported
         self._translated: dict[str, tuple[str, RemotePeer | None]] = {}
-        self._last_routes: frozenset[Route] | None = None
-        self._last_rules: frozenset[Rule] | None = None
-        self._resync_due = 0.0
         self.observed = Observed()
         self.participating = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -175,38 +178,55 @@ class Reconciler:
             return
         self.participating = True
         mesh = self._mesh()
-        backend = self._ensure_device(mesh)
+        self.dataplane.ensure(mesh, now)
+        self.net.listen_port = mesh.listen_port
+        self.net.stun_servers = (
+            mesh.stun_servers if "stun" in self.settings.endpoint_sources else ()
+        )
         self._discover(node, mesh, now)
         self._register(node)
         peers, warnings = select_peers(self._remote_peers(), self.public_key, node)
         for name, why in warnings:
             self._reject_once(name, why)
 
-        device = backend.get()
-        self.observed.device = device
+        device = self.dataplane.observe()
         by_key = {p.public_key: n for n, p in peers.items()}
         handshakes = {by_key[k]: s.last_handshake for k, s in device.peers.items() if k in by_key}
-        self.observed.handshakes = handshakes
-        self.observed.peers = peers
-        local = paths.LocalFacts(
-            public_ip=self._public_ip(), internal_ip=str(node.primary_ip or "")
+        self.observed.device, self.observed.handshakes, self.observed.peers = (
+            device,
+            handshakes,
+            peers,
         )
+
+        bridge = self.relays.ensure(self._relay_target(mesh, node, now), mesh.listen_port)
         policy = paths.PathPolicy(
             relay_mode=mesh.relay.mode,
-            relay_available=False,
+            relay_available=self.relays.available,
             handshake_timeout_s=mesh.relay.handshake_timeout_seconds,
             direct_retry_interval_s=mesh.relay.direct_retry_interval_seconds,
         )
-        previous, self.paths = self.paths, {
-            name: paths.step(
-                self.paths.get(name), peer, local, handshakes.get(name, 0.0), policy, now
-            )
-            for name, peer in peers.items()
-        }
-        for name, path in self.paths.items():
-            before = previous.get(name)
-            if before is None or (before.transport, before.phase) != (path.transport, path.phase):
-                log.info("path to %s: %s %s", name, path.transport, path.phase)
+        relay_endpoints: dict[bytes, Endpoint] = {}
+        if bridge is not None:
+            # Every peer keeps its bridge socket while a relay is configured:
+            # fallback is then instant and call-me-maybe probes can reach it.
+            bridge.set_relayed_peers(by_key)
+            relay_endpoints = {k: bridge.endpoint_for(k) for k in by_key}
+        nat = self.net.netcheck.report
+        prober = self.net.prober
+        planned = pathplan.plan(
+            peers,
+            self.paths,
+            self._local_facts(node, nat),
+            {k: prober.view(k) for k in by_key},
+            {k: prober.learned(k, now) for k in by_key},
+            handshakes,
+            policy,
+            relay_endpoints,
+            now,
+        )
+        self._log_path_changes(planned.paths)
+        self.paths = planned.paths
+        prober.set_targets(planned.targets)
         api_ip = self.api.server_address()
         desired = desired_state(
             interface=mesh.interface_name,
@@ -215,11 +235,53 @@ class Reconciler:
             node=node,
             peers=peers,
             paths=self.paths,
-            relay_endpoints={},
+            relay_endpoints=relay_endpoints,
             control_destinations=[api_ip] if api_ip else [],
         )
-        self._apply(desired, device, now)
-        self._write_status(node, mesh, now)
+        self.dataplane.apply(desired, device, now)
+        self._write_status(node, mesh, nat, now)
+
+    def _log_path_changes(self, new: dict[str, paths.PathState]) -> None:
+        for name, path in new.items():
+            before = self.paths.get(name)
+            if before is None or (before.transport, before.phase, before.endpoint) != (
+                path.transport,
+                path.phase,
+                path.endpoint,
+            ):
+                log.info(
+                    "path to %s: %s %s%s",
+                    name,
+                    path.transport,
+                    path.phase,
+                    f" via {format_endpoint(path.endpoint)}"
+                    if path.transport == "direct" and path.endpoint
+                    else "",
+                )
+
+    def _local_facts(self, node: NodeInfo, nat: NatReport) -> paths.LocalFacts:
+        return paths.LocalFacts(
+            public_ip=self._public_ip(),
+            nat_type=nat.nat_type.value,
+            mapping=nat.mapping.value,
+            filtering=nat.filtering.value,
+            internal_ip=str(node.primary_ip or ""),
+        )
+
+    def _relay_target(self, mesh: MeshSpec, node: NodeInfo, now: float) -> Any:
+        service = None
+        if mesh.relay.provider == "managed" and mesh.relay.mode != "never":
+            if now - self._relay_service_at >= RESYNC_INTERVAL_S:
+                namespace, _, name = self.settings.relay_service.partition("/")
+                try:
+                    self._relay_service = self.api.get_service(namespace, name)
+                    self._relay_service_at = now
+                except Exception as exc:
+                    log.warning(
+                        "cannot read relay Service %s: %s", self.settings.relay_service, exc
+                    )
+            service = self._relay_service
+        return relay_target(mesh, node, service, self.settings.dns_server)
 
     def _mesh(self) -> MeshSpec:
         obj = self.mesh_informer.get(self.settings.mesh_name)
@@ -233,25 +295,6 @@ class Reconciler:
             )
             return MeshSpec()
 
-    def _ensure_device(self, mesh: MeshSpec) -> Backend:
-        shape = (mesh.interface_name, mesh.mtu)
-        if self.backend is not None and self.backend.interface != mesh.interface_name:
-            log.info(
-                "interface renamed to %s; replacing %s", mesh.interface_name, self.backend.interface
-            )
-            self.backend.destroy()
-            self.backend = None
-        if self.backend is None:
-            self.backend = self._backend_factory(mesh.interface_name)
-            self._device_shape = None
-            self.applied_endpoints.clear()
-            self._last_routes = self._last_rules = None
-        if self._device_shape != shape or self._resync_due <= self.clock():
-            self.backend.ensure(mesh.mtu)
-            apply_interface_sysctls(self.settings.sysctl_root, mesh.interface_name)
-            self._device_shape = shape
-        return self.backend
-
     def _public_ip(self) -> str:
         ep = self.discovery.endpoint
         if ep is None or self.discovery.method == "internal":
@@ -262,14 +305,16 @@ class Reconciler:
         # A changed annotation or address shows up at once (the Node watch
         # changes `node`); otherwise re-check only periodically.
         fresh = now - self._discovered_at < ENDPOINT_RECHECK_INTERVAL_S
-        if fresh and self.discovery.endpoint and self._discovered_for == node:
+        stun_round = self.net.netcheck.rounds
+        if fresh and self.discovery.endpoint and self._discovered_for == (node, stun_round):
             return
-        self._discovered_for = node
+        self._discovered_for = (node, stun_round)
         self._discovered_at = now
         found = discover(
             node,
             mesh.listen_port,
             self.settings.endpoint_sources,
+            stun=lambda: self.net.netcheck.endpoint(mesh.listen_port),
             global_ipv6=addresses.global_ipv6,
         )
         if found != self.discovery:
@@ -345,53 +390,7 @@ class Reconciler:
         except Exception as exc:  # events are best effort
             log.debug("cannot record event: %s", exc)
 
-    def _apply(self, desired: DesiredState, device: DeviceState, now: float) -> None:
-        full = self._resync_due <= now
-        with IPRoute() as ipr:
-            if full or desired.routes != self._last_routes or desired.rules != self._last_rules:
-                have_routes: list[Route] = routes.observed(ipr)
-                have_rules: list[Rule] = rules.observed(ipr)
-            else:
-                have_routes, have_rules = list(desired.routes), list(desired.rules)
-            ops = diff.plan(
-                desired,
-                device,
-                have_routes,
-                have_rules,
-                self.applied_endpoints,
-                self.private_key,
-                FWMARK,
-            )
-            if full:
-                self._resync_due = now + RESYNC_INTERVAL_S
-            if ops.empty:
-                self._last_routes, self._last_rules = desired.routes, desired.rules
-                return
-            for rule in ops.rules_add:
-                rules.add(ipr, rule)
-            for route in ops.routes_delete:
-                routes.delete(ipr, route)
-            if ops.wireguard is not None:
-                assert self.backend is not None
-                self.backend.apply(ops.wireguard)
-                self.applied_endpoints.update(ops.endpoints)
-                for key in [k for k in self.applied_endpoints if k not in desired.peers]:
-                    del self.applied_endpoints[key]
-            for route in ops.routes_replace:
-                routes.replace(ipr, route)
-            for rule in ops.rules_delete:
-                rules.delete(ipr, rule)
-        self._last_routes, self._last_rules = desired.routes, desired.rules
-        log.debug(
-            "applied: %d wg peer changes, +%d/-%d routes, +%d/-%d rules",
-            len(ops.wireguard.peers) if ops.wireguard else 0,
-            len(ops.routes_replace),
-            len(ops.routes_delete),
-            len(ops.rules_add),
-            len(ops.rules_delete),
-        )
-
-    def _write_status(self, node: NodeInfo, mesh: MeshSpec, now: float) -> None:
+    def _write_status(self, node: NodeInfo, mesh: MeshSpec, nat: NatReport, now: float) -> None:
         existing = self.peers_informer.get(self.peer_name)
         if existing is None:
             return
@@ -402,6 +401,9 @@ class Reconciler:
         ip = node.primary_ip
         local = status.LocalReport(
             endpoint_discovery_method=self.discovery.method,
+            nat_type=nat.nat_type.value or None,
+            nat_mapping=nat.mapping.value or None,
+            nat_filtering=nat.filtering.value or None,
             internal_endpoint=format_endpoint((str(ip), mesh.listen_port)) if ip else None,
             public_ip=self._public_ip() or None,
         )
@@ -429,11 +431,7 @@ class Reconciler:
             self.api.delete_peer(self.peer_name)
         except Exception as exc:
             log.warning("cannot delete %s: %s", self.peer_name, exc)
-        with IPRoute() as ipr:
-            routes.flush(ipr)
-            rules.delete_all_ours(ipr)
-        if self.backend is not None:
-            self.backend.destroy()
-            self.backend = None
+        self.dataplane.teardown()
+        self.relays.stop()
         self.paths.clear()
         self.participating = False

@@ -30,6 +30,7 @@ class Settings:
     mesh_name: str
     endpoint_sources: tuple[str, ...]
     dns_server: str | None
+    relay_service: str
     log_level: str
 
 
@@ -65,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dns-server", default=env("WIREKUBE_DNS_SERVER"), help="resolver for relay names"
     )
+    p.add_argument(
+        "--relay-service",
+        default=env("WIREKUBE_RELAY_SERVICE", "wirekube-system/wirekube-relay"),
+        help="namespace/name of the managed relay's Service",
+    )
     p.add_argument("--log-level", default=env("WIREKUBE_LOG_LEVEL", "info"))
     return p
 
@@ -87,5 +93,6 @@ def from_args(args: argparse.Namespace) -> Settings:
         mesh_name=args.mesh_name,
         endpoint_sources=sources,
         dns_server=args.dns_server,
+        relay_service=args.relay_service,
         log_level=args.log_level,
     )

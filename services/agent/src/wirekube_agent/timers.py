@@ -49,3 +49,23 @@ DEFAULT_PERSISTENT_KEEPALIVE_S = 25
 
 # How long to wait for wireguard-go to create its UAPI socket after start.
 USERSPACE_START_TIMEOUT_S = 5.0
+
+# -- path probing (disco) -----------------------------------------------------
+# While a burst lasts, every candidate endpoint of a peer is probed this often.
+# Half a second keeps a burst to a handful of packets and makes the probe's
+# round trip, not the schedule, the upgrade delay.
+PROBE_INTERVAL_S = 0.5
+# A burst: long enough for both sides' bursts to overlap when one starts in
+# reaction to the other's first probe (that is what opens two port-restricted
+# NATs at once), short enough that a hopeless pair costs a few packets.
+PROBE_BURST_S = 3.0
+# The first burst for a new peer covers agents that start a few seconds apart.
+INITIAL_PROBE_BURST_S = 10.0
+# An answered probe counts as "the path works now" for this long: a couple of
+# probe intervals plus a slow round trip.
+PONG_FRESH_S = 3.0
+# Direct paths in use are probed this often, so their death is noticed well
+# within handshakeTimeoutSeconds (the fallback deadline).
+HEARTBEAT_S = 1.0
+# Addresses a peer's probes came from are kept as candidates this long.
+LEARNED_ENDPOINT_TTL_S = 120.0

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from wirekube_common.rawudp import AsyncRawUdpPort, Datagram, RawUdpPort
 from wirekube_common.stun.client import BindingResult, SendFn, StunClient
-from wirekube_common.stun.codec import is_stun
+from wirekube_common.stun.codec import MAGIC_COOKIE, is_stun
 from wirekube_common.stun.endpoint import Endpoint, IPAddress, split_host_port
 from wirekube_common.stun.timers import DISCOVERY_POLICY, RetransmitPolicy
 
@@ -219,11 +219,17 @@ class RawStunSocket:
         policy: RetransmitPolicy = DISCOVERY_POLICY,
         software: str | None = None,
         on_other: Callable[[Datagram], None] | None = None,
+        other_words: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         self.send_errors = 0
         self._on_other = on_other
         self.driver = StunDriver(self._send, policy=policy, software=software)
-        self.port = AsyncRawUdpPort(RawUdpPort(port, family=family, fwmark=fwmark), self._on_dgram)
+        # With ``other_words`` the kernel passes up only STUN plus datagrams
+        # carrying one of those words (e.g. a probe protocol's magic), never
+        # the tunnel's own traffic; without it, everything to the port.
+        words = None if other_words is None else [(4, MAGIC_COOKIE), *other_words]
+        raw = RawUdpPort(port, family=family, fwmark=fwmark, payload_words=words or ())
+        self.port = AsyncRawUdpPort(raw, self._on_dgram)
 
     def _on_dgram(self, dgram: Datagram) -> None:
         if is_stun(dgram.payload) and self.driver.feed(dgram.payload, dgram.src):
@@ -232,10 +238,16 @@ class RawStunSocket:
             self._on_other(dgram)
 
     def _send(self, data: bytes, dest: Endpoint) -> None:
+        self.send(data, dest)
+
+    def send(self, data: bytes, dest: Endpoint) -> bool:
+        """Send any datagram from the shared port; False (and counted) on failure."""
         try:
             self.port.send(data, dest)
         except OSError:
             self.send_errors += 1
+            return False
+        return True
 
     async def binding(
         self,

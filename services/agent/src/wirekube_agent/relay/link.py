@@ -85,8 +85,10 @@ class RelayLink:
         private_key: bytes,
         on_frame: FrameHandler,
         on_state: Callable[[RelayLink], None] | None = None,
+        fwmark: int | None = None,
     ) -> None:
         self.address = address
+        self.fwmark = fwmark
         self.name = f"{address[0]}:{address[1]}"
         self.private_key = private_key
         self.on_frame = on_frame
@@ -197,7 +199,7 @@ class RelayLink:
     def _connect(self) -> tuple[socket.socket, bytes]:
         if self._stop.is_set():
             raise InterruptedError("stopped")
-        sock = socket.create_connection(self.address, timeout=timers.CONNECT_TIMEOUT)
+        sock = dial(self.address, timers.CONNECT_TIMEOUT, self.fwmark)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             ok, leftover = register(sock, self.private_key)
@@ -298,3 +300,29 @@ class RelayLink:
             pass
         else:
             raise f.ProtocolError(f"unexpected {type(ev).__name__} from relay")
+
+
+SO_MARK = 36
+
+
+def dial(address: tuple[str, int], timeout: float, fwmark: int | None) -> socket.socket:
+    """TCP connect, with ``fwmark`` set before the SYN.
+
+    The mark sends the relay connection through the main routing table even
+    when the relay's address is a mesh node's (a NodePort): without it the
+    connection that carries the tunnel could be routed into the tunnel.
+    """
+    host, port = address
+    last: OSError | None = None
+    for family, kind, proto, _, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            if fwmark is not None:
+                sock.setsockopt(socket.SOL_SOCKET, SO_MARK, fwmark)
+            sock.settimeout(timeout)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    raise last or OSError(f"cannot resolve {host}")

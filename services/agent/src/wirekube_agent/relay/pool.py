@@ -92,12 +92,14 @@ class RelayPool:
         addresses: Sequence[tuple[str, int]] | None = None,
         dns_source: DnsSource | None = None,
         resolve_interval: float = timers.RESOLVE_INTERVAL,
+        fwmark: int | None = None,
     ) -> None:
         if (addresses is None) == (dns_source is None):
             raise ValueError("give exactly one of addresses or dns_source")
         from wirekube_common import wgkey  # noqa: PLC0415 - keep module import light
 
         self.private_key = private_key
+        self.fwmark = fwmark
         self.public_key = wgkey.public_key(private_key)
         self.static = list(addresses) if addresses is not None else None
         self.dns = dns_source
@@ -182,7 +184,11 @@ class RelayPool:
             gone = [self.links.pop(n) for n in removed]
             for n in added:
                 self.links[n] = RelayLink(
-                    names[n], self.private_key, self._deliver, on_state=self._link_state
+                    names[n],
+                    self.private_key,
+                    self._deliver,
+                    on_state=self._link_state,
+                    fwmark=self.fwmark,
                 )
             new_links = [self.links[n] for n in added]
         for link in gone:

@@ -1,0 +1,109 @@
+"""The agent's event-loop side: the raw socket on the WireGuard port, path
+probes and NAT discovery.
+
+The reconcile thread publishes what these tasks need (listen port, STUN
+servers) as plain attributes; they publish back the NAT report and the
+prober's observations, and wake the reconciler when something changed that
+could move a path (an answered probe, a new NAT verdict).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from wirekube_agent.model import Endpoint
+from wirekube_agent.netcheck import Netcheck
+from wirekube_agent.prober import Prober
+from wirekube_agent.timers import ENDPOINT_RECHECK_INTERVAL_S
+from wirekube_agent.underlay import Underlay
+
+log = logging.getLogger(__name__)
+
+# The prober's clock tick: probes are due at 0.5 s (burst) or 1 s (heartbeat)
+# intervals; 50 ms keeps their jitter negligible at negligible cost.
+PROBE_TICK_S = 0.05
+# After a failed or impossible raw-socket setup, try again this often
+# (capabilities do not change, but the listen port or interface might).
+UNDERLAY_RETRY_S = 30.0
+# Until the first discovery answered, retry soon: at start-up the STUN
+# servers may still be unreachable (routes converging, the lab starting).
+NETCHECK_RETRY_S = 5.0
+
+
+class NetTasks:
+    def __init__(self, private_key: bytes, wake: Callable[[], None]) -> None:
+        self.wake = wake
+        self.prober = Prober(private_key, self._send)
+        self.netcheck = Netcheck()
+        self.underlay: Underlay | None = None
+        # Set by the reconcile thread every pass.
+        self.listen_port = 0
+        self.stun_servers: tuple[str, ...] = ()
+        self.recheck = asyncio.Event()  # set to force a NAT discovery round
+        self._underlay_failed_at = -UNDERLAY_RETRY_S
+
+    def _send(self, payload: bytes, endpoint: Endpoint) -> bool:
+        underlay = self.underlay
+        return underlay.send(payload, endpoint) if underlay is not None else False
+
+    def _on_probe(self, data: bytes, src: Endpoint, now: float) -> None:
+        before = self.prober.counters.pongs_received, self.prober.counters.pings_received
+        self.prober.on_datagram(data, src, now)
+        if before != (self.prober.counters.pongs_received, self.prober.counters.pings_received):
+            self.wake()
+
+    def _ensure_underlay(self) -> Underlay | None:
+        port = self.listen_port
+        if self.underlay is not None and self.underlay.port == port:
+            return self.underlay
+        if self.underlay is not None:
+            self.underlay.close()
+            self.underlay = None
+        now = time.monotonic()
+        if not port or now - self._underlay_failed_at < UNDERLAY_RETRY_S:
+            return None
+        try:
+            self.underlay = Underlay(port, self._on_probe)
+        except OSError as exc:
+            self._underlay_failed_at = now
+            log.error(
+                "cannot open a raw socket on port %d (%s): no STUN and no direct-path "
+                "probing; grant CAP_NET_RAW",
+                port,
+                exc,
+            )
+        return self.underlay
+
+    async def probe_loop(self) -> None:
+        while True:
+            if self._ensure_underlay() is not None:
+                self.prober.tick(time.time())
+            await asyncio.sleep(PROBE_TICK_S)
+
+    async def netcheck_loop(self) -> None:
+        while True:
+            underlay = self._ensure_underlay()
+            servers = self.stun_servers
+            answered = False
+            if underlay is not None and servers:
+                before = self.netcheck.report
+                try:
+                    report = await self.netcheck.run(underlay, servers)
+                    answered = report.mapped is not None
+                except (TimeoutError, OSError) as exc:
+                    log.warning("NAT discovery failed: %s", exc)
+                if self.netcheck.report != before:
+                    self.wake()
+            self.recheck.clear()
+            interval = ENDPOINT_RECHECK_INTERVAL_S if answered else NETCHECK_RETRY_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.recheck.wait(), interval)
+
+    def close(self) -> None:
+        if self.underlay is not None:
+            self.underlay.close()
+            self.underlay = None

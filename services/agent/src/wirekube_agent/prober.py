@@ -1,0 +1,179 @@
+"""Path probing: sends disco pings, answers them, remembers what came back.
+
+Sans-IO in the h11 sense: the prober owns no socket and no timer. It is handed
+a ``send(payload, endpoint)`` that transmits from the WireGuard port (the raw
+socket's owner provides it), fed received probes through ``on_datagram``, and
+driven by ``tick(now)``. What to probe comes from the path state machine as
+``Target``s; what was learned goes back as ``paths.ProbeView``.
+
+Probes to a peer's relay-bridge endpoint (127.0.0.1) travel through the relay:
+that is how we ask a relayed peer to probe us back at the same moment
+("call me maybe"), which is what opens two port-restricted NATs at once.
+A probe that arrives from 127.0.0.1 therefore came through the relay.
+
+Thread-safety: ``set_targets`` is called from the reconcile thread, the rest
+from the event loop; one lock guards the shared maps (all work under it is
+a few dict operations).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from wirekube_agent import disco
+from wirekube_agent.model import Endpoint
+from wirekube_agent.paths import ProbeView
+from wirekube_agent.timers import HEARTBEAT_S, LEARNED_ENDPOINT_TTL_S, PROBE_INTERVAL_S
+from wirekube_common import wgkey
+
+log = logging.getLogger(__name__)
+
+SendFn = Callable[[bytes, Endpoint], bool]
+# Outstanding pings are forgotten after this: a pong later than that would not
+# describe the path as it is now anyway.
+PING_TTL_S = 5.0
+MAX_OUTSTANDING = 4096
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to probe for one peer this period."""
+
+    candidates: tuple[Endpoint, ...] = ()
+    burst: bool = False  # probe every candidate every PROBE_INTERVAL_S
+    heartbeat: Endpoint | None = None  # direct path in use: keep proving it
+    via_relay: Endpoint | None = None  # the peer's bridge endpoint, for call-me-maybe
+    direct: bool = False  # we send WireGuard to this peer directly (FLAG_DIRECT)
+
+
+@dataclass
+class _Peer:
+    mac_key: bytes
+    target: Target = field(default_factory=Target)
+    last_burst_ping: float = 0.0
+    last_heartbeat: float = 0.0
+    view: ProbeView = field(default_factory=ProbeView)
+    learned: dict[Endpoint, float] = field(default_factory=dict)
+    rtt: float | None = None
+
+
+@dataclass
+class Counters:
+    pings_sent: int = 0
+    pongs_sent: int = 0
+    pings_received: int = 0
+    pongs_received: int = 0
+    dropped: int = 0
+    send_failures: int = 0
+
+
+class Prober:
+    def __init__(self, private_key: bytes, send: SendFn) -> None:
+        self._private = private_key
+        self.public_key = wgkey.public_key(private_key)
+        self._send = send
+        self._lock = threading.Lock()
+        self._peers: dict[bytes, _Peer] = {}
+        self._outstanding: dict[bytes, tuple[bytes, Endpoint, float]] = {}
+        self.counters = Counters()
+
+    # -- control (reconcile thread) ---------------------------------------------
+    def set_targets(self, targets: Mapping[bytes, Target]) -> None:
+        with self._lock:
+            for key in self._peers.keys() - targets.keys():
+                del self._peers[key]
+            for key, target in targets.items():
+                peer = self._peers.get(key)
+                if peer is None:
+                    secret = wgkey.shared_secret(self._private, key)
+                    peer = self._peers[key] = _Peer(disco.mac_key(secret))
+                peer.target = target
+
+    def view(self, key: bytes) -> ProbeView:
+        with self._lock:
+            peer = self._peers.get(key)
+            return peer.view if peer is not None else ProbeView()
+
+    def learned(self, key: bytes, now: float) -> tuple[Endpoint, ...]:
+        with self._lock:
+            peer = self._peers.get(key)
+            if peer is None:
+                return ()
+            return tuple(ep for ep, t in peer.learned.items() if now - t < LEARNED_ENDPOINT_TTL_S)
+
+    def rtt(self, key: bytes) -> float | None:
+        with self._lock:
+            peer = self._peers.get(key)
+            return peer.rtt if peer is not None else None
+
+    # -- timers (event loop) -------------------------------------------------------
+    def tick(self, now: float) -> None:
+        sends: list[tuple[bytes, Endpoint, bytes, int]] = []
+        with self._lock:
+            for key, peer in self._peers.items():
+                t = peer.target
+                flags = disco.FLAG_DIRECT if t.direct else 0
+                if t.burst and now - peer.last_burst_ping >= PROBE_INTERVAL_S:
+                    peer.last_burst_ping = now
+                    for ep in t.candidates:
+                        sends.append((key, ep, peer.mac_key, flags))
+                    if t.via_relay is not None:
+                        sends.append((key, t.via_relay, peer.mac_key, flags))
+                elif t.heartbeat is not None and now - peer.last_heartbeat >= HEARTBEAT_S:
+                    peer.last_heartbeat = now
+                    sends.append((key, t.heartbeat, peer.mac_key, flags))
+            for txid in [x for x, (_, _, at) in self._outstanding.items() if now - at > PING_TTL_S]:
+                del self._outstanding[txid]
+        for key, ep, mac_key, flags in sends:
+            txid = os.urandom(disco.TXID_LEN)
+            if len(self._outstanding) < MAX_OUTSTANDING:
+                self._outstanding[txid] = (key, ep, now)
+            if self._send(disco.encode_ping(self.public_key, txid, mac_key, flags), ep):
+                self.counters.pings_sent += 1
+            else:
+                self.counters.send_failures += 1
+
+    # -- input (event loop) --------------------------------------------------------
+    def on_datagram(self, data: bytes, src: Endpoint, now: float) -> None:
+        try:
+            sender = disco.peek_sender(data)
+            with self._lock:
+                peer = self._peers.get(sender)
+                mac_key = peer.mac_key if peer is not None else None
+            if mac_key is None:
+                raise disco.DiscoError("probe from an unknown key")
+            message = disco.decode(data, mac_key)
+        except disco.DiscoError as exc:
+            self.counters.dropped += 1
+            log.debug("dropped probe from %s: %s", src, exc)
+            return
+        via_relay = ipaddress.ip_address(src[0]).is_loopback
+        if isinstance(message, disco.Ping):
+            self.counters.pings_received += 1
+            with self._lock:
+                p = self._peers.get(sender)
+                if p is not None:
+                    p.view = ProbeView(p.view.best, p.view.last_pong, now)
+                    if not via_relay:
+                        p.learned[src] = now
+            pong = disco.encode_pong(self.public_key, message.txid, src, mac_key)
+            if self._send(pong, src):
+                self.counters.pongs_sent += 1
+            return
+        self.counters.pongs_received += 1
+        with self._lock:
+            sent = self._outstanding.pop(message.txid, None)
+            p = self._peers.get(sender)
+            if sent is None or sent[0] != sender or p is None:
+                self.counters.dropped += 1
+                return
+            rtt = now - sent[2]
+            if via_relay:
+                return  # the relay path answers: good to know, but not a direct path
+            p.rtt = rtt
+            p.view = ProbeView(src, now, p.view.last_ping)

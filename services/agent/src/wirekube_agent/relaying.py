@@ -1,0 +1,153 @@
+"""Where the relay is, from the mesh spec, and the bridge's lifecycle.
+
+``relay_target`` is pure: mesh spec (+ the managed relay's Service object and
+this node's addresses) → the relay addresses or DNS name to use, or the reason
+there is none. Providers:
+
+* ``external``: ``spec.relay.external.endpoint``; a DNS name is re-resolved
+  every 30 s (a headless Service for a relay pool), an IP is used as is.
+* ``managed``: the relay Service's externally reachable address, in this
+  order: ``spec.externalIPs``, ``status.loadBalancer.ingress``, a NodePort
+  on this node's address. Never the ClusterIP: on a hybrid or NAT'd node
+  that is reachable only through the mesh the relay is there to build.
+
+``RelayManager`` owns the bridge (and its pool) and rebuilds it when the
+target or the WireGuard port changes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from wirekube_agent.model import FWMARK, NodeInfo
+from wirekube_agent.relay import DnsSource, RelayBridge, RelayPool
+from wirekube_common.crd import MeshSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RelayTarget:
+    addresses: tuple[tuple[str, int], ...] = ()
+    dns: DnsSource | None = None
+    reason: str = ""  # why there is no relay, when there is none
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.addresses) or self.dns is not None
+
+
+def _split(hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.strip().rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not host:port: {hostport!r}")
+    return host, int(port)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def relay_target(
+    mesh: MeshSpec,
+    node: NodeInfo,
+    service: Mapping[str, Any] | None = None,
+    dns_server: str | None = None,
+) -> RelayTarget:
+    relay = mesh.relay
+    if relay.mode == "never":
+        return RelayTarget(reason="relay mode is never")
+    provider = relay.provider or ("external" if relay.external else None)
+    if provider == "external":
+        if relay.external is None:
+            return RelayTarget(reason="provider external without external.endpoint")
+        try:
+            host, port = _split(relay.external.endpoint)
+        except ValueError as exc:
+            return RelayTarget(reason=str(exc))
+        if _is_ip(host):
+            return RelayTarget(addresses=((host, port),))
+        servers = (dns_server,) if dns_server else ()
+        return RelayTarget(dns=DnsSource(host, port, nameservers=servers))
+    if provider == "managed":
+        port = relay.managed.port if relay.managed else 3478
+        return _managed(service, node, port)
+    return RelayTarget(reason="no relay provider configured")
+
+
+def _managed(service: Mapping[str, Any] | None, node: NodeInfo, port: int) -> RelayTarget:
+    if not service:
+        return RelayTarget(reason="managed relay Service not found")
+    spec = service.get("spec") or {}
+    ports = spec.get("ports") or []
+    match = next((p for p in ports if p.get("port") == port), ports[0] if ports else None)
+    if match is None:
+        return RelayTarget(reason="managed relay Service has no ports")
+    service_port = int(match.get("port", port))
+    for ip in spec.get("externalIPs") or []:
+        return RelayTarget(addresses=((str(ip), service_port),))
+    for ingress in (service.get("status") or {}).get("loadBalancer", {}).get("ingress") or []:
+        if ingress.get("ip"):
+            return RelayTarget(addresses=((str(ingress["ip"]), service_port),))
+        if ingress.get("hostname"):
+            return RelayTarget(dns=DnsSource(str(ingress["hostname"]), service_port))
+    node_port = match.get("nodePort")
+    address = node.primary_ip if not node.external_ips else node.external_ips[0]
+    if node_port and address is not None:
+        return RelayTarget(addresses=((str(address), int(node_port)),))
+    return RelayTarget(
+        reason="managed relay Service has no external IP, load-balancer ingress or NodePort"
+    )
+
+
+class RelayManager:
+    def __init__(self, private_key: bytes) -> None:
+        self.private_key = private_key
+        self.bridge: RelayBridge | None = None
+        self.pool: RelayPool | None = None
+        self._shape: tuple[RelayTarget, int] | None = None
+        self.reason = "not configured yet"
+
+    def ensure(self, target: RelayTarget, wg_port: int) -> RelayBridge | None:
+        shape = (target, wg_port)
+        if shape == self._shape:
+            return self.bridge
+        self.stop()
+        self._shape = shape
+        if not target.configured:
+            self.reason = target.reason
+            log.info("no relay: %s", target.reason)
+            return None
+        self.pool = RelayPool(
+            self.private_key,
+            addresses=list(target.addresses) if target.dns is None else None,
+            dns_source=target.dns,
+            fwmark=FWMARK,
+        )
+        self.bridge = RelayBridge(self.private_key, wg_listen_port=wg_port, relay_pool=self.pool)
+        self.bridge.start()
+        self.reason = ""
+        log.info(
+            "relay: %s",
+            target.dns.name if target.dns else ", ".join(f"{h}:{p}" for h, p in target.addresses),
+        )
+        return self.bridge
+
+    @property
+    def available(self) -> bool:
+        return self.pool is not None and bool(self.pool.live_replicas())
+
+    def stop(self) -> None:
+        if self.bridge is not None:
+            self.bridge.stop()
+        self.bridge = self.pool = None
+        self._shape = None
