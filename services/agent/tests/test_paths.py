@@ -65,7 +65,17 @@ def test_candidates_prefer_internal_addresses_behind_the_same_nat() -> None:
     assert candidates(other, peer, [("198.18.4.1", 40000)]) == (
         ("198.18.4.1", 51820),
         ("198.18.4.1", 40000),
+        ("10.0.0.2", 51820),
     )
+
+
+def test_preferred_answer_wins_over_the_latest() -> None:
+    internal, public = ("10.0.0.2", 51820), ("198.18.4.1", 51820)
+    view = ProbeView(answered=((internal, 10.0), (public, 10.2)))
+    assert view.best((internal, public), since=9.0) == internal
+    assert view.best((public, internal), since=9.0) == public
+    assert view.best((internal,), since=10.1) == public  # only fresh answers count
+    assert view.best((internal,), since=11.0) is None
 
 
 AUTO = PathPolicy("auto", True, handshake_timeout_s=5, direct_retry_interval_s=15)
@@ -91,14 +101,14 @@ def test_relay_first_then_upgrade_on_an_answered_probe() -> None:
     assert s.burst_until > 100.0  # and direct is probed in parallel
     s = run(s, 100.5)
     assert s.transport == "relay"
-    up = run(s, 101.0, ProbeView(best=PONG, last_pong=100.9))
+    up = run(s, 101.0, ProbeView(answered=((PONG, 100.9),)))
     assert (up.transport, up.phase, up.endpoint, up.routed) == ("direct", "up", PONG, True)
 
 
 def test_direct_path_falls_back_after_the_handshake_timeout_and_not_before() -> None:
     s = run(None, 100.0)
-    s = run(s, 101.0, ProbeView(best=PONG, last_pong=100.9))
-    heard = ProbeView(best=PONG, last_pong=102.0)
+    s = run(s, 101.0, ProbeView(answered=((PONG, 100.9),)))
+    heard = ProbeView(answered=((PONG, 102.0),))
     assert run(s, 106.0, heard).transport == "direct"  # 4 s of silence: still direct
     down = run(s, 107.5, heard)  # 5.5 s of silence > handshakeTimeoutSeconds
     assert (down.transport, down.failures, down.routed) == ("relay", 1, True)
@@ -106,7 +116,7 @@ def test_direct_path_falls_back_after_the_handshake_timeout_and_not_before() -> 
     assert run(down, 110.0, heard).burst_until <= 110.0
     again = run(down, 107.5 + 15.1, heard)
     assert again.burst_until > 107.5 + 15.1  # ...then it probes again
-    up = run(again, 124.0, ProbeView(best=PONG, last_pong=123.9))
+    up = run(again, 124.0, ProbeView(answered=((PONG, 123.9),)))
     assert up.transport == "direct"
 
 
@@ -129,7 +139,7 @@ def test_mode_always_pins_the_relay_and_never_never_uses_it() -> None:
     always = PathPolicy("always", True, 5, 15)
     s = run(None, 100.0, policy=always)
     assert (s.transport, s.routed, s.burst_until) == ("relay", True, 0.0)
-    assert run(s, 101.0, ProbeView(best=PONG, last_pong=100.9), policy=always).transport == "relay"
+    assert run(s, 101.0, ProbeView(answered=((PONG, 100.9),)), policy=always).transport == "relay"
     no_relay = PathPolicy("always", False, 5, 15)
     assert not run(None, 100.0, policy=no_relay).routed
     never = PathPolicy("never", True, 5, 15)

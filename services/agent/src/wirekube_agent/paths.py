@@ -113,11 +113,18 @@ def candidates(
     symmetric NAT's per-destination mapping that no STUN server could see.
     """
     out: list[Endpoint] = []
-    if peer.internal_endpoint is not None and local.public_ip and peer.public_ip == local.public_ip:
+    same_nat = bool(local.public_ip) and peer.public_ip == local.public_ip
+    if peer.internal_endpoint is not None and same_nat:
         out.append(peer.internal_endpoint)
     if peer.endpoint is not None:
         out.append(peer.endpoint)
     out.extend(learned)
+    # Nodes of one VPC can have different public addresses (one behind the NAT
+    # gateway, one with its own public IP); their internal address is still
+    # the best path, so it is always tried — last, when nothing says so. A
+    # wrong guess costs one probe that nobody can answer (probes are MACed).
+    if peer.internal_endpoint is not None and not same_nat:
+        out.append(peer.internal_endpoint)
     return tuple(dict.fromkeys(out))
 
 
@@ -125,9 +132,25 @@ def candidates(
 class ProbeView:
     """What the prober has seen from one peer."""
 
-    best: Endpoint | None = None  # where the freshest answered direct probe came from
-    last_pong: float = 0.0  # when (0 = never)
+    # Where answers to our direct probes came from, and when (latest per address).
+    answered: tuple[tuple[Endpoint, float], ...] = ()
     last_ping: float = 0.0  # last probe received from the peer (any path): it is probing us
+
+    @property
+    def last_pong(self) -> float:
+        return max((t for _, t in self.answered), default=0.0)
+
+    def best(self, preferred: tuple[Endpoint, ...], since: float) -> Endpoint | None:
+        """The most preferred address answered after ``since`` (then the latest one).
+
+        Preference keeps a path from hopping between two working addresses
+        (internal and public) as their answers arrive in turn.
+        """
+        fresh = {ep: t for ep, t in self.answered if t > since}
+        for ep in preferred:
+            if ep in fresh:
+                return ep
+        return max(fresh, key=lambda ep: fresh[ep]) if fresh else None
 
 
 @dataclass(frozen=True)
@@ -162,9 +185,9 @@ def step(
     # Never call an answer fresh for longer than the fallback deadline, or a
     # path that just died could be "upgraded" to again at once.
     fresh_window = min(PONG_FRESH_S, policy.handshake_timeout_s)
-    pong_fresh = probe.last_pong > 0 and now - probe.last_pong < fresh_window
-    direct_alive = probe.last_pong > 0 and now - probe.last_pong < policy.handshake_timeout_s
     cands = candidates(local, peer, learned)
+    best = probe.best(cands, now - fresh_window)
+    direct_alive = probe.last_pong > 0 and now - probe.last_pong < policy.handshake_timeout_s
 
     if policy.relay_mode == "always":
         phase: Phase = (
@@ -197,8 +220,8 @@ def step(
 
     if policy.relay_first:
         if state.transport == "relay":
-            if pong_fresh and probe.best is not None:
-                return PathState("direct", "up", now, probe.best, 0.0, 0.0, state.failures)
+            if best is not None:
+                return PathState("direct", "up", now, best, 0.0, 0.0, state.failures)
             phase = "up" if fresh_handshake else "probing"
             return _same_or(prev, replace(state, phase=phase))
         # direct, with the relay to fall back to
@@ -212,12 +235,12 @@ def step(
                 now + policy.direct_retry_interval_s,
                 state.failures + 1,
             )
-        endpoint = probe.best if pong_fresh and probe.best is not None else state.endpoint
+        endpoint = best if best is not None else state.endpoint
         return _same_or(prev, replace(state, phase="up", endpoint=endpoint))
 
     # Direct only (mode never, or no relay to be had).
-    if pong_fresh and probe.best is not None:
-        endpoint: Endpoint | None = probe.best
+    if best is not None:
+        endpoint: Endpoint | None = best
     elif state.endpoint in cands:
         endpoint = state.endpoint
     else:

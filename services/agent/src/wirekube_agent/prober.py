@@ -158,7 +158,7 @@ class Prober:
             with self._lock:
                 p = self._peers.get(sender)
                 if p is not None:
-                    p.view = ProbeView(p.view.best, p.view.last_pong, now)
+                    p.view = ProbeView(p.view.answered, now)
                     if not via_relay:
                         p.learned[src] = now
             pong = disco.encode_pong(self.public_key, message.txid, src, mac_key)
@@ -176,4 +176,6 @@ class Prober:
             if via_relay:
                 return  # the relay path answers: good to know, but not a direct path
             p.rtt = rtt
-            p.view = ProbeView(src, now, p.view.last_ping)
+            answered = dict(p.view.answered)
+            answered[src] = now
+            p.view = ProbeView(tuple(answered.items()), p.view.last_ping)
