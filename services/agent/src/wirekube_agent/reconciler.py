@@ -33,7 +33,6 @@ from wirekube_agent.k8s.client import (
     custom_path,
     nodes_path,
 )
-from wirekube_agent.k8s.watch import Informer
 from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
 from wirekube_agent.nettasks import NetTasks
@@ -48,6 +47,7 @@ from wirekube_agent.topology import desired_state, select_peers
 from wirekube_agent.wg import Backend, select
 from wirekube_common import wgkey
 from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
+from wirekube_common.kube.watch import Informer
 from wirekube_common.stun.nat import NatReport
 from wirekube_common.wireguard.types import DeviceState, format_endpoint
 

@@ -17,9 +17,9 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from wirekube_agent.k8s.rest import MERGE_PATCH, Rest
 from wirekube_agent.model import IPAddress
 from wirekube_common.crd import GROUP, VERSION
+from wirekube_common.kube.rest import MERGE_PATCH, Rest
 
 log = logging.getLogger(__name__)
 

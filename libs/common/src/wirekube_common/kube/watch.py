@@ -21,11 +21,18 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from wirekube_agent.k8s.rest import Rest
-from wirekube_agent.timers import WATCH_READ_TIMEOUT_S, WATCH_TIMEOUT_S
+from wirekube_common.kube.rest import Rest
 from wirekube_common.retry import backoff_delays
 
 log = logging.getLogger(__name__)
+
+# A watch that sees no event for this long is restarted (server-side timeout);
+# below typical load-balancer idle timeouts of 5-10 minutes.
+WATCH_TIMEOUT_S = 240
+# A watch whose connection went silent (API server frozen, a NAT dropped the
+# flow) is abandoned after this; bookmarks arrive about once a minute, so a
+# healthy watch is never quiet for this long.
+WATCH_READ_TIMEOUT_S = WATCH_TIMEOUT_S + 30.0
 
 
 class Informer:
@@ -36,12 +43,15 @@ class Informer:
         path: str,
         notify: Callable[[], None],
         field_selector: str | None = None,
+        label_selector: str | None = None,
     ) -> None:
         self.name = name
         self._rest = rest
         self._path = path
         self._notify = notify
         self._query = [("fieldSelector", field_selector)] if field_selector else []
+        if label_selector:
+            self._query.append(("labelSelector", label_selector))
         self._lock = threading.Lock()
         self._cache: dict[str, dict[str, Any]] = {}
         self.synced = threading.Event()
