@@ -43,13 +43,10 @@ class Netcheck:
                 log.warning("STUN server %s unusable: %s", server, exc)
         if not endpoints:
             return self.report
+        # pyroute2's synchronous API runs an event loop of its own: off this one.
+        local_ips = set(await asyncio.to_thread(local_addresses))
         result = await asyncio.wait_for(
-            discover(
-                underlay.binding,
-                endpoints,
-                local_ips=set(local_addresses()),
-                local_port=underlay.port,
-            ),
+            discover(underlay.binding, endpoints, local_ips=local_ips, local_port=underlay.port),
             ROUND_TIMEOUT_S,
         )
         merged = merge(self.report, result.report)

@@ -96,6 +96,10 @@ class NetTasks:
                     answered = report.mapped is not None
                 except (TimeoutError, OSError) as exc:
                     log.warning("NAT discovery failed: %s", exc)
+                except Exception:
+                    # A bug in one round must not take the data plane down
+                    # with it; the next round may well succeed.
+                    log.exception("NAT discovery round crashed")
                 if self.netcheck.report != before:
                     self.wake()
             self.recheck.clear()

@@ -224,8 +224,11 @@ def step(
                 return PathState("direct", "up", now, best, 0.0, 0.0, state.failures)
             phase = "up" if fresh_handshake else "probing"
             return _same_or(prev, replace(state, phase=phase))
-        # direct, with the relay to fall back to
-        if not direct_alive and now - state.since >= policy.handshake_timeout_s:
+        # direct, with the relay to fall back to. An unproven direct path (the
+        # relay came up after this peer was set up direct-only) goes to the
+        # relay at once; a proven one after a full timeout of silence.
+        unproven = state.phase != "up"
+        if unproven or (not direct_alive and now - state.since >= policy.handshake_timeout_s):
             return PathState(
                 "relay",
                 "probing",

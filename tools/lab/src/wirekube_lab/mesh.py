@@ -26,10 +26,13 @@ from kubernetes import client as k8s
 
 from wirekube_lab.controlplane import ControlPlane
 from wirekube_lab.lab import Lab
+from wirekube_lab.ping import PingResult
 from wirekube_lab.processes import LabProcess
 
 GROUP, VERSION = "wirekube.io", "v1alpha1"
 AGENT_SA = ("wirekube-system", "wirekube-agent")
+RELAY_SA = ("wirekube-system", "wirekube-relay")
+LOG_ENV = {"WIREKUBE_LOG_FORMAT": "text", "WIREKUBE_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"}
 VPN_LABEL = "wirekube.io/vpn-enabled"
 # The lab never reaches EC2 metadata (it is not our address to probe) and has
 # no UPnP routers; every other source is real.
@@ -51,6 +54,8 @@ class MeshLab:
         self.core = k8s.CoreV1Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
         self.agents: dict[str, LabProcess] = {}
+        self.services: dict[str, LabProcess] = {}  # relays and STUN servers by host
+        self.started_at = 0.0
         self._kubeconfig: Path | None = None
 
     # -- cluster objects ---------------------------------------------------------
@@ -153,8 +158,7 @@ class MeshLab:
             LAB_ENDPOINT_SOURCES,
             *extra,
         ]
-        env = {"WIREKUBE_LOG_FORMAT": "text", "WIREKUBE_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"}
-        proc = self.lab.spawn(host, argv, env=env, name="agent", private_wireguard_dir=True)
+        proc = self.lab.spawn(host, argv, env=LOG_ENV, name="agent", private_wireguard_dir=True)
         self.agents[host] = proc
         return proc
 
@@ -162,14 +166,69 @@ class MeshLab:
         proc = self.agents.pop(host, None)
         return proc.stop() if proc is not None else None
 
+    def start_relay(self, host: str) -> LabProcess:
+        kubeconfig = self.cp.kubeconfig_for_service_account(*RELAY_SA, lab=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "wirekube_relay",
+            "--listen",
+            "0.0.0.0:3478",
+            "--admin-listen",
+            "0.0.0.0:9091",
+            "--metrics-listen",
+            "0.0.0.0:9090",
+            "--allowlist",
+            "on",
+            "--kubeconfig",
+            str(kubeconfig),
+        ]
+        proc = self.lab.spawn(host, argv, env=LOG_ENV, name="relay")
+        self.services[host] = proc
+        return proc
+
+    def start_stun(self, host: str) -> LabProcess:
+        addresses = self.lab.addresses(host)
+        argv = [
+            sys.executable,
+            "-m",
+            "wirekube_stunprobe",
+            "--address",
+            addresses[0],
+            "--port",
+            "3478",
+            "--health-address",
+            "",
+            "--metrics-port",
+            "0",
+        ]
+        if len(addresses) > 1:  # RFC 5780: a second address answers CHANGE-REQUESTs
+            argv += ["--alternate-address", addresses[1], "--alternate-port", "3479"]
+        proc = self.lab.spawn(host, argv, env=LOG_ENV, name="stun-probe")
+        self.services[host] = proc
+        return proc
+
     def start(self, hosts: Iterable[str] | None = None) -> list[str]:
+        """Everything the topology names: STUN servers and relays first, then agents."""
         nodes = list(hosts) if hosts is not None else self.lab.hosts("node")
         self.apply_mesh()
+        for host in self.lab.hosts("stun"):
+            self.start_stun(host)
+        for host in self.lab.hosts("relay"):
+            self.start_relay(host)
         for host in nodes:
             self.register_node(host)
+        self.started_at = time.monotonic()
         for host in nodes:
             self.start_agent(host)
         return nodes
+
+    def stop(self) -> None:
+        for host in list(self.agents):
+            self.stop_agent(host)
+        for proc in self.services.values():
+            proc.stop()
+        self.services.clear()
 
     # -- observation -----------------------------------------------------------------
     def transports(self, host: str) -> dict[str, str]:
@@ -184,15 +243,34 @@ class MeshLab:
             table[a] = {b: seen.get(peer_name(b), "none") for b in hosts if b != a}
         return table
 
+    def pair_paths(self, hosts: Sequence[str]) -> dict[str, str]:
+        """``{"a/b": mode}`` for every pair; ``x|y`` when the two ends disagree."""
+        table = self.path_table(hosts)
+        out: dict[str, str] = {}
+        for i, a in enumerate(hosts):
+            for b in hosts[i + 1 :]:
+                ab, ba = table[a][b], table[b][a]
+                out[f"{a}/{b}"] = ab if ab == ba else f"{ab}|{ba}"
+        return out
+
     def ping_matrix(
         self, hosts: Sequence[str], count: int = 3, interval: float = 0.2
     ) -> dict[str, dict[str, float]]:
         """``matrix[a][b]``: fraction of pings from a to b's node IP answered."""
+        results = self.ping_results(hosts, count, interval)
+        return {
+            a: {b: r.received / r.sent if r.sent else 0.0 for b, r in row.items()}
+            for a, row in results.items()
+        }
+
+    def ping_results(
+        self, hosts: Sequence[str], count: int = 3, interval: float = 0.2
+    ) -> dict[str, dict[str, PingResult]]:
+        """Ping every node's IP from every other node, in parallel."""
         pairs = [(a, b) for a in hosts for b in hosts if a != b]
 
-        def one(pair: tuple[str, str]) -> float:
-            r = self.lab.ping(pair[0], self.lab.address(pair[1]), count=count, interval=interval)
-            return r.received / r.sent if r.sent else 0.0
+        def one(pair: tuple[str, str]) -> PingResult:
+            return self.lab.ping(pair[0], self.lab.address(pair[1]), count=count, interval=interval)
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
             results = dict(zip(pairs, pool.map(one, pairs), strict=True))
@@ -230,3 +308,84 @@ class MeshLab:
             lines.append(f"--- agent {host} (alive={proc.alive}) ---")
             lines.extend(tail)
         return "\n".join(lines)
+
+
+# How long the path table must stay unchanged to count as steady. Longer than
+# a probe burst and a status write interval, so an upgrade in flight shows.
+STEADY_FOR_S = 6.0
+
+
+class MeshDriver:
+    """The ``wirekube-lab run`` driver: the real control plane and services.
+
+    Starts its own control plane (the lab CLI runs outside pytest), then
+    everything through :class:`MeshLab`; reports when every pair first had a
+    working path and when the table settled.
+    """
+
+    name = "wirekube"
+    note = "real kube-apiserver + wirekube-agent / wirekube-relay / wirekube-stun-probe"
+
+    def __init__(self) -> None:
+        self.cp: ControlPlane | None = None
+        self.mesh: MeshLab | None = None
+        self.nodes: list[str] = []
+        self.reachable_after_s: float | None = None
+        self.steady_after_s: float | None = None
+
+    def start(self, lab: Lab) -> None:
+        from wirekube_lab.controlplane import ensure_binaries  # noqa: PLC0415 - CLI only
+
+        self.cp = ControlPlane(bin_dir=ensure_binaries(), log=lambda m: print(m, file=sys.stderr))
+        self.cp.start()
+        self.cp.install_wirekube()
+        self.mesh = MeshLab(lab, self.cp)
+        self.nodes = self.mesh.start()
+
+    def wait_steady(self, lab: Lab, timeout: float) -> bool:
+        assert self.mesh is not None
+        mesh, nodes = self.mesh, self.nodes
+        try:
+            mesh.wait_until("every pair reachable", lambda: mesh.full_mesh(nodes), timeout)
+        except TimeoutError:
+            return False
+        self.reachable_after_s = round(time.monotonic() - mesh.started_at, 1)
+        last: dict[str, str] = {}
+        since = time.monotonic()
+        deadline = since + timeout
+        while time.monotonic() < deadline:
+            table = mesh.pair_paths(nodes)
+            if table != last:
+                last, since = table, time.monotonic()
+            elif time.monotonic() - since >= STEADY_FOR_S and all(
+                "|" not in v for v in table.values()
+            ):
+                self.steady_after_s = round(since - mesh.started_at, 1)
+                return True
+            time.sleep(0.5)
+        return False
+
+    def paths(self, lab: Lab) -> dict[str, str] | None:
+        return self.mesh.pair_paths(self.nodes) if self.mesh is not None else None
+
+    def pings(self, lab: Lab) -> dict[str, dict[str, dict[str, Any]]] | None:
+        if self.mesh is None:
+            return None
+        results = self.mesh.ping_results(self.nodes)
+        return {
+            a: {
+                b: {
+                    "sent": r.sent,
+                    "received": r.received,
+                    "rtt_avg_ms": round(sum(r.rtts_ms) / len(r.rtts_ms), 3) if r.rtts_ms else None,
+                }
+                for b, r in row.items()
+            }
+            for a, row in results.items()
+        }
+
+    def stop(self, lab: Lab) -> None:
+        if self.mesh is not None:
+            self.mesh.stop()
+        if self.cp is not None:
+            self.cp.stop()
