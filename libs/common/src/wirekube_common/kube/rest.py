@@ -10,7 +10,9 @@ connection pooling, ``ApiException`` — and send requests through its
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -99,6 +101,22 @@ class Rest:
             raw.release_conn()
 
     def close(self) -> None:
+        """End a watch that another thread is blocked reading.
+
+        Closing the response would wait for the reader: the buffered reader's
+        lock is held for the whole blocking read, so ``close()`` from here
+        deadlocks until the next event or the server-side timeout (minutes).
+        Shutting the socket down at the OS level makes the blocked read return
+        at once; the reader then fails, sees its stop flag and exits."""
         stream = self._stream
-        if stream is not None:
+        if stream is None:
+            return
+        connection = getattr(stream, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is None:
             stream.close()
+            return
+        with contextlib.suppress(OSError):
+            # The plain socket's shutdown, not SSLSocket.shutdown: no TLS
+            # state is touched from this thread.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)

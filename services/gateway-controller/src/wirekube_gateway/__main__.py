@@ -1,0 +1,85 @@
+"""wirekube-gateway-controller: flags, wiring, and the supervisor of every task.
+
+Tasks: one informer per watched resource, the reconcile loop and the
+leader-election loop; the first to fail stops the others and the process
+exits non-zero (Kubernetes restarts it). SIGTERM stops everything cleanly; the
+leader releases its Lease on the way out so the standby takes over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+
+from prometheus_client import CollectorRegistry
+
+from wirekube_common import logs, supervisor
+from wirekube_gateway.election import Elector
+from wirekube_gateway.kube import ControllerApi
+from wirekube_gateway.leader import LeaderElection
+from wirekube_gateway.metrics import ControllerCollector, HttpServer, liveness
+from wirekube_gateway.reconciler import Controller
+from wirekube_gateway.settings import Settings, SettingsError, build_parser, from_args
+
+log = logging.getLogger("wirekube_gateway")
+
+
+async def run_controller(settings: Settings) -> None:
+    api = ControllerApi(settings.kubeconfig)
+    elector = Elector(settings.identity, settings.lease_duration_s, settings.renew_deadline_s)
+    election = LeaderElection(
+        api, settings.lease_namespace, settings.lease_name, elector, settings.retry_period_s
+    )
+    controller = Controller(api, election, settings.health_namespace, failback=settings.failback)
+    http = None
+    if settings.metrics_port:
+        registry = CollectorRegistry()
+        registry.register(ControllerCollector(controller))
+        http = HttpServer(
+            settings.metrics_address, settings.metrics_port, registry, liveness(controller)
+        ).start()
+    log.info(
+        "starting",
+        extra={
+            "identity": settings.identity,
+            "lease": f"{settings.lease_namespace}/{settings.lease_name}",
+            "health_namespace": settings.health_namespace,
+            "metrics_port": settings.metrics_port,
+        },
+    )
+    tasks: dict[str, supervisor.TaskFactory] = {
+        f"watch-{i.name}": functools.partial(controller.run_informer, i)
+        for i in controller.informers
+    }
+    tasks["reconcile"] = controller.run
+    tasks["leader-election"] = election.run
+    try:
+        await supervisor.run(tasks)
+    finally:
+        controller.stop_threads.set()
+        for informer in controller.informers:
+            informer.stop()
+        if http is not None:
+            http.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure("wirekube-gateway-controller", args.log_level)
+    try:
+        settings = from_args(args)
+    except SettingsError as exc:
+        print(f"wirekube-gateway-controller: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run_controller(settings))
+    except supervisor.TaskFailed as exc:
+        log.error("exiting: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

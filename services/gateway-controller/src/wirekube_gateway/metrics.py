@@ -1,0 +1,173 @@
+"""Prometheus metrics and liveness on one HTTP port (:9090 by default).
+
+``/metrics``: a custom collector reads the controller's last pass at scrape
+time, so a deleted gateway or peer disappears from the output at once (no
+stale label sets) and the reconcile loop does no metric bookkeeping.
+
+``/healthz``: 200 while both the reconcile loop and the election loop keep
+making progress (each within ``STALL_S``), 503 otherwise. A standby is
+healthy; leadership is a metric, not a liveness condition (restarting a
+healthy standby would only lose its warm caches).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from wirekube_common.gwhealth.checker import State
+from wirekube_gateway.reconciler import Controller
+from wirekube_gateway.status import ready_condition
+from wirekube_gateway.timers import STALL_S
+
+
+class ControllerCollector(Collector):
+    def __init__(self, controller: Controller) -> None:
+        self.c = controller
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        c, election = self.c, self.c.election
+        yield GaugeMetricFamily(
+            "wirekube_gateway_controller_leader",
+            "1 while this replica holds the leader-election Lease and acts",
+            value=1.0 if election.is_leader() else 0.0,
+        )
+        yield CounterMetricFamily(
+            "wirekube_gateway_controller_leader_acquisitions",
+            "Times this replica became leader",
+            value=float(election.became_leader),
+        )
+        ready = GaugeMetricFamily(
+            "wirekube_gateway_ready", "1 when the gateway is ready", labels=["gateway"]
+        )
+        active = GaugeMetricFamily(
+            "wirekube_gateway_active_peer",
+            "1 for the peer currently active for the gateway",
+            labels=["gateway", "peer"],
+        )
+        routes = GaugeMetricFamily(
+            "wirekube_gateway_routes_injected",
+            "Route CIDRs the active peer carries",
+            labels=["gateway"],
+        )
+        health = GaugeMetricFamily(
+            "wirekube_gateway_peer_healthy",
+            "1 healthy, 0 unhealthy, -1 not yet known, per gateway peerRef",
+            labels=["gateway", "peer"],
+        )
+        changes = CounterMetricFamily(
+            "wirekube_gateway_active_peer_changes",
+            "Active-peer changes written by this replica",
+            labels=["gateway"],
+        )
+        for name, o in sorted(c.outcomes.items()):
+            ready.add_metric([name], 1.0 if ready_condition(o)[0] else 0.0)
+            if o.active:
+                active.add_metric([name, o.active], 1.0)
+            routes.add_metric([name], float(o.routes_injected))
+            for peer, verdict in o.verdicts.items():
+                value = {State.HEALTHY: 1.0, State.UNHEALTHY: 0.0}.get(verdict.state, -1.0)
+                health.add_metric([name, peer], value)
+        for name, count in sorted(c.stats.active_changes.items()):
+            changes.add_metric([name], float(count))
+        yield from (ready, active, routes, health, changes)
+        yield CounterMetricFamily(
+            "wirekube_gateway_status_writes",
+            "Status patches written",
+            value=float(c.stats.status_writes),
+        )
+        yield CounterMetricFamily(
+            "wirekube_gateway_status_write_errors",
+            "Status patches that failed",
+            value=float(c.stats.write_errors),
+        )
+        yield CounterMetricFamily(
+            "wirekube_gateway_controller_passes",
+            "Reconcile passes run",
+            value=float(c.stats.passes),
+        )
+        yield GaugeMetricFamily(
+            "wirekube_gateway_controller_pass_duration_seconds",
+            "Duration of the last reconcile pass",
+            value=c.stats.pass_seconds,
+        )
+        yield CounterMetricFamily(
+            "wirekube_gateway_controller_api_requests",
+            "Requests made to the Kubernetes API (lists, watches, writes)",
+            value=float(c.api.requests),
+        )
+        watch = GaugeMetricFamily(
+            "wirekube_gateway_controller_watch_healthy",
+            "1 while the watch on a resource is healthy",
+            labels=["resource"],
+        )
+        for informer in c.informers:
+            watch.add_metric([informer.name], 1.0 if informer.healthy else 0.0)
+        yield watch
+
+
+def liveness(
+    controller: Controller, clock: Callable[[], float] = time.monotonic
+) -> Callable[[], tuple[bool, str]]:
+    def check() -> tuple[bool, str]:
+        now = clock()
+        stalled = []
+        if now - controller.stats.last_pass > STALL_S:
+            stalled.append("reconcile")
+        if now - controller.election.last_attempt > STALL_S:
+            stalled.append("leader-election")
+        if stalled:
+            return False, f"stalled: {', '.join(stalled)}\n"
+        role = "leader" if controller.election.is_leader() else "standby"
+        return True, f"ok ({role})\n"
+
+    return check
+
+
+class HttpServer:
+    """/metrics and /healthz from a daemon thread."""
+
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        registry: CollectorRegistry,
+        health: Callable[[], tuple[bool, str]],
+    ) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    body, code, ctype = generate_latest(registry), 200, CONTENT_TYPE_LATEST
+                elif path in ("/healthz", "/livez", "/readyz"):
+                    ok, text = health()
+                    body, code, ctype = text.encode(), 200 if ok else 503, "text/plain"
+                else:
+                    body, code, ctype = b"not found\n", 404, "text/plain"
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # scrapes every few seconds are not news
+
+        self.server = ThreadingHTTPServer((address, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+
+    def start(self) -> HttpServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
