@@ -118,7 +118,7 @@ def is_passive(peer: Peer) -> bool:
 def is_same_cidr(peer: Peer, routes: Iterable[Network]) -> bool:
     """True when one of the peer's allowedIPs overlaps one of ``routes``."""
     mine = peer_networks(peer)
-    return any(a.version == r.version and a.overlaps(r) for a in mine for r in routes)  # type: ignore[arg-type]
+    return any(a.version == r.version and a.overlaps(r) for a in mine for r in routes)
 
 
 def is_client(gateway: Gateway, peer: Peer) -> bool:
