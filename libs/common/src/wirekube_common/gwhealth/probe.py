@@ -54,12 +54,17 @@ async def tcp_probe(host: str, port: int, timeout_s: float) -> ProbeResult:
     except TimeoutError:
         return ProbeResult(False, f"tcp connect to {host}:{port} timed out after {timeout_s:g}s")
     except OSError as exc:
-        return ProbeResult(False, f"tcp connect to {host}:{port}: {exc.strerror or exc}")
+        return ProbeResult(False, f"tcp connect to {host}:{port}: {_why(exc)}")
     rtt = time.monotonic() - started
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return ProbeResult(True, f"tcp connect to {host}:{port} in {rtt * 1000:.1f} ms", rtt)
+
+
+def _why(exc: OSError) -> str:
+    # asyncio wraps connect errors as "Connect call failed (...)"; the errno says more.
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def _open_icmp_socket(family: int) -> tuple[socket.socket, bool]:
@@ -101,6 +106,7 @@ async def icmp_probe(host: str, timeout_s: float) -> ProbeResult:
         sock, raw = _open_icmp_socket(family)
     except OSError as exc:
         return ProbeResult(False, f"icmp {address}: {exc}")
+    kind = "raw socket" if raw else "ping socket"
     with sock:
         sock.setblocking(False)
         ident = int.from_bytes(os.urandom(2), "big")
@@ -115,11 +121,15 @@ async def icmp_probe(host: str, timeout_s: float) -> ProbeResult:
                     data, source = await loop.sock_recvfrom(sock, 65535)
                     if _matches(data, source[0], address, ident, seq, payload, raw=raw, v6=v6):
                         rtt = time.monotonic() - started
-                        return ProbeResult(True, f"icmp echo {address} in {rtt * 1000:.1f} ms", rtt)
+                        return ProbeResult(
+                            True, f"icmp echo {address} in {rtt * 1000:.1f} ms ({kind})", rtt
+                        )
         except TimeoutError:
-            return ProbeResult(False, f"icmp echo {address}: no reply within {timeout_s:g}s")
+            return ProbeResult(
+                False, f"icmp echo {address}: no reply within {timeout_s:g}s ({kind})"
+            )
         except OSError as exc:
-            return ProbeResult(False, f"icmp echo {address}: {exc.strerror or exc}")
+            return ProbeResult(False, f"icmp echo {address}: {_why(exc)} ({kind})")
 
 
 def _matches(
