@@ -112,3 +112,24 @@ def test_roaming_across_transports_is_corrected() -> None:
     direct = device(PeerState(key(2), ("198.18.0.2", 40123), frozenset([NET2]), 25))
     ops = diff.plan(want_relay, direct, [], [], {key(2): bridge}, PRIV, 0x574B)
     assert ops.wireguard is not None and ops.wireguard.peers[0].endpoint == bridge
+
+
+def test_restart_recreates_only_that_peer() -> None:
+    want = desired([wgp(2, ("198.18.0.2", 51820), [NET2]), wgp(3, ("198.18.0.3", 51820), [NET3])])
+    have = device(
+        PeerState(key(2), ("198.18.0.2", 51820), frozenset([NET2]), 25),
+        PeerState(key(3), ("198.18.0.3", 51820), frozenset([NET3]), 25),
+    )
+    applied = {key(2): ("198.18.0.2", 51820), key(3): ("198.18.0.3", 51820)}
+    ops = diff.plan(want, have, [], [], applied, PRIV, 0x574B, restart=[key(2), key(9)])
+    assert ops.wireguard is not None
+    assert [(p.public_key, p.remove) for p in ops.wireguard.peers] == [
+        (key(2), True),
+        (key(2), False),
+    ]
+    readd = ops.wireguard.peers[1]
+    assert (readd.endpoint, readd.allowed_ips, readd.persistent_keepalive) == (
+        ("198.18.0.2", 51820),
+        (NET2,),
+        25,
+    )

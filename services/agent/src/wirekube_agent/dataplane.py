@@ -42,6 +42,7 @@ class DataPlane:
         self._last_routes: frozenset[Route] | None = None
         self._last_rules: frozenset[Rule] | None = None
         self._resync_due = 0.0
+        self.added_at: dict[bytes, float] = {}  # when each WireGuard peer was (re)created
 
     def ensure(self, mesh: MeshSpec, now: float) -> Backend:
         """Create or adopt the device; re-assert link settings on every full resync."""
@@ -66,7 +67,13 @@ class DataPlane:
         assert self.backend is not None
         return self.backend.get()
 
-    def apply(self, desired: DesiredState, device: DeviceState, now: float) -> diff.Operations:
+    def apply(
+        self,
+        desired: DesiredState,
+        device: DeviceState,
+        now: float,
+        restart: frozenset[bytes] = frozenset(),
+    ) -> diff.Operations:
         assert self.backend is not None
         full = self._resync_due <= now
         with IPRoute() as ipr:
@@ -83,6 +90,7 @@ class DataPlane:
                 self.applied_endpoints,
                 self.private_key,
                 FWMARK,
+                restart,
             )
             if full:
                 self._resync_due = now + RESYNC_INTERVAL_S
@@ -92,6 +100,10 @@ class DataPlane:
                 routes.delete(ipr, route)
             if ops.wireguard is not None:
                 self.backend.apply(ops.wireguard)
+                for key in (device.peers.keys() ^ desired.peers.keys()) | set(restart):
+                    if key in desired.peers:
+                        self.added_at[key] = now
+                self.added_at = {k: t for k, t in self.added_at.items() if k in desired.peers}
                 self.applied_endpoints.update(ops.endpoints)
                 for key in [k for k in self.applied_endpoints if k not in desired.peers]:
                     del self.applied_endpoints[key]

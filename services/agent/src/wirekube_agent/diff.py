@@ -25,6 +25,11 @@ from wirekube_common.wireguard.types import DeviceConfig, DeviceState, PeerConfi
 
 @dataclass(frozen=True)
 class Operations:
+    """What to change. Peers are only ever removed, added or updated one by one;
+    a *restart* (remove + add in one request) is used for a peer that has never
+    completed a handshake, when its agent has just proven it knows us (its
+    probe arrived): our next initiation will succeed, so send it now."""
+
     wireguard: DeviceConfig | None = None
     routes_delete: tuple[Route, ...] = ()
     routes_replace: tuple[Route, ...] = ()
@@ -53,14 +58,23 @@ def plan(
     applied_endpoints: Mapping[bytes, Endpoint | None],
     private_key: bytes,
     fwmark: int,
+    restart: Iterable[bytes] = (),
 ) -> Operations:
+    """``restart``: peers to remove and re-add at once (see ``Operations``)."""
     peer_ops: list[PeerConfig] = []
     endpoints: dict[bytes, Endpoint | None] = {}
     for key in sorted(observed.peers.keys() - desired.peers.keys()):
         peer_ops.append(PeerConfig(public_key=key, remove=True))
+    restarts = {k for k in restart if k in desired.peers and k in observed.peers}
     for key in sorted(desired.peers):
         want = desired.peers[key]
         have = observed.peers.get(key)
+        if key in restarts:
+            # A peer that never completed a handshake, re-created: WireGuard
+            # sends a fresh initiation at once instead of after its 5 s retry
+            # timer. Nothing is lost: there is no session to lose.
+            peer_ops.append(PeerConfig(public_key=key, remove=True))
+            have = None
         new = have is None
         endpoint_changed = (
             new

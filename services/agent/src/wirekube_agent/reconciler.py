@@ -98,6 +98,7 @@ class Reconciler:
         self._relay_service: dict[str, Any] | None = None
         self._relay_service_at = -RESYNC_INTERVAL_S
         self.paths: dict[str, paths.PathState] = {}
+        self._restarted: set[bytes] = set()
         self.discovery = Discovery(None, None)
         self._discovered_at = 0.0
         self._discovered_for: tuple[NodeInfo, int] | None = None
@@ -238,8 +239,26 @@ class Reconciler:
             relay_endpoints=relay_endpoints,
             control_destinations=[api_ip] if api_ip else [],
         )
-        self.dataplane.apply(desired, device, now)
+        self.dataplane.apply(desired, device, now, self._restarts(peers, handshakes))
         self._write_status(node, mesh, nat, now)
+
+    def _restarts(
+        self, peers: dict[str, RemotePeer], handshakes: dict[str, float]
+    ) -> frozenset[bytes]:
+        """Peers to re-create so WireGuard initiates at once (see ``diff.Operations``):
+        never a handshake, and a probe from their agent arrived after we added
+        them — so they know our key now. Once per peer."""
+        out = set()
+        for name, peer in peers.items():
+            key = peer.public_key
+            added = self.dataplane.added_at.get(key)
+            if handshakes.get(name) or added is None or key in self._restarted:
+                continue
+            if self.net.prober.view(key).last_ping > added:
+                out.add(key)
+                self._restarted.add(key)
+        self._restarted &= {p.public_key for p in peers.values()}
+        return frozenset(out)
 
     def _log_path_changes(self, new: dict[str, paths.PathState]) -> None:
         for name, path in new.items():

@@ -17,11 +17,12 @@ RECONCILE_DEBOUNCE_S = 0.01
 # (180 s) means the session is dead.
 HANDSHAKE_FRESH_S = 180.0
 
-# Our own WireKubePeer status goes through a token bucket: a burst of 3 lets a
-# start-up or a path change show within a second, then one write per 5 s at
-# most, so status writes per agent are bounded whatever N is (total writes
-# O(N), never O(N^2)) while the status stays at most seconds behind the truth.
-STATUS_BURST = 3.0
+# Our own WireKubePeer status goes through a token bucket: a burst of 5 lets a
+# start-up (peers appearing, relay paths upgrading) show within a second, then
+# one write per 5 s at most, so status writes per agent are bounded whatever N
+# is (total writes O(N), never O(N^2)) while the status stays seconds behind
+# the truth at worst.
+STATUS_BURST = 5.0
 STATUS_REFILL_S = 5.0
 # lastHandshake alone changes every ~2 minutes per session; publishing only when
 # it moved by this much keeps it useful without a write per rekey.
