@@ -25,7 +25,7 @@ from typing import Any
 from . import netops
 from .addressing import plan_lab
 from .naming import RunIds
-from .pipeline import NoMesh, load_driver, run
+from .pipeline import load_driver, run
 from .report import EXIT_ERROR, EXIT_OK, EXIT_USAGE, document, exit_code, render_text
 from .topology import TopologyError, load_topology
 
@@ -38,7 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     p_run.add_argument("topology", type=Path)
     p_run.add_argument("--json", action="store_true", help="print one JSON document")
     p_run.add_argument("--workdir", type=Path, help="keep logs here (default: a removed tempdir)")
-    p_run.add_argument("--driver", help="mesh driver as module:attr (default: none yet)")
+    p_run.add_argument(
+        "--driver",
+        default="wirekube_lab.mesh:MeshDriver",
+        help="mesh driver as module:attr (default: the real WireKube services; "
+        "wirekube_lab.pipeline:NoMesh builds the network only)",
+    )
     p_run.add_argument("--no-selftest", action="store_true", help="skip the NAT self-test")
     p_val = sub.add_parser("validate", help="parse a topology and print its address plan")
     p_val.add_argument("topology", type=Path)
@@ -49,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     topology = load_topology(args.topology)
-    driver = load_driver(args.driver) if args.driver else NoMesh()
+    driver = load_driver(args.driver)
     try:
         ctx = run(topology, driver=driver, workdir=args.workdir, selftest=not args.no_selftest)
     except (netops.NetopsError, OSError) as exc:

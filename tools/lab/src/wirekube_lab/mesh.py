@@ -55,6 +55,7 @@ class MeshLab:
         self.custom = k8s.CustomObjectsApi(self.api)
         self.agents: dict[str, LabProcess] = {}
         self.services: dict[str, LabProcess] = {}  # relays and STUN servers by host
+        self.registered: set[str] = set()  # Node objects this lab created
         self.started_at = 0.0
         self._kubeconfig: Path | None = None
 
@@ -107,6 +108,7 @@ class MeshLab:
                 raise
             self.core.patch_node(host, {"metadata": {"labels": labels, "annotations": annotations}})
         self.core.patch_node_status(host, {"status": {"addresses": addresses}})
+        self.registered.add(host)
 
     def delete_node(self, host: str) -> None:
         """What node removal does in a real cluster: the Node and (by GC) its peer go."""
@@ -121,6 +123,7 @@ class MeshLab:
             except k8s.ApiException as exc:
                 if exc.status != 404:
                     raise
+        self.registered.discard(host)
 
     def peer(self, host: str) -> dict[str, Any] | None:
         try:
@@ -224,11 +227,15 @@ class MeshLab:
         return nodes
 
     def stop(self) -> None:
+        """Stop every process, then delete the Nodes (and their peers) we made:
+        the control plane may outlive this lab (one per test session)."""
         for host in list(self.agents):
             self.stop_agent(host)
         for proc in self.services.values():
             proc.stop()
         self.services.clear()
+        for host in sorted(self.registered):
+            self.delete_node(host)
 
     # -- observation -----------------------------------------------------------------
     def transports(self, host: str) -> dict[str, str]:
@@ -331,8 +338,9 @@ class MeshDriver:
     name = "wirekube"
     note = "real kube-apiserver + wirekube-agent / wirekube-relay / wirekube-stun-probe"
 
-    def __init__(self) -> None:
-        self.cp: ControlPlane | None = None
+    def __init__(self, control_plane: ControlPlane | None = None) -> None:
+        self.cp = control_plane
+        self._own_cp = control_plane is None
         self.mesh: MeshLab | None = None
         self.nodes: list[str] = []
         self.registered_after_s: float | None = None
@@ -340,11 +348,13 @@ class MeshDriver:
         self.steady_after_s: float | None = None
 
     def start(self, lab: Lab) -> None:
-        from wirekube_lab.controlplane import ensure_binaries  # noqa: PLC0415 - CLI only
+        if self.cp is None:
+            from wirekube_lab.controlplane import ensure_binaries  # noqa: PLC0415 - CLI only
 
-        self.cp = ControlPlane(bin_dir=ensure_binaries(), log=lambda m: print(m, file=sys.stderr))
-        self.cp.start()
-        self.cp.install_wirekube()
+            log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+            self.cp = ControlPlane(bin_dir=ensure_binaries(), log=log)
+            self.cp.start()
+            self.cp.install_wirekube()
         self.mesh = MeshLab(lab, self.cp)
         self.nodes = self.mesh.start()
 
@@ -405,5 +415,5 @@ class MeshDriver:
     def stop(self, lab: Lab) -> None:
         if self.mesh is not None:
             self.mesh.stop()
-        if self.cp is not None:
+        if self.cp is not None and self._own_cp:
             self.cp.stop()

@@ -1,0 +1,53 @@
+"""Every shipped topology ends up on the seed's path table, and every pair pings.
+
+The real system in the lab: kube-apiserver, wirekube-relay, wirekube-stun-probe
+and one wirekube-agent per node, behind the NAT kinds of each topology file
+(home routers address-restricted, cloud NAT gateways symmetric, plus the
+port-restricted variants). The expected table is the topology file's
+``expect.paths``, copied from topologies.txt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wirekube_lab.controlplane import ControlPlane
+from wirekube_lab.fixtures.lab import TOPOLOGY_DIR
+from wirekube_lab.lab import Lab
+from wirekube_lab.mesh import MeshDriver
+from wirekube_lab.topology import load_topology
+
+SHIPPED = sorted(TOPOLOGY_DIR.glob("topology-*.yaml"))
+STEADY_TIMEOUT_S = 90.0
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_steady_state_path_table(path: Path, control_plane: ControlPlane, tmp_path: Path) -> None:
+    topology = load_topology(path)
+    expected = {f"{a}/{b}": mode for (a, b), mode in topology.expect_paths}
+    driver = MeshDriver(control_plane)
+    with Lab(topology, workdir=tmp_path) as lab:
+        try:
+            driver.start(lab)
+            steady = driver.wait_steady(lab, STEADY_TIMEOUT_S)
+            table = driver.paths(lab)
+            pings = driver.pings(lab)
+        finally:
+            driver.stop(lab)
+    print(
+        f"{topology.name}: agents registered {driver.registered_after_s}s, every pair "
+        f"reachable {driver.reachable_after_s}s, paths final {driver.steady_after_s}s "
+        "after the agents started"
+    )
+    assert steady, f"no steady state: {table}"
+    assert table == expected
+    assert pings is not None
+    lost = {
+        (src, dst): r
+        for src, row in pings.items()
+        for dst, r in row.items()
+        if r["received"] < r["sent"]
+    }
+    assert not lost
