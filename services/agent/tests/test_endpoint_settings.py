@@ -1,4 +1,6 @@
+import http.server
 import ipaddress
+import threading
 
 import pytest
 
@@ -50,3 +52,46 @@ def test_unknown_endpoint_source_is_rejected() -> None:
     args = build_parser().parse_args(["--node-name", "a", "--endpoint-sources", "stun,magic"])
     with pytest.raises(SettingsError, match="magic"):
         from_args(args)
+
+
+class FakeImds(http.server.BaseHTTPRequestHandler):
+    """IMDSv2 on loopback: a token from PUT, the address only with that token."""
+
+    token = "t0k3n"
+    answer = b"203.0.113.77"
+
+    def do_PUT(self) -> None:
+        ok = self.path == "/latest/api/token" and self.headers.get(
+            "X-aws-ec2-metadata-token-ttl-seconds"
+        )
+        self.send_response(200 if ok else 400)
+        self.end_headers()
+        self.wfile.write(self.token.encode() if ok else b"")
+
+    def do_GET(self) -> None:
+        ok = (
+            self.path == "/latest/meta-data/public-ipv4"
+            and self.headers.get("X-aws-ec2-metadata-token") == self.token
+        )
+        self.send_response(200 if ok else 401)
+        self.end_headers()
+        self.wfile.write(self.answer if ok else b"")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_aws_imds_v2_token_flow() -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), FakeImds)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/latest"
+        assert endpoint.from_aws_imds(51820, base=base) == ("203.0.113.77", 51820)
+        FakeImds.answer = b"<html>proxy error</html>"
+        assert endpoint.from_aws_imds(51820, base=base) is None
+    finally:
+        FakeImds.answer = b"203.0.113.77"
+        server.shutdown()
+    # nothing listening: no answer, quickly
+    assert endpoint.from_aws_imds(51820, timeout=0.2, base=base) is None

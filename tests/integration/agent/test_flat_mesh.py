@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -187,3 +188,79 @@ def test_hostile_peer_objects_leave_the_mesh_unaffected(started: MeshLab) -> Non
             mesh.custom.delete_cluster_custom_object(
                 "wirekube.io", "v1alpha1", "wirekubepeers", name
             )
+
+
+def test_xfrm_bypass_sysctls_are_set(started: MeshLab) -> None:
+    for name in ("disable_xfrm", "disable_policy"):
+        out = started.lab.exec("n1", ["cat", f"/proc/sys/net/ipv4/conf/wire_kube/{name}"]).stdout
+        assert out.strip() == "1", name
+
+
+def test_routes_and_rules_are_reasserted_after_a_flush(started: MeshLab) -> None:
+    mesh = started
+    n2 = mesh.lab.address("n2")
+    mesh.lab.exec("n1", ["ip", "route", "flush", "table", "22347"])
+    for prio in ("31170", "31171", "31172"):
+        mesh.lab.exec("n1", ["ip", "rule", "del", "priority", prio], check=False)
+    took = mesh.wait_until(
+        "routes and rules back",
+        lambda: (
+            n2 in mesh.lab.exec("n1", ["ip", "route", "show", "table", "22347"]).stdout
+            and "lookup 22347" in mesh.lab.exec("n1", ["ip", "rule"]).stdout
+        ),
+        30,
+    )
+    print(f"table 22347 and the rules were re-asserted {took:.1f}s after a flush")
+    assert "fwmark 0x574b lookup main" in mesh.lab.exec("n1", ["ip", "rule"]).stdout
+
+
+def test_passive_mode_and_user_managed_allowed_ips(started: MeshLab) -> None:
+    mesh = started
+    key = public_key(mesh, "n2")
+    patch = {"spec": {"allowedIPs": []}}
+    mesh.custom.patch_cluster_custom_object(
+        "wirekube.io", "v1alpha1", "wirekubepeers", "node-n2", patch
+    )
+    try:
+        mesh.wait_until(
+            "n2 passive everywhere",
+            lambda: all(key not in wg_peers(mesh, h) for h in ("n1", "n3")),
+            30,
+        )
+        time.sleep(3)  # n2's own agent must leave the user's choice alone
+        assert (mesh.peer("n2") or {})["spec"]["allowedIPs"] == []
+        routes = mesh.lab.exec("n1", ["ip", "route", "show", "table", "22347"]).stdout
+        assert mesh.lab.address("n2") not in routes
+    finally:
+        back = {"spec": {"allowedIPs": [f"{mesh.lab.address('n2')}/32"]}}
+        mesh.custom.patch_cluster_custom_object(
+            "wirekube.io", "v1alpha1", "wirekubepeers", "node-n2", back
+        )
+    mesh.wait_until("n2 back", lambda: mesh.full_mesh(FIRST), CONVERGE_S)
+
+
+def test_status_writes_stop_in_steady_state(started: MeshLab) -> None:
+    """Each agent writes its own status only on change: a quiet mesh writes nothing."""
+    mesh = started
+
+    def writes() -> int:
+        return sum(int(mesh.agent_metric(h, "wirekube_api_writes_total")) for h in FIRST)
+
+    time.sleep(6)  # let the last transitions settle
+    before = writes()
+    time.sleep(15)
+    assert writes() == before
+
+
+def test_sigterm_is_a_clean_exit_and_cleanup_removes_everything(started: MeshLab) -> None:
+    mesh = started
+    assert mesh.stop_agent("n4") == 0  # SIGTERM: clean shutdown, exit code 0
+    argv = [sys.executable, "-m", "wirekube_agent", "cleanup", "--interface", "wire_kube"]
+    for _ in range(2):  # idempotent
+        out = mesh.lab.exec("n4", argv)
+        assert out.returncode == 0
+    assert "wire_kube" not in mesh.lab.exec("n4", ["ip", "link"]).stdout
+    assert mesh.lab.exec("n4", ["ip", "route", "show", "table", "22347"]).stdout.strip() == ""
+    assert "22347" not in mesh.lab.exec("n4", ["ip", "rule"]).stdout
+    mesh.start_agent("n4")
+    mesh.wait_until("n4 back", lambda: mesh.full_mesh(FIRST), CONVERGE_S)

@@ -17,6 +17,7 @@ annotation is reported and skipped, never fatal.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -50,23 +51,30 @@ def from_node_ips(node: NodeInfo, port: int, external: bool) -> Endpoint | None:
     return (str(ips[0]), port) if ips else None
 
 
-def from_aws_imds(port: int, timeout: float = IMDS_TIMEOUT_S) -> Endpoint | None:
+def from_aws_imds(
+    port: int, timeout: float = IMDS_TIMEOUT_S, base: str = IMDS
+) -> Endpoint | None:
+    """The instance's public IPv4 via IMDSv2 (a PUT for a session token first)."""
     try:
         token_req = urllib.request.Request(
-            f"{IMDS}/api/token",
+            f"{base}/api/token",
             method="PUT",
             headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
         )
         with urllib.request.urlopen(token_req, timeout=timeout) as r:
             token = r.read().decode()
         ip_req = urllib.request.Request(
-            f"{IMDS}/meta-data/public-ipv4", headers={"X-aws-ec2-metadata-token": token}
+            f"{base}/meta-data/public-ipv4", headers={"X-aws-ec2-metadata-token": token}
         )
         with urllib.request.urlopen(ip_req, timeout=timeout) as r:
             ip = r.read().decode().strip()
     except OSError:
         return None
-    return (ip, port) if ip else None
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        return None  # an HTML error page from a proxy is not an address
+    return (ip, port)
 
 
 def discover(

@@ -101,7 +101,7 @@ class Reconciler:
         self._restarted: set[bytes] = set()
         self.discovery = Discovery(None, None)
         self._discovered_at = 0.0
-        self._discovered_for: tuple[NodeInfo, int] | None = None
+        self._discovered_for: tuple[NodeInfo, int, int] | None = None
         self._status_budget = status.WriteBudget()
         self._rejected: dict[str, str] = {}  # peer name -> the problem last reported
         self._translated: dict[str, tuple[str, RemotePeer | None]] = {}
@@ -324,10 +324,10 @@ class Reconciler:
         # A changed annotation or address shows up at once (the Node watch
         # changes `node`); otherwise re-check only periodically.
         fresh = now - self._discovered_at < ENDPOINT_RECHECK_INTERVAL_S
-        stun_round = self.net.netcheck.rounds
-        if fresh and self.discovery.endpoint and self._discovered_for == (node, stun_round):
+        key = (node, mesh.listen_port, self.net.netcheck.rounds)
+        if fresh and self.discovery.endpoint and self._discovered_for == key:
             return
-        self._discovered_for = (node, stun_round)
+        self._discovered_for = key
         self._discovered_at = now
         found = discover(
             node,

@@ -283,6 +283,16 @@ class MeshLab:
             results = dict(zip(pairs, pool.map(one, pairs), strict=True))
         return {a: {b: results[(a, b)] for b in hosts if b != a} for a in hosts}
 
+    def agent_metric(self, host: str, name: str) -> float:
+        """One sample of an agent's Prometheus metric (read inside its namespace)."""
+        url = "http://127.0.0.1:9090/metrics"
+        script = f"import urllib.request;print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+        text = self.lab.exec(host, [sys.executable, "-c", script]).stdout
+        for line in text.splitlines():
+            if line.startswith(f"{name} ") or line.startswith(f"{name}{{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise KeyError(f"{name} not exported by the agent on {host}")
+
     def all_reachable(self, hosts: Sequence[str]) -> bool:
         """One ping per ordered pair, in parallel; True when every one came back."""
         results = self.ping_results(hosts, count=1, interval=0.2)

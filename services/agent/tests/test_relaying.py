@@ -1,0 +1,65 @@
+import ipaddress
+
+from wirekube_agent.relaying import relay_target
+from wirekube_common.crd import MeshSpec
+
+from .helpers import node
+
+
+def mesh(**relay: object) -> MeshSpec:
+    return MeshSpec.from_dict({"relay": relay})
+
+
+N = node("a", "10.0.0.1")
+
+
+def test_mode_never_and_no_provider_mean_no_relay() -> None:
+    assert not relay_target(
+        mesh(mode="never", provider="external", external={"endpoint": "1.2.3.4:3478"}), N
+    ).configured
+    t = relay_target(mesh(mode="auto"), N)
+    assert not t.configured and "no relay provider" in t.reason
+
+
+def test_external_ip_or_dns_name() -> None:
+    t = relay_target(mesh(provider="external", external={"endpoint": "198.18.0.10:3478"}), N)
+    assert t.addresses == (("198.18.0.10", 3478),)
+    d = relay_target(
+        mesh(provider="external", external={"endpoint": "relays.lab:3478"}),
+        N,
+        dns_server="198.18.0.53",
+    )
+    assert d.dns is not None and (d.dns.name, d.dns.port, tuple(d.dns.nameservers)) == (
+        "relays.lab",
+        3478,
+        ("198.18.0.53",),
+    )
+    bad = relay_target(mesh(provider="external", external={"endpoint": "no-port"}), N)
+    assert not bad.configured and "host:port" in bad.reason
+
+
+def service(**kw: object) -> dict[str, object]:
+    spec = {"clusterIP": "10.96.0.50", "ports": [{"port": 3478, "nodePort": 31478}]}
+    spec.update(kw.pop("spec", {}))  # type: ignore[arg-type]
+    return {"spec": spec, **kw}
+
+
+def test_managed_order_external_ip_then_lb_then_nodeport_never_cluster_ip() -> None:
+    m = mesh(provider="managed", managed={"port": 3478})
+    with_ext = service(
+        spec={"externalIPs": ["198.18.0.20"]},
+        status={"loadBalancer": {"ingress": [{"ip": "198.18.0.30"}]}},
+    )
+    assert relay_target(m, N, with_ext).addresses == (("198.18.0.20", 3478),)
+    with_lb = service(status={"loadBalancer": {"ingress": [{"ip": "198.18.0.30"}]}})
+    assert relay_target(m, N, with_lb).addresses == (("198.18.0.30", 3478),)
+    with_lb_name = service(status={"loadBalancer": {"ingress": [{"hostname": "lb.example"}]}})
+    dns = relay_target(m, N, with_lb_name).dns
+    assert dns is not None and dns.name == "lb.example"
+    assert relay_target(m, N, service()).addresses == (("10.0.0.1", 31478),)
+    public = node("a", "10.0.0.1", external_ips=(ipaddress.ip_address("203.0.113.9"),))
+    assert relay_target(m, public, service()).addresses == (("203.0.113.9", 31478),)
+    cluster_ip_only = {"spec": {"clusterIP": "10.96.0.50", "ports": [{"port": 3478}]}}
+    t = relay_target(m, N, cluster_ip_only)
+    assert not t.configured and "NodePort" in t.reason
+    assert not relay_target(m, N, None).configured
