@@ -118,10 +118,13 @@ def test_agent_daemonset_matches_configuration(control_plane: Any, repo: Path) -
     (init,) = pod["initContainers"]
     assert init["command"] == ["wirekube-agent", "cleanup"]
     (agent,) = pod["containers"]
+    # configuration.txt names NET_ADMIN and SYS_MODULE; the agent also needs
+    # NET_RAW for STUN and path probes on WireGuard's port (a raw socket).
+    wanted = {"cleanup": ["NET_ADMIN", "SYS_MODULE"], "agent": ["NET_ADMIN", "NET_RAW", "SYS_MODULE"]}
     for c in (init, agent):
         sc = c["securityContext"]
         assert sc["privileged"] is False
-        assert sorted(sc["capabilities"]["add"]) == ["NET_ADMIN", "SYS_MODULE"]
+        assert sorted(sc["capabilities"]["add"]) == wanted[c["name"]]
         assert sc["capabilities"]["drop"] == ["ALL"]
         mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
         assert mounts["host-proc-sys-net"] == "/host/proc/sys/net"
