@@ -1,7 +1,7 @@
 # The two entry points of the README. Both start with the idempotent bootstrap.
 .PHONY: lab test bootstrap
 
-TOPOLOGY ?= lab/topologies/topology-4-homelab-cloud.yaml
+TOPOLOGY ?= lab/topologies/topology-4-home-lab-cloud.yaml
 
 bootstrap:
 	@scripts/bootstrap.sh

@@ -153,6 +153,9 @@ def render_text(doc: dict[str, Any]) -> str:
             for dst, v in row.items()
         ]
         parts.append("pings\n" + _table(["from", "to", "received", "rtt avg ms"], rows))
+    if doc["pings"] is not None or doc["paths"] is not None:
+        mesh = doc["mesh"]
+        parts.append(f"mesh: {mesh['driver']}, steady={mesh['steady']}: {mesh['note']}")
     parts.append("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in doc["timings"].items()))
     bad = failures(doc)
     parts.append("RESULT: " + ("ok" if not bad else "FAILED\n  " + "\n  ".join(bad)))
