@@ -54,7 +54,10 @@ def test_one_leader_acts_and_a_killed_leader_is_replaced(gateway_env: GatewayEnv
     killed = time.monotonic()
     wait_for(standby.is_leader, LEASE_DURATION_S + 10, "standby takes over")
     handover = time.monotonic() - killed
-    assert handover <= LEASE_DURATION_S + RETRY_PERIOD_S * 1.2 + 1.0, handover
+    # The standby counts the lease duration from when *it* saw the last
+    # renewal (at most one of its retry periods before the kill), then needs
+    # one more retry to notice; 2 s of slack for a loaded machine.
+    assert handover <= LEASE_DURATION_S + RETRY_PERIOD_S * 1.2 + 2.0, handover
     spec = env.lease_spec()
     assert spec["holderIdentity"] == standby.identity and spec["leaseTransitions"] >= 1
     print(f"handover after SIGKILL: {handover:.1f}s")
