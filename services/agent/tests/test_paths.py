@@ -150,6 +150,22 @@ def test_mode_always_pins_the_relay_and_never_never_uses_it() -> None:
     assert run(s, 101.0 + 181, hs=100.8, policy=never).routed is False  # handshake went stale
 
 
+def test_leaving_the_relay_needs_new_proof_of_the_direct_path() -> None:
+    """Relay -> never (or the relay went away): the handshake WireGuard made
+    through the relay says nothing about the direct endpoint."""
+    s = run(None, 100.0)
+    s = run(s, 101.0, hs=100.5)  # handshake through the relay
+    assert (s.transport, s.phase) == ("relay", "up")
+    never = PathPolicy("never", False, 5, 15)
+    s = run(s, 102.0, hs=100.5, policy=never)
+    assert (s.transport, s.phase, s.routed) == ("direct", "probing", False)
+    assert s.burst_until > 102.0  # probing the direct path at once
+    s = run(s, 110.0, hs=100.5, policy=never)
+    assert not s.routed  # still no proof
+    assert run(s, 111.0, hs=110.5, policy=never).routed  # a handshake on the direct path
+    assert run(s, 111.0, ProbeView(answered=((PONG, 110.9),)), hs=100.5, policy=never).routed
+
+
 def test_unchanged_state_is_the_same_object() -> None:
     s = run(None, 100.0)
     s = run(s, 100.5)

@@ -162,6 +162,10 @@ class PathState:
     burst_until: float = 0.0  # the prober probes every candidate until then
     next_burst: float = 0.0  # when a relayed/unproven peer is probed again
     failures: int = 0  # consecutive direct paths that died (logged, metrics)
+    # Direct-only paths: WireGuard handshakes older than this were made through
+    # the relay (before the relay went away or the mode became never) and prove
+    # nothing about the direct endpoint.
+    relayed_until: float = 0.0
 
     @property
     def routed(self) -> bool:
@@ -248,10 +252,26 @@ def step(
         endpoint = state.endpoint
     else:
         endpoint = cands[0] if cands else None
-    phase = "up" if fresh_handshake or direct_alive else "probing"
+    relayed_until = state.relayed_until
+    if state.transport == "relay":
+        # Leaving the relay (mode never, or no relay left): the session WireGuard
+        # made through it is no proof of the direct endpoint. Probe at once, so
+        # a working direct path is proven within a probe round trip.
+        relayed_until = now
+        state = replace(state, burst_until=max(state.burst_until, now + PROBE_BURST_S))
+    proven = fresh_handshake and last_handshake > relayed_until
+    phase = "up" if proven or direct_alive else "probing"
     since = state.since if state.transport == "direct" else now
     return _same_or(
-        prev, replace(state, transport="direct", phase=phase, endpoint=endpoint, since=since)
+        prev,
+        replace(
+            state,
+            transport="direct",
+            phase=phase,
+            endpoint=endpoint,
+            since=since,
+            relayed_until=relayed_until,
+        ),
     )
 
 

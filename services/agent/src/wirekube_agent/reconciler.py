@@ -36,7 +36,7 @@ from wirekube_agent.k8s.client import (
 from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
 from wirekube_agent.nettasks import NetTasks
-from wirekube_agent.relaying import RelayManager, relay_target
+from wirekube_agent.relaying import RelayManager, RelayTarget, relay_target
 from wirekube_agent.settings import Settings
 from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
@@ -268,14 +268,22 @@ class Reconciler:
                 path.phase,
                 path.endpoint,
             ):
+                # An unrouted peer with no relay to fall back to is unreachable
+                # until a direct path answers: say so, and why there is no relay.
+                why = (
+                    f" (unreachable until a direct path answers; no relay: {self.relays.reason})"
+                    if not path.routed and self.relays.reason
+                    else ""
+                )
                 log.info(
-                    "path to %s: %s %s%s",
+                    "path to %s: %s %s%s%s",
                     name,
                     path.transport,
                     path.phase,
                     f" via {format_endpoint(path.endpoint)}"
                     if path.transport == "direct" and path.endpoint
                     else "",
+                    why,
                 )
 
     def _local_facts(self, node: NodeInfo, nat: NatReport) -> paths.LocalFacts:
@@ -287,7 +295,7 @@ class Reconciler:
             internal_ip=str(node.primary_ip or ""),
         )
 
-    def _relay_target(self, mesh: MeshSpec, node: NodeInfo, now: float) -> Any:
+    def _relay_target(self, mesh: MeshSpec, node: NodeInfo, now: float) -> RelayTarget:
         service = None
         if mesh.relay.provider == "managed" and mesh.relay.mode != "never":
             if now - self._relay_service_at >= RESYNC_INTERVAL_S:
