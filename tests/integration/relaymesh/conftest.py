@@ -207,9 +207,11 @@ class RelayMesh:
         """Both ends say relay and a ping gets through; returns the seconds it took."""
         return self.mesh.wait_until(
             f"{a}<->{b} relayed and answering",
-            lambda: self.transport(a, b) == "relay"
-            and self.transport(b, a) == "relay"
-            and self.lab.ping(a, b, count=1, wait=1.0).ok,
+            lambda: (
+                self.transport(a, b) == "relay"
+                and self.transport(b, a) == "relay"
+                and self.lab.ping(a, b, count=1, wait=1.0).ok
+            ),
             timeout,
         )
 
@@ -237,7 +239,12 @@ class RelayMesh:
         return json.loads(self.lab.exec("rm-x", argv, timeout=120).stdout)  # type: ignore[no-any-return]
 
     def pinger(
-        self, src: str, dst: str, interval: float = 0.1, count: int = 1200, extra: tuple[str, ...] = ()
+        self,
+        src: str,
+        dst: str,
+        interval: float = 0.1,
+        count: int = 1200,
+        extra: tuple[str, ...] = (),
     ) -> Pinger:
         ip = self.lab.address(dst)
         argv = ["ping", "-n", "-i", str(interval), "-c", str(count), "-W", "2", *extra, ip]
@@ -245,7 +252,9 @@ class RelayMesh:
         return Pinger(proc, ip, interval, time.monotonic())
 
     @contextlib.contextmanager
-    def capture(self, host: str, iface: str, bpf: str, count: int = 2000) -> Iterator[Callable[[], bytes]]:
+    def capture(
+        self, host: str, iface: str, bpf: str, count: int = 2000
+    ) -> Iterator[Callable[[], bytes]]:
         """tcpdump in a host (bounded: ``count`` packets, 120 s); yields a reader of the pcap."""
         n = next(self._names)
         path = self.lab.host_dir(host) / f"capture-{n}.pcap"
@@ -313,9 +322,11 @@ def relay_mesh(
                     mesh.start_agent(node, extra=["--dns-server", lab.address("rm-dns")])
                 mesh.wait_until(
                     "every agent registered at rm-relay1",
-                    lambda: all(rm.key(n) for n in NODES)
-                    and {rm.key(n) for n in NODES}
-                    <= set(rm.stats("rm-relay1")["rm-relay1"].get("peers", {})),
+                    lambda: (
+                        all(rm.key(n) for n in NODES)
+                        and {rm.key(n) for n in NODES}
+                        <= set(rm.stats("rm-relay1")["rm-relay1"].get("peers", {}))
+                    ),
                     START_TIMEOUT_S,
                 )
                 time.sleep(0.5)
@@ -327,4 +338,3 @@ def relay_mesh(
             yield rm
         finally:
             mesh.stop()
-
