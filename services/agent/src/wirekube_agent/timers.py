@@ -28,13 +28,7 @@ STATUS_REFILL_S = 5.0
 # it moved by this much keeps it useful without a write per rekey.
 STATUS_HANDSHAKE_GRANULARITY_S = 60.0
 
-# A watch that sees no event for this long is restarted (server-side timeout);
-# below typical load-balancer idle timeouts of 5-10 minutes.
-WATCH_TIMEOUT_S = 240
-# A watch whose connection went silent (API server frozen, a NAT dropped the
-# flow) is abandoned after this; bookmarks arrive about once a minute, so a
-# healthy watch is never quiet for this long.
-WATCH_READ_TIMEOUT_S = WATCH_TIMEOUT_S + 30.0
+# (Watch timeouts live with the informer: wirekube_common.kube.watch.)
 
 # Endpoint discovery is cheap but not free (STUN, IMDS); a node's public
 # endpoint rarely changes, and link changes trigger an immediate re-check.
@@ -68,5 +62,14 @@ PONG_FRESH_S = 3.0
 # Direct paths in use are probed this often, so their death is noticed well
 # within handshakeTimeoutSeconds (the fallback deadline).
 HEARTBEAT_S = 1.0
+# Two heartbeats in a row unanswered (plus a probe tick of slack): the path
+# in use may have moved (the peer's NAT rebound), so every candidate is
+# probed again, well before the fallback deadline.
+HEARTBEAT_MISSED_S = 2.5 * HEARTBEAT_S
+# We answer a peer's burst with ours, but not within this long after our own
+# last burst: until then the peer's probes are its answer to ours (its burst
+# ends up to a burst after ours and stays fresh for PONG_FRESH_S), and
+# answering them again would keep the two probing each other forever.
+REACT_COOLDOWN_S = PROBE_BURST_S + PONG_FRESH_S
 # Addresses a peer's probes came from are kept as candidates this long.
 LEARNED_ENDPOINT_TTL_S = 120.0
