@@ -35,6 +35,7 @@ async def run_agent(settings: Settings) -> None:
     tasks["reconcile"] = reconciler.run
     tasks["probe"] = reconciler.net.probe_loop
     tasks["netcheck"] = reconciler.net.netcheck_loop
+    tasks["address-watch"] = reconciler.net.address_watch_loop
     try:
         await supervisor.run(tasks)
     finally:

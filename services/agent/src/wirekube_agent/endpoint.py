@@ -51,9 +51,7 @@ def from_node_ips(node: NodeInfo, port: int, external: bool) -> Endpoint | None:
     return (str(ips[0]), port) if ips else None
 
 
-def from_aws_imds(
-    port: int, timeout: float = IMDS_TIMEOUT_S, base: str = IMDS
-) -> Endpoint | None:
+def from_aws_imds(port: int, timeout: float = IMDS_TIMEOUT_S, base: str = IMDS) -> Endpoint | None:
     """The instance's public IPv4 via IMDSv2 (a PUT for a session token first)."""
     try:
         token_req = urllib.request.Request(

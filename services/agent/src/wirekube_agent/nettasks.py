@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from wirekube_agent.model import Endpoint
 from wirekube_agent.netcheck import Netcheck
+from wirekube_agent.netlink.addresses import local_addresses
 from wirekube_agent.prober import Prober
 from wirekube_agent.timers import ENDPOINT_RECHECK_INTERVAL_S
 from wirekube_agent.underlay import Underlay
@@ -32,6 +33,9 @@ UNDERLAY_RETRY_S = 30.0
 # Until the first discovery answered, retry soon: at start-up the STUN
 # servers may still be unreachable (routes converging, the lab starting).
 NETCHECK_RETRY_S = 5.0
+# Local addresses are compared this often; a change (DHCP renewal, a moved
+# laptop, a new uplink) means our public mapping may have changed: re-discover.
+ADDRESS_POLL_S = 5.0
 
 
 class NetTasks:
@@ -45,6 +49,7 @@ class NetTasks:
         self.stun_servers: tuple[str, ...] = ()
         self.recheck = asyncio.Event()  # set to force a NAT discovery round
         self._underlay_failed_at = -UNDERLAY_RETRY_S
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _send(self, payload: bytes, endpoint: Endpoint) -> bool:
         underlay = self.underlay
@@ -84,7 +89,27 @@ class NetTasks:
                 self.prober.tick(time.time())
             await asyncio.sleep(PROBE_TICK_S)
 
+    def request_recheck(self) -> None:
+        """Ask for a NAT discovery round now (thread-safe)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.recheck.set)
+
+    async def address_watch_loop(self) -> None:
+        """Network change detection: a new set of local addresses triggers netcheck."""
+        self._loop = asyncio.get_running_loop()
+        last: set[object] | None = None
+        while True:
+            # pyroute2's synchronous API runs an event loop of its own: off this one.
+            current = set(await asyncio.to_thread(local_addresses))
+            if last is not None and current != last:
+                log.info("local addresses changed; re-checking the NAT mapping")
+                self.recheck.set()
+            last = current
+            await asyncio.sleep(ADDRESS_POLL_S)
+
     async def netcheck_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
         while True:
             underlay = self._ensure_underlay()
             servers = self.stun_servers

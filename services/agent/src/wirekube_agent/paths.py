@@ -35,9 +35,11 @@ from typing import Literal
 from wirekube_agent.model import Endpoint, RemotePeer, Transport
 from wirekube_agent.timers import (
     HANDSHAKE_FRESH_S,
+    HEARTBEAT_MISSED_S,
     INITIAL_PROBE_BURST_S,
     PONG_FRESH_S,
     PROBE_BURST_S,
+    REACT_COOLDOWN_S,
 )
 
 Phase = Literal["probing", "up", "down"]
@@ -208,8 +210,33 @@ def step(
         return PathState("direct", "probing", now, cands[0] if cands else None, burst, retry)
 
     state = prev
-    # The peer is probing us: probe back now, so both NATs open at once.
-    if probe.last_ping > 0 and now - probe.last_ping < PONG_FRESH_S and state.burst_until < now:
+    # The peer is probing us: probe back now, so both NATs open at once, and
+    # restart our retry timer so both ends' attempts stay in step. Not within
+    # REACT_COOLDOWN_S of our own last burst: the peer's probes then are its
+    # reaction to *our* burst (which it outlives), and answering those with
+    # another burst kept two agents probing each other without pause instead
+    # of once per directRetryIntervalSeconds (seen in the lab: a relayed
+    # symmetric <-> symmetric pair probed twice a second for as long as it ran).
+    if (
+        probe.last_ping > 0
+        and now - probe.last_ping < PONG_FRESH_S
+        and now >= state.burst_until + REACT_COOLDOWN_S
+    ):
+        state = replace(
+            state,
+            burst_until=now + PROBE_BURST_S,
+            next_burst=now + policy.direct_retry_interval_s,
+        )
+    # A direct path in use whose heartbeats go unanswered: the peer's NAT may
+    # have given it a new mapping. Probe every candidate (the addresses its
+    # own probes now come from included) rather than wait for the fallback.
+    if (
+        state.transport == "direct"
+        and state.phase == "up"
+        and probe.last_pong > 0
+        and now - probe.last_pong > HEARTBEAT_MISSED_S
+        and state.burst_until < now
+    ):
         state = replace(state, burst_until=now + PROBE_BURST_S)
     if (
         state.burst_until < now

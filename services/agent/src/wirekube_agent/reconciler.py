@@ -263,6 +263,9 @@ class Reconciler:
     def _log_path_changes(self, new: dict[str, paths.PathState]) -> None:
         for name, path in new.items():
             before = self.paths.get(name)
+            if before is not None and before.transport == "direct" and path.transport == "relay":
+                # A direct path died: perhaps our NAT mapping changed under us.
+                self.net.request_recheck()
             if before is None or (before.transport, before.phase, before.endpoint) != (
                 path.transport,
                 path.phase,

@@ -31,7 +31,8 @@ STATUS_HANDSHAKE_GRANULARITY_S = 60.0
 # (Watch timeouts live with the informer: wirekube_common.kube.watch.)
 
 # Endpoint discovery is cheap but not free (STUN, IMDS); a node's public
-# endpoint rarely changes, and link changes trigger an immediate re-check.
+# endpoint rarely changes, and changed local addresses or a direct path that
+# died trigger an immediate re-check (see nettasks).
 ENDPOINT_RECHECK_INTERVAL_S = 60.0
 
 # AWS IMDSv2 answers in a few ms on EC2; anywhere else the address is
