@@ -1,5 +1,7 @@
 """Path selection: predictions from published facts, and the state machine."""
 
+import itertools
+
 import pytest
 
 from wirekube_agent.paths import (
@@ -131,8 +133,88 @@ def test_a_probe_from_the_peer_starts_our_burst() -> None:
     s = run(None, 100.0)
     s = run(s, 111.0)  # the initial burst is over
     assert s.burst_until <= 111.0
-    s = run(s, 112.0, ProbeView(last_ping=111.9))
-    assert s.burst_until > 112.0
+    # Right after our own burst the peer's probes answer ours: no new burst...
+    assert run(s, 112.0, ProbeView(last_ping=111.9)).burst_until <= 112.0
+    # ...but once the cooldown has passed, its probes start our burst at once
+    # and restart our retry timer, so both ends stay in step.
+    s = run(s, 116.5, ProbeView(last_ping=116.4))
+    assert s.burst_until > 116.5
+    assert s.next_burst == 116.5 + 15
+
+
+def _burst_starts(a_first: float, duration: float) -> tuple[list[float], list[float]]:
+    """Two agents of a pair no probe ever gets through for (symmetric <->
+    symmetric), each reacting to the other's probes (call-me-maybe through the
+    relay): when does each start a burst? Probes go every 0.5 s in a burst."""
+    a = run(None, a_first)
+    b = run(None, a_first + 0.3)
+    a_sent = b_sent = 0.0
+    starts: tuple[list[float], list[float]] = ([], [])
+    t = a_first + 0.3
+    while t < a_first + duration:
+        t = round(t + 0.1, 1)
+        for i, (state, heard) in enumerate(((a, b_sent), (b, a_sent))):
+            new = run(state, t, ProbeView(last_ping=heard))
+            if new.burst_until > t >= state.burst_until:
+                starts[i].append(t)
+            if i == 0:
+                a = new
+                if t < a.burst_until and (t * 10) % 5 == 0:
+                    a_sent = t
+            else:
+                b = new
+                if t < b.burst_until and (t * 10) % 5 == 0:
+                    b_sent = t
+    return starts
+
+
+def test_hopeless_pair_probes_once_per_retry_interval_not_forever() -> None:
+    """Reacting to each other's probes must not keep two agents probing."""
+    a_starts, b_starts = _burst_starts(100.0, 90.0)
+    for starts in (a_starts, b_starts):
+        # after the initial bursts: one attempt per directRetryIntervalSeconds
+        later = [t for t in starts if t > 120.0]
+        assert 3 <= len(later) <= 70 / 15 + 1, starts
+        gaps = [y - x for x, y in itertools.pairwise(later)]
+        assert all(g >= 15 - 1 for g in gaps), starts
+    # the two ends attempt together (what opens two port-restricted NATs at once)
+    for t in [t for t in a_starts if 120.0 < t < 189.0]:
+        assert any(abs(t - u) <= 1.0 for u in b_starts), (a_starts, b_starts)
+
+
+def test_a_new_candidate_is_probed_at_once() -> None:
+    """The peer publishes its STUN endpoint after our bursts: no waiting for the retry."""
+    bare = remote("node-b", 2, "10.0.0.2", endpoint=None, internal_endpoint=("10.0.0.2", 51820))
+    s = step(None, bare, LOCAL, NOTHING, 0.0, AUTO, 100.0)
+    s = step(s, bare, LOCAL, ProbeView(last_ping=110.5), 0.0, AUTO, 111.0)  # reacted
+    s = step(s, bare, LOCAL, NOTHING, 0.0, AUTO, 114.5)
+    assert s.burst_until <= 114.5  # burst over, cooldown on, retry not due
+    s = step(s, PEER, LOCAL, NOTHING, 0.0, AUTO, 115.0)  # its endpoint appears
+    assert s.burst_until > 115.0 and s.probed == candidates(LOCAL, PEER)
+    s = step(s, PEER, LOCAL, NOTHING, 0.0, AUTO, 119.0)
+    assert step(s, PEER, LOCAL, NOTHING, 0.0, AUTO, 119.5).burst_until <= 119.5  # once only
+
+
+def test_an_unproven_direct_path_keeps_its_burst_on_the_relay() -> None:
+    """At start-up the relay comes up after the peer was set up direct-only."""
+    no_relay = PathPolicy("auto", False, 5, 15)
+    s = run(None, 100.0, policy=no_relay)
+    assert (s.transport, s.burst_until) == ("direct", 110.0)
+    s = run(s, 100.5)  # the relay is up now
+    assert (s.transport, s.burst_until) == ("relay", 110.0)
+
+
+def test_unanswered_heartbeats_probe_every_candidate() -> None:
+    """The peer's NAT gave it a new mapping: probe its new address before the fallback."""
+    s = run(None, 100.0)
+    s = run(s, 101.0, ProbeView(answered=((PONG, 100.9),)))
+    assert (s.transport, s.phase) == ("direct", "up")
+    s = run(s, 112.0, ProbeView(answered=((PONG, 111.9),)))  # heartbeats answered
+    assert s.burst_until <= 112.0
+    s = run(s, 113.0, ProbeView(answered=((PONG, 111.9),)))  # one heartbeat missed
+    assert s.burst_until <= 113.0
+    s = run(s, 114.5, ProbeView(answered=((PONG, 111.9),)))  # two missed: search
+    assert s.transport == "direct" and s.burst_until > 114.5
 
 
 def test_mode_always_pins_the_relay_and_never_never_uses_it() -> None:

@@ -168,6 +168,10 @@ class PathState:
     # the relay (before the relay went away or the mode became never) and prove
     # nothing about the direct endpoint.
     relayed_until: float = 0.0
+    # The candidates the last burst covered: one that is not among them (the
+    # peer published its endpoint, its probes came from a new address) is
+    # worth a burst at once instead of at the next retry.
+    probed: tuple[Endpoint, ...] = ()
 
     @property
     def routed(self) -> bool:
@@ -206,10 +210,13 @@ def step(
         burst = now + INITIAL_PROBE_BURST_S if worth else 0.0
         retry = now + policy.direct_retry_interval_s
         if policy.relay_first:
-            return PathState("relay", "probing", now, None, burst, retry)
-        return PathState("direct", "probing", now, cands[0] if cands else None, burst, retry)
+            return PathState("relay", "probing", now, None, burst, retry, probed=cands)
+        return PathState(
+            "direct", "probing", now, cands[0] if cands else None, burst, retry, probed=cands
+        )
 
     state = prev
+    direct_up = state.transport == "direct" and state.phase == "up"
     # The peer is probing us: probe back now, so both NATs open at once, and
     # restart our retry timer so both ends' attempts stay in step. Not within
     # REACT_COOLDOWN_S of our own last burst: the peer's probes then are its
@@ -231,23 +238,25 @@ def step(
     # have given it a new mapping. Probe every candidate (the addresses its
     # own probes now come from included) rather than wait for the fallback.
     if (
-        state.transport == "direct"
-        and state.phase == "up"
+        direct_up
         and probe.last_pong > 0
         and now - probe.last_pong > HEARTBEAT_MISSED_S
         and state.burst_until < now
     ):
         state = replace(state, burst_until=now + PROBE_BURST_S)
-    if (
-        state.burst_until < now
-        and state.next_burst <= now
-        and not (state.transport == "direct" and state.phase == "up")
-    ):
+    if state.burst_until < now and state.next_burst <= now and not direct_up:
         state = replace(
             state,
             burst_until=now + PROBE_BURST_S,
             next_burst=now + policy.direct_retry_interval_s,
         )
+    # A candidate no burst has covered yet: probe now, not at the next retry
+    # (the cooldown above must not delay the first probe of a fresh endpoint,
+    # e.g. the STUN endpoint a peer publishes a few seconds after it starts).
+    if state.burst_until < now and not direct_up and not set(cands) <= set(state.probed):
+        state = replace(state, burst_until=now + PROBE_BURST_S)
+    if now < state.burst_until and state.probed != cands:
+        state = replace(state, probed=cands)
 
     if policy.relay_first:
         if state.transport == "relay":
@@ -265,9 +274,12 @@ def step(
                 "probing",
                 now,
                 None,
-                0.0,
+                # An unproven path keeps its burst (at start-up: the initial
+                # one); a path that died waits for the retry (hysteresis).
+                state.burst_until if unproven else 0.0,
                 now + policy.direct_retry_interval_s,
                 state.failures + 1,
+                probed=cands,
             )
         endpoint = best if best is not None else state.endpoint
         return _same_or(prev, replace(state, phase="up", endpoint=endpoint))
