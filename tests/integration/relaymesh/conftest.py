@@ -292,7 +292,7 @@ def start_dns(lab: Lab, host: str, name: str, addresses: list[str]) -> LabProces
         "--no-resolv", "--no-hosts", f"--addn-hosts={hosts_file}",
         f"--listen-address={lab.address(host)}", "--bind-interfaces", "--port=53",
         "--user=root", "--group=root", f"--pid-file={lab.host_dir(host) / 'dnsmasq.pid'}",
-        "--local-ttl=1",
+        "--local-ttl=1", f"--local=/{name.partition('.')[2]}/",  # NODATA for AAAA, not REFUSED
     ]  # fmt: skip
     proc = lab.spawn(host, argv, name="dnsmasq")
     proc.wait_for_log(r"read .*pool\.hosts", timeout=15)

@@ -16,6 +16,7 @@ The tests run in file order and each one sets the mesh's relay mode it needs
 from __future__ import annotations
 
 import re
+import signal
 import time
 from typing import Any
 
@@ -247,3 +248,104 @@ def test_never_mode_means_no_path_and_says_why(relay_mesh: Any) -> None:
         print(f"{host} says: {why.group(0) if why else None}")
     finally:
         rm.set_relay("auto")
+
+
+POOL = "relay.rm.lab:3478"  # dnsmasq on rm-dns answers both replicas' addresses
+RELAYS = ("rm-relay1", "rm-relay2")
+FAILOVER_LIMIT_S = 5.0  # issue 4: traffic moves to a live replica within 5 s
+
+
+def _frames_out(stats: dict[str, Any], relay: str, key: str) -> int:
+    return int(_peers(stats, relay).get(key, {}).get("frames_out", 0))
+
+
+def _carrier(rm: Any, key: str) -> str:
+    """The replica carrying the flow to ``key``: the one whose frames to it grow.
+
+    (Frames *from* a node grow on every replica that carries any of its flows,
+    including ones to a peer that is not there.)"""
+    first = rm.stats(*RELAYS)
+    time.sleep(1.0)
+    second = rm.stats(*RELAYS)
+    grew = [r for r in RELAYS if _frames_out(second, r, key) > _frames_out(first, r, key) + 3]
+    assert len(grew) == 1, f"no single carrier: {grew}"
+    return grew[0]
+
+
+def _carries(rm: Any, relay: str, key: str) -> bool:
+    first = _frames_out(rm.stats(relay), relay, key)
+    time.sleep(0.5)
+    return _frames_out(rm.stats(relay), relay, key) > first + 2
+
+
+def test_relay_pool_failover_and_return(relay_mesh: Any) -> None:
+    """Two replicas behind one DNS name. Crash the one carrying a continuous ping:
+    traffic resumes on the other within 5 s; restart it: it is used again. Then
+    freeze it (SIGSTOP: connections open, nothing answered - a silent failure
+    that only the keepalives can detect): again within 5 s."""
+    rm = relay_mesh
+    rm.set_relay("auto", POOL)
+    key_a, key_b = rm.key("rm-a"), rm.key("rm-b")
+    # rm-t is left out: its zone lets no UDP out, so it cannot resolve the name
+    # (dnspython asks over UDP); it keeps no relay in this test.
+    rm.mesh.wait_until(
+        "rm-a and rm-b registered at both replicas",
+        lambda: all(
+            {key_a, key_b} <= set(_peers(st, r)) for st in [rm.stats(*RELAYS)] for r in RELAYS
+        ),
+        60,
+    )
+    rm.wait_relayed("rm-a", "rm-b")
+
+    # 1. crash (SIGKILL) the carrier; bring it back
+    pinger = rm.pinger("rm-a", "rm-b", interval=0.1)
+    time.sleep(0.5)
+    carrier = _carrier(rm, key_b)
+    (survivor,) = set(RELAYS) - {carrier}
+    rm.mesh.services[carrier].signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    moved_after = rm.mesh.wait_until(
+        f"the flow moves to {survivor}", lambda: _carries(rm, survivor, key_b), 15
+    )
+    time.sleep(2.0)
+    restarted = rm.mesh.start_relay(carrier)
+    restarted.wait_for_log(r"event=ready", timeout=60)
+    back_after = rm.mesh.wait_until(
+        f"{carrier} holds rm-a and rm-b again and carries their flow",
+        lambda: (
+            {key_a, key_b} <= set(_peers(rm.stats(carrier), carrier))
+            and _carries(rm, carrier, key_b)
+        ),
+        30,
+    )
+    time.sleep(1.0)
+    crash = pinger.stop()
+    crash_gap = pinger.longest_gap_s(crash)
+    print(
+        f"crash of {carrier}: {crash.received}/{crash.sent} answered, longest gap "
+        f"{crash_gap:.1f}s (flow seen on {survivor} {moved_after:.1f}s after the kill); "
+        f"restarted replica carries the flow again {back_after:.1f}s after its start "
+        f"({time.monotonic() - killed_at:.0f}s after the kill)"
+    )
+
+    # 2. freeze (SIGSTOP) the carrier: only keepalives can tell
+    pinger = rm.pinger("rm-a", "rm-b", interval=0.1)
+    time.sleep(0.5)
+    frozen = _carrier(rm, key_b)
+    proc = rm.mesh.services[frozen]
+    proc.signal(signal.SIGSTOP)
+    try:
+        time.sleep(FAILOVER_LIMIT_S + 3)
+    finally:
+        proc.signal(signal.SIGCONT)
+    time.sleep(3.0)  # and back to it once its links are re-established
+    freeze = pinger.stop()
+    freeze_gap = pinger.longest_gap_s(freeze)
+    print(
+        f"freeze of {frozen}: {freeze.received}/{freeze.sent} answered, "
+        f"longest gap {freeze_gap:.1f}s"
+    )
+    assert crash_gap < FAILOVER_LIMIT_S, crash
+    assert freeze_gap < FAILOVER_LIMIT_S, freeze
+    for host in ("rm-a", "rm-b"):
+        assert "event=relay-dead" in rm.agent_log(host)  # the freeze, seen by keepalives
