@@ -28,7 +28,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_run_json(tmp_path: Path) -> None:
     proc = cli("run", str(topology_path("topology-2-mixed")), "--json", "--workdir", str(tmp_path))
-    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.returncode == EXIT_OK, (proc.stderr, proc.stdout[-3000:])
     doc = json.loads(proc.stdout)
     assert {"ok", "topology", "nat_selftest", "paths", "pings", "mesh", "timings"} <= set(doc)
     assert doc["ok"] is True
