@@ -217,14 +217,27 @@ class RelayPool:
             res.port = src.nameserver_port
         res.lifetime = timers.RESOLVE_TIMEOUT
         out: list[tuple[str, int]] = []
-        for rtype in ("A", "AAAA"):
+        failed: list[str] = []
+        for rtype, family in (("A", socket.AF_INET), ("AAAA", socket.AF_INET6)):
             try:
                 answer = res.resolve(src.name, rtype)
             except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
                 continue
+            except dns.exception.DNSException as exc:
+                # A server that refuses or fails one record type (dnsmasq answers
+                # REFUSED to AAAA for a name it only has an A record for) must not
+                # hide the other type's answer. Replicas of the failed type that
+                # we already have are kept, as when the whole resolve fails.
+                failed.append(f"{rtype}: {exc}")
+                with self._lock:
+                    known = [lk.address for lk in self.links.values()]
+                out.extend(a for a in known if _family(a[0]) == family)
+                continue
             out.extend((r.to_text(), src.port) for r in answer)
         if not out:
-            raise dns.exception.DNSException(f"{src.name}: no A/AAAA records")
+            raise dns.exception.DNSException("; ".join(failed) or f"{src.name}: no A/AAAA records")
+        if failed:
+            log.warning("event=relay-resolve-partial name=%s error=%s", src.name, "; ".join(failed))
         return sorted(set(out))
 
     def _watch(self) -> None:
@@ -245,6 +258,10 @@ class RelayPool:
                     link.kill()
                 elif now - link.last_ping >= timers.PING_INTERVAL:
                     link.ping(now)
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _drop(src: memoryview, packet: memoryview) -> None:
