@@ -35,6 +35,9 @@ async def run_agent(settings: Settings) -> None:
     tasks["reconcile"] = reconciler.run
     tasks["probe"] = reconciler.net.probe_loop
     tasks["netcheck"] = reconciler.net.netcheck_loop
+    # Gateway peers probe their WireKubeGateways' health-check targets and
+    # publish heartbeat Leases for the gateway controller (docs/gateway.md).
+    tasks["gateway-health"] = reconciler.gateway_health.run
     tasks["address-watch"] = reconciler.net.address_watch_loop
     try:
         await supervisor.run(tasks)

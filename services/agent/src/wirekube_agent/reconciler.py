@@ -24,8 +24,11 @@ from typing import Any
 from wirekube_agent import pathplan, paths, registration, status
 from wirekube_agent.dataplane import DataPlane
 from wirekube_agent.endpoint import Discovery, discover
+from wirekube_agent.gatewaynode import GatewayNode
+from wirekube_agent.gateways import GatewayCache
 from wirekube_agent.k8s import translate
 from wirekube_agent.k8s.client import (
+    GATEWAYS,
     MESHES,
     PEERS,
     ApiException,
@@ -43,10 +46,11 @@ from wirekube_agent.timers import (
     RECONCILE_DEBOUNCE_S,
     RESYNC_INTERVAL_S,
 )
-from wirekube_agent.topology import desired_state, select_peers
+from wirekube_agent.topology import desired_state, select_peers, with_gateway_routes
 from wirekube_agent.wg import Backend, select
 from wirekube_common import wgkey
 from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
+from wirekube_common.gwhealth.reporter import GatewayHealthReporter, KubeLeaseWriter
 from wirekube_common.kube.watch import Informer
 from wirekube_common.stun.nat import NatReport
 from wirekube_common.wireguard.types import DeviceState, format_endpoint
@@ -125,13 +129,34 @@ class Reconciler:
             notify,
             field_selector=f"metadata.name={settings.node_name}",
         )
-        self.informers = (self.peers_informer, self.mesh_informer, self.node_informer)
+        # WireKubeGateways (read-only): clients route their CIDRs to the active
+        # peer, the active peer forwards (``gateways``, ``gatewaynode``), and a
+        # gateway peer health-checks its targets (a supervisor task fed here).
+        self.gateways = GatewayCache()
+        self.gateway_node = GatewayNode(settings.sysctl_root)
+        self.gateway_health = GatewayHealthReporter(self.peer_name, KubeLeaseWriter(api.new_rest()))
+        self._gateway_problems: tuple[str, ...] = ()
+        self.gateways_informer = Informer(
+            "wirekubegateways", api.new_rest(), custom_path(GATEWAYS), self._gateways_changed
+        )
+        self.informers = (
+            self.peers_informer,
+            self.mesh_informer,
+            self.node_informer,
+            self.gateways_informer,
+        )
 
     # -- scheduling ------------------------------------------------------------
     def _notify(self) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.wake.set)
+
+    def _gateways_changed(self) -> None:
+        """The gateway informer's thread, after each change: parse once, feed
+        the health reporter (thread-safe), wake the loop."""
+        self.gateway_health.update(self.gateways.update(self.gateways_informer.snapshot()))
+        self._notify()
 
     async def run_informer(self, informer: Informer) -> None:
         self._loop = asyncio.get_running_loop()
@@ -189,6 +214,9 @@ class Reconciler:
         peers, warnings = select_peers(self._remote_peers(), self.public_key, node)
         for name, why in warnings:
             self._reject_once(name, why)
+        gateway_plan = self.gateways.plan(self.peer_name, self.peers_informer.snapshot)
+        peers, problems = with_gateway_routes(peers, gateway_plan.routes, node)
+        self._log_gateway_problems(problems)
 
         device = self.dataplane.observe()
         by_key = {p.public_key: n for n, p in peers.items()}
@@ -240,7 +268,17 @@ class Reconciler:
             control_destinations=[api_ip] if api_ip else [],
         )
         self.dataplane.apply(desired, device, now, self._restarts(peers, handshakes))
+        try:
+            self.gateway_node.ensure(gateway_plan.duties, mesh.interface_name, now)
+        except Exception:
+            log.exception("gateway forwarding failed; retrying on the next pass")
         self._write_status(node, mesh, nat, now)
+
+    def _log_gateway_problems(self, problems: list[str]) -> None:
+        if tuple(problems) != self._gateway_problems:
+            for problem in problems:
+                log.warning("%s", problem)
+            self._gateway_problems = tuple(problems)
 
     def _restarts(
         self, peers: dict[str, RemotePeer], handshakes: dict[str, float]
@@ -462,6 +500,7 @@ class Reconciler:
         except Exception as exc:
             log.warning("cannot delete %s: %s", self.peer_name, exc)
         self.dataplane.teardown()
+        self.gateway_node.teardown()
         self.relays.stop()
         self.paths.clear()
         self.participating = False

@@ -76,6 +76,51 @@ def select_peers(
     return accepted, warnings
 
 
+def with_gateway_routes(
+    accepted: Mapping[str, RemotePeer],
+    routes: Mapping[str, Iterable[IPNetwork]],
+    node: NodeInfo,
+) -> tuple[dict[str, RemotePeer], list[str]]:
+    """Add WireKubeGateway CIDRs to the AllowedIPs of the peers carrying them.
+
+    ``routes`` (peer name -> CIDRs, from ``wirekube_common.gateway``) is
+    applied after ``select_peers`` resolved every node's own claims, so a
+    gateway CIDR can never steal a node's prefix, nor a node's prefix a
+    gateway's: a CIDR equal to a prefix some peer already has is dropped, and
+    so is one containing this node's own address (our LAN would vanish into
+    the tunnel). Overlapping prefixes coexist — a node's /32 inside a gateway
+    /16 keeps its traffic by longest match, in WireGuard and in our table.
+    The CIDRs then follow the peer's path like its /32 (``desired_state``
+    routes them only while the path is routed).
+    Returns the peers and a description of each CIDR that was left out.
+    """
+    out = dict(accepted)
+    problems: list[str] = []
+    own_ips = set(node.internal_ips) | set(node.external_ips)
+    owner = {net: name for name, peer in accepted.items() for net in peer.allowed_ips}
+    for name in sorted(routes):
+        cidrs = list(dict.fromkeys(routes[name]))
+        peer = out.get(name)
+        if peer is None:
+            problems.append(
+                f"gateway routes {', '.join(map(str, cidrs))} via {name}: "
+                f"{name} is not a configured peer"
+            )
+            continue
+        extra: list[IPNetwork] = []
+        for net in cidrs:
+            if net in owner:
+                problems.append(f"gateway route {net} via {name}: already belongs to {owner[net]}")
+            elif any(ip.version == net.version and ip in net for ip in own_ips):
+                problems.append(f"gateway route {net} via {name}: contains this node's own address")
+            else:
+                owner[net] = name
+                extra.append(net)
+        if extra:
+            out[name] = replace(peer, allowed_ips=(*peer.allowed_ips, *extra))
+    return out, problems
+
+
 def desired_state(
     *,
     interface: str,
