@@ -93,7 +93,9 @@ def _wait(cond: object, timeout: float, what: str) -> None:
 
 
 @pytest.mark.parametrize("rcode", [dns.rcode.REFUSED, dns.rcode.SERVFAIL])
-def test_a_failed_aaaa_query_does_not_hide_the_a_records(picky_dns: PickyDns, rcode: int) -> None:
+def test_a_failed_aaaa_query_does_not_hide_the_a_records(
+    picky_dns: PickyDns, rcode: dns.rcode.Rcode
+) -> None:
     picky_dns.aaaa_rcode = rcode
     pool = _pool(picky_dns)
     try:
