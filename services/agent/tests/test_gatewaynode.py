@@ -1,4 +1,4 @@
-"""When the gateway node touches nft and ip_forward (scheduling logic).
+"""When the gateway node touches nft and ip_forward (scheduling logic); its metrics.
 
 The nft adapter is replaced by an in-memory table that applies the generated
 scripts' effect; the real adapter is exercised against a real kernel in
@@ -7,16 +7,21 @@ tests/integration/gatewaymesh.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from wirekube_agent import gatewaynode
+from wirekube_agent.gatewaymetrics import GatewayCollector
 from wirekube_agent.gatewaynode import GatewayNode
+from wirekube_agent.gateways import GatewayPlan
 from wirekube_agent.natrules import Observed, rules_for
 from wirekube_agent.netlink import nft
 from wirekube_agent.timers import RESYNC_INTERVAL_S
 from wirekube_common.gateway import GatewayDuty
+from wirekube_common.gwhealth.checker import ProbeHealth
 
 DUTY = GatewayDuty("vpc-b", ("172.20.1.0/24",), True, "172.20.1.11", ("10.231.1.10/32",))
 
@@ -132,3 +137,34 @@ def test_teardown_removes_the_table_and_restores_forwarding(fake: FakeNft, tmp_p
     node.ensure([DUTY], "wire_kube", 0.0)
     node.teardown()
     assert not fake.table.table and fwd.read_text() == "0"
+
+
+def test_gateway_metrics_from_the_node_the_plan_and_the_reporter(
+    fake: FakeNft, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sysctl_root(tmp_path)
+    node = GatewayNode(str(tmp_path))
+    node.ensure([DUTY], "wire_kube", 0.0)
+    snat = next(r for r in node.applied or () if r.purpose == "snat")
+    monkeypatch.setattr(gatewaynode.nft, "rule_counters", lambda: {snat.comment: (3, 180)})
+    health = ProbeHealth(1).record(True, 1.0)
+    reconciler = SimpleNamespace(
+        gateway_node=node,
+        gateways=SimpleNamespace(
+            last=GatewayPlan({"node-b1": (ipaddress.ip_network("172.20.1.0/24"),)}, ())
+        ),
+        gateway_health=SimpleNamespace(health=lambda: {"vpc-b": health}, writes=4),
+    )
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in GatewayCollector(reconciler).collect()  # type: ignore[arg-type]
+        for s in family.samples
+    }
+    assert samples[("wirekube_gateway_active", (("gateway", "vpc-b"),))] == 1.0
+    assert samples[("wirekube_gateway_client_routes", (("peer", "node-b1"),))] == 1.0
+    labels = (("cidr", "172.20.1.0/24"), ("gateway", "vpc-b"), ("rule", "snat"))
+    assert samples[("wirekube_gateway_packets_total", labels)] == 3.0
+    assert samples[("wirekube_gateway_bytes_total", labels)] == 180.0
+    assert samples[("wirekube_gateway_health", (("gateway", "vpc-b"), ("state", "healthy")))] == 1.0
+    assert samples[("wirekube_gateway_health", (("gateway", "vpc-b"), ("state", "unknown")))] == 0.0
+    assert samples[("wirekube_gateway_health_reports_total", ())] == 4.0

@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Any
 
+import pytest
+
 from wirekube_lab.mesh import peer_name
 
 ROUND_TRIP = """
@@ -125,6 +127,13 @@ def test_client_reaches_the_private_service_through_the_active_gateway(gwmesh: A
     status = gm.status()
     assert status.get("ready") is True and status.get("routesInjected") == 1, status
     assert "active gateway for gm-vpc-b: forwarding, SNAT to" in gm.agent_log(gm.B1)
+    # The same, as Prometheus sees it.
+    assert mesh.agent_metric(gm.B1, "wirekube_gateway_active") == 1.0
+    assert mesh.agent_metric(gm.B1, "wirekube_gateway_packets_total") >= 6  # forward rule
+    assert mesh.agent_metric(gm.CLIENT, "wirekube_gateway_client_routes") == 1.0
+    assert mesh.agent_metric(gm.B2, "wirekube_gateway_health_reports_total") >= 1
+    with pytest.raises(KeyError):
+        mesh.agent_metric(gm.B2, "wirekube_gateway_active")
 
 
 def test_failover_to_b2_when_b1_goes_dark(gwmesh: Any) -> None:

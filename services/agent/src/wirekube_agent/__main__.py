@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 
 from wirekube_agent import keys
 from wirekube_agent.cleanup import cleanup
+from wirekube_agent.gatewaymetrics import GatewayCollector
 from wirekube_agent.k8s.client import KubeApi
 from wirekube_agent.metrics import AgentCollector
 from wirekube_agent.reconciler import Reconciler
@@ -28,6 +29,7 @@ async def run_agent(settings: Settings) -> None:
         extra={"node": settings.node_name, "public_key": wgkey.encode(reconciler.public_key)},
     )
     REGISTRY.register(AgentCollector(reconciler))
+    REGISTRY.register(GatewayCollector(reconciler))
     serve_metrics(settings.metrics_port)
     tasks = {
         f"watch-{i.name}": (lambda i=i: reconciler.run_informer(i)) for i in reconciler.informers

@@ -86,6 +86,7 @@ class GatewayCache:
         self._rejected: dict[str, str] = {}
         self._peers: dict[str, tuple[str, Peer | None]] = {}  # name -> (rv, model)
         self._memo: tuple[object, GatewayPlan] | None = None
+        self.last: GatewayPlan = EMPTY  # the latest plan (for metrics)
 
     @property
     def gateways(self) -> tuple[Gateway, ...]:
@@ -110,6 +111,7 @@ class GatewayCache:
             gateways, version = self._gateways, self._version
         if not gateways:
             self._memo = None
+            self.last = EMPTY
             return EMPTY
         objects = peer_objects()
         versions = tuple(
@@ -124,6 +126,7 @@ class GatewayCache:
         peers = self._peer_models(objects)
         result = plan(peer_name, gateways, peers)
         self._memo = (key, result)
+        self.last = result
         return result
 
     def _peer_models(self, objects: Mapping[str, Mapping[str, Any]]) -> dict[str, Peer]:
