@@ -1,6 +1,7 @@
 import ipaddress
 
-from wirekube_agent.relaying import relay_target
+from wirekube_agent.relaying import RelayManager, relay_target
+from wirekube_agent.timers import RELAY_LOSS_GRACE_S
 from wirekube_common.crd import MeshSpec
 
 from .helpers import node
@@ -63,3 +64,29 @@ def test_managed_order_external_ip_then_lb_then_nodeport_never_cluster_ip() -> N
     t = relay_target(m, N, cluster_ip_only)
     assert not t.configured and "NodePort" in t.reason
     assert not relay_target(m, N, None).configured
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.live: tuple[str, ...] = ("198.18.0.10:3478",)
+
+    def live_replicas(self) -> tuple[str, ...]:
+        return self.live
+
+
+def test_a_relay_that_reconnects_stays_available() -> None:
+    """A relay link that drops and comes back within the grace keeps relayed
+    peers on the relay; one that stays down does not."""
+    now = [100.0]
+    manager = RelayManager(b"\x01" * 32, clock=lambda: now[0])
+    assert not manager.available  # no relay configured
+    pool = _Pool()
+    manager.pool = pool  # type: ignore[assignment]
+    assert manager.available
+    pool.live = ()  # the link is reconnecting
+    now[0] = 101.0
+    assert manager.available
+    now[0] = 100.0 + RELAY_LOSS_GRACE_S + 0.1
+    assert not manager.available  # gone for longer than the grace
+    pool.live = ("198.18.0.10:3478",)
+    assert manager.available

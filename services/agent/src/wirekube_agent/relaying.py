@@ -12,19 +12,24 @@ there is none. Providers:
   that is reachable only through the mesh the relay is there to build.
 
 ``RelayManager`` owns the bridge (and its pool) and rebuilds it when the
-target or the WireGuard port changes.
+target or the WireGuard port changes. Its ``available`` has hysteresis: a
+relay that was live within ``RELAY_LOSS_GRACE_S`` still counts, so a relay
+link that drops and reconnects (a NAT in front of the node lost the TCP
+flow's mapping) does not move relayed peers off the relay for a pass.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from wirekube_agent.model import FWMARK, NodeInfo
 from wirekube_agent.relay import DnsSource, RelayBridge, RelayPool
+from wirekube_agent.timers import RELAY_LOSS_GRACE_S
 from wirekube_common.crd import MeshSpec
 
 log = logging.getLogger(__name__)
@@ -110,12 +115,14 @@ def _managed(service: Mapping[str, Any] | None, node: NodeInfo, port: int) -> Re
 
 
 class RelayManager:
-    def __init__(self, private_key: bytes) -> None:
+    def __init__(self, private_key: bytes, clock: Callable[[], float] = time.monotonic) -> None:
         self.private_key = private_key
         self.bridge: RelayBridge | None = None
         self.pool: RelayPool | None = None
         self._shape: tuple[RelayTarget, int] | None = None
         self.reason = "not configured yet"
+        self._clock = clock
+        self._live_at: float | None = None  # last time a replica was seen live
 
     def ensure(self, target: RelayTarget, wg_port: int) -> RelayBridge | None:
         shape = (target, wg_port)
@@ -144,10 +151,25 @@ class RelayManager:
 
     @property
     def available(self) -> bool:
-        return self.pool is not None and bool(self.pool.live_replicas())
+        """A relay is live, or was within ``RELAY_LOSS_GRACE_S``.
+
+        Without the grace, a pass that ran while the only relay link was
+        reconnecting (seen in the lab after a NAT conntrack flush reset it)
+        took every relayed peer off the relay to an unproven direct path and
+        back on the next pass: routes withdrawn and a status flip for a link
+        that was back within a second.
+        """
+        if self.pool is None:
+            return False
+        now = self._clock()
+        if self.pool.live_replicas():
+            self._live_at = now
+            return True
+        return self._live_at is not None and now - self._live_at < RELAY_LOSS_GRACE_S
 
     def stop(self) -> None:
         if self.bridge is not None:
             self.bridge.stop()
         self.bridge = self.pool = None
         self._shape = None
+        self._live_at = None

@@ -72,5 +72,10 @@ HEARTBEAT_MISSED_S = 2.5 * HEARTBEAT_S
 # ends up to a burst after ours and stays fresh for PONG_FRESH_S), and
 # answering them again would keep the two probing each other forever.
 REACT_COOLDOWN_S = PROBE_BURST_S + PONG_FRESH_S
+# A relay link that drops is reconnected within a backoff step (from 0.2 s),
+# and a dead replica's flows move to a live one within 5 s (relay.timers):
+# for that long relayed peers stay on the relay instead of being moved to an
+# unproven direct path and back.
+RELAY_LOSS_GRACE_S = 5.0
 # Addresses a peer's probes came from are kept as candidates this long.
 LEARNED_ENDPOINT_TTL_S = 120.0
