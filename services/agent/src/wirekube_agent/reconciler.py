@@ -107,6 +107,7 @@ class Reconciler:
         self._discovered_at = 0.0
         self._discovered_for: tuple[NodeInfo, int, int] | None = None
         self._status_budget = status.WriteBudget()
+        self._status_written: status.Written | None = None  # our last successful write
         self._rejected: dict[str, str] = {}  # peer name -> the problem last reported
         self._translated: dict[str, tuple[str, RemotePeer | None]] = {}
         self.observed = Observed()
@@ -476,13 +477,17 @@ class Reconciler:
             public_ip=self._public_ip() or None,
         )
         new = status.derive(self.paths, self.observed.handshakes, local, current, now)
-        if not status.should_write(current, new, self._status_budget, now):
+        # Our copy of our own object may be stale (see status.baseline).
+        rv = str((existing.get("metadata") or {}).get("resourceVersion", ""))
+        base = status.baseline(current, rv, self._status_written)
+        if not status.should_write(base, new, self._status_budget, now):
             return
-        patch = registration.merge_patch(current.to_dict(), new.to_dict())
+        patch = registration.merge_patch(base.to_dict(), new.to_dict())
         try:
             self.api.patch_peer_status(self.peer_name, patch)
             self.observed.api_writes += 1
             self._status_budget = self._status_budget.spend(now)
+            self._status_written = status.Written(new, rv)
         except Exception as exc:
             log.warning("cannot write status: %s", exc)
 

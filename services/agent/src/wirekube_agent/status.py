@@ -102,3 +102,30 @@ class WriteBudget:
 
 def should_write(current: PeerStatus, new: PeerStatus, budget: WriteBudget, now: float) -> bool:
     return current.to_dict() != new.to_dict() and budget.available(now) >= 1
+
+
+@dataclass(frozen=True)
+class Written:
+    """Our last successful status write, and the resourceVersion our object
+    had in the informer when we wrote it."""
+
+    status: PeerStatus
+    over: str
+
+
+def baseline(current: PeerStatus, current_rv: str, written: Written | None) -> PeerStatus:
+    """What a new status is compared with and patched from: ``current``, the
+    informer's copy of our object, unless the informer has not seen anything
+    since our last write (its copy still has the resourceVersion it had when
+    we wrote); then what we wrote.
+
+    The informer's copy can be stale for minutes: a NAT in front of the node
+    that lost the watch connection's mapping leaves the watch silent until its
+    read timeout. Compared with that copy, a status that changed and changed
+    back (direct -> relay -> direct) looked unchanged and the published one
+    stayed wrong, and one that changed once was rewritten every refill of the
+    write budget (both seen in the lab after a conntrack flush).
+    """
+    if written is not None and current_rv == written.over:
+        return written.status
+    return current
