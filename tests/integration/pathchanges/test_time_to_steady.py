@@ -1,0 +1,169 @@
+"""Time to steady state per shipped topology, against the issue's targets.
+
+Issue 5's targets, with the topologies' test-sized timers: every pair
+reachable (through the relay if need be) within 5 s, and every possible
+direct path established within 15 s. On this lab the clock starts when the
+agents are *registered* (every WireKubePeer exists): the lab's two cores make
+the Python start-up of N agents the dominant term before that, and it says
+nothing about path selection. The figures from the agents' start are printed
+too.
+
+Measured from outside the agents:
+
+* reachable — a ``ping -i 0.1`` per node pair, started at registration; the
+  pair is reachable from the first answered ping. Pairs on one network answer
+  over their LAN whatever the mesh does, so the target is asserted on the
+  pairs that need the mesh (different networks); all are printed.
+* direct (data plane) — both ends' agents have logged ``path to <peer>:
+  direct`` (lines timestamped as they appear, to 0.1 s), for every pair the
+  topology's ``expect.paths`` says is direct.
+* direct (status) — both ends' ``peerTransports`` say direct.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wirekube_lab.controlplane import ControlPlane
+from wirekube_lab.fixtures.lab import TOPOLOGY_DIR
+from wirekube_lab.lab import Lab
+from wirekube_lab.mesh import MeshLab
+from wirekube_lab.topology import load_topology
+
+SHIPPED = sorted(TOPOLOGY_DIR.glob("topology-*.yaml"))
+REACHABLE_TARGET_S = 5.0
+DIRECT_TARGET_S = 15.0
+# How long to keep watching after registration before giving up on a figure.
+WATCH_S = 45.0
+REGISTER_TIMEOUT_S = 90.0
+
+
+def router_state(lab: Lab) -> str:
+    """NAT state of every router (UDP conntrack, mapping tables): for a failure report."""
+    out = []
+    for router in lab.plan.routers:
+        out.append(f"--- {router.name} ({router.nat.kind})")
+        ct = lab.exec(router.name, ["conntrack", "-L", "-p", "udp"], check=False)
+        out.append(ct.stdout.strip())
+        if router.nat.kind in ("full-cone", "address-restricted"):
+            maps = lab.exec(router.name, ["nft", "list", "table", "ip", "wklab"], check=False)
+            out.extend(ln for ln in maps.stdout.splitlines() if "elements" in ln or ":" in ln)
+    return "\n".join(out)
+
+
+def first_answer(ping: Any) -> float | None:
+    log = ping.snapshot()
+    answered = [log.sent[s] for s in log.replied]
+    return min(answered) if answered else None
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_time_to_steady_state(
+    path: Path, control_plane: ControlPlane, tmp_path: Path, pc_tools: Any
+) -> None:
+    topology = load_topology(path)
+    direct_pairs = sorted(pair for pair, mode in topology.expect_paths if mode == "direct")
+    with Lab(topology, workdir=tmp_path) as lab:
+        mesh = MeshLab(lab, control_plane)
+        pings: dict[tuple[str, str], Any] = {}
+        logs = None
+        dump = ""
+        try:
+            nodes = mesh.start()
+            agents_started = time.time() - (time.monotonic() - mesh.started_at)
+            logs = pc_tools.LogWatch({h: p.log_path for h, p in mesh.agents.items()})
+            mesh.wait_until(
+                "every agent registered",
+                lambda: all(mesh.peer(h) for h in nodes),
+                REGISTER_TIMEOUT_S,
+            )
+            registered = time.time()
+            pairs = list(itertools.combinations(nodes, 2))
+            mesh_pairs = [(a, b) for a, b in pairs if lab.router_of(a) != lab.router_of(b)]
+            for a, b in pairs:
+                pings[(a, b)] = pc_tools.Pinger(lab, a, lab.address(b), 0.1, f"ping-{b}")
+            reachable: dict[tuple[str, str], float | None] = dict.fromkeys(pairs)
+            direct_dp: dict[tuple[str, str], float | None] = dict.fromkeys(direct_pairs)
+            direct_st: dict[tuple[str, str], float | None] = dict.fromkeys(direct_pairs)
+            deadline = registered + WATCH_S
+            while time.time() < deadline:
+                for pair, p in pings.items():
+                    if reachable[pair] is None:
+                        reachable[pair] = first_answer(p)
+                table = mesh.path_table(nodes)
+                for a, b in direct_pairs:
+                    if direct_st[(a, b)] is None and table[a][b] == table[b][a] == "direct":
+                        direct_st[(a, b)] = time.time()
+                    if direct_dp[(a, b)] is None:
+                        ends = [logs.path_changes(x, y) for x, y in ((a, b), (b, a))]
+                        firsts = [
+                            next((ln.t for ln in lines if ": direct " in ln.text), None)
+                            for lines in ends
+                        ]
+                        if None not in firsts:
+                            direct_dp[(a, b)] = max(t for t in firsts if t is not None)
+                done = (
+                    None not in reachable.values()
+                    and None not in direct_dp.values()
+                    and None not in direct_st.values()
+                )
+                if done:
+                    break
+                time.sleep(0.2)
+            if not done:
+                dump = router_state(lab)
+        finally:
+            for p in pings.values():
+                p.proc.stop()
+            if logs is not None:
+                logs.stop()
+            mesh.stop()
+
+    def since(t: float | None, t0: float) -> float | None:
+        return None if t is None else round(t - t0, 1)
+
+    slowest = {
+        "reachable": max((reachable[p] or float("inf") for p in mesh_pairs), default=registered),
+        "direct": max((direct_dp[p] or float("inf") for p in direct_pairs), default=registered),
+        "status": max((direct_st[p] or float("inf") for p in direct_pairs), default=registered),
+    }
+    print(
+        f"\n{topology.name}: agents registered {registered - agents_started:.1f}s after they "
+        f"started; from registration: every pair reachable {since(slowest['reachable'], registered)}s"
+        f", every direct path established {since(slowest['direct'], registered)}s (status "
+        f"{since(slowest['status'], registered)}s); from the agents' start: "
+        f"{since(slowest['reachable'], agents_started)}s / {since(slowest['direct'], agents_started)}s"
+    )
+    for (a, b), t in reachable.items():
+        shared = "" if (a, b) in mesh_pairs else " (same network: over the LAN)"
+        print(f"  {a}/{b}: reachable {since(t, registered)}s{shared}")
+    for pair in direct_pairs:
+        print(
+            f"  {pair[0]}/{pair[1]}: direct {since(direct_dp[pair], registered)}s, "
+            f"status {since(direct_st[pair], registered)}s"
+        )
+    if dump:
+        print(dump)
+    late = {
+        f"{a}/{b}": since(t, registered)
+        for (a, b), t in reachable.items()
+        if (a, b) in mesh_pairs and (t is None or t - registered > REACHABLE_TARGET_S)
+    }
+    assert not late, f"pairs not reachable within {REACHABLE_TARGET_S}s of registration: {late}"
+    late = {
+        f"{a}/{b}": since(t, registered)
+        for (a, b), t in direct_dp.items()
+        if t is None or t - registered > DIRECT_TARGET_S
+    }
+    assert not late, f"direct paths not established within {DIRECT_TARGET_S}s: {late}"
+    late = {
+        f"{a}/{b}": since(t, registered)
+        for (a, b), t in direct_st.items()
+        if t is None or t - registered > DIRECT_TARGET_S
+    }
+    assert not late, f"status not direct within {DIRECT_TARGET_S}s: {late}"
