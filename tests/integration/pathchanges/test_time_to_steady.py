@@ -23,6 +23,7 @@ Measured from outside the agents:
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,53 @@ def router_state(lab: Lab) -> str:
     return "\n".join(out)
 
 
+_CT = re.compile(
+    r"src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+).*?src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)"
+)
+
+
+def mapping_mismatches(lab: Lab, mesh: MeshLab, pairs: list[tuple[str, str]]) -> list[str]:
+    """For pairs that never went direct: does a node's NAT map its WireGuard port
+    towards the peer to another public port than the endpoint it published?
+
+    Two nodes behind one port-preserving NAT, both on port 51820: per remote
+    address, whichever sent first keeps 51820 and the other gets another port,
+    so a 'cone' NAT is not endpoint-independent for the second one."""
+    notes = []
+    for a, b in pairs:
+        for x, y in ((a, b), (b, a)):
+            router = lab.router_of(x)
+            spec = (mesh.peer(x) or {}).get("spec", {})
+            published = str(spec.get("endpoint", ""))
+            if router is None or ":" not in published:
+                continue
+            port = published.rsplit(":", 1)[1]
+            ct = lab.exec(router, ["conntrack", "-L", "-p", "udp"], check=False).stdout
+            for line in ct.splitlines():
+                m = _CT.search(line)
+                towards_y = m is not None and (m[1], m[2]) == (
+                    lab.address(x),
+                    lab.public_address(y),
+                )
+                if m is not None and towards_y and m[8] != port:
+                    notes.append(
+                        f"{x} published {published} but its NAT ({router}) maps it to "
+                        f"port {m[8]} towards {y} ({lab.public_address(y)}:{m[4]})"
+                    )
+    return notes
+
+
+def wireguard_state(mesh: MeshLab, pairs: list[tuple[str, str]]) -> str:
+    """``wg show`` of both ends of pairs that are overdue: for a failure report."""
+    names = {h: (mesh.peer(h) or {}).get("spec", {}).get("publicKey", "?") for h in mesh.agents}
+    out = [f"keys: {names}"]
+    for host in sorted({h for pair in pairs for h in pair}):
+        proc = mesh.agents[host].exec(["wg", "show", "wire_kube", "dump"], check=False)
+        out.append(f"--- wg on {host} (peer, psk, endpoint, allowed, handshake, rx, tx, ka)")
+        out.extend(proc.stdout.splitlines()[1:])
+    return "\n".join(out)
+
+
 def first_answer(ping: Any) -> float | None:
     log = ping.snapshot()
     answered = [log.sent[s] for s in log.replied]
@@ -72,7 +120,8 @@ def test_time_to_steady_state(
         mesh = MeshLab(lab, control_plane)
         pings: dict[tuple[str, str], Any] = {}
         logs = None
-        dump = ""
+        dump = wg_dump = ""
+        mismatches: list[str] = []
         try:
             nodes = mesh.start()
             agents_started = time.time() - (time.monotonic() - mesh.started_at)
@@ -91,6 +140,7 @@ def test_time_to_steady_state(
             direct_dp: dict[tuple[str, str], float | None] = dict.fromkeys(direct_pairs)
             direct_st: dict[tuple[str, str], float | None] = dict.fromkeys(direct_pairs)
             deadline = registered + WATCH_S
+            done = False
             while time.time() < deadline:
                 for pair, p in pings.items():
                     if reachable[pair] is None:
@@ -107,6 +157,9 @@ def test_time_to_steady_state(
                         ]
                         if None not in firsts:
                             direct_dp[(a, b)] = max(t for t in firsts if t is not None)
+                overdue = [p for p in mesh_pairs if reachable[p] is None]
+                if overdue and not wg_dump and time.time() > registered + REACHABLE_TARGET_S:
+                    wg_dump = wireguard_state(mesh, overdue)
                 done = (
                     None not in reachable.values()
                     and None not in direct_dp.values()
@@ -117,6 +170,8 @@ def test_time_to_steady_state(
                 time.sleep(0.2)
             if not done:
                 dump = router_state(lab)
+                late_direct = [p for p, t in direct_dp.items() if t is None]
+                mismatches = mapping_mismatches(lab, mesh, late_direct)
         finally:
             for p in pings.values():
                 p.proc.stop()
@@ -147,6 +202,8 @@ def test_time_to_steady_state(
             f"  {pair[0]}/{pair[1]}: direct {since(direct_dp[pair], registered)}s, "
             f"status {since(direct_st[pair], registered)}s"
         )
+    if wg_dump:
+        print(f"WireGuard {REACHABLE_TARGET_S}s after registration:\n{wg_dump}")
     if dump:
         print(dump)
     late = {
@@ -160,7 +217,9 @@ def test_time_to_steady_state(
         for (a, b), t in direct_dp.items()
         if t is None or t - registered > DIRECT_TARGET_S
     }
-    assert not late, f"direct paths not established within {DIRECT_TARGET_S}s: {late}"
+    assert not late, f"direct paths not established within {DIRECT_TARGET_S}s: {late}" + "".join(
+        f"\n  {note}" for note in mismatches
+    )
     late = {
         f"{a}/{b}": since(t, registered)
         for (a, b), t in direct_st.items()
