@@ -10,6 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from kubernetes import client, config
+from kubernetes.utils.keepalive import tcp_keepalive_socket_options
+
+# TCP keepalive on every API connection: probe an idle connection after 10 s,
+# give up after 3 unanswered probes 5 s apart. A node's watch usually crosses a
+# NAT; when that NAT forgets the flow (conntrack flushed, gateway rebooted) the
+# server's packets vanish and a plain read waits minutes for data that never
+# comes. With these values a dead watch is noticed in ~25 s (client-go's
+# defaults, which the kubernetes package copies, take ~165 s).
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 10, 5, 3
 
 
 class CountingClient:
@@ -22,6 +31,9 @@ class CountingClient:
         else:
             config.load_incluster_config(client_configuration=cfg)
         cfg.retries = False
+        cfg.socket_options = tcp_keepalive_socket_options(
+            KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT
+        )
         self.host: str = cfg.host
         self.api_client = client.ApiClient(cfg)
         self.requests = 0

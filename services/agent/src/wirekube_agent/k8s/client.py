@@ -14,11 +14,11 @@ import logging
 import urllib.parse
 from typing import Any
 
-from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from wirekube_agent.model import IPAddress
 from wirekube_common.crd import GROUP, VERSION
+from wirekube_common.kube.connect import CountingClient
 from wirekube_common.kube.rest import MERGE_PATCH, Rest
 
 log = logging.getLogger(__name__)
@@ -43,27 +43,16 @@ def nodes_path(name: str | None = None) -> str:
 
 class KubeApi:
     def __init__(self, kubeconfig: str | None, timeout_s: float = 10.0) -> None:
-        cfg = client.Configuration()
-        if kubeconfig:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        else:
-            config.load_incluster_config(client_configuration=cfg)
-        # urllib3 retries on its own by default; the agent's loops own retries.
-        cfg.retries = False
-        self.api_client = client.ApiClient(cfg)
+        self._client = CountingClient(kubeconfig)
+        self.api_client = self._client.api_client
         self.timeout = timeout_s
-        self.host = cfg.host
-        # Every request (lists, watches, writes) goes through call_api; counting
-        # there measures the agent's load on the API server exactly.
-        self.requests = 0
-        call_api = self.api_client.call_api
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.requests += 1
-            return call_api(*args, **kwargs)
-
-        self.api_client.call_api = counted  # type: ignore[method-assign]
+        self.host = self._client.host
         self.rest = Rest(self.api_client)
+
+    @property
+    def requests(self) -> int:
+        """Requests made so far (lists, watches, writes): the agent's API load."""
+        return self._client.requests
 
     def new_rest(self) -> Rest:
         """A separate handle for a watch, so it can be closed on its own."""
