@@ -14,6 +14,7 @@ that write to it — the data plane keeps its last configuration.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -108,6 +109,7 @@ class Reconciler:
         self._discovered_for: tuple[NodeInfo, int, int] | None = None
         self._status_budget = status.WriteBudget()
         self._status_written: status.Written | None = None  # our last successful write
+        self._registration_sent: tuple[str, str] | None = None  # (copy's rv, write made)
         self._rejected: dict[str, str] = {}  # peer name -> the problem last reported
         self._translated: dict[str, tuple[str, RemotePeer | None]] = {}
         self.observed = Observed()
@@ -398,21 +400,35 @@ class Reconciler:
         pub = wgkey.encode(self.public_key)
         endpoint = format_endpoint(self.discovery.endpoint) if self.discovery.endpoint else None
         existing = self.peers_informer.get(self.peer_name)
+        rv = str(((existing or {}).get("metadata") or {}).get("resourceVersion", ""))
+        body = (
+            registration.create_body(node, pub, endpoint)
+            if existing is None
+            else registration.patch_for(existing, node, pub, endpoint)
+        )
+        if body is None:
+            return
+        # Our copy of our own object can lag our writes (a watch that went
+        # silent behind a NAT that forgot it): the same write against the same
+        # copy was already made, so wait for the copy instead of repeating it.
+        token = (rv, json.dumps(body, sort_keys=True))
+        if token == self._registration_sent:
+            return
         try:
             if existing is None:
-                self.api.create_peer(registration.create_body(node, pub, endpoint))
-                self.observed.api_writes += 1
+                self.api.create_peer(body)
                 log.info("registered WireKubePeer %s", self.peer_name)
-                return
-            patch = registration.patch_for(existing, node, pub, endpoint)
-            if patch:
-                self.api.patch_peer(self.peer_name, patch)
-                self.observed.api_writes += 1
+            else:
+                self.api.patch_peer(self.peer_name, body)
                 log.info(
-                    "updated WireKubePeer %s: %s", self.peer_name, sorted(patch.get("spec", {}))
+                    "updated WireKubePeer %s: %s", self.peer_name, sorted(body.get("spec", {}))
                 )
+            self.observed.api_writes += 1
+            self._registration_sent = token
         except ApiException as exc:
-            if exc.status != 409:  # 409: the watch has not caught up with our create
+            if exc.status == 409:  # created already; the watch has not caught up
+                self._registration_sent = token
+            else:
                 log.warning("cannot register %s: %s %s", self.peer_name, exc.status, exc.reason)
         except Exception as exc:
             log.warning("cannot register %s: %s", self.peer_name, exc)
