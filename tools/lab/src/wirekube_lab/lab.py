@@ -318,6 +318,8 @@ class Lab:
         self.exec(router, ["conntrack", "-F"], check=False)
         if r.nat.kind in ("full-cone", "address-restricted"):
             self.exec(router, ["nft", "flush", "map", "ip", "wklab", "udp_mappings"])
+            self.exec(router, ["nft", "flush", "map", "ip", "wklab", "udp_eim"])
+            self.exec(router, ["nft", "flush", "set", "ip", "wklab", "udp_taken"])
         if r.nat.kind == "address-restricted":
             self.exec(router, ["nft", "flush", "set", "ip", "wklab", "udp_contacted"])
 

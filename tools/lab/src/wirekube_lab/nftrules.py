@@ -47,6 +47,10 @@ def _rule(text: str, purpose: str) -> str:
     return f'\t\t{text} comment "{purpose}"'
 
 
+# Public ports the endpoint-independent kinds hand out (random within).
+EIM_PORTS = "20000-59999"
+
+
 def router_ruleset(router: RouterPlan) -> str:
     """The full ruleset of one router namespace."""
     wan, lan = router.wan_ifname, router.lan_ifname
@@ -59,6 +63,21 @@ def router_ruleset(router: RouterPlan) -> str:
         sets.append(
             "\tmap udp_mappings {\n"
             "\t\ttype inet_service : ipv4_addr . inet_service\n"
+            "\t\tflags dynamic,timeout\n"
+            f"\t\ttimeout {timeout}s\n"
+            "\t}"
+        )
+    if dynamic:
+        sets.append(
+            "\tmap udp_eim {\n"
+            "\t\ttype ipv4_addr . inet_service : inet_service\n"
+            "\t\tflags dynamic,timeout\n"
+            f"\t\ttimeout {timeout}s\n"
+            "\t}"
+        )
+        sets.append(
+            "\tset udp_taken {\n"
+            "\t\ttype inet_service\n"
             "\t\tflags dynamic,timeout\n"
             f"\t\ttimeout {timeout}s\n"
             "\t}"
@@ -107,6 +126,27 @@ def router_ruleset(router: RouterPlan) -> str:
                 "symmetric: a new random port per flow",
             )
         )
+    elif dynamic:
+        # Endpoint-independent mapping for real: a LAN endpoint keeps its first
+        # public port for every destination (udp_eim). The first port is its
+        # own port when no other LAN endpoint holds that public port, else a
+        # random one: plain masquerade would let two LAN hosts on one port
+        # (two WireGuard nodes on 51820) share a public port as long as their
+        # destinations differ, making the mapping destination-dependent.
+        post.append(
+            _rule(
+                f'oifname "{wan}" meta l4proto udp '
+                f"snat ip to {router.wan_address} : ip saddr . udp sport map @udp_eim",
+                "endpoint-independent: the endpoint's existing mapping",
+            )
+        )
+        post.append(
+            _rule(
+                f'oifname "{wan}" udp sport @udp_taken masquerade to :{EIM_PORTS} random',
+                "endpoint-independent: its port is taken, a random one",
+            )
+        )
+        post.append(_rule(f'oifname "{wan}" masquerade', "port-preserving source NAT"))
     elif kind != "public":
         post.append(_rule(f'oifname "{wan}" masquerade', "port-preserving source NAT"))
 
@@ -114,7 +154,9 @@ def router_ruleset(router: RouterPlan) -> str:
     if dynamic:
         stmt = (
             f'oifname "{wan}" ip saddr {router.wan_address} meta l4proto udp '
-            "update @udp_mappings { udp sport : ct original ip saddr . ct original proto-src }"
+            "update @udp_mappings { udp sport : ct original ip saddr . ct original proto-src } "
+            "update @udp_eim { ct original ip saddr . ct original proto-src : udp sport } "
+            "update @udp_taken { udp sport }"
         )
         if kind == "address-restricted":
             stmt += " update @udp_contacted { udp sport . ip daddr }"
