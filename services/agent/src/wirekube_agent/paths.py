@@ -281,8 +281,8 @@ def step(
                 state.failures + 1,
                 probed=cands,
             )
-        endpoint = best if best is not None else state.endpoint
-        return _same_or(prev, replace(state, phase="up", endpoint=endpoint))
+        kept = best if best is not None else state.endpoint
+        return _same_or(prev, replace(state, phase="up", endpoint=kept))
 
     # Direct only (mode never, or no relay to be had).
     if best is not None:
