@@ -9,7 +9,6 @@ agents' health-report Leases (list/watch) and Events about gateways.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -17,13 +16,12 @@ from kubernetes.client.rest import ApiException
 from wirekube_common.crd import GROUP, VERSION
 from wirekube_common.gwhealth.report import leases_path
 from wirekube_common.kube.connect import CountingClient
+from wirekube_common.kube.events import event_body, record_event
 from wirekube_common.kube.rest import MERGE_PATCH, Rest
-from wirekube_common.kube.times import format_time
 
 GATEWAYS_PATH = f"/apis/{GROUP}/{VERSION}/wirekubegateways"
 PEERS_PATH = f"/apis/{GROUP}/{VERSION}/wirekubepeers"
 # Events about cluster-scoped objects conventionally live in "default".
-EVENT_NAMESPACE = "default"
 COMPONENT = "wirekube-gateway-controller"
 
 __all__ = ["GATEWAYS_PATH", "PEERS_PATH", "ApiException", "ControllerApi"]
@@ -97,28 +95,5 @@ class ControllerApi:
     def record_event(
         self, gateway: str, uid: str, reason: str, message: str, warning: bool, timeout: float
     ) -> None:
-        now = format_time(dt.datetime.now(dt.UTC))
-        involved: dict[str, Any] = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "WireKubeGateway",
-            "name": gateway,
-        }
-        if uid:
-            involved["uid"] = uid
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{gateway}."},
-            "involvedObject": involved,
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-        }
-        self.rest.call(
-            "POST", f"/api/v1/namespaces/{EVENT_NAMESPACE}/events", body=body, timeout=timeout
-        )
+        body = event_body("WireKubeGateway", gateway, uid, reason, message, warning, COMPONENT)
+        record_event(self.rest, body, timeout)

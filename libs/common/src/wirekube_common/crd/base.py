@@ -107,6 +107,29 @@ def get_str_map(obj: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
     return dict(value)
 
 
+def get_conditions(d: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any], ...]:
+    """``status.conditions``: a list of objects (standard Kubernetes Conditions)."""
+    conditions = d.get("conditions") or []
+    if not isinstance(conditions, list) or not all(isinstance(c, Mapping) for c in conditions):
+        raise InvalidObject(f"{path}.conditions", "expected a list of objects")
+    return tuple(dict(c) for c in conditions)
+
+
+def object_dict(
+    kind: str, metadata: ObjectMeta, spec: dict[str, Any], status: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A whole object as the API stores it; an empty status is left out."""
+    out: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": metadata.to_dict(),
+        "spec": spec,
+    }
+    if status:
+        out["status"] = status
+    return out
+
+
 def prune(d: dict[str, Any]) -> dict[str, Any]:
     """Drop keys whose value is None (unset optional fields)."""
     return {k: v for k, v in d.items() if v is not None}

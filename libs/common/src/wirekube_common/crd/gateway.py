@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wirekube_common.crd.base import (
-    API_VERSION,
     InvalidObject,
     ObjectMeta,
     get,
+    get_conditions,
     get_required,
     get_str_list,
     get_str_map,
+    object_dict,
     prune,
     section,
 )
@@ -135,9 +136,6 @@ class GatewayStatus:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str = "status") -> GatewayStatus:
-        conditions = d.get("conditions") or []
-        if not isinstance(conditions, list) or not all(isinstance(c, Mapping) for c in conditions):
-            raise InvalidObject(f"{path}.conditions", "expected a list of objects")
         return cls(
             active_peer=get(d, "activePeer", str, None, path),  # type: ignore[arg-type]
             ready=get(d, "ready", bool, None, path),  # type: ignore[arg-type]
@@ -145,7 +143,7 @@ class GatewayStatus:
             peer_health=get_str_map(d, "peerHealth", path),
             last_health_check=get(d, "lastHealthCheck", str, None, path),  # type: ignore[arg-type]
             observed_generation=get(d, "observedGeneration", int, None, path),  # type: ignore[arg-type]
-            conditions=tuple(dict(c) for c in conditions),
+            conditions=get_conditions(d, path),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,13 +175,4 @@ class Gateway:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": self.metadata.to_dict(),
-            "spec": self.spec.to_dict(),
-        }
-        status = self.status.to_dict()
-        if status:
-            out["status"] = status
-        return out
+        return object_dict(KIND, self.metadata, self.spec.to_dict(), self.status.to_dict())

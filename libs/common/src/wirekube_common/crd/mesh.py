@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from wirekube_common.crd.base import (
-    API_VERSION,
     InvalidObject,
     ObjectMeta,
     get,
     get_required,
     get_str_list,
+    object_dict,
     prune,
     section,
 )
@@ -147,9 +147,4 @@ class Mesh:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": self.metadata.to_dict(),
-            "spec": self.spec.to_dict(),
-        }
+        return object_dict(KIND, self.metadata, self.spec.to_dict())

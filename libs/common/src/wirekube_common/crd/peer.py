@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wirekube_common.crd.base import (
-    API_VERSION,
     InvalidObject,
     ObjectMeta,
     get,
+    get_conditions,
     get_required,
     get_str_map,
+    object_dict,
     prune,
     section,
 )
@@ -94,9 +95,6 @@ class PeerStatus:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str = "status") -> PeerStatus:
-        conditions = d.get("conditions") or []
-        if not isinstance(conditions, list) or not all(isinstance(c, Mapping) for c in conditions):
-            raise InvalidObject(f"{path}.conditions", "expected a list of objects")
         return cls(
             connected=get(d, "connected", bool, None, path),  # type: ignore[arg-type]
             nat_type=get(d, "natType", str, None, path),  # type: ignore[arg-type]
@@ -109,7 +107,7 @@ class PeerStatus:
             internal_endpoint=get(d, "internalEndpoint", str, None, path),  # type: ignore[arg-type]
             public_ip=get(d, "publicIP", str, None, path),  # type: ignore[arg-type]
             observed_generation=get(d, "observedGeneration", int, None, path),  # type: ignore[arg-type]
-            conditions=tuple(dict(c) for c in conditions),
+            conditions=get_conditions(d, path),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,13 +157,4 @@ class Peer:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": self.metadata.to_dict(),
-            "spec": self.spec.to_dict(),
-        }
-        status = self.status.to_dict()
-        if status:
-            out["status"] = status
-        return out
+        return object_dict(KIND, self.metadata, self.spec.to_dict(), self.status.to_dict())

@@ -8,7 +8,6 @@ know whether a failure can wait for the next reconcile.
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import logging
 import urllib.parse
@@ -19,6 +18,7 @@ from kubernetes.client.rest import ApiException
 from wirekube_agent.model import IPAddress
 from wirekube_common.crd import GROUP, VERSION
 from wirekube_common.kube.connect import CountingClient
+from wirekube_common.kube.events import event_body, record_event
 from wirekube_common.kube.rest import MERGE_PATCH, Rest
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 PEERS = "wirekubepeers"
 MESHES = "wirekubemeshes"
 GATEWAYS = "wirekubegateways"
-EVENT_NAMESPACE = "default"  # where Events about cluster-scoped objects live
 COMPONENT = "wirekube-agent"
 
 __all__ = ["ApiException", "KubeApi", "custom_path", "nodes_path"]
@@ -116,24 +115,5 @@ class KubeApi:
     def record_event(
         self, kind: str, name: str, uid: str, reason: str, message: str, warning: bool
     ) -> None:
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        involved: dict[str, Any] = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": name}
-        if uid:
-            involved["uid"] = uid
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{name}."},
-            "involvedObject": involved,
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-        }
-        self.rest.call(
-            "POST", f"/api/v1/namespaces/{EVENT_NAMESPACE}/events", body=body, timeout=self.timeout
-        )
+        body = event_body(kind, name, uid, reason, message, warning, COMPONENT)
+        record_event(self.rest, body, self.timeout)

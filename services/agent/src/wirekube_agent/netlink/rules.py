@@ -38,7 +38,8 @@ def observed(ipr: IPRoute) -> list[Rule]:
     return out
 
 
-def add(ipr: IPRoute, rule: Rule) -> None:
+def _request(rule: Rule) -> dict[str, object]:
+    """The rule as pyroute2 asks for it (the same form for add and delete)."""
     kwargs: dict[str, object] = {
         "family": rule.family,
         "priority": rule.priority,
@@ -50,27 +51,20 @@ def add(ipr: IPRoute, rule: Rule) -> None:
     if rule.dst is not None:
         kwargs["dst"] = str(rule.dst.network_address)
         kwargs["dst_len"] = rule.dst.prefixlen
+    return kwargs
+
+
+def add(ipr: IPRoute, rule: Rule) -> None:
     try:
-        ipr.rule("add", **kwargs)
+        ipr.rule("add", **_request(rule))
     except NetlinkError as exc:
         if exc.code != 17:  # EEXIST
             raise
 
 
 def delete(ipr: IPRoute, rule: Rule) -> None:
-    kwargs: dict[str, object] = {
-        "family": rule.family,
-        "priority": rule.priority,
-        "table": rule.table,
-    }
-    if rule.fwmark is not None:
-        kwargs["fwmark"] = rule.fwmark
-        kwargs["fwmask"] = 0xFFFFFFFF
-    if rule.dst is not None:
-        kwargs["dst"] = str(rule.dst.network_address)
-        kwargs["dst_len"] = rule.dst.prefixlen
     try:
-        ipr.rule("del", **kwargs)
+        ipr.rule("del", **_request(rule))
     except NetlinkError as exc:
         if exc.code not in (2, 3):  # ENOENT / ESRCH: already gone
             raise
