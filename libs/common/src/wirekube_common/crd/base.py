@@ -84,7 +84,7 @@ def get(obj: Mapping[str, Any], key: str, kind: type[T], default: T, path: str) 
 def get_required(obj: Mapping[str, Any], key: str, kind: type[T], path: str) -> T:
     if obj.get(key) is None:
         raise InvalidObject(f"{path}.{key}", "required")
-    return get(obj, key, kind, None, path)  # type: ignore[arg-type]
+    return get(obj, key, kind, None, path)  # type: ignore[arg-type,return-value]
 
 
 def get_str_list(obj: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
