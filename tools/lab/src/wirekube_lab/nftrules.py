@@ -14,10 +14,14 @@ naming its purpose. NAT kinds (RFC 4787 terms: mapping / filtering):
     ``masquerade random,fully-random``: every new flow (new destination
     address or port) gets a fresh random port; conntrack filtering.
 ``full-cone`` / ``address-restricted``
-    ``masquerade`` plus two dynamic tables, fed on the way out (after source
-    NAT, at priority srcnat+10, where the packet already carries its mapped
-    port): ``udp_mappings`` (mapped port -> LAN address . LAN port) and, for
-    address-restricted, ``udp_contacted`` (mapped port . remote address). On
+    A true endpoint-independent mapping for UDP: ``udp_eim`` (LAN address .
+    LAN port -> public port) makes an endpoint's first public port stick for
+    every destination; that first port is its own unless another LAN
+    endpoint holds it (``udp_taken``), then a random one. Plus two dynamic
+    tables fed on the way out (after source NAT, at priority srcnat+10,
+    where the packet already carries its mapped port): ``udp_mappings``
+    (mapped port -> LAN address . LAN port) and, for address-restricted,
+    ``udp_contacted`` (mapped port . remote address). On
     the way in, a *new* UDP flow to a mapped port is DNATed to its LAN owner
     if the mapping exists (full-cone) and the remote address was contacted
     from it (address-restricted). Entries expire after ``mapping_timeout``.
