@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +50,14 @@ async def run(tasks: dict[str, TaskFactory], stop: asyncio.Event | None = None) 
         exc = task.exception() if not task.cancelled() else None
         log.error("task %s ended (%s); stopping the process", name, exc or "returned")
         raise TaskFailed(f"task {name} ended: {exc or 'returned'}") from exc
+
+
+def run_main(main: Coroutine[Any, Any, None]) -> int:
+    """``asyncio.run`` for a service's entry point: 0 on a clean shutdown,
+    1 when a task failed (Kubernetes restarts the process)."""
+    try:
+        asyncio.run(main)
+    except TaskFailed as exc:
+        log.error("exiting: %s", exc)
+        return 1
+    return 0

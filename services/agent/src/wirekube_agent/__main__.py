@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import sys
 
@@ -16,6 +16,7 @@ from wirekube_agent.metrics import AgentCollector
 from wirekube_agent.reconciler import Reconciler
 from wirekube_agent.settings import Settings, SettingsError, build_parser, from_args
 from wirekube_common import logs, supervisor, wgkey
+from wirekube_common.kube.watch import run_informer
 from wirekube_common.metrics import serve_metrics
 
 log = logging.getLogger("wirekube_agent")
@@ -31,8 +32,9 @@ async def run_agent(settings: Settings) -> None:
     REGISTRY.register(AgentCollector(reconciler))
     REGISTRY.register(GatewayCollector(reconciler))
     serve_metrics(settings.metrics_port)
+    stop = reconciler.stop_threads
     tasks = {
-        f"watch-{i.name}": (lambda i=i: reconciler.run_informer(i)) for i in reconciler.informers
+        f"watch-{i.name}": functools.partial(run_informer, i, stop) for i in reconciler.informers
     }
     tasks["reconcile"] = reconciler.run
     tasks["probe"] = reconciler.net.probe_loop
@@ -62,12 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"wirekube-agent: {exc}", file=sys.stderr)
         return 2
-    try:
-        asyncio.run(run_agent(settings))
-    except supervisor.TaskFailed as exc:
-        log.error("exiting: %s", exc)
-        return 1
-    return 0
+    return supervisor.run_main(run_agent(settings))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from wirekube_agent.netlink.addresses import local_addresses
 from wirekube_agent.prober import Prober
 from wirekube_agent.timers import ENDPOINT_RECHECK_INTERVAL_S
 from wirekube_agent.underlay import Underlay
+from wirekube_common.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,8 @@ class NetTasks:
         # Set by the reconcile thread every pass.
         self.listen_port = 0
         self.stun_servers: tuple[str, ...] = ()
-        self.recheck = asyncio.Event()  # set to force a NAT discovery round
+        self.recheck = Wakeup()  # set (from any thread) to force a NAT discovery round
         self._underlay_failed_at = -UNDERLAY_RETRY_S
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _send(self, payload: bytes, endpoint: Endpoint) -> bool:
         underlay = self.underlay
@@ -91,13 +91,10 @@ class NetTasks:
 
     def request_recheck(self) -> None:
         """Ask for a NAT discovery round now (thread-safe)."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.recheck.set)
+        self.recheck.set()
 
     async def address_watch_loop(self) -> None:
         """Network change detection: a new set of local addresses triggers netcheck."""
-        self._loop = asyncio.get_running_loop()
         last: set[object] | None = None
         while True:
             # pyroute2's synchronous API runs an event loop of its own: off this one.
@@ -109,7 +106,6 @@ class NetTasks:
             await asyncio.sleep(ADDRESS_POLL_S)
 
     async def netcheck_loop(self) -> None:
-        self._loop = asyncio.get_running_loop()
         while True:
             underlay = self._ensure_underlay()
             servers = self.stun_servers

@@ -54,6 +54,7 @@ from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
 from wirekube_common.gwhealth.reporter import GatewayHealthReporter, KubeLeaseWriter
 from wirekube_common.kube.watch import Informer
 from wirekube_common.stun.nat import NatReport
+from wirekube_common.wakeup import Wakeup
 from wirekube_common.wireguard.types import DeviceState, format_endpoint
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class Reconciler:
         self.private_key = private_key
         self.public_key = wgkey.public_key(private_key)
         self.peer_name = peer_name_for_node(settings.node_name)
-        self.wake = asyncio.Event()
+        self.wake = Wakeup()
         self.stop_threads = threading.Event()
         self.dataplane = DataPlane(
             backend_factory
@@ -98,7 +99,7 @@ class Reconciler:
             private_key,
             settings.sysctl_root,
         )
-        self.net = NetTasks(private_key, self._notify)
+        self.net = NetTasks(private_key, self.wake.set)
         self.relays = RelayManager(private_key)
         self._relay_service: dict[str, Any] | None = None
         self._relay_service_at = -RESYNC_INTERVAL_S
@@ -114,9 +115,8 @@ class Reconciler:
         self._translated: dict[str, tuple[str, RemotePeer | None]] = {}
         self.observed = Observed()
         self.participating = False
-        self._loop: asyncio.AbstractEventLoop | None = None
 
-        notify = self._notify
+        notify = self.wake.set
         self.peers_informer = Informer("wirekubepeers", api.new_rest(), custom_path(PEERS), notify)
         self.mesh_informer = Informer(
             "wirekubemesh",
@@ -150,27 +150,13 @@ class Reconciler:
         )
 
     # -- scheduling ------------------------------------------------------------
-    def _notify(self) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.wake.set)
-
     def _gateways_changed(self) -> None:
         """The gateway informer's thread, after each change: parse once, feed
         the health reporter (thread-safe), wake the loop."""
         self.gateway_health.update(self.gateways.update(self.gateways_informer.snapshot()))
-        self._notify()
-
-    async def run_informer(self, informer: Informer) -> None:
-        self._loop = asyncio.get_running_loop()
-        try:
-            await asyncio.to_thread(informer.run, self.stop_threads)
-        finally:
-            self.stop_threads.set()
-            informer.stop()
+        self.wake.set()
 
     async def run(self) -> None:
-        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._wait_synced)
         while True:
             started = time.monotonic()

@@ -8,7 +8,6 @@ leader releases its Lease on the way out so the standby takes over at once.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import sys
@@ -16,6 +15,7 @@ import sys
 from prometheus_client import CollectorRegistry
 
 from wirekube_common import logs, supervisor
+from wirekube_common.kube.watch import run_informer
 from wirekube_gateway.election import Elector
 from wirekube_gateway.kube import ControllerApi
 from wirekube_gateway.leader import LeaderElection
@@ -50,7 +50,7 @@ async def run_controller(settings: Settings) -> None:
         },
     )
     tasks: dict[str, supervisor.TaskFactory] = {
-        f"watch-{i.name}": functools.partial(controller.run_informer, i)
+        f"watch-{i.name}": functools.partial(run_informer, i, controller.stop_threads)
         for i in controller.informers
     }
     tasks["reconcile"] = controller.run
@@ -73,12 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"wirekube-gateway-controller: {exc}", file=sys.stderr)
         return 2
-    try:
-        asyncio.run(run_controller(settings))
-    except supervisor.TaskFailed as exc:
-        log.error("exiting: %s", exc)
-        return 1
-    return 0
+    return supervisor.run_main(run_controller(settings))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from wirekube_common.gwhealth.report import (
 )
 from wirekube_common.gwhealth.target import InvalidTarget, parse_target
 from wirekube_common.kube.watch import Informer
+from wirekube_common.wakeup import Wakeup
 from wirekube_gateway.failover import Choice, choose_active, failback_hold_s
 from wirekube_gateway.health import ReportClock, Verdict, evaluate
 from wirekube_gateway.kube import GATEWAYS_PATH, PEERS_PATH, ApiException, ControllerApi
@@ -103,16 +104,15 @@ class Controller:
         self.failback = failback
         self.clock = clock
         self.wall = wall
-        self.wake = asyncio.Event()
+        self.wake = Wakeup()
         self.stop_threads = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.gateways = Informer("wirekubegateways", api.new_rest(), GATEWAYS_PATH, self._notify)
-        self.peers = Informer("wirekubepeers", api.new_rest(), PEERS_PATH, self._notify)
+        self.gateways = Informer("wirekubegateways", api.new_rest(), GATEWAYS_PATH, self.wake.set)
+        self.peers = Informer("wirekubepeers", api.new_rest(), PEERS_PATH, self.wake.set)
         self.reports = Informer(
             "gateway-health-reports",
             api.new_rest(),
             leases_path(health_namespace),
-            self._notify,
+            self.wake.set,
             label_selector=LABEL_SELECTOR,
         )
         self.informers = (self.gateways, self.peers, self.reports)
@@ -124,21 +124,7 @@ class Controller:
         self._rejected: dict[str, str] = {}  # "kind/name" -> problem logged
 
     # -- scheduling ------------------------------------------------------------------
-    def _notify(self) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.wake.set)
-
-    async def run_informer(self, informer: Informer) -> None:
-        self._loop = asyncio.get_running_loop()
-        try:
-            await asyncio.to_thread(informer.run, self.stop_threads)
-        finally:
-            self.stop_threads.set()
-            informer.stop()
-
     async def run(self) -> None:
-        self._loop = asyncio.get_running_loop()
         while not all(i.synced.is_set() for i in self.informers):
             self.stats.last_pass = self.clock()  # waiting for the API is not being stuck
             await asyncio.sleep(0.2)

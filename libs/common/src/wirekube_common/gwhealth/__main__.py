@@ -10,7 +10,6 @@ as a sidecar on gateway nodes and in the integration tests.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -22,7 +21,8 @@ from wirekube_common.gwhealth.report import NAMESPACE
 from wirekube_common.gwhealth.reporter import GatewayHealthReporter, KubeLeaseWriter
 from wirekube_common.kube.connect import CountingClient
 from wirekube_common.kube.rest import Rest
-from wirekube_common.kube.watch import Informer
+from wirekube_common.kube.watch import Informer, run_informer
+from wirekube_common.wakeup import Wakeup
 
 log = logging.getLogger("wirekube_common.gwhealth")
 
@@ -61,27 +61,18 @@ async def run(peer: str, kubeconfig: str | None, namespace: str) -> None:
     reporter = GatewayHealthReporter(
         peer, KubeLeaseWriter(Rest(client.api_client)), namespace=namespace
     )
-    loop = asyncio.get_running_loop()
-    wake = asyncio.Event()
+    wake = Wakeup()
     stop_threads = threading.Event()
-
-    def notify() -> None:
-        loop.call_soon_threadsafe(wake.set)
-
     informer = Informer(
         "wirekubegateways",
         Rest(client.api_client),
         f"/apis/{GROUP}/{VERSION}/wirekubegateways",
-        notify,
+        wake.set,
     )
     rejected: set[str] = set()
 
     async def watch() -> None:
-        try:
-            await asyncio.to_thread(informer.run, stop_threads)
-        finally:
-            stop_threads.set()
-            informer.stop()
+        await run_informer(informer, stop_threads)
 
     async def feed() -> None:
         while True:
@@ -107,12 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             print("gwhealth: --peer or NODE_NAME is required", file=sys.stderr)
             return 2
         peer = peer_name_for_node(node)
-    try:
-        asyncio.run(run(peer, args.kubeconfig, args.namespace))
-    except supervisor.TaskFailed as exc:
-        log.error("exiting: %s", exc)
-        return 1
-    return 0
+    return supervisor.run_main(run(peer, args.kubeconfig, args.namespace))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ keep their last content, so the data plane keeps running on it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
@@ -134,3 +135,16 @@ class Informer:
             if changed:
                 self._notify()
         return resource_version
+
+
+async def run_informer(informer: Informer, stop: threading.Event) -> None:
+    """Run an informer's blocking loop in a thread, as a supervised task.
+
+    When the task ends for any reason (cancelled at shutdown, or the thread
+    died), every informer sharing ``stop`` is told to stop too.
+    """
+    try:
+        await asyncio.to_thread(informer.run, stop)
+    finally:
+        stop.set()
+        informer.stop()
