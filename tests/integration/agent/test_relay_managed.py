@@ -53,7 +53,7 @@ def mesh(control_plane: ControlPlane, tmp_path: Path) -> Iterator[MeshLab]:
 
 def test_agents_find_the_managed_relay_through_its_service(mesh: MeshLab) -> None:
     nodes = mesh.start()
-    mesh.wait_until("relayed mesh", lambda: mesh.full_mesh(nodes), 60)
+    mesh.wait_until("relayed mesh", lambda: mesh.working_mesh(nodes), 60)
     assert mesh.path_table(nodes) == {"mx": {"my": "relay"}, "my": {"mx": "relay"}}
     assert mesh.ping_matrix(nodes) == {"mx": {"my": 1.0}, "my": {"mx": 1.0}}
     log = mesh.agents["mx"].log_path.read_text()

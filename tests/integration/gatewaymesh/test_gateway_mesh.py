@@ -124,6 +124,9 @@ def test_client_reaches_the_private_service_through_the_active_gateway(gwmesh: A
     # New network namespaces start with forwarding off: only the gateway turned it on.
     assert gm.nft_rules(gm.B2) is None and gm.ip_forward(gm.B2) == "0"
     assert gm.nft_rules(gm.CLIENT) is None and gm.ip_forward(gm.CLIENT) == "0"
+    # Ready follows the peers' first health reports (the route went in before:
+    # the active peer is chosen optimistically, readiness is confirmed).
+    mesh.wait_until("gateway ready", lambda: gm.status().get("ready") is True, 30)
     status = gm.status()
     assert status.get("ready") is True and status.get("routesInjected") == 1, status
     assert "active gateway for gm-vpc-b: forwarding, SNAT to" in gm.agent_log(gm.B1)

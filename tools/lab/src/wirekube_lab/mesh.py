@@ -320,8 +320,19 @@ class MeshLab:
             time.sleep(POLL_S)
 
     def full_mesh(self, hosts: Sequence[str]) -> bool:
+        """Every agent reports a routed path to every other (its status)."""
         table = self.path_table(hosts)
         return all(v != "none" for row in table.values() for v in row.values())
+
+    def working_mesh(self, hosts: Sequence[str]) -> bool:
+        """Routed everywhere *and* every pair answers a ping.
+
+        A routed path sends a node's packets into WireGuard, so the pings prove
+        the tunnel (on a flat LAN they would pass unrouted too). The status can
+        run ahead of the tunnel by a handshake: a peer is routed from its first
+        probe answer or, on the relay, at once.
+        """
+        return self.full_mesh(hosts) and self.all_reachable(hosts)
 
     def diagnose(self) -> str:
         lines = []
