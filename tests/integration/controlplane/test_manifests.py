@@ -120,7 +120,10 @@ def test_agent_daemonset_matches_configuration(control_plane: Any, repo: Path) -
     (agent,) = pod["containers"]
     # configuration.txt names NET_ADMIN and SYS_MODULE; the agent also needs
     # NET_RAW for STUN and path probes on WireGuard's port (a raw socket).
-    wanted = {"cleanup": ["NET_ADMIN", "SYS_MODULE"], "agent": ["NET_ADMIN", "NET_RAW", "SYS_MODULE"]}
+    wanted = {
+        "cleanup": ["NET_ADMIN", "SYS_MODULE"],
+        "agent": ["NET_ADMIN", "NET_RAW", "SYS_MODULE"],
+    }
     for c in (init, agent):
         sc = c["securityContext"]
         assert sc["privileged"] is False

@@ -221,10 +221,23 @@ class MeshLab:
             self.start_relay(host)
         for host in nodes:
             self.register_node(host)
+        # In a cluster the relay and STUN services are running before a node's
+        # agent starts; wait for them here too, so that "time from agent start"
+        # does not include their Python start-up on the lab's shared cores.
+        for host in [*self.lab.hosts("stun"), *self.lab.hosts("relay")]:
+            self.wait_until(f"{host} listening", lambda h=host: self._listening(h), 30)
         self.started_at = time.monotonic()
         for host in nodes:
             self.start_agent(host)
         return nodes
+
+    def _listening(self, host: str) -> bool:
+        """The service on ``host`` has bound its port (3478; TCP or UDP)."""
+        proc = self.services[host]
+        if not proc.alive:
+            raise RuntimeError(f"{proc.name} on {host} exited {proc.returncode}")
+        out = self.lab.exec(host, ["ss", "-Hlntu", "sport = :3478"], check=False).stdout
+        return bool(out.strip())
 
     def stop(self) -> None:
         """Stop every process, then delete the Nodes (and their peers) we made:

@@ -1,7 +1,7 @@
 """RelayPool: a registered link to every relay replica, and which one carries each flow.
 
 Addresses come from an explicit ``host:port`` list or from a DNS name that is
-re-resolved with dnspython every ``RESOLVE_INTERVAL`` (the resolver's address
+re-resolved every ``RESOLVE_INTERVAL`` (``resolver``; the DNS server's address
 is configurable so a lab DNS server can be used). Finding *which* relay
 address to use (external endpoint, Service ExternalIP / LB ingress /
 NodePort) is the caller's job; the pool receives addresses.
@@ -29,17 +29,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-
-import dns.exception
-import dns.resolver
+from typing import TYPE_CHECKING
 
 from wirekube_agent.relay import timers
 from wirekube_agent.relay.link import FrameHandler, RelayLink
+
+if TYPE_CHECKING:
+    from wirekube_agent.relay.resolver import Resolver
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class RelayPool:
         self._stop = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="relay-pool", daemon=True)
         self._next_resolve = 0.0
+        self._resolver: Resolver | None = None
         self.on_change: Callable[[], None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------
@@ -174,7 +175,7 @@ class RelayPool:
         else:
             try:
                 wanted = self._resolve()
-            except (dns.exception.DNSException, OSError) as exc:
+            except Exception as exc:  # ResolveError, a DNS library error, OSError
                 log.warning("event=relay-resolve-failed error=%s", exc)
                 return  # keep the links we have
         names = {f"{h}:{p}": (h, p) for h, p in wanted}
@@ -205,40 +206,15 @@ class RelayPool:
 
     def _resolve(self) -> list[tuple[str, int]]:
         assert self.dns is not None
-        src = self.dns
-        try:
-            socket.inet_pton(socket.AF_INET, src.name)
-            return [(src.name, src.port)]
-        except OSError:
-            pass
-        res = dns.resolver.Resolver(configure=not src.nameservers)
-        if src.nameservers:
-            res.nameservers = list(src.nameservers)
-            res.port = src.nameserver_port
-        res.lifetime = timers.RESOLVE_TIMEOUT
-        out: list[tuple[str, int]] = []
-        failed: list[str] = []
-        for rtype, family in (("A", socket.AF_INET), ("AAAA", socket.AF_INET6)):
-            try:
-                answer = res.resolve(src.name, rtype)
-            except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
-                continue
-            except dns.exception.DNSException as exc:
-                # A server that refuses or fails one record type (dnsmasq answers
-                # REFUSED to AAAA for a name it only has an A record for) must not
-                # hide the other type's answer. Replicas of the failed type that
-                # we already have are kept, as when the whole resolve fails.
-                failed.append(f"{rtype}: {exc}")
-                with self._lock:
-                    known = [lk.address for lk in self.links.values()]
-                out.extend(a for a in known if _family(a[0]) == family)
-                continue
-            out.extend((r.to_text(), src.port) for r in answer)
-        if not out:
-            raise dns.exception.DNSException("; ".join(failed) or f"{src.name}: no A/AAAA records")
-        if failed:
-            log.warning("event=relay-resolve-partial name=%s error=%s", src.name, "; ".join(failed))
-        return sorted(set(out))
+        if self._resolver is None:
+            from wirekube_agent.relay.resolver import Resolver  # noqa: PLC0415 - see resolver
+
+            self._resolver = Resolver(
+                self.dns.nameservers, self.dns.nameserver_port, timers.RESOLVE_TIMEOUT
+            )
+        with self._lock:
+            known = [lk.address for lk in self.links.values()]
+        return self._resolver.resolve(self.dns.name, self.dns.port, known)
 
     def _watch(self) -> None:
         while not self._stop.wait(timers.WATCHDOG_TICK):
@@ -258,10 +234,6 @@ class RelayPool:
                     link.kill()
                 elif now - link.last_ping >= timers.PING_INTERVAL:
                     link.ping(now)
-
-
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _drop(src: memoryview, packet: memoryview) -> None:
