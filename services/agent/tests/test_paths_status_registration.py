@@ -38,10 +38,11 @@ def test_status_derivation_and_rate_limit() -> None:
 def test_status_writes_are_a_token_bucket() -> None:
     budget = status.WriteBudget(at=0.0)
     a, b = PeerStatus(connected=False), PeerStatus(connected=True)
-    for t in (0.0, 0.1, 0.2, 0.3, 0.4):  # a burst goes out at once
+    for t in (0.0, 0.5, 1.0, 1.5, 2.0):  # a burst, spaced
         assert status.should_write(a, b, budget, t)
         budget = budget.spend(t)
-    assert not status.should_write(a, b, budget, 0.5)
+        assert not status.should_write(a, b, budget, t + 0.4)  # too soon after a write
+    assert not status.should_write(a, b, budget, 2.5)
     assert not status.should_write(a, b, budget, 4.0)
     assert status.should_write(a, b, budget, 5.3)  # then one per refill period
     budget = budget.spend(5.3)

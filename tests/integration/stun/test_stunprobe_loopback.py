@@ -121,10 +121,11 @@ def test_bounded_flood_is_rate_limited(stun_probe_factory) -> None:  # type: ign
     n = 2000
     replies = 0
     key = 'wirekube_stun_responses_total{kind="success",transport="udp"}'
-    before = probe.metrics()[key]  # the readiness probe's answers
     # The readiness probe spent tokens of 127.0.0.1's bucket: wait for it to
-    # refill (burst 40 at 20/s) so the flood starts from a full burst.
+    # refill (burst 40 at 20/s) so the flood starts from a full burst. Its
+    # answers are counted once they were sent, so read the counter only now.
     time.sleep(40 / 20 + 0.2)
+    before = probe.metrics().get(key, 0.0)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
         s.setblocking(False)

@@ -18,7 +18,7 @@ from wirekube_agent.model import Endpoint
 from wirekube_agent.netlink.addresses import local_addresses
 from wirekube_agent.underlay import Underlay
 from wirekube_common.stun.aio import resolve
-from wirekube_common.stun.discovery import discover
+from wirekube_common.stun.discovery import DiscoveryOptions, discover
 from wirekube_common.stun.endpoint import Endpoint as StunEndpoint
 from wirekube_common.stun.nat import NatReport, endpoint_to_publish, merge
 
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # One discovery round (parallel Binding tests, then the RFC 5780 filtering
 # and mapping tests) takes 1-3 s; past this something is wedged.
 ROUND_TIMEOUT_S = 20.0
+QUICK = DiscoveryOptions(filtering=False, mapping_detail=False)
 
 
 class Netcheck:
@@ -34,7 +35,12 @@ class Netcheck:
         self.report = NatReport()
         self.rounds = 0
 
-    async def run(self, underlay: Underlay, servers: Sequence[str]) -> NatReport:
+    async def run(
+        self, underlay: Underlay, servers: Sequence[str], quick: bool = False
+    ) -> NatReport:
+        """One discovery round. ``quick``: the parallel Binding tests only (one
+        round trip): the mapped endpoint and cone/symmetric, without the RFC 5780
+        filtering tests, which wait out retransmissions when a NAT filters."""
         endpoints: list[StunEndpoint] = []
         for server in servers:
             try:
@@ -46,7 +52,13 @@ class Netcheck:
         # pyroute2's synchronous API runs an event loop of its own: off this one.
         local_ips = set(await asyncio.to_thread(local_addresses))
         result = await asyncio.wait_for(
-            discover(underlay.binding, endpoints, local_ips=local_ips, local_port=underlay.port),
+            discover(
+                underlay.binding,
+                endpoints,
+                local_ips=local_ips,
+                local_port=underlay.port,
+                options=QUICK if quick else DiscoveryOptions(),
+            ),
             ROUND_TIMEOUT_S,
         )
         merged = merge(self.report, result.report)

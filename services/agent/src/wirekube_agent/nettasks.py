@@ -45,11 +45,20 @@ class NetTasks:
         self.prober = Prober(private_key, self._send)
         self.netcheck = Netcheck()
         self.underlay: Underlay | None = None
-        # Set by the reconcile thread every pass.
+        # Set by the reconcile thread every pass (``configure``).
         self.listen_port = 0
         self.stun_servers: tuple[str, ...] = ()
         self.recheck = Wakeup()  # set (from any thread) to force a NAT discovery round
         self._underlay_failed_at = -UNDERLAY_RETRY_S
+
+    def configure(self, listen_port: int, stun_servers: tuple[str, ...]) -> None:
+        """The mesh's port and STUN servers (reconcile thread, every pass). A
+        change starts a discovery round at once: at start-up the first round
+        must not wait out a retry interval for the first pass to arrive."""
+        changed = (listen_port, stun_servers) != (self.listen_port, self.stun_servers)
+        self.listen_port, self.stun_servers = listen_port, stun_servers
+        if changed:
+            self.recheck.set()
 
     def _send(self, payload: bytes, endpoint: Endpoint) -> bool:
         underlay = self.underlay
@@ -110,10 +119,13 @@ class NetTasks:
             underlay = self._ensure_underlay()
             servers = self.stun_servers
             answered = False
+            # Nothing known yet (start-up): a quick round publishes the mapped
+            # endpoint after one round trip; the full round follows at once.
+            quick = self.netcheck.report.mapped is None
             if underlay is not None and servers:
                 before = self.netcheck.report
                 try:
-                    report = await self.netcheck.run(underlay, servers)
+                    report = await self.netcheck.run(underlay, servers, quick=quick)
                     answered = report.mapped is not None
                 except (TimeoutError, OSError) as exc:
                     log.warning("NAT discovery failed: %s", exc)
@@ -124,6 +136,8 @@ class NetTasks:
                 if self.netcheck.report != before:
                     self.wake()
             self.recheck.clear()
+            if quick and answered:
+                continue
             interval = ENDPOINT_RECHECK_INTERVAL_S if answered else NETCHECK_RETRY_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.recheck.wait(), interval)

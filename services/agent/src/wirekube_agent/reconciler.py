@@ -194,9 +194,9 @@ class Reconciler:
         self.participating = True
         mesh = self._mesh()
         self.dataplane.ensure(mesh, now)
-        self.net.listen_port = mesh.listen_port
-        self.net.stun_servers = (
-            mesh.stun_servers if "stun" in self.settings.endpoint_sources else ()
+        self.net.configure(
+            mesh.listen_port,
+            mesh.stun_servers if "stun" in self.settings.endpoint_sources else (),
         )
         self._discover(node, mesh, now)
         self._register(node)

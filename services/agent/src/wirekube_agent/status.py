@@ -2,10 +2,10 @@
 
 Writes are the scarce resource: every agent watches every WireKubePeer, so each
 status write fans out to N watchers. The agent therefore writes only its own
-object, only when a field changed, through a token bucket (a few writes at once
-so start-up and path changes show within a second, then one per
-``STATUS_REFILL_S``), and ``lastHandshake`` only when it moved by a minute or
-more — total writes grow O(N) with the mesh, never O(N^2).
+object, only when a field changed, through a token bucket (a few writes
+``STATUS_SPACING_S`` apart so start-up and path changes show within a second
+or two, then one per ``STATUS_REFILL_S``), and ``lastHandshake`` only when it
+moved by a minute or more — total writes grow O(N) with the mesh, never O(N^2).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from wirekube_agent.timers import (
     STATUS_BURST,
     STATUS_HANDSHAKE_GRANULARITY_S,
     STATUS_REFILL_S,
+    STATUS_SPACING_S,
 )
 from wirekube_common.crd import PeerStatus, derive_transport_mode
 
@@ -92,16 +93,21 @@ class WriteBudget:
 
     tokens: float = STATUS_BURST
     at: float = 0.0
+    last: float = float("-inf")  # the last write
 
     def available(self, now: float) -> float:
         return min(STATUS_BURST, self.tokens + max(0.0, now - self.at) / STATUS_REFILL_S)
 
     def spend(self, now: float) -> WriteBudget:
-        return WriteBudget(self.available(now) - 1, now)
+        return WriteBudget(self.available(now) - 1, now, now)
 
 
 def should_write(current: PeerStatus, new: PeerStatus, budget: WriteBudget, now: float) -> bool:
-    return current.to_dict() != new.to_dict() and budget.available(now) >= 1
+    return (
+        current.to_dict() != new.to_dict()
+        and budget.available(now) >= 1
+        and now - budget.last >= STATUS_SPACING_S
+    )
 
 
 @dataclass(frozen=True)
