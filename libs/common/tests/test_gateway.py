@@ -156,7 +156,9 @@ def test_a_route_equal_to_a_mesh_peers_address_is_never_injected() -> None:
         VPC_B.replace(
             "- {cidr: 172.20.0.0/16, description: VPC-B subnet}",
             "- {cidr: 172.20.0.0/16}\n    - {cidr: 192.168.5.1/32}",
-        ).replace("peerRefs: [node-b1, node-b2]", "peerRefs: [node-b1, node-b2]\n  clientRefs: [node-a1]")
+        ).replace(
+            "peerRefs: [node-b1, node-b2]", "peerRefs: [node-b1, node-b2]\n  clientRefs: [node-a1]"
+        )
     )
     assert [r.cidr for r in active_routes_for("node-a1", [gw], MESH)] == ["172.20.0.0/16"]
     assert routes_injected(gw, [gw], MESH) == 1
@@ -171,7 +173,9 @@ def test_routes_injected_counts_distinct_cidrs_the_active_peer_carries() -> None
     )
     assert routes_injected(gw, [gw], MESH) == 2
     lonely = gateway(
-        VPC_B.replace("peerRefs: [node-b1, node-b2]", "peerRefs: [node-b1]\n  clientRefs: [node-gone]")
+        VPC_B.replace(
+            "peerRefs: [node-b1, node-b2]", "peerRefs: [node-b1]\n  clientRefs: [node-gone]"
+        )
     )
     assert routes_injected(lonely, [lonely], MESH) == 0  # no client: nothing carried
 
@@ -190,6 +194,6 @@ def test_duties_of_the_active_gateway_peer() -> None:
     assert duties_for("node-b2", [gw], MESH) == []
     explicit = gateway(VPC_B.replace('sourceIP: ""', "sourceIP: 172.20.1.200"))
     assert duties_for("node-b1", [explicit], MESH)[0].snat_source == "172.20.1.200"
-    no_snat = gateway(VPC_B.replace("  snat: {enabled: true, sourceIP: \"\"}\n", ""))
+    no_snat = gateway(VPC_B.replace('  snat: {enabled: true, sourceIP: ""}\n', ""))
     duty = duties_for("node-b1", [no_snat], MESH)[0]
     assert (duty.snat, duty.snat_source) == (False, None)

@@ -43,7 +43,10 @@ def test_mesh_defaults_match_the_crd() -> None:
     assert (relay.mode, relay.provider) == ("auto", None)
     assert (relay.handshake_timeout_seconds, relay.direct_retry_interval_seconds) == (30, 120)
     partial = Mesh.from_dict(
-        {"metadata": {"name": "m"}, "spec": {"relay": {"managed": {}, "external": {"endpoint": "r:1"}}}}
+        {
+            "metadata": {"name": "m"},
+            "spec": {"relay": {"managed": {}, "external": {"endpoint": "r:1"}}},
+        }
     )
     assert partial.spec.relay.managed is not None
     assert (partial.spec.relay.managed.replicas, partial.spec.relay.managed.port) == (1, 3478)
@@ -73,7 +76,11 @@ def test_gateway_health_check_defaults() -> None:
     [
         (Mesh, {"metadata": {"name": "m"}, "spec": {"listenPort": "51820"}}, "spec.listenPort"),
         (Mesh, {"metadata": {"name": "m"}, "spec": {"mtu": True}}, "spec.mtu"),
-        (Mesh, {"metadata": {"name": "m"}, "spec": {"relay": {"mode": "sometimes"}}}, "spec.relay.mode"),
+        (
+            Mesh,
+            {"metadata": {"name": "m"}, "spec": {"relay": {"mode": "sometimes"}}},
+            "spec.relay.mode",
+        ),
         (
             Mesh,
             {"metadata": {"name": "m"}, "spec": {"relay": {"provider": "external"}}},
@@ -81,9 +88,17 @@ def test_gateway_health_check_defaults() -> None:
         ),
         (Mesh, {"metadata": {"name": "m"}, "spec": {"relay": []}}, "spec.relay"),
         (Peer, {"metadata": {"name": "p"}, "spec": {}}, "spec.publicKey"),
-        (Peer, {"metadata": {"name": "p"}, "spec": {"publicKey": "k", "allowedIPs": "x"}}, "spec.allowedIPs"),
+        (
+            Peer,
+            {"metadata": {"name": "p"}, "spec": {"publicKey": "k", "allowedIPs": "x"}},
+            "spec.allowedIPs",
+        ),
         (Peer, {"spec": {"publicKey": "k"}}, "metadata.name"),
-        (Gateway, {"metadata": {"name": "g"}, "spec": {"peerRefs": [], "routes": []}}, "spec.peerRefs"),
+        (
+            Gateway,
+            {"metadata": {"name": "g"}, "spec": {"peerRefs": [], "routes": []}},
+            "spec.peerRefs",
+        ),
         (
             Gateway,
             {"metadata": {"name": "g"}, "spec": {"peerRefs": ["a"], "routes": [{}]}},

@@ -77,7 +77,9 @@ def get(obj: Mapping[str, Any], key: str, kind: type[T], default: T, path: str) 
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind):
-        raise InvalidObject(f"{path}.{key}", f"expected {kind.__name__}, got {type(value).__name__}")
+        raise InvalidObject(
+            f"{path}.{key}", f"expected {kind.__name__}, got {type(value).__name__}"
+        )
     return value
 
 
