@@ -26,9 +26,8 @@ from wirekube_common.wireguard.types import DeviceConfig, DeviceState, PeerConfi
 @dataclass(frozen=True)
 class Operations:
     """What to change. Peers are only ever removed, added or updated one by one;
-    a *restart* (remove + add in one request) is used for a peer that has never
-    completed a handshake, when its agent has just proven it knows us (its
-    probe arrived): our next initiation will succeed, so send it now."""
+    a *restart* (remove + add in one request) makes WireGuard initiate a
+    handshake at once; ``initiate`` decides when that is safe."""
 
     wireguard: DeviceConfig | None = None
     routes_delete: tuple[Route, ...] = ()

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wirekube_agent import pathplan, paths, registration, status
+from wirekube_agent import initiate, pathplan, paths, registration, status
 from wirekube_agent.dataplane import DataPlane
 from wirekube_agent.endpoint import Discovery, discover
 from wirekube_agent.gatewaynode import GatewayNode
@@ -105,6 +105,7 @@ class Reconciler:
         self._relay_service_at = -RESYNC_INTERVAL_S
         self.paths: dict[str, paths.PathState] = {}
         self._restarted: set[bytes] = set()
+        self._probing_since: dict[bytes, float] = {}  # initiate.PeerFacts.probing_since
         self.discovery = Discovery(None, None)
         self._discovered_at = 0.0
         self._discovered_for: tuple[NodeInfo, int, int] | None = None
@@ -256,7 +257,7 @@ class Reconciler:
             relay_endpoints=relay_endpoints,
             control_destinations=[api_ip] if api_ip else [],
         )
-        self.dataplane.apply(desired, device, now, self._restarts(peers, handshakes))
+        self.dataplane.apply(desired, device, now, self._restarts(peers, device, now))
         try:
             self.gateway_node.ensure(gateway_plan.duties, mesh.interface_name, now)
         except Exception:
@@ -270,21 +271,33 @@ class Reconciler:
             self._gateway_problems = tuple(problems)
 
     def _restarts(
-        self, peers: dict[str, RemotePeer], handshakes: dict[str, float]
+        self, peers: dict[str, RemotePeer], device: DeviceState, now: float
     ) -> frozenset[bytes]:
-        """Peers to re-create so WireGuard initiates at once (see ``diff.Operations``):
-        never a handshake, and a probe from their agent arrived after we added
-        them — so they know our key now. Once per peer."""
+        """Peers to re-create so WireGuard initiates at once (``initiate``)."""
         out = set()
         for name, peer in peers.items():
             key = peer.public_key
             added = self.dataplane.added_at.get(key)
-            if handshakes.get(name) or added is None or key in self._restarted:
+            state = device.peers.get(key)
+            if added is None or state is None or key in self._restarted:
                 continue
-            if self.net.prober.view(key).last_ping > added:
+            last_ping = self.net.prober.view(key).last_ping
+            if last_ping > added:
+                self._probing_since.setdefault(key, last_ping)
+            facts = initiate.PeerFacts(
+                added,
+                state.last_handshake,
+                state.rx_bytes,
+                self._probing_since.get(key),
+                we_initiate=self.public_key < key,
+            )
+            if initiate.due(facts, now):
+                log.info("re-creating WireGuard peer %s: its agent probes us, initiate now", name)
                 out.add(key)
                 self._restarted.add(key)
-        self._restarted &= {p.public_key for p in peers.values()}
+        keys = {p.public_key for p in peers.values()}
+        self._restarted &= keys
+        self._probing_since = {k: t for k, t in self._probing_since.items() if k in keys}
         return frozenset(out)
 
     def _log_path_changes(self, new: dict[str, paths.PathState]) -> None:
