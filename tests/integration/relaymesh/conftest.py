@@ -162,6 +162,16 @@ class Pinger:
             self.proc.wait(10)
         return parse_ping(self.dst, self.proc.log_text())
 
+    def lost(self, result: PingResult) -> tuple[int, int]:
+        """(requests without a reply up to the last reply, requests after it).
+
+        ``ping`` keeps sending while ``stop`` waits for replies, and SIGINT ends
+        it at once: the last request or two are still in flight then."""
+        if not result.replied_seqs:
+            return result.sent, 0
+        last = max(result.replied_seqs)
+        return last - len(set(result.replied_seqs)), result.sent - last
+
     def longest_gap_s(self, result: PingResult) -> float:
         """Longest stretch without a reply, from the sequence numbers (send schedule)."""
         seqs = list(result.replied_seqs)

@@ -191,7 +191,8 @@ def test_hostile_clients_change_nothing_for_the_mesh(relay_mesh: Any) -> None:
         assert f"reason={reason}" in log, reason
     # The ping through the attacked relay: nothing lost (see the module notes).
     assert ping.sent >= 100
-    assert ping.lost <= PING_LOSS_ALLOWED, ping
+    lost, in_flight = pinger.lost(ping)
+    assert lost <= PING_LOSS_ALLOWED and in_flight <= 2, ping
     assert pinger.longest_gap_s(ping) < 1.0
     assert after["drops"].get("queue-full", 0) == before["drops"].get("queue-full", 0)
 

@@ -281,6 +281,8 @@ class Reconciler:
             state = device.peers.get(key)
             if added is None or state is None or key in self._restarted:
                 continue
+            if state.last_handshake or state.rx_bytes or not self.public_key < key:
+                continue  # the common case, decided without asking the prober
             last_ping = self.net.prober.view(key).last_ping
             if last_ping > added:
                 self._probing_since.setdefault(key, last_ping)

@@ -71,10 +71,14 @@ HEARTBEAT_S = 1.0
 # probed again, well before the fallback deadline.
 HEARTBEAT_MISSED_S = 2.5 * HEARTBEAT_S
 # We answer a peer's burst with ours, but not within this long after our own
-# last burst: until then the peer's probes are its answer to ours (its burst
-# ends up to a burst after ours and stays fresh for PONG_FRESH_S), and
-# answering them again would keep the two probing each other forever.
-REACT_COOLDOWN_S = PROBE_BURST_S + PONG_FRESH_S
+# last burst: until then the peer's probes may be its answer to ours, and
+# answering them again keeps the two probing each other forever. The peer
+# answers while our probes are fresh (up to PONG_FRESH_S after our last one),
+# its burst lasts PROBE_BURST_S and its probes stay fresh PONG_FRESH_S more;
+# one reconcile tick (1 s) of slack on top. (PROBE_BURST_S + PONG_FRESH_S was
+# too short: a pair whose answers came late kept bursting every 9 s instead
+# of once per retry interval; seen in the lab.)
+REACT_COOLDOWN_S = PROBE_BURST_S + 2 * PONG_FRESH_S + 1.0
 # A relay link that drops is reconnected within a backoff step (from 0.2 s),
 # and a dead replica's flows move to a live one within 5 s (relay.timers):
 # for that long relayed peers stay on the relay instead of being moved to an
