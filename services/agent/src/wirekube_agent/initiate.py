@@ -6,12 +6,13 @@ the first initiation often reaches a node that does not know our key yet and
 is dropped; the next one would wait out those 5 s. Re-creating the peer (see
 ``diff.Operations``) makes WireGuard initiate again at once.
 
-Re-creating is only safe while no handshake is under way. Seen in the lab: a
-peer re-created 20 ms after it had answered the other node's initiation threw
-away the session the other node had just completed. That node kept sending
-on a session nobody held, and dropped our fresh initiation as a flood (one
-per 20 ms per peer). The pair was unreachable for 5 to 15 s, until WireGuard's own
-timers gave up on the dead session. So a peer is re-created only when
+Re-creating is only safe while no handshake is under way. Captured in the
+lab: a peer re-created 0.1 ms after it had answered the other node's
+initiation threw away the session the other node had just completed. That
+node kept sending on a session nobody held and did not answer the fresh
+initiation that followed; the pair was unreachable for 5 to 15 s, until
+WireGuard's own timers gave up on the dead session. So a peer is re-created
+only when
 
 * it never completed a handshake, and nothing at all came from it (no
   handshake message either: ``rx_bytes`` is 0);
