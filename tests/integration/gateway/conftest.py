@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -29,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from wirekube_common.crd import GROUP, VERSION
 from wirekube_common.kube.rest import MERGE_PATCH, Rest
+from wirekube_lab import polling
 from wirekube_lab.controlplane import ControlPlane
 
 T = TypeVar("T")
@@ -39,23 +38,7 @@ CRD = f"/apis/{GROUP}/{VERSION}"
 
 
 def wait_for(cond: Callable[[], T | None], timeout: float, what: str, every: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-        except (ApiException, OSError) as exc:  # transient
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last  # type: ignore[return-value]
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return polling.wait_for(cond, timeout, what, every, transient=(ApiException, OSError))
 
 
 class ControllerProcess:
@@ -134,7 +117,7 @@ class GatewayEnv:
 
     # -- controllers -------------------------------------------------------------
     def start_controller(self, identity: str, *extra: str) -> ControllerProcess:
-        port = free_port()
+        port = polling.free_port()
         argv = [
             sys.executable, "-m", "wirekube_gateway",
             "--kubeconfig", str(self.kubeconfig),

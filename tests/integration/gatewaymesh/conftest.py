@@ -28,10 +28,8 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +39,7 @@ import pytest
 from kubernetes import client as k8s
 
 from wirekube_common.crd import GROUP, VERSION
+from wirekube_lab import polling
 from wirekube_lab.controlplane import ControlPlane
 from wirekube_lab.lab import Lab
 from wirekube_lab.mesh import MeshLab, peer_name
@@ -128,23 +127,13 @@ while True:
 
 
 def wait_for(cond: Callable[[], T | None], timeout: float, what: str, every: float = 0.25) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-        except (k8s.ApiException, OSError, subprocess.SubprocessError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last  # type: ignore[return-value]
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return polling.wait_for(
+        cond,
+        timeout,
+        what,
+        every,
+        transient=(k8s.ApiException, OSError, subprocess.SubprocessError),
+    )
 
 
 class GatewayMesh:
@@ -179,7 +168,7 @@ class GatewayMesh:
             "--lease-name", f"gm-ctl-{self.token}",
             "--lease-namespace", "wirekube-system",
             "--metrics-address", "127.0.0.1",
-            "--metrics-port", str(free_port()),
+            "--metrics-port", str(polling.free_port()),
             "--failback", "never",
         ]  # fmt: skip
         env = dict(os.environ, WIREKUBE_LOG_FORMAT="text", WIREKUBE_LOG_LEVEL="info")

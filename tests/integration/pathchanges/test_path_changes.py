@@ -144,15 +144,20 @@ def test_blocked_pair_upgrades_once_the_obstacle_goes(pc: Any) -> None:
     assert_status_truthful(sampler, log, removed)
 
 
-# -- 3a/3c. a direct path dies, falls back within the timeout, comes back -----------------
-
-
-def test_direct_path_that_dies_falls_back_within_the_timeout_and_returns(pc: Any) -> None:
+def _home_pair_direct(pc: Any, ping_name: str) -> tuple[Any, Any]:
+    """The home pair on its direct path (obstacle down), with a ping running."""
     block = pc.block(HOME_A, HOME_B)
     if block.active:
         block.remove()
     pc.wait_pair(HOME_A, HOME_B, "direct", UPGRADE_BOUND_S + 30)
-    ping = pc.ping(HOME_A, HOME_B, "ping-fallback")
+    return block, pc.ping(HOME_A, HOME_B, ping_name)
+
+
+# -- 3a/3c. a direct path dies, falls back within the timeout, comes back -----------------
+
+
+def test_direct_path_that_dies_falls_back_within_the_timeout_and_returns(pc: Any) -> None:
+    block, ping = _home_pair_direct(pc, "ping-fallback")
     with pc.sampler([(HOME_A, HOME_B)]) as sampler:
         time.sleep(2.0)
         cut = block.add()
@@ -203,11 +208,7 @@ def obstacle_pattern(block: Any, pattern: list[tuple[float, float]]) -> list[tup
 
 
 def test_intermittent_obstacle_does_not_flap(pc: Any) -> None:
-    block = pc.block(HOME_A, HOME_B)
-    if block.active:
-        block.remove()
-    pc.wait_pair(HOME_A, HOME_B, "direct", UPGRADE_BOUND_S + 30)
-    ping = pc.ping(HOME_A, HOME_B, "ping-flap")
+    block, ping = _home_pair_direct(pc, "ping-flap")
     with pc.sampler([(HOME_A, HOME_B)]) as sampler:
         t0 = time.time()
         # Phase 1: drop UDP for 2 s every 6 s. The direct path goes quiet for

@@ -4,16 +4,14 @@ replica, and discovery of replicas through a (lab) DNS server re-resolved period
 from __future__ import annotations
 
 import signal
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
-import dns.message
-import dns.rrset
+import dns.rcode
 import pytest
 
 from wirekube_agent.relay import DnsSource
+from wirekube_lab.loopdns import LoopbackDns
 
 
 @pytest.mark.parametrize("failure", ["kill", "freeze"])
@@ -68,51 +66,12 @@ def test_replica_failure_flow_moves_within_5s_and_returns(
     print(f"{failure}: traffic on the surviving replica {outage:.2f}s after the failure")
 
 
-class LabDns:
-    """A minimal authoritative DNS server on loopback answering A queries for one name."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name if name.endswith(".") else name + "."
-        self.addresses: list[str] = []
-        self.queries = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            query = dns.message.from_wire(data)
-            resp = dns.message.make_response(query)
-            q = query.question[0]
-            self.queries += 1
-            if q.name.to_text().lower() == self.name and q.rdtype == dns.rdatatype.A:
-                if self.addresses:
-                    resp.answer.append(
-                        dns.rrset.from_text_list(q.name, 1, "IN", "A", list(self.addresses))
-                    )
-            elif q.name.to_text().lower() != self.name:
-                resp.set_rcode(dns.rcode.NXDOMAIN)
-            self.sock.sendto(resp.to_wire(), peer)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
 @pytest.fixture
-def lab_dns() -> Iterator[LabDns]:
-    server = LabDns("relay.wirekube.test")
+def lab_dns() -> Iterator[LoopbackDns]:
+    server = LoopbackDns("relay.wirekube.test")
+    server.aaaa_rcode = dns.rcode.NOERROR  # A records only, as a headless Service has
     yield server
-    server.stop()
+    server.close()
 
 
 def test_replicas_discovered_by_dns_are_used_after_the_next_resolve(
@@ -121,7 +80,7 @@ def test_replicas_discovered_by_dns_are_used_after_the_next_resolve(
     r1 = relay_factory(host="127.0.0.1")
     port = r1.address[1]
     r2 = relay_factory(host="127.0.0.2", port=port)  # same port, second loopback address
-    lab_dns.addresses = ["127.0.0.1"]
+    lab_dns.a = ["127.0.0.1"]
     source = DnsSource("relay.wirekube.test", port, ["127.0.0.1"], lab_dns.port)
     hub = nodes(dns_source=source, resolve_interval=1.0)
     spokes = [nodes(dns_source=source, resolve_interval=1.0) for _ in range(12)]
@@ -131,7 +90,7 @@ def test_replicas_discovered_by_dns_are_used_after_the_next_resolve(
     assert hub.bridge.pool.wait_live(1, 10)
     assert hub.bridge.pool.live_replicas() == (f"127.0.0.1:{port}",)
 
-    lab_dns.addresses = ["127.0.0.1", "127.0.0.2"]
+    lab_dns.a = ["127.0.0.1", "127.0.0.2"]
     for n in [hub, *spokes]:
         assert n.bridge.pool.wait_live(2, 10), "second replica not used after re-resolve"
 
@@ -146,7 +105,7 @@ def test_replicas_discovered_by_dns_are_used_after_the_next_resolve(
     carriers = {hub.bridge.stats(s.pub).replica for s in spokes}
     assert carriers == {f"127.0.0.1:{port}", f"127.0.0.2:{port}"}  # flows spread over both
 
-    lab_dns.addresses = ["127.0.0.2"]  # the first replica leaves the Service
+    lab_dns.a = ["127.0.0.2"]  # the first replica leaves the Service
     h.wait_for(
         lambda: hub.bridge.pool.live_replicas() == (f"127.0.0.2:{port}",), 10, "replica removal"
     )

@@ -10,11 +10,7 @@ are named after the addresses it resolved.
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import dns.message
 import dns.rcode
@@ -24,117 +20,33 @@ import pytest
 
 from wirekube_agent.relay import DnsSource, RelayPool
 from wirekube_common import wgkey
+from wirekube_lab.loopdns import LoopbackDns
+from wirekube_lab.polling import wait_for
 
 NAME = "relay.pool.test."
 
 
-class PickyDns:
-    """Answers A (and AAAA while ``aaaa`` is set); otherwise ``refuse_aaaa`` decides.
-
-    Serves UDP and TCP on one port; with ``udp`` cleared it reads UDP queries
-    and never answers them (a firewall that lets only TCP out).
-    """
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind(("127.0.0.1", self.port))
-        self.tcp.listen(8)
-        self.tcp.settimeout(0.2)
-        self.udp = True
-        self.a = ["127.0.0.1"]
-        self.aaaa: list[str] = []
-        self.aaaa_rcode = dns.rcode.REFUSED
-        self.queries = 0
-        self.tcp_queries = 0
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._serve, daemon=True),
-            threading.Thread(target=self._serve_tcp, daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-
-    def _answer(self, data: bytes) -> bytes:
-        query = dns.message.from_wire(data)
-        resp = dns.message.make_response(query)
-        q = query.question[0]
-        self.queries += 1
-        if q.name.to_text().lower() != NAME:
-            resp.set_rcode(dns.rcode.NXDOMAIN)
-        elif q.rdtype == dns.rdatatype.A:
-            resp.answer.append(dns.rrset.from_text_list(q.name, 1, "IN", "A", self.a))
-        elif q.rdtype == dns.rdatatype.AAAA and self.aaaa:
-            resp.answer.append(dns.rrset.from_text_list(q.name, 1, "IN", "AAAA", self.aaaa))
-        else:
-            resp.set_rcode(self.aaaa_rcode)
-        return resp.to_wire()  # type: ignore[no-any-return]
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            if self.udp:
-                self.sock.sendto(self._answer(data), peer)
-
-    def _serve_tcp(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.tcp.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(2.0)
-                with contextlib.suppress(OSError, ValueError):
-                    while True:  # 2-byte length-prefixed messages (RFC 1035 4.2.2)
-                        head = conn.recv(2, socket.MSG_WAITALL)
-                        if len(head) < 2:
-                            break
-                        data = conn.recv(int.from_bytes(head, "big"), socket.MSG_WAITALL)
-                        wire = self._answer(data)
-                        self.tcp_queries += 1
-                        conn.sendall(len(wire).to_bytes(2, "big") + wire)
-
-    def close(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(2)
-        self.sock.close()
-        self.tcp.close()
-
-
 @pytest.fixture
-def picky_dns() -> Iterator[PickyDns]:
-    server = PickyDns()
+def picky_dns() -> Iterator[LoopbackDns]:
+    server = LoopbackDns(NAME)
     yield server
     server.close()
 
 
-def _pool(server: PickyDns) -> RelayPool:
+def _pool(server: LoopbackDns) -> RelayPool:
     source = DnsSource(NAME.rstrip("."), 3478, ["127.0.0.1"], server.port)
     pool = RelayPool(wgkey.generate_private_key(), dns_source=source, resolve_interval=0.5)
     pool.start(lambda src, packet: None)
     return pool
 
 
-def _wait(cond: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    wait_for(cond, timeout, what, every=0.05)
 
 
 @pytest.mark.parametrize("rcode", [dns.rcode.REFUSED, dns.rcode.SERVFAIL])
 def test_a_failed_aaaa_query_does_not_hide_the_a_records(
-    picky_dns: PickyDns, rcode: dns.rcode.Rcode
+    picky_dns: LoopbackDns, rcode: dns.rcode.Rcode
 ) -> None:
     picky_dns.aaaa_rcode = rcode
     pool = _pool(picky_dns)
@@ -147,7 +59,7 @@ def test_a_failed_aaaa_query_does_not_hide_the_a_records(
         pool.stop()
 
 
-def test_replicas_of_a_failing_record_type_are_kept(picky_dns: PickyDns) -> None:
+def test_replicas_of_a_failing_record_type_are_kept(picky_dns: LoopbackDns) -> None:
     picky_dns.aaaa = ["::1"]
     pool = _pool(picky_dns)
     try:
@@ -163,7 +75,7 @@ def test_replicas_of_a_failing_record_type_are_kept(picky_dns: PickyDns) -> None
         pool.stop()
 
 
-def test_names_resolve_over_tcp_when_udp_gets_no_answer(picky_dns: PickyDns) -> None:
+def test_names_resolve_over_tcp_when_udp_gets_no_answer(picky_dns: LoopbackDns) -> None:
     """A tcp-only zone: UDP queries go unanswered; the pool asks again over TCP."""
     picky_dns.udp = False
     pool = _pool(picky_dns)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from wirekube_agent.k8s.parsed import ParsedCache
 from wirekube_agent.model import IPNetwork
 from wirekube_common import gateway as gwlib
 from wirekube_common.crd import Gateway, InvalidObject, Peer
@@ -84,7 +85,7 @@ class GatewayCache:
         self._gateways: tuple[Gateway, ...] = ()
         self._version = 0
         self._rejected: dict[str, str] = {}
-        self._peers: dict[str, tuple[str, Peer | None]] = {}  # name -> (rv, model)
+        self._peers = ParsedCache(self._peer_model)
         self._memo: tuple[object, GatewayPlan] | None = None
         self.last: GatewayPlan = EMPTY  # the latest plan (for metrics)
 
@@ -123,27 +124,15 @@ class GatewayCache:
         key = (version, peer_name, versions)
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
-        peers = self._peer_models(objects)
+        peers = self._peers.update(objects)
         result = plan(peer_name, gateways, peers)
         self._memo = (key, result)
         self.last = result
         return result
 
-    def _peer_models(self, objects: Mapping[str, Mapping[str, Any]]) -> dict[str, Peer]:
-        out: dict[str, Peer] = {}
-        for name, obj in objects.items():
-            rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
-            cached = self._peers.get(name)
-            if cached is not None and cached[0] == rv:
-                peer = cached[1]
-            else:
-                try:
-                    peer = Peer.from_dict(obj)
-                except InvalidObject:
-                    peer = None  # the reconciler reports bad peers already
-                self._peers[name] = (rv, peer)
-            if peer is not None:
-                out[name] = peer
-        for name in self._peers.keys() - objects.keys():
-            del self._peers[name]
-        return out
+    @staticmethod
+    def _peer_model(name: str, obj: Mapping[str, Any]) -> Peer | None:
+        try:
+            return Peer.from_dict(obj)
+        except InvalidObject:
+            return None  # the reconciler reports bad peers already

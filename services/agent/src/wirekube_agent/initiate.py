@@ -48,12 +48,16 @@ class PeerFacts:
     we_initiate: bool  # our public key is the lower one
 
 
+def eligible(last_handshake: float, rx_bytes: int, we_initiate: bool) -> bool:
+    """The part of ``due`` that needs no probe history (the reconcile loop asks
+    this of every peer every pass; almost all answer no)."""
+    return we_initiate and last_handshake == 0 and rx_bytes == 0
+
+
 def due(facts: PeerFacts, now: float) -> bool:
     """Re-create the peer now?"""
     return (
-        facts.we_initiate
-        and facts.last_handshake == 0
-        and facts.rx_bytes == 0
+        eligible(facts.last_handshake, facts.rx_bytes, facts.we_initiate)
         and facts.probing_since is not None
         and now - facts.probing_since >= SETTLE_S
     )

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from wirekube_agent.k8s.client import (
     custom_path,
     nodes_path,
 )
+from wirekube_agent.k8s.parsed import ParsedCache
 from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
 from wirekube_agent.nettasks import NetTasks
@@ -113,7 +114,7 @@ class Reconciler:
         self._status_written: status.Written | None = None  # our last successful write
         self._registration_sent: tuple[str, str] | None = None  # (copy's rv, write made)
         self._rejected: dict[str, str] = {}  # peer name -> the problem last reported
-        self._translated: dict[str, tuple[str, RemotePeer | None]] = {}
+        self._translated = ParsedCache(self._translate)
         self.observed = Observed()
         self.participating = False
 
@@ -281,8 +282,9 @@ class Reconciler:
             state = device.peers.get(key)
             if added is None or state is None or key in self._restarted:
                 continue
-            if state.last_handshake or state.rx_bytes or not self.public_key < key:
-                continue  # the common case, decided without asking the prober
+            we_initiate = self.public_key < key
+            if not initiate.eligible(state.last_handshake, state.rx_bytes, we_initiate):
+                continue
             last_ping = self.net.prober.view(key).last_ping
             if last_ping > added:
                 self._probing_since.setdefault(key, last_ping)
@@ -291,7 +293,7 @@ class Reconciler:
                 state.last_handshake,
                 state.rx_bytes,
                 self._probing_since.get(key),
-                we_initiate=self.public_key < key,
+                we_initiate,
             )
             if initiate.due(facts, now):
                 log.info("re-creating WireGuard peer %s: its agent probes us, initiate now", name)
@@ -435,29 +437,18 @@ class Reconciler:
             log.warning("cannot register %s: %s", self.peer_name, exc)
 
     def _remote_peers(self) -> dict[str, RemotePeer]:
-        out: dict[str, RemotePeer] = {}
-        snapshot = self.peers_informer.snapshot()
-        for name, obj in snapshot.items():
-            if name == self.peer_name:
-                continue
-            rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
-            cached = self._translated.get(name)
-            if cached is not None and cached[0] == rv:
-                peer = cached[1]
-            else:
-                try:
-                    peer = translate.peer_from_object(obj)
-                except translate.PeerRejected as exc:
-                    peer = None
-                    self._reject_once(name, str(exc), obj)
-                self._translated[name] = (rv, peer)
-            if peer is not None:
-                out[name] = peer
-        for name in self._translated.keys() - snapshot.keys():
-            del self._translated[name]
-        return out
+        return self._translated.update(self.peers_informer.snapshot())
 
-    def _reject_once(self, name: str, why: str, obj: dict[str, Any] | None = None) -> None:
+    def _translate(self, name: str, obj: Mapping[str, Any]) -> RemotePeer | None:
+        if name == self.peer_name:
+            return None
+        try:
+            return translate.peer_from_object(obj)
+        except translate.PeerRejected as exc:
+            self._reject_once(name, str(exc), obj)
+            return None
+
+    def _reject_once(self, name: str, why: str, obj: Mapping[str, Any] | None = None) -> None:
         """Log and record an Event once per distinct problem, not once per pass."""
         if self._rejected.get(name) == why:
             return
