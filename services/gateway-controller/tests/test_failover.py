@@ -33,6 +33,10 @@ def pick(
         # A new gateway: the first healthy peerRef.
         ({"b1": H, "b2": H, "b3": H}, None, "b1"),
         ({"b1": U, "b2": H, "b3": H}, None, "b2"),
+        # ...or an earlier one that has not reported yet (first probes are jittered)
+        ({"b1": Q, "b2": H, "b3": H}, None, "b1"),
+        # but not one whose probes are failing (unknown below the threshold)
+        ({"b1": Verdict(State.UNKNOWN, Reason.PROBE), "b2": H, "b3": H}, None, "b2"),
         # Nobody known healthy yet: the first unknown, else the first that exists.
         ({"b1": Q, "b2": Q, "b3": Q}, None, "b1"),
         ({"b1": U, "b2": Q, "b3": U}, None, "b2"),

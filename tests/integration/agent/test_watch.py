@@ -6,9 +6,9 @@ import threading
 import time
 
 import pytest
-from kubernetes.client.rest import ApiException
 
 from wirekube_agent.k8s.client import PEERS, KubeApi, custom_path
+from wirekube_common.kube.rest import ApiException
 from wirekube_common.kube.watch import Informer
 from wirekube_lab.controlplane import ControlPlane
 

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from kubernetes.client.rest import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from wirekube_common.crd import GROUP, VERSION
-from wirekube_common.kube.rest import MERGE_PATCH, Rest
+from wirekube_common.kube.connect import Connection
+from wirekube_common.kube.rest import MERGE_PATCH, ApiException, Rest
 from wirekube_lab import polling
 from wirekube_lab.controlplane import ControlPlane
 
@@ -103,8 +103,8 @@ class GatewayEnv:
         self.cp = cp
         self.tmp = tmp
         self.token = uuid.uuid4().hex[:6]
-        self.api_client = cp.api_client()
-        self.rest = Rest(self.api_client)
+        self.connection = Connection(str(cp.kubeconfig))
+        self.rest = Rest(self.connection)
         self.lease = f"gwc-test-{self.token}"
         self.kubeconfig = cp.kubeconfig_for_service_account(
             NS, "wirekube-gateway-controller", path=tmp / "gateway-controller.kubeconfig"
@@ -192,7 +192,7 @@ class GatewayEnv:
             c.stop()
         for path in reversed(self._created):
             self.delete(path)
-        self.api_client.close()
+        self.connection.close()
 
 
 @pytest.fixture

@@ -1,19 +1,20 @@
 """Time to steady state per shipped topology, against the issue's targets.
 
-Issue 5's targets, with the topologies' test-sized timers: every pair
-reachable (through the relay if need be) within 5 s, and every possible
-direct path established within 15 s. On this lab the clock starts when the
-agents are *registered* (every WireKubePeer exists): the lab's two cores make
-the Python start-up of N agents the dominant term before that, and it says
-nothing about path selection. The figures from the agents' start are printed
-too.
+Issue 5's targets, with the topologies' test-sized timers, counted from the
+moment the agents are started (all at once, as a DaemonSet rollout does):
+every pair reachable (through the relay if need be) within 5 s, and every
+possible direct path established within 15 s. The lab runs all the agents, the
+API server and etcd on two cores, so this is the harder case; registration
+(every WireKubePeer exists) is printed too, to separate start-up from path
+selection.
 
 Measured from outside the agents:
 
-* reachable — a ``ping -i 0.1`` per node pair, started at registration; the
-  pair is reachable from the first answered ping. Pairs on one network answer
-  over their LAN whatever the mesh does, so the target is asserted on the
-  pairs that need the mesh (different networks); all are printed.
+* reachable — every node sends an echo request to every other every 0.1 s
+  from the agents' start (``wirekube_lab.firstreply``); a pair is reachable
+  once both directions have been answered. Pairs on one network answer over
+  their LAN whatever the mesh does, so the target is asserted on the pairs
+  that need the mesh (different networks); all are printed.
 * direct (data plane) — both ends' agents have logged ``path to <peer>:
   direct`` (lines timestamped as they appear, to 0.1 s), for every pair the
   topology's ``expect.paths`` says is direct.
@@ -106,12 +107,6 @@ def wireguard_state(mesh: MeshLab, pairs: list[tuple[str, str]]) -> str:
     return "\n".join(out)
 
 
-def first_answer(ping: Any) -> float | None:
-    log = ping.snapshot()
-    answered = [log.sent[s] for s in log.replied]
-    return min(answered) if answered else None
-
-
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_time_to_steady_state(
     path: Path, control_plane: ControlPlane, tmp_path: Path, pc_tools: Any
@@ -120,13 +115,12 @@ def test_time_to_steady_state(
     direct_pairs = sorted(pair for pair, mode in topology.expect_paths if mode == "direct")
     with Lab(topology, workdir=tmp_path) as lab:
         mesh = MeshLab(lab, control_plane)
-        pings: dict[tuple[str, str], Any] = {}
         logs = None
         dump = wg_dump = ""
         mismatches: list[str] = []
         try:
-            nodes = mesh.start()
-            agents_started = time.time() - (time.monotonic() - mesh.started_at)
+            nodes = mesh.start(watch_replies=True)
+            agents_started = mesh.started_wall
             logs = pc_tools.LogWatch({h: p.log_path for h, p in mesh.agents.items()})
             mesh.wait_until(
                 "every agent registered",
@@ -136,17 +130,17 @@ def test_time_to_steady_state(
             registered = time.time()
             pairs = list(itertools.combinations(nodes, 2))
             mesh_pairs = [(a, b) for a, b in pairs if lab.router_of(a) != lab.router_of(b)]
-            for a, b in pairs:
-                pings[(a, b)] = pc_tools.Pinger(lab, a, lab.address(b), 0.1, f"ping-{b}")
             reachable: dict[tuple[str, str], float | None] = dict.fromkeys(pairs)
             direct_dp: dict[tuple[str, str], float | None] = dict.fromkeys(direct_pairs)
             direct_st: dict[tuple[str, str], float | None] = dict.fromkeys(direct_pairs)
-            deadline = registered + WATCH_S
+            deadline = agents_started + WATCH_S
             done = False
             while time.time() < deadline:
-                for pair, p in pings.items():
-                    if reachable[pair] is None:
-                        reachable[pair] = first_answer(p)
+                answered = mesh.first_replies()
+                for a, b in pairs:
+                    # Reachable: both directions have answered a ping.
+                    if (a, b) in answered and (b, a) in answered:
+                        reachable[(a, b)] = agents_started + max(answered[(a, b)], answered[(b, a)])
                 table = mesh.path_table(nodes)
                 for a, b in direct_pairs:
                     if direct_st[(a, b)] is None and table[a][b] == table[b][a] == "direct":
@@ -160,7 +154,7 @@ def test_time_to_steady_state(
                         if None not in firsts:
                             direct_dp[(a, b)] = max(t for t in firsts if t is not None)
                 overdue = [p for p in mesh_pairs if reachable[p] is None]
-                if overdue and not wg_dump and time.time() > registered + REACHABLE_TARGET_S:
+                if overdue and not wg_dump and time.time() > agents_started + REACHABLE_TARGET_S:
                     wg_dump = wireguard_state(mesh, overdue)
                 done = (
                     None not in reachable.values()
@@ -175,8 +169,6 @@ def test_time_to_steady_state(
                 late_direct = [p for p, t in direct_dp.items() if t is None]
                 mismatches = mapping_mismatches(lab, mesh, late_direct)
         finally:
-            for p in pings.values():
-                p.proc.stop()
             if logs is not None:
                 logs.stop()
             mesh.stop()
@@ -190,34 +182,36 @@ def test_time_to_steady_state(
         "status": max((direct_st[p] or float("inf") for p in direct_pairs), default=registered),
     }
     print(
-        f"\n{topology.name}: agents registered {registered - agents_started:.1f}s after they "
-        f"started; from registration: every pair reachable {since(slowest['reachable'], registered)}s"
-        f", every direct path established {since(slowest['direct'], registered)}s (status "
-        f"{since(slowest['status'], registered)}s); from the agents' start: "
-        f"{since(slowest['reachable'], agents_started)}s / {since(slowest['direct'], agents_started)}s"
+        f"\n{topology.name}: from the agents' start: registered "
+        f"{registered - agents_started:.1f}s, every pair reachable "
+        f"{since(slowest['reachable'], agents_started)}s, every direct path established "
+        f"{since(slowest['direct'], agents_started)}s (status "
+        f"{since(slowest['status'], agents_started)}s)"
     )
     for (a, b), t in reachable.items():
         shared = "" if (a, b) in mesh_pairs else " (same network: over the LAN)"
-        print(f"  {a}/{b}: reachable {since(t, registered)}s{shared}")
+        print(f"  {a}/{b}: reachable {since(t, agents_started)}s{shared}")
     for pair in direct_pairs:
         print(
-            f"  {pair[0]}/{pair[1]}: direct {since(direct_dp[pair], registered)}s, "
-            f"status {since(direct_st[pair], registered)}s"
+            f"  {pair[0]}/{pair[1]}: direct {since(direct_dp[pair], agents_started)}s, "
+            f"status {since(direct_st[pair], agents_started)}s"
         )
     if wg_dump:
-        print(f"WireGuard {REACHABLE_TARGET_S}s after registration:\n{wg_dump}")
+        print(f"WireGuard {REACHABLE_TARGET_S}s after the agents' start:\n{wg_dump}")
     if dump:
         print(dump)
     late = {
-        f"{a}/{b}": since(t, registered)
+        f"{a}/{b}": since(t, agents_started)
         for (a, b), t in reachable.items()
-        if (a, b) in mesh_pairs and (t is None or t - registered > REACHABLE_TARGET_S)
+        if (a, b) in mesh_pairs and (t is None or t - agents_started > REACHABLE_TARGET_S)
     }
-    assert not late, f"pairs not reachable within {REACHABLE_TARGET_S}s of registration: {late}"
+    assert not late, (
+        f"pairs not reachable within {REACHABLE_TARGET_S}s of the agents' start: {late}"
+    )
     late = {
-        f"{a}/{b}": since(t, registered)
+        f"{a}/{b}": since(t, agents_started)
         for (a, b), t in direct_dp.items()
-        if t is None or t - registered > DIRECT_TARGET_S
+        if t is None or t - agents_started > DIRECT_TARGET_S
     }
     why = (
         "\n  a cone NAT mapped a node's WireGuard port to another public port than the one "
@@ -232,8 +226,8 @@ def test_time_to_steady_state(
         + "".join(f"\n    {note}" for note in mismatches)
     )
     late = {
-        f"{a}/{b}": since(t, registered)
+        f"{a}/{b}": since(t, agents_started)
         for (a, b), t in direct_st.items()
-        if t is None or t - registered > DIRECT_TARGET_S
+        if t is None or t - agents_started > DIRECT_TARGET_S
     }
     assert not late, f"status not direct within {DIRECT_TARGET_S}s: {late}"

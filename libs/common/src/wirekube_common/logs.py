@@ -49,7 +49,9 @@ class TextFormatter(logging.Formatter):
             for k, v in vars(record).items()
             if k not in _STANDARD and not k.startswith("_")
         )
-        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname[0]} {record.name}: {record.getMessage()}"
+        # Milliseconds: the lab's start-up story happens within a few seconds.
+        stamp = f"{self.formatTime(record, '%H:%M:%S')}.{int(record.msecs):03d}"
+        base = f"{stamp} {record.levelname[0]} {record.name}: {record.getMessage()}"
         text = f"{base} {extras}" if extras else base
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)

@@ -17,7 +17,13 @@
    the gateway is not ready). When every gateway probe fails together the
    target itself is usually down, not every gateway - withdrawing the routes
    would turn a degraded gateway into a dead one.
-5. No incumbent and nobody healthy: the first unknown peerRef, else the first
+5. No incumbent (a new gateway): the first peerRef that is healthy or has
+   not reported yet. The agents' first probes are jittered, so "first
+   healthy" alone would hand a new gateway to whichever peer happened to
+   report first, for a whole failback hold. Waiting for the preferred peer's
+   first report is what VRRP's master-down wait does; a preferred peer that
+   never reports turns unhealthy after one report TTL and rule 3 applies.
+   Nobody healthy or awaited: the first unknown peerRef, else the first
    eligible one, so a new gateway gets a path at once.
 6. Nothing eligible (no peerRef exists, or all are passive): no active peer.
 """
@@ -28,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from wirekube_common.gwhealth.checker import State
-from wirekube_gateway.health import Verdict
+from wirekube_gateway.health import Reason, Verdict
 
 
 @dataclass(frozen=True)
@@ -63,9 +69,13 @@ def choose_active(
             return Choice(incumbent, "incumbent healthy")
         if state is State.UNKNOWN:
             return Choice(incumbent, "incumbent not yet checked")
+    if incumbent is None:
+        for p in eligible:
+            if verdicts[p].state is State.HEALTHY:
+                return Choice(p, "first healthy peerRef")
+            if verdicts[p].reason is Reason.AWAITING_REPORT:
+                return Choice(p, "first peerRef, awaiting its first health report")
     if healthy:
-        if incumbent is None:
-            return Choice(healthy[0], "first healthy peerRef")
         return Choice(healthy[0], f"failover: {incumbent} is {_why_not(incumbent, verdicts)}")
     if incumbent in eligible:
         return Choice(incumbent, "no healthy peerRef; keeping the active one")

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes.client.rest import ApiException
-
 from wirekube_common.crd import GROUP, VERSION
 from wirekube_common.gwhealth.report import leases_path
-from wirekube_common.kube.connect import CountingClient
+from wirekube_common.kube.connect import Connection
 from wirekube_common.kube.events import event_body, record_event
-from wirekube_common.kube.rest import MERGE_PATCH, Rest
+from wirekube_common.kube.rest import MERGE_PATCH, ApiException, Rest
 
 GATEWAYS_PATH = f"/apis/{GROUP}/{VERSION}/wirekubegateways"
 PEERS_PATH = f"/apis/{GROUP}/{VERSION}/wirekubepeers"
@@ -29,16 +27,16 @@ __all__ = ["GATEWAYS_PATH", "PEERS_PATH", "ApiException", "ControllerApi"]
 
 class ControllerApi:
     def __init__(self, kubeconfig: str | None) -> None:
-        self.client = CountingClient(kubeconfig)
-        self.rest = Rest(self.client.api_client)
+        self.connection = Connection(kubeconfig)
+        self.rest = Rest(self.connection)
 
     @property
     def requests(self) -> int:
-        return self.client.requests
+        return self.connection.requests
 
     def new_rest(self) -> Rest:
         """A separate handle for a watch, so it can be closed on its own."""
-        return Rest(self.client.api_client)
+        return Rest(self.connection)
 
     # -- leader election ---------------------------------------------------------
     def get_lease(self, namespace: str, name: str, timeout: float) -> dict[str, Any] | None:

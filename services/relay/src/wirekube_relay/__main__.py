@@ -97,9 +97,9 @@ async def run(args: argparse.Namespace) -> int:
 
     watcher = None
     if allow.enabled:
-        from wirekube_relay.k8s import PeerKeyWatcher, load_api  # noqa: PLC0415 - optional
+        from wirekube_relay.k8s import PeerKeyWatcher  # noqa: PLC0415 - optional
 
-        watcher = PeerKeyWatcher(load_api(args.kubeconfig), allow)
+        watcher = PeerKeyWatcher(args.kubeconfig, allow)
         watcher.start()
 
     from wirekube_relay.admin_grpc import serve_admin  # noqa: PLC0415 - grpc import is slow

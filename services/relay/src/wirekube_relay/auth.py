@@ -68,17 +68,6 @@ class AllowList:
             self.ready = True
         self._notify(removed)
 
-    def add(self, key: bytes) -> None:
-        with self._lock:
-            self._keys = self._keys | {key}
-
-    def remove(self, key: bytes) -> None:
-        with self._lock:
-            if key not in self._keys:
-                return
-            self._keys = self._keys - {key}
-        self._notify({key})
-
     def __len__(self) -> int:
         return len(self._keys)
 

@@ -19,7 +19,7 @@ from wirekube_common import logs, supervisor
 from wirekube_common.crd import GROUP, VERSION, Gateway, InvalidObject, peer_name_for_node
 from wirekube_common.gwhealth.report import NAMESPACE
 from wirekube_common.gwhealth.reporter import GatewayHealthReporter, KubeLeaseWriter
-from wirekube_common.kube.connect import CountingClient
+from wirekube_common.kube.connect import Connection
 from wirekube_common.kube.rest import Rest
 from wirekube_common.kube.watch import Informer, run_informer
 from wirekube_common.wakeup import Wakeup
@@ -57,15 +57,15 @@ def parse_gateways(objects: dict[str, dict[str, object]], rejected: set[str]) ->
 
 
 async def run(peer: str, kubeconfig: str | None, namespace: str) -> None:
-    client = CountingClient(kubeconfig)
+    connection = Connection(kubeconfig)
     reporter = GatewayHealthReporter(
-        peer, KubeLeaseWriter(Rest(client.api_client)), namespace=namespace
+        peer, KubeLeaseWriter(Rest(connection)), namespace=namespace
     )
     wake = Wakeup()
     stop_threads = threading.Event()
     informer = Informer(
         "wirekubegateways",
-        Rest(client.api_client),
+        Rest(connection),
         f"/apis/{GROUP}/{VERSION}/wirekubegateways",
         wake.set,
     )

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import threading
@@ -77,7 +76,7 @@ class KubeLeaseWriter:
             "PATCH",
             leases_path(meta["namespace"], meta["name"]),
             [("fieldManager", FIELD_MANAGER), ("force", "true")],
-            body=json.dumps(lease),
+            body=lease,  # JSON is YAML: the apply patch goes as JSON
             content_type=APPLY_PATCH,
             timeout=self._timeout,
         )

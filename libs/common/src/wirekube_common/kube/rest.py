@@ -1,11 +1,9 @@
-"""Plain JSON requests and watch streams over the kubernetes client's transport.
+"""Plain JSON requests and watch streams: paths in, dicts out.
 
-The kubernetes package's typed API classes are costly here: instantiating
-``CoreV1Api`` builds validators for hundreds of methods (measured: +70 MiB RSS
-and 1.6 s of start-up, for the three core calls the agent makes). We keep the
-package for what it does well — kubeconfig/in-cluster loading, auth, TLS,
-connection pooling, ``ApiException`` — and send requests through its
-``ApiClient`` directly, with paths and plain dicts.
+Over our own connection (``connect``), not the kubernetes package: its typed
+API classes build validators for hundreds of methods (measured: +70 MiB RSS and
+1.6 s of start-up for the three core calls the agent makes), and importing the
+package at all costs most of a second (see ``config``).
 """
 
 from __future__ import annotations
@@ -15,9 +13,9 @@ import json
 import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
-from kubernetes.client import ApiClient
-from kubernetes.client.rest import ApiException
+from wirekube_common.kube.connect import Connection, Timeout
 
 Query = Sequence[tuple[str, str]]
 
@@ -25,9 +23,27 @@ JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 
 
+class ApiException(Exception):
+    """The API server answered with an error status (``status``: 404, 409, 410, ...)."""
+
+    def __init__(self, status: int, reason: str = "", body: str = "") -> None:
+        self.status = status
+        self.reason = reason
+        self.body = body
+        super().__init__(f"({status}) {reason}" + (f": {body[:500]}" if body else ""))
+
+    @classmethod
+    def from_response(cls, status: int, reason: str | None, data: bytes) -> ApiException:
+        body = data.decode("utf-8", "replace")
+        with contextlib.suppress(ValueError, AttributeError):
+            # A metav1.Status says what went wrong better than the HTTP reason.
+            reason = json.loads(body).get("message") or reason
+        return cls(status, reason or "", body)
+
+
 class Rest:
-    def __init__(self, api_client: ApiClient) -> None:
-        self.api_client = api_client
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
         self._stream: Any = None
 
     def _send(
@@ -37,20 +53,16 @@ class Rest:
         query: Query,
         body: Any,
         content_type: str,
-        timeout: float | tuple[float, float] | None,
+        timeout: Timeout,
+        stream: bool = False,
     ) -> Any:
         headers = {"Accept": JSON}
+        data = None
         if body is not None:
             headers["Content-Type"] = content_type
-        serialized = self.api_client.param_serialize(
-            method,
-            path,
-            query_params=list(query),
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        return self.api_client.call_api(*serialized, _request_timeout=timeout)
+            data = json.dumps(body).encode()
+        url = f"{path}?{urlencode(list(query))}" if query else path
+        return self.connection.request(method, url, headers, data, timeout, stream=stream)
 
     def call(
         self,
@@ -62,11 +74,9 @@ class Rest:
         timeout: float | None = 10.0,
     ) -> dict[str, Any]:
         response = self._send(method, path, query, body, content_type, timeout)
-        data = response.read()
+        data = response.data
         if not 200 <= response.status <= 299:
-            raise ApiException.from_response(
-                http_resp=response, body=data.decode("utf-8", "replace"), data=None
-            )
+            raise ApiException.from_response(response.status, response.reason, data)
         return json.loads(data) if data else {}
 
     def watch(
@@ -80,13 +90,11 @@ class Rest:
             ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", str(timeout_s)),
         ]
-        response = self._send("GET", path, q, None, JSON, (10.0, read_timeout_s))
-        if not 200 <= response.status <= 299:
-            data = response.read()
-            raise ApiException.from_response(
-                http_resp=response, body=data.decode("utf-8", "replace"), data=None
-            )
-        raw = response.response  # the urllib3 response, read incrementally
+        raw = self._send("GET", path, q, None, JSON, (10.0, read_timeout_s), stream=True)
+        if not 200 <= raw.status <= 299:
+            data = raw.read()
+            raw.release_conn()
+            raise ApiException.from_response(raw.status, raw.reason, data)
         self._stream = raw
         try:
             buffered = b""

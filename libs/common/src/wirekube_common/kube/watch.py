@@ -20,9 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes.client.rest import ApiException
-
-from wirekube_common.kube.rest import Rest
+from wirekube_common.kube.rest import ApiException, Rest
 from wirekube_common.retry import backoff_delays
 
 log = logging.getLogger(__name__)
@@ -99,7 +97,8 @@ class Informer:
         result = self._rest.call("GET", self._path, self._query)
         cache = {obj["metadata"]["name"]: obj for obj in result.get("items") or []}
         with self._lock:
-            changed = cache != self._cache
+            # The first list always notifies: "synced, and nothing there" is news.
+            changed = cache != self._cache or not self.synced.is_set()
             self._cache = cache
         self.synced.set()
         self.healthy = True

@@ -13,13 +13,11 @@ import logging
 import urllib.parse
 from typing import Any
 
-from kubernetes.client.rest import ApiException
-
 from wirekube_agent.model import IPAddress
 from wirekube_common.crd import GROUP, VERSION
-from wirekube_common.kube.connect import CountingClient
+from wirekube_common.kube.connect import Connection
 from wirekube_common.kube.events import event_body, record_event
-from wirekube_common.kube.rest import MERGE_PATCH, Rest
+from wirekube_common.kube.rest import MERGE_PATCH, ApiException, Rest
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +40,19 @@ def nodes_path(name: str | None = None) -> str:
 
 class KubeApi:
     def __init__(self, kubeconfig: str | None, timeout_s: float = 10.0) -> None:
-        self._client = CountingClient(kubeconfig)
-        self.api_client = self._client.api_client
+        self.connection = Connection(kubeconfig)
         self.timeout = timeout_s
-        self.host = self._client.host
-        self.rest = Rest(self.api_client)
+        self.host = self.connection.host
+        self.rest = Rest(self.connection)
 
     @property
     def requests(self) -> int:
         """Requests made so far (lists, watches, writes): the agent's API load."""
-        return self._client.requests
+        return self.connection.requests
 
     def new_rest(self) -> Rest:
         """A separate handle for a watch, so it can be closed on its own."""
-        return Rest(self.api_client)
+        return Rest(self.connection)
 
     def server_address(self) -> IPAddress | None:
         """The API server's IP when the kubeconfig names it by address."""
