@@ -149,4 +149,3 @@ def test_services_never_import_the_kubernetes_package() -> None:
     script += "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-

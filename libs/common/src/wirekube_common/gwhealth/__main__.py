@@ -58,9 +58,7 @@ def parse_gateways(objects: dict[str, dict[str, object]], rejected: set[str]) ->
 
 async def run(peer: str, kubeconfig: str | None, namespace: str) -> None:
     connection = Connection(kubeconfig)
-    reporter = GatewayHealthReporter(
-        peer, KubeLeaseWriter(Rest(connection)), namespace=namespace
-    )
+    reporter = GatewayHealthReporter(peer, KubeLeaseWriter(Rest(connection)), namespace=namespace)
     wake = Wakeup()
     stop_threads = threading.Event()
     informer = Informer(
