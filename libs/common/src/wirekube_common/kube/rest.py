@@ -1,9 +1,9 @@
 """Plain JSON requests and watch streams: paths in, dicts out.
 
 Over our own connection (``connect``), not the kubernetes package: its typed
-API classes build validators for hundreds of methods (measured: +70 MiB RSS and
-1.6 s of start-up for the three core calls the agent makes), and importing the
-package at all costs most of a second (see ``config``).
+API classes build validators for hundreds of methods (measured from bytecode:
+0.6 s of CPU and 22 MiB more RSS for three of them), and importing the
+package at all costs 0.3 s of CPU (see ``config``).
 """
 
 from __future__ import annotations
