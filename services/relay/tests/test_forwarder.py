@@ -270,3 +270,47 @@ def test_frames_pipelined_behind_the_proof_are_forwarded(ctx: Context) -> None:
     feed(conn, hs.on_challenge(ch, 0) + f.encode_send(kb, b"early"))
     assert len(conn.buf) > timers.RECV_BUFFER
     assert events(tb.data()) == [f.Recv(wgkey.public_key(priv), b"early")]
+
+
+def test_runs_of_one_header_are_rewritten_at_once_and_exactly(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bulk traffic takes the batch rewrite (uniform_run); whatever breaks a run
+    (another size, another peer, a control frame, a split read) must not
+    change a byte of what the receivers get."""
+    batched: list[int] = []
+    real = RelayConnection.uniform_run
+
+    def spy(self: RelayConnection, i: int, stride: int, most: int) -> int:
+        batched.append(real(self, i, stride, most))
+        return batched[-1]
+
+    monkeypatch.setattr(RelayConnection, "uniform_run", spy)
+    a, ta, ka = connect(ctx)
+    (_b, tb, kb), (_c, tc, kc) = connect(ctx), connect(ctx)
+    forged = wgkey.public_key(wgkey.generate_private_key())
+    plan: list[tuple[bytes, bytes]] = []  # (destination, packet)
+    for i in range(300):
+        dst = kc if i in (41, 42, 170) else kb
+        size = 600 if i in range(90, 95) else 1400
+        packet = (forged if i == 7 else b"") + i.to_bytes(2, "big") * (size // 2)
+        plan.append((dst, packet[:size]))
+    wire = b"".join(f.encode_send(d, p) for d, p in plan)
+    ping_at = len(b"".join(f.encode_send(d, p) for d, p in plan[:200]))
+    wire = wire[:ping_at] + f.encode_ping(b"12345678") + wire[ping_at:]
+    for cut in range(0, len(wire), 100_000):  # reads that split frames
+        feed(a, wire[cut : cut + 100_000])
+    assert events(tb.data()) == [f.Recv(ka, p) for d, p in plan if d == kb]
+    assert events(tc.data()) == [f.Recv(ka, p) for d, p in plan if d == kc]
+    assert events(ta.data()) == [f.Pong(b"12345678")]
+    assert ctx.stats.frames_forwarded == 300
+    assert sum(batched) > 250  # most frames went the batch way
+
+
+def test_a_long_uniform_run_is_one_write(ctx: Context) -> None:
+    a, _ta, ka = connect(ctx)
+    _b, tb, kb = connect(ctx)
+    feed(a, b"".join(f.encode_send(kb, bytes([i]) * 1400) for i in range(100)))
+    assert len(tb.writes) == 1
+    assert events(tb.data()) == [f.Recv(ka, bytes([i]) * 1400) for i in range(100)]
+    assert a.frames_in == 100

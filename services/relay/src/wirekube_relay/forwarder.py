@@ -16,6 +16,10 @@ is written for clarity.
   spoof it. ``SEND_BATCH`` frames (many packets to one key, see the protocol
   spec) become ``RECV_BATCH`` the same way, without the relay looking inside:
   the per-frame cost is then shared by all packets of the batch.
+* **Runs rewritten at once.** Within a run, frames of one size to one peer
+  (bulk traffic: full-size packets) have identical headers one stride apart;
+  ``uniform_run`` checks and rewrites all of them with one extended-slice
+  operation per header byte instead of a Python step per frame.
 * **Coalesced writes.** Consecutive frames to the same receiver form a run
   (compared in place with ``bytearray.startswith(key, offset)``); a run is one
   contiguous slice of the receive buffer. Large runs are written directly
@@ -62,6 +66,10 @@ log = logging.getLogger(__name__)
 _SEND = f.SEND
 _DATA_MASK = f.DATA_MASK
 _KEY = f.KEY_LEN
+_DATA_HDR = f.DATA_OVERHEAD
+# Runs of identical headers shorter than this go frame by frame: the batch
+# rewrite's fixed cost (~70 slice operations) pays off from about here.
+_UNIFORM_MIN = 8
 
 
 @dataclass
@@ -231,6 +239,18 @@ class RelayConnection(asyncio.BufferedProtocol):
                         run_dst = table.get(run_key)
                         run_start = i
                         run_frames = 0
+                    elif (
+                        end - i >= _UNIFORM_MIN * (j - i)
+                        and buf[j + 2] == buf[i + 2]
+                        and buf[j + 1] == buf[i + 1]
+                    ):
+                        # The run goes on with frames of one size: rewrite the
+                        # frames with this very header all at once.
+                        m = self.uniform_run(i, j - i, (end - i) // (j - i))
+                        if m:
+                            run_frames += m
+                            i += m * (j - i)
+                            continue
                     buf[i] = t | 1  # -> RECV / RECV_BATCH
                     buf[i + 3 : i + 35] = src  # type: ignore[assignment]
                     run_frames += 1
@@ -253,6 +273,34 @@ class RelayConnection(asyncio.BufferedProtocol):
                 for dst in dirty:
                     dst.flush_stage()
                 dirty.clear()
+
+    def uniform_run(self, i: int, stride: int, most: int) -> int:
+        """How many of the ``most`` frames from ``i`` on carry exactly the header
+        of the first (type, length, destination: one stride apart); those are
+        then rewritten as RECV frames from us, all at once. 0 when fewer than
+        ``_UNIFORM_MIN`` do (nothing is rewritten then).
+
+        Bulk traffic is mostly runs of full-size packets to one peer. Walking
+        them frame by frame costs about a microsecond each in Python; here the
+        work per run is a few dozen C-level extended-slice operations, one per
+        header byte (``buf[k:stop:stride]`` is that byte of every frame)."""
+        buf = self.buf
+        stop = i + most * stride
+        m = most
+        for k in range(_DATA_HDR):
+            column = buf[i + k : stop : stride]
+            same = m - len(column.lstrip(column[:1]))  # leading frames agreeing at byte k
+            if same < m:
+                if same < _UNIFORM_MIN:
+                    return 0
+                m = same
+                stop = i + m * stride
+        buf[i:stop:stride] = bytes((buf[i] | 1,)) * m  # SEND(_BATCH) -> RECV(_BATCH)
+        src = self.key
+        assert src is not None
+        for k in range(_KEY):  # stamp the sender's proved key into every frame
+            buf[i + 3 + k : stop : stride] = src[k : k + 1] * m
+        return m
 
     def emit(self, dst: RelayConnection | None, key: bytes, a: int, b: int, frames: int) -> None:
         """Deliver frames ``buf[a:b]`` (already rewritten) to ``dst``, or count a drop."""
