@@ -25,17 +25,14 @@ only when
   threw away the session the other had just answered (seen in the lab).
   The other side answers our fresh initiation, or sends its own after
   WireGuard's 5 s;
-* at most ``MAX_RECREATES`` times per peer (the caller counts).
+* at most once per peer (the caller remembers).
 
-A handshake can also stall half-way: we answered the other node's initiation
-(or it answered ours) and nothing followed. An initiator that gets the
-response confirms the session at once (WireGuard sends a keepalive when it
-has nothing queued), so a peer that sent us handshake messages and then fell
-silent for ``QUIET_S`` with no completed handshake lost a message on the way;
-its own retry is up to 5 s away. Then either side re-creates: nothing is
-thrown away (no session completed on our side, and the other side, silent for
-``QUIET_S``, holds none it uses), and a fresh initiation that crosses the
-other side's retry is a normal WireGuard exchange.
+Tried and taken out again: a second rule letting either side re-create a peer
+whose handshake had stalled (messages received, then 1 s of silence). In the
+lab the higher key's re-creation landed within 1 ms of the lower key's,
+the crossing left one pair dark for 15 s, and a later one dropped the pings
+WireGuard had queued for the handshake. Any rule that lets both sides act
+must keep them apart by more than a round trip.
 """
 
 from __future__ import annotations
@@ -47,12 +44,6 @@ from dataclasses import dataclass
 # before its WireGuard has us (same pass; tens of milliseconds apart, more on
 # a loaded node). Each 0.1 s here is 0.1 s more to first contact at start-up.
 SETTLE_S = 0.5
-# Silence after the last handshake message that means one was lost: many
-# round trips and WireGuard's own processing, still well inside its 5 s retry.
-QUIET_S = 1.0
-# Re-creations per peer, all rules together: a peer that cannot complete a
-# handshake after this many fresh starts is left to WireGuard's own timers.
-MAX_RECREATES = 3
 
 
 @dataclass(frozen=True)
@@ -60,21 +51,20 @@ class PeerFacts:
     added_at: float  # when we (re)created the WireGuard peer
     last_handshake: float  # 0: never
     rx_bytes: int  # everything WireGuard received from it, handshakes included
-    rx_changed_at: float  # when we saw rx_bytes change last (added_at if never)
     probing_since: float | None  # first probe from its agent after added_at
     we_initiate: bool  # our public key is the lower one
-    recreated: int  # re-creations so far
+
+
+def eligible(last_handshake: float, rx_bytes: int, we_initiate: bool) -> bool:
+    """The part of ``due`` that needs no probe history (the reconcile loop asks
+    this of every peer every pass; almost all answer no)."""
+    return we_initiate and last_handshake == 0 and rx_bytes == 0
 
 
 def due(facts: PeerFacts, now: float) -> bool:
     """Re-create the peer now?"""
-    if (
-        facts.last_handshake != 0
-        or facts.recreated >= MAX_RECREATES
-        or facts.probing_since is None
-        or now - facts.probing_since < SETTLE_S
-    ):
-        return False
-    if facts.rx_bytes == 0 and facts.we_initiate and facts.recreated == 0:
-        return True  # its first initiation was dropped: start one now
-    return now - max(facts.rx_changed_at, facts.added_at) >= QUIET_S  # stalled
+    return (
+        eligible(facts.last_handshake, facts.rx_bytes, facts.we_initiate)
+        and facts.probing_since is not None
+        and now - facts.probing_since >= SETTLE_S
+    )

@@ -105,8 +105,7 @@ class Reconciler:
         self._relay_service: dict[str, Any] | None = None
         self._relay_service_at = -RESYNC_INTERVAL_S
         self.paths: dict[str, paths.PathState] = {}
-        self._restarted: dict[bytes, int] = {}  # initiate.PeerFacts.recreated
-        self._rx_seen: dict[bytes, tuple[int, float]] = {}  # rx_bytes, when it last changed
+        self._restarted: set[bytes] = set()
         self._probing_since: dict[bytes, float] = {}  # initiate.PeerFacts.probing_since
         self.discovery = Discovery(None, None)
         self._discovered_at = 0.0
@@ -281,31 +280,27 @@ class Reconciler:
             key = peer.public_key
             added = self.dataplane.added_at.get(key)
             state = device.peers.get(key)
-            if added is None or state is None or state.last_handshake != 0:
-                continue  # almost every peer, every pass
-            seen = self._rx_seen.get(key)
-            if seen is None or seen[0] != state.rx_bytes:
-                seen = self._rx_seen[key] = (state.rx_bytes, now)
+            if added is None or state is None or key in self._restarted:
+                continue
+            we_initiate = self.public_key < key
+            if not initiate.eligible(state.last_handshake, state.rx_bytes, we_initiate):
+                continue
             last_ping = self.net.prober.view(key).last_ping
             if last_ping > added:
                 self._probing_since.setdefault(key, last_ping)
             facts = initiate.PeerFacts(
-                added_at=added,
-                last_handshake=state.last_handshake,
-                rx_bytes=state.rx_bytes,
-                rx_changed_at=seen[1],
-                probing_since=self._probing_since.get(key),
-                we_initiate=self.public_key < key,
-                recreated=self._restarted.get(key, 0),
+                added,
+                state.last_handshake,
+                state.rx_bytes,
+                self._probing_since.get(key),
+                we_initiate,
             )
             if initiate.due(facts, now):
-                why = "stalled handshake" if state.rx_bytes or facts.recreated else "initiate now"
-                log.info("re-creating WireGuard peer %s: its agent probes us, %s", name, why)
+                log.info("re-creating WireGuard peer %s: its agent probes us, initiate now", name)
                 out.add(key)
-                self._restarted[key] = facts.recreated + 1
+                self._restarted.add(key)
         keys = {p.public_key for p in peers.values()}
-        self._restarted = {k: n for k, n in self._restarted.items() if k in keys}
-        self._rx_seen = {k: v for k, v in self._rx_seen.items() if k in keys}
+        self._restarted &= keys
         self._probing_since = {k: t for k, t in self._probing_since.items() if k in keys}
         return frozenset(out)
 
