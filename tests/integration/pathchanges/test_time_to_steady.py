@@ -5,10 +5,9 @@ moment the agents are started (all at once, as a DaemonSet rollout does):
 every pair reachable (through the relay if need be) within 5 s, and every
 possible direct path established within 15 s (reachability is asserted with
 one WireGuard handshake retry of slack; a miss of the target is printed). The
-lab runs all the agents, the
-API server and etcd on two cores, so this is the harder case; registration
-(every WireKubePeer exists) is printed too, to separate start-up from path
-selection.
+lab runs all the agents, the API server and etcd on two cores, so this is the
+harder case; registration (every WireKubePeer exists) is printed too, to
+separate start-up from path selection.
 
 Measured from outside the agents:
 
