@@ -48,7 +48,7 @@ class ClusterConfig:
     client_cert_pem: bytes | None = None
     client_key_pem: bytes | None = None
     token: str | None = None
-    # Bound service-account tokens rotate: the file is re-read (see rest.Auth).
+    # Bound service-account tokens rotate: the file is re-read (see connect.Auth).
     token_file: str | None = None
     # Set when the kubernetes package owns authentication (exec plugins).
     auth_headers: Callable[[], dict[str, str]] | None = None
