@@ -108,8 +108,8 @@ class Auth:
 class Connection:
     """The API server: ``request`` sends one HTTP request over the shared pool."""
 
-    def __init__(self, kubeconfig: str | None, cfg: ClusterConfig | None = None) -> None:
-        self.config = cfg if cfg is not None else load(kubeconfig)
+    def __init__(self, kubeconfig: str | None) -> None:
+        self.config = load(kubeconfig)
         self.host: str = self.config.server
         self.requests = 0
         self._auth = Auth(self.config)
@@ -148,7 +148,6 @@ class Connection:
             body=body,
             headers={**headers, **self._auth.headers()},
             timeout=limits,
-            retries=False,
             redirect=False,
             preload_content=not stream,
             release_conn=not stream,
