@@ -12,7 +12,7 @@ import pytest
 from wirekube_common import wgkey
 from wirekube_common.relayproto import frames as f
 from wirekube_common.relayproto.handshake import ClientHandshake
-from wirekube_relay import timers
+from wirekube_relay import forwarder, timers
 from wirekube_relay.auth import AllowList, Authenticator
 from wirekube_relay.forwarder import Context, Limits, RelayConnection
 from wirekube_relay.stats import RelayStats
@@ -282,8 +282,10 @@ def test_runs_of_one_header_are_rewritten_at_once_and_exactly(
     real = RelayConnection.uniform_run
 
     def spy(self: RelayConnection, i: int, stride: int, most: int) -> int:
-        batched.append(real(self, i, stride, most))
-        return batched[-1]
+        m = real(self, i, stride, most)
+        if m >= forwarder._UNIFORM_MIN:  # rewritten as a batch (fewer: only counted)
+            batched.append(m)
+        return m
 
     monkeypatch.setattr(RelayConnection, "uniform_run", spy)
     a, ta, ka = connect(ctx)
@@ -314,3 +316,26 @@ def test_a_long_uniform_run_is_one_write(ctx: Context) -> None:
     assert len(tb.writes) == 1
     assert events(tb.data()) == [f.Recv(ka, bytes([i]) * 1400) for i in range(100)]
     assert a.frames_in == 100
+
+
+def test_a_short_run_is_not_tried_again_frame_after_frame(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same size, same peer, but another peer every 5th frame: each attempt
+    finds fewer than _UNIFORM_MIN agreeing frames; the frames it has already
+    seen disagree no better, so they are not examined again."""
+    attempts: list[int] = []
+    real = RelayConnection.uniform_run
+
+    def spy(self: RelayConnection, i: int, stride: int, most: int) -> int:
+        attempts.append(i)
+        return real(self, i, stride, most)
+
+    monkeypatch.setattr(RelayConnection, "uniform_run", spy)
+    a, _ta, ka = connect(ctx)
+    (_b, tb, kb), (_c, tc, kc) = connect(ctx), connect(ctx)
+    plan = [(kc if i % 5 == 4 else kb, i.to_bytes(2, "big") * 50) for i in range(200)]
+    feed(a, b"".join(f.encode_send(d, p) for d, p in plan))
+    assert events(tb.data()) == [f.Recv(ka, p) for d, p in plan if d == kb]
+    assert events(tc.data()) == [f.Recv(ka, p) for d, p in plan if d == kc]
+    assert len(attempts) <= 200 // 5 + 1  # about one per stretch, not one per frame

@@ -220,6 +220,7 @@ class RelayConnection(asyncio.BufferedProtocol):
         run_dst: RelayConnection | None = None
         run_start = i
         run_frames = 0
+        no_batch_before = i
         try:
             while end - i >= 3:
                 n = (buf[i + 1] << 8) | buf[i + 2]
@@ -240,17 +241,20 @@ class RelayConnection(asyncio.BufferedProtocol):
                         run_start = i
                         run_frames = 0
                     elif (
-                        end - i >= _UNIFORM_MIN * (j - i)
+                        i >= no_batch_before
+                        and end - i >= _UNIFORM_MIN * (j - i)
                         and buf[j + 2] == buf[i + 2]
                         and buf[j + 1] == buf[i + 1]
                     ):
                         # The run goes on with frames of one size: rewrite the
                         # frames with this very header all at once.
                         m = self.uniform_run(i, j - i, (end - i) // (j - i))
-                        if m:
+                        if m >= _UNIFORM_MIN:
                             run_frames += m
                             i += m * (j - i)
                             continue
+                        # Too few agree; no later start inside them does better.
+                        no_batch_before = i + m * (j - i)
                     buf[i] = t | 1  # -> RECV / RECV_BATCH
                     buf[i + 3 : i + 35] = src  # type: ignore[assignment]
                     run_frames += 1
@@ -277,8 +281,8 @@ class RelayConnection(asyncio.BufferedProtocol):
     def uniform_run(self, i: int, stride: int, most: int) -> int:
         """How many of the ``most`` frames from ``i`` on carry exactly the header
         of the first (type, length, destination: one stride apart); those are
-        then rewritten as RECV frames from us, all at once. 0 when fewer than
-        ``_UNIFORM_MIN`` do (nothing is rewritten then).
+        then rewritten as RECV frames from us, all at once. Fewer than
+        ``_UNIFORM_MIN`` (at least 1): how many agree, and nothing is rewritten.
 
         Bulk traffic is mostly runs of full-size packets to one peer. Walking
         them frame by frame costs about a microsecond each in Python; here the
@@ -292,7 +296,7 @@ class RelayConnection(asyncio.BufferedProtocol):
             same = m - len(column.lstrip(column[:1]))  # leading frames agreeing at byte k
             if same < m:
                 if same < _UNIFORM_MIN:
-                    return 0
+                    return same
                 m = same
                 stop = i + m * stride
         buf[i:stop:stride] = bytes((buf[i] | 1,)) * m  # SEND(_BATCH) -> RECV(_BATCH)
