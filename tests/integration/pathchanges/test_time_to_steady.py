@@ -106,6 +106,8 @@ def wireguard_state(mesh: MeshLab, pairs: list[tuple[str, str]]) -> str:
         proc = mesh.agents[host].exec(["wg", "show", "wire_kube", "dump"], check=False)
         out.append(f"--- wg on {host} (peer, psk, endpoint, allowed, handshake, rx, tx, ka)")
         out.extend(proc.stdout.splitlines()[1:])
+        if proc.returncode != 0:
+            out.append(f"wg exited {proc.returncode}: {proc.stderr.strip()}")
     return "\n".join(out)
 
 
@@ -167,7 +169,7 @@ def test_time_to_steady_state(
                     break
                 time.sleep(0.2)
             if not done:
-                dump = router_state(lab)
+                dump = router_state(lab) + "\n" + mesh.diagnose()
                 late_direct = [p for p, t in direct_dp.items() if t is None]
                 mismatches = mapping_mismatches(lab, mesh, late_direct)
         finally:

@@ -11,8 +11,8 @@ lab: a peer re-created 0.1 ms after it had answered the other node's
 initiation threw away the session the other node had just completed. That
 node kept sending on a session nobody held and did not answer the fresh
 initiation that followed; the pair was unreachable for 5 to 15 s, until
-WireGuard's own timers gave up on the dead session. So a peer is re-created
-only when
+WireGuard's own timers gave up on the dead session. So a silent peer is
+re-created only when
 
 * it never completed a handshake, and nothing at all came from it (no
   handshake message either: ``rx_bytes`` is 0);
@@ -25,12 +25,24 @@ only when
   threw away the session the other had just answered (seen in the lab).
   The other side answers our fresh initiation, or sends its own after
   WireGuard's 5 s;
-* at most once per peer (the caller remembers).
+* at most once per peer for each of the two reasons (the caller remembers).
 
-Tried and taken out again: a second rule letting either side re-create a peer
-whose handshake had stalled (messages received, then 1 s of silence). In the
-lab the higher key's re-creation landed within 1 ms of the lower key's,
-the crossing left one pair dark for 15 s, and a later one dropped the pings
+A second case: crossed initiations. Both sides' first initiations often leave
+within a round trip of each other (each agent adds the other when the later
+one registers). Each WireGuard then answers the other's initiation, which
+replaces its own pending one, and drops the answer to its own: both wait for
+a session neither will complete until WireGuard retries after 5 s (seen in
+the lab in a third of the start-ups of topology 5). From one side this looks
+like: something came in (``rx_bytes`` > 0), no handshake, and nothing more
+for ``CROSSED_S``. A session the other side completed would have shown by
+then: its first packet on it would have reached us within a round trip. So
+the lower key re-creates the peer once; the other side answers the fresh
+initiation (it is not initiating again for another 5 s).
+
+Tried and taken out again: a rule letting either side re-create a peer whose
+handshake had stalled (messages received, then 1 s of silence). In the lab
+the higher key's re-creation landed within 1 ms of the lower key's, the
+crossing left one pair dark for 15 s, and a later one dropped the pings
 WireGuard had queued for the handshake. Any rule that lets both sides act
 must keep them apart by more than a round trip.
 """
@@ -38,12 +50,19 @@ must keep them apart by more than a round trip.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 # How long the peer's agent must have been probing us (after we added it)
 # before we conclude its own initiation is not coming: an agent may probe
 # before its WireGuard has us (same pass; tens of milliseconds apart, more on
 # a loaded node). Each 0.1 s here is 0.1 s more to first contact at start-up.
 SETTLE_S = 0.5
+# How long a handshake that reached us may stay incomplete before we call it
+# crossed: many round trips (a relayed one included), well under WireGuard's
+# own 5 s retry.
+CROSSED_S = 1.0
+
+Reason = Literal["silent", "crossed"]
 
 
 @dataclass(frozen=True)
@@ -51,20 +70,26 @@ class PeerFacts:
     added_at: float  # when we (re)created the WireGuard peer
     last_handshake: float  # 0: never
     rx_bytes: int  # everything WireGuard received from it, handshakes included
+    rx_since: float  # when rx_bytes last changed (added_at while nothing came)
     probing_since: float | None  # first probe from its agent after added_at
     we_initiate: bool  # our public key is the lower one
 
 
-def eligible(last_handshake: float, rx_bytes: int, we_initiate: bool) -> bool:
-    """The part of ``due`` that needs no probe history (the reconcile loop asks
-    this of every peer every pass; almost all answer no)."""
-    return we_initiate and last_handshake == 0 and rx_bytes == 0
+def eligible(last_handshake: float, we_initiate: bool) -> bool:
+    """The part of ``due`` that needs no history (the reconcile loop asks this
+    of every peer every pass; almost all answer no)."""
+    return we_initiate and last_handshake == 0
 
 
-def due(facts: PeerFacts, now: float) -> bool:
-    """Re-create the peer now?"""
-    return (
-        eligible(facts.last_handshake, facts.rx_bytes, facts.we_initiate)
-        and facts.probing_since is not None
-        and now - facts.probing_since >= SETTLE_S
-    )
+def due(facts: PeerFacts, now: float) -> Reason | None:
+    """Re-create the peer now, and why (the caller acts on each reason once)."""
+    if not eligible(facts.last_handshake, facts.we_initiate):
+        return None
+    if facts.rx_bytes == 0:
+        settled = (
+            facts.probing_since is not None
+            and now - facts.probing_since >= SETTLE_S
+            and now - facts.added_at >= SETTLE_S
+        )
+        return "silent" if settled else None
+    return "crossed" if now - facts.rx_since >= CROSSED_S else None

@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 # Between full resyncs the loop still wakes this often to follow WireGuard
 # handshakes (a new path becomes routable within a tick of its handshake).
 TICK_S = 1.0
+WHY: dict[initiate.Reason, str] = {
+    "silent": "its agent probes us but its initiation never came",
+    "crossed": "our initiations crossed and neither completed",
+}
 
 
 @dataclass
@@ -105,8 +109,9 @@ class Reconciler:
         self._relay_service: dict[str, Any] | None = None
         self._relay_service_at = -RESYNC_INTERVAL_S
         self.paths: dict[str, paths.PathState] = {}
-        self._restarted: set[bytes] = set()
+        self._restarted: dict[bytes, set[initiate.Reason]] = {}  # each reason acted on once
         self._probing_since: dict[bytes, float] = {}  # initiate.PeerFacts.probing_since
+        self._rx_seen: dict[bytes, tuple[int, float]] = {}  # rx_bytes, since when
         self.discovery = Discovery(None, None)
         self._discovered_at = 0.0
         self._discovered_for: tuple[NodeInfo, int, int] | None = None
@@ -280,10 +285,13 @@ class Reconciler:
             key = peer.public_key
             added = self.dataplane.added_at.get(key)
             state = device.peers.get(key)
-            if added is None or state is None or key in self._restarted:
+            if added is None or state is None:
                 continue
+            seen = self._rx_seen.get(key)
+            if seen is None or seen[0] != state.rx_bytes:
+                seen = self._rx_seen[key] = (state.rx_bytes, added if seen is None else now)
             we_initiate = self.public_key < key
-            if not initiate.eligible(state.last_handshake, state.rx_bytes, we_initiate):
+            if not initiate.eligible(state.last_handshake, we_initiate):
                 continue
             last_ping = self.net.prober.view(key).last_ping
             if last_ping > added:
@@ -292,16 +300,20 @@ class Reconciler:
                 added,
                 state.last_handshake,
                 state.rx_bytes,
+                max(seen[1], added),
                 self._probing_since.get(key),
                 we_initiate,
             )
-            if initiate.due(facts, now):
-                log.info("re-creating WireGuard peer %s: its agent probes us, initiate now", name)
+            reason = initiate.due(facts, now)
+            done = self._restarted.setdefault(key, set())
+            if reason is not None and reason not in done:
+                log.info("re-creating WireGuard peer %s to initiate now (%s)", name, WHY[reason])
                 out.add(key)
-                self._restarted.add(key)
+                done.add(reason)
         keys = {p.public_key for p in peers.values()}
-        self._restarted &= keys
+        self._restarted = {k: v for k, v in self._restarted.items() if k in keys}
         self._probing_since = {k: t for k, t in self._probing_since.items() if k in keys}
+        self._rx_seen = {k: v for k, v in self._rx_seen.items() if k in keys}
         return frozenset(out)
 
     def _log_path_changes(self, new: dict[str, paths.PathState]) -> None:
