@@ -140,6 +140,8 @@ def test_time_to_steady_state(
             deadline = agents_started + WATCH_S
             done = False
             while time.time() < deadline:
+                dead = [h for h, proc in mesh.agents.items() if not proc.alive]
+                assert not dead, f"agents exited: {dead}\n{mesh.diagnose()}"
                 answered = mesh.first_replies()
                 for a, b in pairs:
                     # Reachable: both directions have answered a ping.
