@@ -61,14 +61,17 @@ def ctx() -> Iterator[Context]:
     loop.close()
 
 
-def feed(conn: RelayConnection, data: bytes) -> None:
-    """Deliver bytes the way asyncio does: through get_buffer/buffer_updated."""
+def feed(conn: RelayConnection, data: bytes, end_round: bool = True) -> None:
+    """Deliver bytes the way asyncio does: through get_buffer/buffer_updated,
+    then (``end_round``) let the loop run the round's flush of staged frames."""
     while data:
         buf = conn.get_buffer(-1)
         n = min(len(buf), len(data))
         buf[:n] = data[:n]
         conn.buffer_updated(n)
         data = data[n:]
+    if end_round:
+        conn.ctx.loop.run_until_complete(asyncio.sleep(0))
 
 
 def events(data: bytes) -> list[f.Event]:
@@ -339,3 +342,71 @@ def test_a_short_run_is_not_tried_again_frame_after_frame(
     assert events(tb.data()) == [f.Recv(ka, p) for d, p in plan if d == kb]
     assert events(tc.data()) == [f.Recv(ka, p) for d, p in plan if d == kc]
     assert len(attempts) <= 200 // 5 + 1  # about one per stretch, not one per frame
+
+
+def test_interleaved_frames_of_one_size_are_sorted_out_at_once(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender's packets to many peers, round-robin: one block scatter, each
+    receiver one write in arrival order, frames to an unknown key dropped."""
+    blocks: list[int] = []
+    real = RelayConnection.scatter
+
+    def spy(self: RelayConnection, i: int, stride: int, m: int) -> None:
+        blocks.append(m)
+        real(self, i, stride, m)
+
+    monkeypatch.setattr(RelayConnection, "scatter", spy)
+    a, ta, ka = connect(ctx)
+    peers = [connect(ctx) for _ in range(4)]
+    gone = wgkey.public_key(wgkey.generate_private_key())
+    keys = [k for _c, _t, k in peers] + [gone]
+    plan = [(keys[i % 5], i.to_bytes(2, "big") * 700) for i in range(100)]
+    feed(a, b"".join(f.encode_send(d, p) for d, p in plan))
+    assert blocks == [100]
+    for _c, tr, k in peers:
+        assert len(tr.writes) == 1
+        assert events(tr.data()) == [f.Recv(ka, p) for d, p in plan if d == k]
+    assert ctx.stats.drops["no-peer"] == 20
+    assert ctx.stats.frames_forwarded == 80
+    assert a.frames_in == 100
+    assert events(ta.data()) == [f.PeerGone(gone)]  # once, however many frames
+
+
+def test_a_block_of_one_size_ends_where_the_size_changes(ctx: Context) -> None:
+    a, _ta, ka = connect(ctx)
+    (_b, tb, kb), (_c, tc, kc) = connect(ctx), connect(ctx)
+    plan = [
+        ((kb, kc)[i % 2], i.to_bytes(2, "big") * (300 if 20 <= i < 23 else 500)) for i in range(60)
+    ]
+    feed(a, b"".join(f.encode_send(d, p) for d, p in plan))
+    assert events(tb.data()) == [f.Recv(ka, p) for d, p in plan if d == kb]
+    assert events(tc.data()) == [f.Recv(ka, p) for d, p in plan if d == kc]
+
+
+def test_one_write_per_receiver_per_round_of_reads(ctx: Context) -> None:
+    """Reads of several senders in one loop round: a receiver they all wrote to
+    gets one write when the round ends, in the order the reads came."""
+    (a, _ta, ka), (b, _tb, kb) = connect(ctx), connect(ctx)
+    _r, tr, kr = connect(ctx)
+    feed(a, f.encode_send(kr, b"a1") + f.encode_send(kr, b"a2"), end_round=False)
+    feed(b, f.encode_send(kr, b"b1"), end_round=False)
+    assert tr.writes == []  # staged until the round ends
+    ctx.loop.run_until_complete(asyncio.sleep(0))
+    assert len(tr.writes) == 1
+    assert events(tr.data()) == [f.Recv(ka, b"a1"), f.Recv(ka, b"a2"), f.Recv(kb, b"b1")]
+
+
+def test_a_stage_keeps_its_buffer_between_writes_up_to_a_limit() -> None:
+    stage = forwarder.Stage()
+    tr = FakeTransport()
+    stage.add(b"x" * 1000)
+    stage.add(memoryview(b"y" * 10))
+    kept = stage.buf
+    stage.write_to(tr)
+    assert tr.writes == [b"x" * 1000 + b"y" * 10] and len(stage) == 0
+    stage.add(b"z")
+    assert stage.buf is kept  # no new allocation for the next round
+    stage.add(b"w" * timers.STAGE_KEEP)
+    stage.write_to(tr)
+    assert len(stage.buf) == 0  # a burst's large buffer is not kept

@@ -58,6 +58,8 @@ DROP_LIMIT = 8 * 1024 * 1024
 #: receiver's staging buffer and written once per read (fewer syscalls when
 #: senders interleave destinations).
 DIRECT_WRITE_MIN = 32 * 1024
+# A connection's staging buffer keeps up to this much capacity between writes.
+STAGE_KEEP = 1024 * 1024
 
 #: Default largest frame payload: the protocol maximum, so that batch frames
 #: (up to ~64 KiB of packets to one key) fit. Hostile sizes are bounded by the
