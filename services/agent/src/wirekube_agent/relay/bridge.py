@@ -55,6 +55,8 @@ from wirekube_common.relayproto import frames as f
 log = logging.getLogger(__name__)
 
 _HDR = f.DATA_OVERHEAD
+# a plain int: an IntFlag would be rebuilt by ``|`` on every drain
+_DRAIN_FLAGS = int(socket.MSG_DONTWAIT | socket.MSG_TRUNC)
 
 
 @dataclass(frozen=True)
@@ -287,18 +289,21 @@ class RelayBridge:
         key = p.key
         entries_limit = min(link.max_payload, f.MAX_PAYLOAD) - f.KEY_LEN
         cap = min(timers.MAX_DATAGRAM, entries_limit - 2)  # one packet always fits a frame
-        flags = socket.MSG_DONTWAIT | socket.MSG_TRUNC
+        flags = _DRAIN_FLAGS
         pos = batch.pos  # where this peer's SEND_BATCH frame starts
         k = pos + _HDR  # where the next entry goes
+        room = entries_limit - 2 - cap  # a frame is full once its entries pass this
+        full_at = k + room
         frames = nbytes = 0
         for _ in range(timers.DRAIN_BUDGET):
-            if k - pos - _HDR + 2 + cap > entries_limit:  # frame full: close it
+            if k > full_at:  # frame full: close it
                 pos = self._close_frame(buf, pos, k, key)
                 if pos > timers.UPLINK_BATCH:
                     batch.pos = pos
                     self._flush(link, batch)
                     pos = 0
                 k = pos + _HDR
+                full_at = k + room
             try:
                 n = sock.recv_into(mv[k + 2 : k + 2 + cap], cap, flags)
             except BlockingIOError:
