@@ -4,13 +4,17 @@ replica, and discovery of replicas through a (lab) DNS server re-resolved period
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import dns.rcode
 import pytest
 
 from wirekube_agent.relay import DnsSource
+from wirekube_agent.relaying import RelayManager, RelayTarget
+from wirekube_common import wgkey
 from wirekube_lab.loopdns import LoopbackDns
 
 
@@ -118,3 +122,49 @@ def test_replicas_discovered_by_dns_are_used_after_the_next_resolve(
         assert data == b"ping"
     assert lab_dns.queries >= 3
     assert r2.proc is not None and r2.proc.poll() is None
+
+
+def test_a_new_relay_address_keeps_the_bridge_and_the_links_still_wanted(
+    relay_factory, nodes, h, lab_dns
+) -> None:
+    """The mesh's relay endpoint rewritten (an IP, then a DNS name resolving to
+    it, then another IP): WireGuard's endpoints for relayed peers (the bridge's
+    sockets) never change, the link to a replica still wanted is never dropped,
+    and a flow through it loses nothing."""
+    r1 = relay_factory(host="127.0.0.1")
+    port = r1.address[1]
+    r2 = relay_factory(host="127.0.0.2", port=port)
+    b = nodes(addresses=[r1.address])
+    manager = RelayManager(wgkey.generate_private_key())
+    wg = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    wg.bind(("127.0.0.1", 0))
+    try:
+        bridge = manager.ensure(RelayTarget(addresses=(r1.address,)), wg.getsockname()[1])
+        assert bridge is not None and manager.pool is not None
+        a = SimpleNamespace(bridge=bridge, wg=wg, pub=wgkey.public_key(manager.private_key))
+        h.pair(a, b)
+        assert manager.pool.wait_live(1, 10) and b.bridge.pool.wait_live(1, 10)
+        endpoint = bridge.endpoint_for(b.pub)
+        link = manager.pool.links[f"127.0.0.1:{port}"]
+        flow = h.Flow(a, b).start()
+        h.wait_for(lambda: len(flow.received) > 20, 10, "the flow")
+
+        lab_dns.a = ["127.0.0.1"]
+        source = DnsSource("relay.wirekube.test", port, ["127.0.0.1"], lab_dns.port)
+        assert manager.ensure(RelayTarget(dns=source), wg.getsockname()[1]) is bridge
+        h.wait_for(lambda: lab_dns.queries > 0, 5, "the pool to resolve the new name")
+        time.sleep(0.5)
+        assert manager.pool.links == {f"127.0.0.1:{port}": link} and link.connects == 1
+        assert bridge.endpoint_for(b.pub) == endpoint
+        flow.stop()
+        assert flow.loss() == 0
+
+        assert manager.ensure(RelayTarget(addresses=(r2.address,)), wg.getsockname()[1]) is bridge
+        h.wait_for(
+            lambda: manager.pool.live_replicas() == (f"127.0.0.2:{port}",), 10, "the new replica"
+        )
+        assert bridge.endpoint_for(b.pub) == endpoint
+        assert not link.up or link.name not in manager.pool.links
+    finally:
+        manager.stop()
+        wg.close()

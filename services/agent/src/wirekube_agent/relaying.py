@@ -114,6 +114,12 @@ def _managed(service: Mapping[str, Any] | None, node: NodeInfo, port: int) -> Re
     )
 
 
+def _describe(target: RelayTarget) -> str:
+    if target.dns is not None:
+        return target.dns.name
+    return ", ".join(f"{h}:{p}" for h, p in target.addresses)
+
+
 class RelayManager:
     def __init__(self, private_key: bytes, clock: Callable[[], float] = time.monotonic) -> None:
         self.private_key = private_key
@@ -127,6 +133,22 @@ class RelayManager:
     def ensure(self, target: RelayTarget, wg_port: int) -> RelayBridge | None:
         shape = (target, wg_port)
         if shape == self._shape:
+            return self.bridge
+        if (
+            self._shape is not None
+            and self._shape[1] == wg_port
+            and self._shape[0].configured
+            and target.configured
+            and self.pool is not None
+        ):
+            # Same bridge, new relay addresses: the peers' WireGuard endpoints
+            # (the bridge's sockets) stay, and links still wanted stay up.
+            self.pool.retarget(
+                addresses=list(target.addresses) if target.dns is None else None,
+                dns_source=target.dns,
+            )
+            self._shape = shape
+            log.info("relay: now %s", _describe(target))
             return self.bridge
         self.stop()
         self._shape = shape
@@ -143,10 +165,7 @@ class RelayManager:
         self.bridge = RelayBridge(self.private_key, wg_listen_port=wg_port, relay_pool=self.pool)
         self.bridge.start()
         self.reason = ""
-        log.info(
-            "relay: %s",
-            target.dns.name if target.dns else ", ".join(f"{h}:{p}" for h, p in target.addresses),
-        )
+        log.info("relay: %s", _describe(target))
         return self.bridge
 
     @property

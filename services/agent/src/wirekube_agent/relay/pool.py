@@ -113,6 +113,7 @@ class RelayPool:
         self._watchdog = threading.Thread(target=self._watch, name="relay-pool", daemon=True)
         self._next_resolve = 0.0
         self._resolver: Resolver | None = None
+        self._source_gen = 0  # bumped by retarget
         self.on_change: Callable[[], None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------
@@ -135,6 +136,26 @@ class RelayPool:
             link.join(2.0)
         if self._watchdog.is_alive():
             self._watchdog.join(2.0)
+
+    def retarget(
+        self,
+        addresses: Sequence[tuple[str, int]] | None = None,
+        dns_source: DnsSource | None = None,
+    ) -> None:
+        """Take replica addresses from a new source, keeping every link whose
+        address is still wanted (a relay endpoint rewritten from its IP to a
+        DNS name that resolves to it keeps its connection and its flows)."""
+        if (addresses is None) == (dns_source is None):
+            raise ValueError("give exactly one of addresses or dns_source")
+        with self._lock:
+            self.static = list(addresses) if addresses is not None else None
+            self.dns = dns_source
+            self._resolver = None  # the name server may have changed with the source
+            self._source_gen += 1
+        if self.static is not None:
+            self._refresh_addresses()
+        else:
+            self._next_resolve = 0.0  # the watchdog resolves on its next tick, not us
 
     # --- placement -----------------------------------------------------------------
 
@@ -170,6 +191,7 @@ class RelayPool:
                 self.on_change()
 
     def _refresh_addresses(self) -> None:
+        source_gen = self._source_gen
         if self.static is not None:
             wanted = list(self.static)
         else:
@@ -180,6 +202,8 @@ class RelayPool:
                 return  # keep the links we have
         names = {f"{h}:{p}": (h, p) for h, p in wanted}
         with self._lock:
+            if source_gen != self._source_gen:
+                return  # retargeted meanwhile: these addresses are from the old source
             added = [n for n in names if n not in self.links]
             removed = [n for n in self.links if n not in names]
             gone = [self.links.pop(n) for n in removed]
