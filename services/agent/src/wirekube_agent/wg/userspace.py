@@ -7,6 +7,7 @@ daemon through its socket instead of starting a second one.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import subprocess
@@ -32,12 +33,18 @@ class UserspaceBackend:
         self.uapi = UapiClient(interface)
 
     def _alive(self) -> bool:
+        """Is a daemon serving the interface? Only a missing socket or one
+        nobody listens on says no: a daemon that is merely slow to answer (a
+        busy node) keeps running, since replacing it drops every peer and
+        session it holds."""
         if not self.uapi.exists():
             return False
         try:
             self.uapi.get()
-        except UapiError:
-            return False
+        except UapiError as exc:
+            if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                return False
+            log.warning("wireguard-go did not answer (%s); leaving it running", exc)
         return True
 
     def ensure(self, mtu: int) -> None:
