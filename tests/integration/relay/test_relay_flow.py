@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 import time
 import urllib.request
@@ -13,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from wirekube_agent.relay import RelayBridge
 from wirekube_common import wgkey
 from wirekube_common.protos.wirekube.relay.v1 import admin_pb2, admin_pb2_grpc
 
@@ -53,6 +55,48 @@ def test_two_bridges_exchange_datagrams_both_ways(relay_factory, nodes, h, use_m
     sa, sb = a.bridge.stats(b.pub), b.bridge.stats(a.pub)
     assert sa.tx_frames == len(payloads) and sb.rx_frames == len(payloads)
     assert sb.last_rx > 0 and sa.replica == f"{relay.address[0]}:{relay.address[1]}"
+
+
+def test_batches_reach_wireguard_as_gso_runs_cut_into_the_original_datagrams(
+    relay_factory, nodes, h, monkeypatch
+) -> None:
+    """Bursts (as bulk traffic makes) arrive in RECV_BATCH frames; the bridge
+    sends runs of one size in one GSO sendmsg and WireGuard still reads every
+    datagram, whole and in order, whatever the mix of sizes."""
+    runs: list[int] = []
+    real = RelayBridge._send_run
+
+    def spy(self: RelayBridge, p: object, run: list[memoryview], size: int) -> int:
+        runs.append(len(run))
+        return real(self, p, run, size)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RelayBridge, "_send_run", spy)
+    relay = relay_factory()
+    a = nodes(addresses=[relay.address])
+    b = nodes(addresses=[relay.address])
+    h.pair(a, b)
+    assert a.bridge.pool.wait_live(1, 10) and b.bridge.pool.wait_live(1, 10)
+    b.wg.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    b.wg.settimeout(5)
+    sizes = ([1452] * 100 + [60, 1452, 1452, 700, 700, 1452] + [300] * 80) * 3
+    payloads = [i.to_bytes(4, "big") + os.urandom(n - 4) for i, n in enumerate(sizes)]
+    got: list[bytes] = []
+
+    def receive() -> None:
+        with contextlib.suppress(TimeoutError):
+            while len(got) < len(payloads):
+                got.append(b.wg.recv(65536))
+
+    reader = threading.Thread(target=receive)
+    reader.start()
+    dst = a.bridge.endpoint_for(b.pub)
+    for p in payloads:  # back to back: the bridge drains them in batches
+        a.wg.sendto(p, dst)
+    reader.join(30)
+    assert got == payloads
+    assert b.bridge._gso, "this kernel has UDP GSO; the bridge should be using it"
+    assert max(runs) > 1 and sum(runs) == len(payloads)
+    print(f"{len(payloads)} datagrams in {len(runs)} sends (longest run {max(runs)})")
 
 
 def test_admin_grpc_health_and_metrics(relay_factory, nodes, h) -> None:

@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential
 
@@ -37,7 +37,40 @@ from wirekube_common.relayproto.handshake import ClientHandshake, HandshakeError
 
 log = logging.getLogger(__name__)
 
+# (source key, packet): one packet from a peer, a view valid during the call
 FrameHandler = Callable[[memoryview, memoryview], None]
+# (source key, entries of a RECV_BATCH): -> (packets delivered, malformed entries)
+BatchHandler = Callable[[memoryview, memoryview], tuple[int, int]]
+
+
+def split_batch(on_frame: FrameHandler) -> BatchHandler:
+    """A batch handler that hands the batch's packets to ``on_frame`` one by one."""
+
+    def deliver(src: memoryview, entries: memoryview) -> tuple[int, int]:
+        n = 0
+        for packet in batch_entries(entries):
+            if packet is None:
+                return n, 1
+            on_frame(src, packet)
+            n += 1
+        return n, 0
+
+    return deliver
+
+
+def batch_entries(entries: memoryview) -> Iterator[memoryview | None]:
+    """The packets of a RECV_BATCH payload after its key (2-byte length, packet;
+    repeated). None marks an entry that overruns the frame: the sender's batch
+    is malformed and nothing after it is trusted."""
+    k = 0
+    end = len(entries)
+    while k + 2 <= end:
+        a = k + 2
+        k = a + ((entries[k] << 8) | entries[k + 1])
+        if k > end:
+            yield None
+            return
+        yield entries[a:k]
 
 
 class RelayRejected(Exception):
@@ -86,12 +119,14 @@ class RelayLink:
         on_frame: FrameHandler,
         on_state: Callable[[RelayLink], None] | None = None,
         fwmark: int | None = None,
+        on_batch: BatchHandler | None = None,
     ) -> None:
         self.address = address
         self.fwmark = fwmark
         self.name = f"{address[0]}:{address[1]}"
         self.private_key = private_key
         self.on_frame = on_frame
+        self.on_batch = on_batch or split_batch(on_frame)
         self.on_state = on_state
         self.up = False
         self.sock: socket.socket | None = None
@@ -242,6 +277,7 @@ class RelayLink:
         end = len(leftover)
         buf[:end] = leftover
         on_frame = self.on_frame
+        on_batch = self.on_batch
         recv_type = f.RECV
         recv_batch = f.RECV_BATCH
         while True:
@@ -253,16 +289,9 @@ class RelayLink:
                     break
                 t = buf[i]
                 if t == recv_batch and ln >= 32:
-                    src = mv[i + 3 : i + 35]
-                    k = i + 35
-                    while k + 2 <= j:
-                        a = k + 2
-                        k = a + ((buf[k] << 8) | buf[k + 1])
-                        if k > j:  # malformed batch from the sender: drop the rest
-                            self.malformed_rx += 1
-                            break
-                        self.frames_rx += 1
-                        on_frame(src, mv[a:k])
+                    packets, malformed = on_batch(mv[i + 3 : i + 35], mv[i + 35 : j])
+                    self.frames_rx += packets
+                    self.malformed_rx += malformed
                 elif t == recv_type and ln >= 32:
                     self.frames_rx += 1
                     on_frame(mv[i + 3 : i + 35], mv[i + 35 : j])

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wirekube_agent.relay import timers
-from wirekube_agent.relay.link import FrameHandler, RelayLink
+from wirekube_agent.relay.link import BatchHandler, FrameHandler, RelayLink, split_batch
 
 if TYPE_CHECKING:
     from wirekube_agent.relay.resolver import Resolver
@@ -108,6 +108,7 @@ class RelayPool:
         self.generation = 0  # bumped whenever the set of live links changes
         self._live: tuple[str, ...] = ()
         self._on_frame: FrameHandler = _drop
+        self._on_batch: BatchHandler = split_batch(_drop)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="relay-pool", daemon=True)
@@ -118,9 +119,12 @@ class RelayPool:
 
     # --- lifecycle ---------------------------------------------------------------
 
-    def start(self, on_frame: FrameHandler) -> None:
-        """Connect to every replica; ``on_frame(src_key, packet)`` runs on link threads."""
+    def start(self, on_frame: FrameHandler, on_batch: BatchHandler | None = None) -> None:
+        """Connect to every replica; ``on_frame(src_key, packet)`` and
+        ``on_batch(src_key, entries)`` (default: ``on_frame`` per packet) run
+        on link threads."""
         self._on_frame = on_frame
+        self._on_batch = on_batch or split_batch(on_frame)
         self._refresh_addresses()
         self._next_resolve = time.monotonic() + self.resolve_interval
         self._watchdog.start()
@@ -214,6 +218,7 @@ class RelayPool:
                     self._deliver,
                     on_state=self._link_state,
                     fwmark=self.fwmark,
+                    on_batch=self._deliver_batch,
                 )
             new_links = [self.links[n] for n in added]
         for link in gone:
@@ -227,6 +232,9 @@ class RelayPool:
 
     def _deliver(self, src: memoryview, packet: memoryview) -> None:
         self._on_frame(src, packet)
+
+    def _deliver_batch(self, src: memoryview, entries: memoryview) -> tuple[int, int]:
+        return self._on_batch(src, entries)
 
     def _resolve(self) -> list[tuple[str, int]]:
         assert self.dns is not None
