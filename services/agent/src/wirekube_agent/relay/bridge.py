@@ -26,10 +26,15 @@ can inject datagrams into the relay, and sends skip address parsing.
   default.
   Stock asyncio datagram transports are deliberately not used.
 * **Downlink** (relay -> WireGuard): each relay link's reader thread calls
-  ``_on_frame(src, packet)`` with views into its receive buffer; the packet is
-  sent to WireGuard from the source peer's socket (so WireGuard sees the same
-  endpoint it sends to). A one-entry cache per link thread avoids a dict
-  lookup and a key copy per frame while one peer is sending.
+  ``_on_frame(src, packet)`` for a RECV and ``_on_batch(src, entries)`` for a
+  RECV_BATCH, with views into its receive buffer; packets are sent to
+  WireGuard from the source peer's socket (so WireGuard sees the same
+  endpoint it sends to). Within a batch, a run of packets of one size (bulk
+  traffic: full-size packets) leaves in one ``sendmsg`` with UDP GSO
+  (``UDP_SEGMENT``): the kernel cuts it back into the original datagrams, so
+  a run costs one system call instead of one per packet (where the kernel
+  has no GSO, one send per packet). A one-entry cache per link thread avoids
+  a dict lookup and a key copy per frame while one peer is sending.
 
 Which replica carries a peer's flow is the pool's decision (rendezvous
 hashing); the bridge asks again whenever the pool's set of live replicas
