@@ -196,7 +196,7 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.reading_paused = False
         self.blocked_on: set[RelayConnection] = set()
         self.waiters: set[RelayConnection] = set()
-        # small runs to this connection, written once per sender read
+        # small runs to this connection, written once per loop round
         self.stage = Stage()
         self.staged = False
         self.peer_gone_at: dict[bytes, float] = {}
@@ -308,7 +308,7 @@ class RelayConnection(asyncio.BufferedProtocol):
                 if t & _DATA_MASK == _SEND and n >= _KEY:  # SEND or SEND_BATCH
                     if run_key is None or not buf.startswith(run_key, i + 3):
                         if run_frames:
-                            self.deliver(run_key, run_start, i, run_frames)  # type: ignore[arg-type]
+                            self.deliver(run_key, self.mv[run_start:i], run_frames)  # type: ignore[arg-type]
                             frames += run_frames
                             nbytes += i - run_start
                             run_frames = 0
@@ -355,7 +355,7 @@ class RelayConnection(asyncio.BufferedProtocol):
                     run_frames += 1
                 else:
                     if run_frames:
-                        self.deliver(run_key, run_start, i, run_frames)  # type: ignore[arg-type]
+                        self.deliver(run_key, self.mv[run_start:i], run_frames)  # type: ignore[arg-type]
                         frames += run_frames
                         nbytes += i - run_start
                         run_frames = 0
@@ -366,7 +366,7 @@ class RelayConnection(asyncio.BufferedProtocol):
                         return
                 i = j
             if run_frames:
-                self.deliver(run_key, run_start, i, run_frames)  # type: ignore[arg-type]
+                self.deliver(run_key, self.mv[run_start:i], run_frames)  # type: ignore[arg-type]
                 frames += run_frames
                 nbytes += i - run_start
             self.start = i
@@ -425,7 +425,8 @@ class RelayConnection(asyncio.BufferedProtocol):
         m = most
         for k in range(3):
             column = buf[i + k : stop : stride]
-            m = min(m, most - len(column.lstrip(column[:1])))
+            if column.count(column[0]) != most:
+                m = min(m, most - len(column.lstrip(column[:1])))
         return m
 
     def scatter(self, i: int, stride: int, m: int) -> None:
@@ -451,21 +452,23 @@ class RelayConnection(asyncio.BufferedProtocol):
             else:
                 group.append(mv[i + p : i + p + stride])
         for key, group in groups.items():
-            self.deliver_views(key, group, len(group) * stride)
+            self.deliver(key, b"".join(group), len(group))
 
-    def deliver_views(self, key: bytes, views: list[memoryview], nbytes: int) -> None:
-        """``deliver`` for frames scattered over the buffer (``scatter``)."""
+    def deliver(self, key: bytes, data: memoryview | bytes, frames: int) -> None:
+        """Deliver ``frames`` frames (already rewritten) to ``key``'s connection.
+
+        Interleaved senders make runs of one frame, so this is per frame: the
+        checks on a destination (gone, closing, queue full, paused) are made
+        once per read by ``admit`` and their answer kept in ``sinks``."""
         dst = self.sinks.get(key)
         if dst is None:
             dst = self.sinks[key] = self.admit(key)
-        frames = len(views)
         if isinstance(dst, str):
-            self.drop(dst, frames, nbytes)
+            self.drop(dst, frames, len(data))
             return
-        data = b"".join(views)
         if dst.staged:
             dst.stage.add(data)
-        elif nbytes >= timers.DIRECT_WRITE_MIN:
+        elif len(data) >= timers.DIRECT_WRITE_MIN:
             assert dst.transport is not None  # admitted
             dst.transport.write(data)
             if dst.writing_paused:
@@ -475,33 +478,7 @@ class RelayConnection(asyncio.BufferedProtocol):
             dst.staged = True
             self.ctx.dirty.append(dst)
         dst.frames_out += frames
-        dst.bytes_out += nbytes
-
-    def deliver(self, key: bytes, a: int, b: int, frames: int) -> None:
-        """Deliver frames ``buf[a:b]`` (already rewritten) to ``key``'s connection.
-
-        Interleaved senders make runs of one frame, so this is per frame: the
-        checks on a destination (gone, closing, queue full, paused) are made
-        once per read by ``admit`` and their answer kept in ``sinks``."""
-        dst = self.sinks.get(key)
-        if dst is None:
-            dst = self.sinks[key] = self.admit(key)
-        if isinstance(dst, str):
-            self.drop(dst, frames, b - a)
-            return
-        if dst.staged:
-            dst.stage.add(self.mv[a:b])
-        elif b - a >= timers.DIRECT_WRITE_MIN:
-            assert dst.transport is not None  # admitted
-            dst.transport.write(self.mv[a:b])
-            if dst.writing_paused:
-                self.wait_for(dst)
-        else:
-            dst.stage.add(self.mv[a:b])
-            dst.staged = True
-            self.ctx.dirty.append(dst)
-        dst.frames_out += frames
-        dst.bytes_out += b - a
+        dst.bytes_out += len(data)
 
     def admit(self, key: bytes) -> RelayConnection | str:
         """The connection frames to ``key`` go to in this read, or why they are dropped."""
