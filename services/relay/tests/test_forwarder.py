@@ -410,3 +410,9 @@ def test_a_stage_keeps_its_buffer_between_writes_up_to_a_limit() -> None:
     stage.add(b"w" * timers.STAGE_KEEP)
     stage.write_to(tr)
     assert len(stage.buf) == 0  # a burst's large buffer is not kept
+    stage.add(b"v" * 100)
+    stage.write_to(tr)
+    stage.trim()
+    assert len(stage.buf) > 0  # written to since the last sweep: kept
+    stage.trim()
+    assert len(stage.buf) == 0  # a sweep interval without a write: let go

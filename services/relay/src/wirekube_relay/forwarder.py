@@ -132,13 +132,16 @@ class Stage:
     The buffer is kept between writes: emptied with ``del b[:]``, a bytearray
     gives its memory back, and refilling it reallocated and faulted in fresh
     pages on every round (the largest single cost of interleaved forwarding
-    in a profile). Capacity above ``STAGE_KEEP`` is let go after a write."""
+    in a profile). Capacity above ``STAGE_KEEP`` is let go after a write, and
+    all of it once a sweep interval passes without one (``trim``): a relay
+    with thousands of peers keeps buffers only for those being written to."""
 
-    __slots__ = ("buf", "size")
+    __slots__ = ("buf", "size", "writes")
 
     def __init__(self) -> None:
         self.buf = bytearray()
         self.size = 0
+        self.writes = 0  # since the last trim
 
     def __len__(self) -> int:
         return self.size
@@ -155,7 +158,14 @@ class Stage:
         the kernel did not take, so the buffer is free for reuse at once)."""
         if self.size:
             transport.write(memoryview(self.buf)[: self.size])
+            self.writes += 1
         self.clear()
+
+    def trim(self) -> None:
+        """Let the buffer go if nothing was written since the last trim."""
+        if not self.writes and not self.size and self.buf:
+            self.buf = bytearray()
+        self.writes = 0
 
     def clear(self) -> None:
         self.size = 0

@@ -119,6 +119,7 @@ class RelayServer:
                     ctx.stats.auth_failures["deadline"] += 1
                     conn.fail("auth:deadline", f.CLOSE_TIMEOUT, "registration deadline passed")
                 continue
+            conn.stage.trim()
             if conn.rx_reads != conn.last_seen_reads:
                 conn.last_seen_reads = conn.rx_reads
                 conn.idle_since = now
