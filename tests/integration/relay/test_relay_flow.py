@@ -78,8 +78,9 @@ def test_batches_reach_wireguard_as_gso_runs_cut_into_the_original_datagrams(
     assert a.bridge.pool.wait_live(1, 10) and b.bridge.pool.wait_live(1, 10)
     b.wg.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
     b.wg.settimeout(5)
-    sizes = ([1452] * 100 + [60, 1452, 1452, 700, 700, 1452] + [300] * 80) * 3
-    payloads = [i.to_bytes(4, "big") + os.urandom(n - 4) for i, n in enumerate(sizes)]
+    # empty datagrams too: a run of them must not be taken for a GSO failure
+    sizes = ([1452] * 100 + [60, 1452, 1452, 700, 700, 1452, 0, 0, 0] + [300] * 80) * 3
+    payloads = [i.to_bytes(4, "big") + os.urandom(n - 4) if n else b"" for i, n in enumerate(sizes)]
     got: list[bytes] = []
 
     def receive() -> None:

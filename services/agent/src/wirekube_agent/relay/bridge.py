@@ -270,7 +270,8 @@ class RelayBridge:
                 malformed = 1
                 break
             n = len(packet)
-            if run and (n > size or len(run) == _GSO_SEGMENTS or total + n > _GSO_BYTES):
+            # An empty packet travels alone: as a run's last segment it would vanish.
+            if run and (n > size or not n or len(run) == _GSO_SEGMENTS or total + n > _GSO_BYTES):
                 delivered += self._send_run(p, run, size)
                 run = []
             if not run:
@@ -287,27 +288,23 @@ class RelayBridge:
 
     def _send_run(self, p: _Peer, run: list[memoryview], size: int) -> int:
         """Send packets of ``size`` bytes (the last may be shorter) to WireGuard."""
-        if len(run) > 1 and self._gso:
+        p.rx_frames += len(run)
+        p.rx_bytes += sum(map(len, run))
+        if len(run) > 1 and size and self._gso:
             try:
                 p.sock.sendmsg(run, [(socket.SOL_UDP, _UDP_SEGMENT, size.to_bytes(2, _ORDER))])
+                return len(run)
             except OSError as exc:
                 if exc.errno not in _GSO_UNSUPPORTED:
                     p.drops += len(run)  # WireGuard not listening yet, buffer full, closed
                     return len(run)
                 log.warning("UDP GSO unavailable (%s); one send per packet", exc)
                 self._gso = False
-            else:
-                p.rx_frames += len(run)
-                p.rx_bytes += sum(map(len, run))
-                return len(run)
         for packet in run:
             try:
                 p.sock.send(packet)
             except OSError:
                 p.drops += 1
-                continue
-            p.rx_frames += 1
-            p.rx_bytes += len(packet)
         return len(run)
 
     # --- uplink: WireGuard -> relay (one thread) ------------------------------------
