@@ -98,19 +98,6 @@ def mapping_mismatches(lab: Lab, mesh: MeshLab, pairs: list[tuple[str, str]]) ->
     return notes
 
 
-def wireguard_state(mesh: MeshLab, pairs: list[tuple[str, str]]) -> str:
-    """``wg show`` of both ends of pairs that are overdue: for a failure report."""
-    names = {h: (mesh.peer(h) or {}).get("spec", {}).get("publicKey", "?") for h in mesh.agents}
-    out = [f"keys: {names}"]
-    for host in sorted({h for pair in pairs for h in pair}):
-        proc = mesh.agents[host].exec(["wg", "show", "wire_kube", "dump"], check=False)
-        out.append(f"--- wg on {host} (peer, psk, endpoint, allowed, handshake, rx, tx, ka)")
-        out.extend(proc.stdout.splitlines()[1:])
-        if proc.returncode != 0:
-            out.append(f"wg exited {proc.returncode}: {proc.stderr.strip()}")
-    return "\n".join(out)
-
-
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_time_to_steady_state(
     path: Path, control_plane: ControlPlane, tmp_path: Path, pc_tools: Any
@@ -161,7 +148,7 @@ def test_time_to_steady_state(
                             direct_dp[(a, b)] = max(t for t in firsts if t is not None)
                 overdue = [p for p in mesh_pairs if reachable[p] is None]
                 if overdue and not wg_dump and time.time() > agents_started + REACHABLE_TARGET_S:
-                    wg_dump = wireguard_state(mesh, overdue)
+                    wg_dump = mesh.wireguard_dump(h for pair in overdue for h in pair)
                 done = (
                     None not in reachable.values()
                     and None not in direct_dp.values()

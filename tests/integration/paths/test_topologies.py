@@ -10,6 +10,7 @@ port-restricted variants). The expected table is the topology file's
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,12 +29,18 @@ def test_steady_state_path_table(path: Path, control_plane: ControlPlane, tmp_pa
     topology = load_topology(path)
     expected = {f"{a}/{b}": mode for (a, b), mode in topology.expect_paths}
     driver = MeshDriver(control_plane)
+    evidence = ""
     with Lab(topology, workdir=tmp_path) as lab:
         try:
             driver.start(lab)
             steady = driver.wait_steady(lab, STEADY_TIMEOUT_S)
             table = driver.paths(lab)
             pings = driver.pings(lab)
+            lost = lost_pings(pings)
+            if driver.mesh is not None and lost:
+                # Both ends' WireGuard and agents, before they are gone.
+                hosts = {h for pair in lost for h in pair}
+                evidence = driver.mesh.wireguard_dump(hosts) + "\n" + driver.mesh.diagnose()
         finally:
             driver.stop(lab)
     print(
@@ -41,13 +48,18 @@ def test_steady_state_path_table(path: Path, control_plane: ControlPlane, tmp_pa
         f"reachable {driver.reachable_after_s}s, paths final {driver.steady_after_s}s "
         "after the agents started"
     )
+    if evidence:
+        print(evidence)
     assert steady, f"no steady state: {table}"
     assert table == expected
     assert pings is not None
-    lost = {
+    assert not lost
+
+
+def lost_pings(pings: dict[str, dict[str, dict[str, Any]]] | None) -> dict[tuple[str, str], Any]:
+    return {
         (src, dst): r
-        for src, row in pings.items()
+        for src, row in (pings or {}).items()
         for dst, r in row.items()
         if r["received"] < r["sent"]
     }
-    assert not lost

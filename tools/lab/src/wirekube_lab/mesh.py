@@ -378,6 +378,18 @@ class MeshLab:
         """
         return self.full_mesh(hosts) and self.all_reachable(hosts)
 
+    def wireguard_dump(self, hosts: Iterable[str]) -> str:
+        """``wg show`` of ``hosts`` with everyone's public key: for a failure report."""
+        names = {h: (self.peer(h) or {}).get("spec", {}).get("publicKey", "?") for h in self.agents}
+        out = [f"keys: {names}"]
+        for host in sorted(set(hosts)):
+            proc = self.agents[host].exec(["wg", "show", "wire_kube", "dump"], check=False)
+            out.append(f"--- wg on {host} (peer, psk, endpoint, allowed, handshake, rx, tx, ka)")
+            out.extend(proc.stdout.splitlines()[1:])
+            if proc.returncode != 0:
+                out.append(f"wg exited {proc.returncode}: {proc.stderr.strip()}")
+        return "\n".join(out)
+
     def diagnose(self) -> str:
         lines = []
         for host, proc in self.agents.items():
