@@ -37,10 +37,17 @@ def test_steady_state_path_table(path: Path, control_plane: ControlPlane, tmp_pa
             table = driver.paths(lab)
             pings = driver.pings(lab)
             lost = lost_pings(pings)
+            still_lost: dict[tuple[str, str], Any] = {}
             if driver.mesh is not None and lost:
                 # Both ends' WireGuard and agents, before they are gone.
                 hosts = {h for pair in lost for h in pair}
                 evidence = driver.mesh.wireguard_dump(hosts) + "\n" + driver.mesh.diagnose()
+                # A ping lost on a loaded host is not a dark pair: ask those
+                # pairs again; a pair that still loses pings fails the test.
+                for src, dst in lost:
+                    again = lab.ping(src, dst, count=3, interval=0.2)
+                    if again.received < again.sent:
+                        still_lost[(src, dst)] = again
         finally:
             driver.stop(lab)
     print(
@@ -49,11 +56,11 @@ def test_steady_state_path_table(path: Path, control_plane: ControlPlane, tmp_pa
         "after the agents started"
     )
     if evidence:
-        print(evidence)
+        print(f"pings lost in the first round: {lost}\n{evidence}")
     assert steady, f"no steady state: {table}"
     assert table == expected
     assert pings is not None
-    assert not lost
+    assert not still_lost, f"pairs still losing pings: {still_lost} (first round: {lost})"
 
 
 def lost_pings(pings: dict[str, dict[str, dict[str, Any]]] | None) -> dict[tuple[str, str], Any]:
