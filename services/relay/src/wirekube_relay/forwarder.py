@@ -302,8 +302,7 @@ class RelayConnection(asyncio.BufferedProtocol):
         run_frames = 0
         no_batch_before = i
         no_scatter_before = i
-        frames = 0  # data frames in this read, and their bytes
-        nbytes = 0
+        frames_before, bytes_before = self.frames_in, self.bytes_in
         try:
             while end - i >= 3:
                 n = (buf[i + 1] << 8) | buf[i + 2]
@@ -319,8 +318,6 @@ class RelayConnection(asyncio.BufferedProtocol):
                     if run_key is None or not buf.startswith(run_key, i + 3):
                         if run_frames:
                             self.deliver(run_key, self.mv[run_start:i], run_frames)  # type: ignore[arg-type]
-                            frames += run_frames
-                            nbytes += i - run_start
                             run_frames = 0
                         stride = j - i
                         if (
@@ -333,11 +330,9 @@ class RelayConnection(asyncio.BufferedProtocol):
                         ):
                             # Frames of one size to changing destinations:
                             # sort a whole block of them out at once.
-                            m = self.same_size(i, stride, (end - i) // stride)
+                            m = self.agreeing(i, stride, (end - i) // stride, 3)
                             if m >= _UNIFORM_MIN:
                                 self.scatter(i, stride, m)
-                                frames += m
-                                nbytes += m * stride
                                 i += m * stride
                                 run_key = None
                                 continue
@@ -366,8 +361,6 @@ class RelayConnection(asyncio.BufferedProtocol):
                 else:
                     if run_frames:
                         self.deliver(run_key, self.mv[run_start:i], run_frames)  # type: ignore[arg-type]
-                        frames += run_frames
-                        nbytes += i - run_start
                         run_frames = 0
                     run_key = None
                     self.start = j
@@ -377,11 +370,9 @@ class RelayConnection(asyncio.BufferedProtocol):
                 i = j
             if run_frames:
                 self.deliver(run_key, self.mv[run_start:i], run_frames)  # type: ignore[arg-type]
-                frames += run_frames
-                nbytes += i - run_start
             self.start = i
         finally:
-            self.count(frames, nbytes)
+            self.count(self.frames_in - frames_before, self.bytes_in - bytes_before)
             self.sinks.clear()
             if self.ctx.dirty:
                 self.ctx.schedule_flush()
@@ -396,19 +387,9 @@ class RelayConnection(asyncio.BufferedProtocol):
         them frame by frame costs about a microsecond each in Python; here the
         work per run is a few dozen C-level extended-slice operations, one per
         header byte (``buf[k:stop:stride]`` is that byte of every frame)."""
-        buf = self.buf
-        stop = i + most * stride
-        m = most
-        for k in range(_DATA_HDR):
-            column = buf[i + k : stop : stride]
-            if column.count(column[0]) == m:  # all agree (a fast count; lstrip is slow)
-                continue
-            same = m - len(column.lstrip(column[:1]))  # leading frames agreeing at byte k
-            if same < _UNIFORM_MIN:
-                return same
-            m = same
-            stop = i + m * stride
-        self.stamp(i, stride, m)
+        m = self.agreeing(i, stride, most, _DATA_HDR)
+        if m >= _UNIFORM_MIN:
+            self.stamp(i, stride, m)
         return m
 
     def stamp(self, i: int, stride: int, m: int) -> None:
@@ -427,16 +408,23 @@ class RelayConnection(asyncio.BufferedProtocol):
         for k in range(_KEY):
             buf[i + 3 + k : stop : stride] = columns[k]
 
-    def same_size(self, i: int, stride: int, most: int) -> int:
-        """How many of the ``most`` frames from ``i`` on share the first's type and
-        length (so lie one stride apart): three column comparisons."""
+    def agreeing(self, i: int, stride: int, most: int, width: int) -> int:
+        """How many of the ``most`` frames from ``i`` on (one stride apart) share
+        the first frame's first ``width`` header bytes; once fewer than
+        ``_UNIFORM_MIN`` do, that count (an upper bound) without looking further.
+        One extended slice per header byte: ``buf[k:stop:stride]`` is that byte
+        of every frame."""
         buf = self.buf
         stop = i + most * stride
         m = most
-        for k in range(3):
+        for k in range(width):
             column = buf[i + k : stop : stride]
-            if column.count(column[0]) != most:
-                m = min(m, most - len(column.lstrip(column[:1])))
+            if column.count(column[0]) == m:  # all agree (a fast count; lstrip is slow)
+                continue
+            m -= len(column.lstrip(column[:1]))  # keep the leading frames agreeing at k
+            if m < _UNIFORM_MIN:
+                return m
+            stop = i + m * stride
         return m
 
     def scatter(self, i: int, stride: int, m: int) -> None:
@@ -473,6 +461,8 @@ class RelayConnection(asyncio.BufferedProtocol):
         dst = self.sinks.get(key)
         if dst is None:
             dst = self.sinks[key] = self.admit(key)
+        self.frames_in += frames
+        self.bytes_in += len(data)
         if isinstance(dst, str):
             self.drop(dst, frames, len(data))
             return
@@ -521,9 +511,8 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.dropped_bytes += nbytes
 
     def count(self, frames: int, nbytes: int) -> None:
-        """Counters for one read: everything received, what went on."""
-        self.frames_in += frames
-        self.bytes_in += nbytes
+        """The relay's counters for one read: what came in (``deliver`` counted
+        it) less what was dropped went on."""
         stats = self.ctx.stats
         stats.frames_forwarded += frames - self.dropped_frames
         stats.bytes_forwarded += nbytes - self.dropped_bytes
