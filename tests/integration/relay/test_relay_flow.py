@@ -66,9 +66,9 @@ def test_batches_reach_wireguard_as_gso_runs_cut_into_the_original_datagrams(
     runs: list[int] = []
     real = RelayBridge._send_run
 
-    def spy(self: RelayBridge, p: object, run: list[memoryview], size: int) -> int:
+    def spy(self: RelayBridge, p: object, run: list[memoryview], size: int, total: int) -> None:
         runs.append(len(run))
-        return real(self, p, run, size)  # type: ignore[arg-type]
+        real(self, p, run, size, total)  # type: ignore[arg-type]
 
     monkeypatch.setattr(RelayBridge, "_send_run", spy)
     relay = relay_factory()

@@ -135,11 +135,10 @@ class RelayManager:
         if shape == self._shape:
             return self.bridge
         if (
-            self._shape is not None
-            and self._shape[1] == wg_port
-            and self._shape[0].configured
-            and target.configured
-            and self.pool is not None
+            target.configured
+            and self.pool is not None  # a bridge is running ...
+            and self._shape is not None
+            and self._shape[1] == wg_port  # ... for this WireGuard port
         ):
             # Same bridge, new relay addresses: the peers' WireGuard endpoints
             # (the bridge's sockets) stay, and links still wanted stay up.

@@ -230,7 +230,7 @@ class RelayBridge:
 
     # --- downlink: relay -> WireGuard (link reader threads) --------------------------
 
-    def _source(self, src: memoryview, packets: int) -> _Peer | None:
+    def _source(self, src: memoryview) -> _Peer | None:
         """The relayed peer a frame came from (None: not one of ours; counted)."""
         cache = self._cache
         entry = getattr(cache, "entry", None)
@@ -239,13 +239,13 @@ class RelayBridge:
         key = bytes(src)
         p = self._by_key.get(key)
         if p is None:
-            self.unknown_sources[key] = self.unknown_sources.get(key, 0) + packets
+            self.unknown_sources[key] = self.unknown_sources.get(key, 0) + 1
             return None
         cache.entry = (key, p, self._version)
         return p
 
     def _on_frame(self, src: memoryview, packet: memoryview) -> None:
-        p = self._source(src, 1)
+        p = self._source(src)
         if p is None:
             return
         p.rx_frames += 1
@@ -260,7 +260,7 @@ class RelayBridge:
         """A RECV_BATCH: runs of same-size packets go to WireGuard in one
         ``sendmsg`` each with UDP GSO (the kernel cuts them into datagrams),
         instead of one system call per packet."""
-        p = self._source(src, 1)
+        p = self._source(src)
         if p is None:
             return 0, 0
         run: list[memoryview] = []
@@ -272,32 +272,34 @@ class RelayBridge:
             n = len(packet)
             # An empty packet travels alone: as a run's last segment it would vanish.
             if run and (n > size or not n or len(run) == _GSO_SEGMENTS or total + n > _GSO_BYTES):
-                delivered += self._send_run(p, run, size)
+                self._send_run(p, run, size, total)
                 run = []
             if not run:
                 size, total = n, 0
             run.append(packet)
             total += n
+            delivered += 1
             if n < size:  # a shorter packet can only end a run
-                delivered += self._send_run(p, run, size)
+                self._send_run(p, run, size, total)
                 run = []
         if run:
-            delivered += self._send_run(p, run, size)
+            self._send_run(p, run, size, total)
         p.last_rx = time.monotonic()
         return delivered, malformed
 
-    def _send_run(self, p: _Peer, run: list[memoryview], size: int) -> int:
-        """Send packets of ``size`` bytes (the last may be shorter) to WireGuard."""
+    def _send_run(self, p: _Peer, run: list[memoryview], size: int, total: int) -> None:
+        """Send packets of ``size`` bytes (the last may be shorter; ``total`` in
+        all) to WireGuard."""
         p.rx_frames += len(run)
-        p.rx_bytes += sum(map(len, run))
+        p.rx_bytes += total
         if len(run) > 1 and size and self._gso:
             try:
                 p.sock.sendmsg(run, [(socket.SOL_UDP, _UDP_SEGMENT, size.to_bytes(2, _ORDER))])
-                return len(run)
+                return
             except OSError as exc:
                 if exc.errno not in _GSO_UNSUPPORTED:
                     p.drops += len(run)  # WireGuard not listening yet, buffer full, closed
-                    return len(run)
+                    return
                 log.warning("UDP GSO unavailable (%s); one send per packet", exc)
                 self._gso = False
         for packet in run:
@@ -305,7 +307,6 @@ class RelayBridge:
                 p.sock.send(packet)
             except OSError:
                 p.drops += 1
-        return len(run)
 
     # --- uplink: WireGuard -> relay (one thread) ------------------------------------
 
