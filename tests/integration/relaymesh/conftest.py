@@ -265,12 +265,19 @@ class RelayMesh:
     def capture(
         self, host: str, iface: str, bpf: str, count: int = 2000
     ) -> Iterator[Callable[[], bytes]]:
-        """tcpdump in a host (bounded: ``count`` packets, 120 s); yields a reader of the pcap."""
+        """tcpdump in a host (bounded: ``count`` packets, 120 s); yields a reader of the pcap.
+
+        ``--immediate-mode`` is essential: without it libpcap hands packets over
+        a ring-buffer block at a time (up to a 1 s timeout), and the SIGINT that
+        ends the capture discards the unfinished block, i.e. whatever arrived in
+        roughly the last second (measured: 0 of 20 datagrams sent 0.3 s before
+        the SIGINT were saved; with immediate mode all 20).
+        """
         n = next(self._names)
         path = self.lab.host_dir(host) / f"capture-{n}.pcap"
         argv = [
-            "timeout", "120", "tcpdump", "-i", iface, "-n", "-U", "-s", "0", "-Z", "root",
-            "-c", str(count), "-w", str(path), bpf,
+            "timeout", "120", "tcpdump", "-i", iface, "-n", "-U", "--immediate-mode",
+            "-s", "0", "-Z", "root", "-c", str(count), "-w", str(path), bpf,
         ]  # fmt: skip
         proc = self.lab.spawn(host, argv, name=f"tcpdump-{n}")
         proc.wait_for_log(r"listening on", timeout=15)
