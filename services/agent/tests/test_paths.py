@@ -97,6 +97,23 @@ def run(
     return step(prev, PEER, LOCAL, probe, hs, policy, now)
 
 
+def test_an_answered_internal_address_beats_the_public_one() -> None:
+    """Same VPC, different public addresses (one node has its own public IP): where
+    the cloud hairpins to that IP both answer; the internal address is the path."""
+    internal, public = ("10.0.0.2", 51820), ("198.18.4.1", 51820)
+    peer = remote("node-b", 2, "10.0.0.2", endpoint=public, internal_endpoint=internal)
+    local = LocalFacts(public_ip="198.18.9.9")
+    assert candidates(local, peer)[0] == public  # probed first, the direct-only guess
+    both = ProbeView(answered=((public, 100.2), (internal, 100.4)))
+    s = step(None, peer, local, NOTHING, 0.0, AUTO, 100.0)
+    s = step(s, peer, local, both, 0.0, AUTO, 100.5)
+    assert (s.transport, s.endpoint) == ("direct", internal)
+    only_public = ProbeView(answered=((public, 100.2),))
+    s = step(None, peer, local, NOTHING, 0.0, AUTO, 100.0)
+    s = step(s, peer, local, only_public, 0.0, AUTO, 100.5)
+    assert (s.transport, s.endpoint) == ("direct", public)
+
+
 def test_relay_first_then_upgrade_on_an_answered_probe() -> None:
     s = run(None, 100.0)
     assert (s.transport, s.routed) == ("relay", True)  # traffic flows at once

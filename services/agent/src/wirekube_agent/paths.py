@@ -130,6 +130,23 @@ def candidates(
     return tuple(dict.fromkeys(out))
 
 
+def preferred(cands: tuple[Endpoint, ...], peer: RemotePeer) -> tuple[Endpoint, ...]:
+    """``cands`` in order of preference among *answered* addresses: the peer's
+    internal address first.
+
+    An answer from it proves a shared network (probes are MACed, so no other
+    host with that private address can answer), and it beats the public one:
+    where a cloud hairpins traffic to a node's own public IP, the public
+    address works too, but through the NAT gateway (latency, and billed).
+    Probing order stays ``candidates``' (whose first entry is also the guess
+    for a direct-only path before anything answered).
+    """
+    internal = peer.internal_endpoint
+    if internal is None or internal not in cands:
+        return cands
+    return (internal, *(c for c in cands if c != internal))
+
+
 @dataclass(frozen=True)
 class ProbeView:
     """What the prober has seen from one peer."""
@@ -196,7 +213,7 @@ def step(
     # path that just died could be "upgraded" to again at once.
     fresh_window = min(PONG_FRESH_S, policy.handshake_timeout_s)
     cands = candidates(local, peer, learned)
-    best = probe.best(cands, now - fresh_window)
+    best = probe.best(preferred(cands, peer), now - fresh_window)
     direct_alive = probe.last_pong > 0 and now - probe.last_pong < policy.handshake_timeout_s
 
     if policy.relay_mode == "always":
