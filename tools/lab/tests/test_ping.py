@@ -36,17 +36,3 @@ def test_parse_total_loss() -> None:
 def test_parse_nothing() -> None:
     r = parse_ping("x", "")
     assert (r.sent, r.received, r.ok) == (0, 0, False)
-
-
-def test_parse_counts_only_the_requested_echoes() -> None:
-    """``ping -c 3 -w N`` kept sending while seq 2 was missing; seq 4's reply is
-    not a stand-in for the lost seq 2."""
-    text = OUTPUT.replace("icmp_seq=3 ttl=62 time=0.101", "icmp_seq=2 ttl=62 time=0.101").replace(
-        "4 packets transmitted, 3 received", "5 packets transmitted, 3 received"
-    )
-    assert parse_ping("10.2.0.10", text).received == 3  # without count: every reply
-    r = parse_ping("10.2.0.10", text, count=3)
-    assert (r.sent, r.received, r.replied_seqs) == (3, 2, (1, 2))
-    assert not r.ok
-    r = parse_ping("10.2.0.10", OUTPUT, count=4)
-    assert (r.sent, r.received, r.lost) == (4, 3, 1)

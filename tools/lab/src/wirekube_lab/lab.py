@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import shutil
 import subprocess
 import tempfile
@@ -284,25 +283,12 @@ class Lab:
     def ping(
         self, src: str, dst_ip: str, count: int = 3, interval: float = 0.2, wait: float = 1.0
     ) -> PingResult:
-        """``ping`` from a host; ``dst_ip`` may also be a host name (its own address).
-
-        Every echo request gets ``wait`` seconds for its reply, however slow the
-        others were. iputils alone does not do that: once any reply came, it
-        waits only twice the largest RTT seen after its last request, so on a
-        loaded host the replies to the last few requests, late but coming, were
-        counted as lost. With a deadline (``-w``) ping waits for ``count``
-        replies until then; it may send a few more requests while it waits, so
-        the result counts the first ``count`` sequence numbers only.
-        """
+        """``ping`` from a host; ``dst_ip`` may also be a host name (its own address)."""
         if self._host(dst_ip) is not None:
             dst_ip = self.address(dst_ip)
-        deadline = max(1, math.ceil((count - 1) * interval + wait))
-        argv = [
-            "ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(wait),
-            "-w", str(deadline), dst_ip,
-        ]  # fmt: skip
-        proc = self.exec(src, argv, check=False, timeout=deadline + 10)
-        return parse_ping(dst_ip, proc.stdout, count)
+        argv = ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(wait), dst_ip]
+        proc = self.exec(src, argv, check=False, timeout=count * interval + wait + 10)
+        return parse_ping(dst_ip, proc.stdout)
 
     def _uplink(self, name: str) -> tuple[str, str]:
         h = self._host(name)

@@ -47,22 +47,16 @@ class PingResult:
         return min(self.rtts_ms) if self.rtts_ms else None
 
 
-def parse_ping(destination: str, output: str, count: int | None = None) -> PingResult:
-    """With ``count``: the result of echo requests 1..count only (``ping -w``
-    sends more while it waits for late replies; those extras are not counted)."""
+def parse_ping(destination: str, output: str) -> PingResult:
     seen: dict[int, float] = {}
     for line in output.splitlines():
         if "DUP!" in line:
             continue
         match = _REPLY.search(line)
         if match:
-            seq = int(match.group(1))
-            if count is None or 1 <= seq <= count:
-                seen.setdefault(seq, float(match.group(2)))
+            seen.setdefault(int(match.group(1)), float(match.group(2)))
     summary = _SUMMARY.search(output)
     sent = int(summary.group(1)) if summary else len(seen)
-    if count is not None:
-        sent = min(sent, count)
     received = len(seen)
     seqs = tuple(sorted(seen))
     return PingResult(
