@@ -283,7 +283,14 @@ class Lab:
     def ping(
         self, src: str, dst_ip: str, count: int = 3, interval: float = 0.2, wait: float = 1.0
     ) -> PingResult:
-        """``ping`` from a host; ``dst_ip`` may also be a host name (its own address)."""
+        """``ping`` from a host; ``dst_ip`` may also be a host name (its own address).
+
+        iputils waits ``wait`` seconds only while no reply has come; after the
+        last request it then waits just twice the largest RTT seen so far. On a
+        loaded host, replies to the last requests that come later than that
+        count as lost. (``-w`` would wait, but it also keeps sending until then,
+        which floods a cut host's ARP and changes what a test of loss measures.)
+        """
         if self._host(dst_ip) is not None:
             dst_ip = self.address(dst_ip)
         argv = ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(wait), dst_ip]
