@@ -91,6 +91,14 @@ def test_one_to_one_nat_for_public_ip_nodes(kind: str) -> None:
     assert f'oifname "wan0" ip saddr {private} snat ip to {public}' in text
     assert text.index(f"snat ip to {public}") < text.index("masquerade")  # 1:1 first
     assert "ct status dnat accept" in text
+    # hairpin: the LAN reaches the public address, replies return via the router
+    assert f'iifname "lan0" ip daddr {public} dnat ip to {private}' in text
+    assert f'oifname "lan0" ct status dnat ip saddr {private} snat ip to {public}' in text
+    rand = " fully-random" if kind == "symmetric" else ""
+    assert (
+        f'oifname "lan0" ct status dnat ip saddr {router.lan_cidr} '
+        f"snat ip to {router.wan_address}{rand}"
+    ) in text
 
 
 @pytest.mark.parametrize("kind", NAT_KINDS)

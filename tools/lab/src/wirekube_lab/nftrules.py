@@ -30,7 +30,11 @@ naming its purpose. NAT kinds (RFC 4787 terms: mapping / filtering):
     A firewall: only TCP leaves (masqueraded); all UDP and ICMP is dropped.
 
 Nodes with ``public_ip`` behind a translating router get a static 1:1 NAT
-(DNAT/SNAT of a public address on ``wan0``; all inbound allowed).
+(DNAT/SNAT of a public address on ``wan0``; all inbound allowed). The LAN
+reaches that public address too (hairpin NAT, as clouds route an instance's
+traffic to another instance's public IP): DNATed like inbound traffic, and
+source-NATed so the replies come back through the router, from the sender's
+own public address or else the router's (the NAT gateway's).
 
 Unsolicited inbound packets to the router's WAN address are dropped in the
 input hook unless ``inbound_to_router`` is set. Dropping there matters: an
@@ -100,6 +104,9 @@ def router_ruleset(router: RouterPlan) -> str:
         pre.append(
             _rule(f'iifname "{wan}" ip daddr {public} dnat ip to {private}', "1:1 NAT inbound")
         )
+        pre.append(
+            _rule(f'iifname "{lan}" ip daddr {public} dnat ip to {private}', "1:1 NAT hairpin")
+        )
     if kind == "full-cone":
         pre.append(
             _rule(
@@ -122,6 +129,17 @@ def router_ruleset(router: RouterPlan) -> str:
     for private, public in router.one_to_one:
         post.append(
             _rule(f'oifname "{wan}" ip saddr {private} snat ip to {public}', "1:1 NAT outbound")
+        )
+    hairpin = f'oifname "{lan}" ct status dnat ip saddr'
+    for private, public in router.one_to_one:
+        post.append(_rule(f"{hairpin} {private} snat ip to {public}", "hairpin from a 1:1 node"))
+    if router.one_to_one:
+        rand = " fully-random" if kind == "symmetric" else ""
+        post.append(
+            _rule(
+                f"{hairpin} {router.lan_cidr} snat ip to {router.wan_address}{rand}",
+                "hairpin: back through the router",
+            )
         )
     if kind == "symmetric":
         post.append(
