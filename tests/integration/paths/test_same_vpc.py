@@ -30,14 +30,8 @@ TOPOLOGY = parse_topology(
             "relay": {"network": "internet", "role": "relay"},
             "stun": {"network": "internet", "role": "stun"},
         },
-        "mesh": {
-            "relay": {
-                "mode": "auto",
-                "provider": "external",
-                "handshakeTimeoutSeconds": 5,
-                "directRetryIntervalSeconds": 15,
-            }
-        },
+        # default timers: the direct path comes from the agents' first probe burst
+        "mesh": {"relay": {"mode": "auto", "provider": "external"}},
     }
 )
 WG_PORT = 51820
