@@ -4,15 +4,24 @@ Setup, all on loopback: a real ``wirekube-relay`` process; a ``RelayBridge`` in
 this process relaying one peer B; B itself is a plain registered relay client
 whose socket is drained with ``splice`` into /dev/null (its received byte
 count comes from TCP_INFO). A load generator *process* plays WireGuard and
-blasts 1400-byte datagrams at the bridge's endpoint for B with ``sendmmsg``
-(via ctypes, 64 datagrams per syscall, so the generator costs little CPU).
+sends 1400-byte datagrams at the bridge's endpoint for B, 64 per system call:
+with ``sendmmsg`` (via ctypes; one datagram at a time for the kernel, as
+kernel WireGuard and older wireguard-go send) or, with ``--gso``, as one UDP
+GSO send that the kernel cuts into 44 datagrams (as newer wireguard-go sends).
 
-Reported: datagrams/s accepted by the bridge (its tx counter), datagrams/s
-delivered through the relay to B, and the CPU% of the bridge (this process)
-and of the relay. Datagrams the kernel drops because the bridge was not fast
-enough are the difference between generated and accepted.
+``--rate`` offers a fixed load instead of "as fast as possible". On a machine
+with few cores that matters: a generator that blasts takes a whole core, most
+of it for datagrams the kernel then drops, and starves the bridge it measures.
 
-    uv run python benchmarks/bridge_bench.py [--seconds 5] [--size 1400] [--mmsg]
+Reported: datagrams/s offered, accepted by the bridge (its tx counter) and
+delivered through the relay to B; the CPU% of the bridge (this process) and of
+the relay; the uplink thread's share of time running and waiting for a CPU
+(from schedstat: "waiting" is time it was runnable but another process had the
+core); and datagrams per bridge CPU-second, the figure that carries over to a
+machine where the bridge has a core of its own.
+
+    uv run python benchmarks/bridge_bench.py [--seconds 5] [--size 1400]
+        [--rate DATAGRAMS_PER_S] [--gso] [--recv-into]
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ from wirekube_agent.relay.link import register
 from wirekube_common import wgkey
 
 VLEN = 64
+UDP_SEGMENT = 103  # not in Python's socket module
+GSO_SEGMENTS = 64
 
 
 class IOVec(ctypes.Structure):
@@ -58,9 +69,12 @@ class MMsgHdr(ctypes.Structure):
     _fields_ = [("msg_hdr", MsgHdr), ("msg_len", ctypes.c_uint)]
 
 
-def generator(size: int, seconds: float, ctl: mp.Queue, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def generator(
+    size: int, seconds: float, rate: float, gso: bool, ctl: mp.Queue, out: mp.Queue
+) -> None:  # type: ignore[type-arg]
     """Play WireGuard: bind a "listen port" (reported on ``out``), wait for the bridge's
-    endpoint on ``ctl``, blast datagrams at it for ``seconds``; report the count."""
+    endpoint on ``ctl``, send datagrams at it for ``seconds`` (at ``rate`` per second,
+    0: as fast as it can); report the count."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
@@ -74,14 +88,34 @@ def generator(size: int, seconds: float, ctl: mp.Queue, out: mp.Queue) -> None: 
         iovs[i].iov_len = size
         msgs[i].msg_hdr.msg_iov = ctypes.pointer(iovs[i])
         msgs[i].msg_hdr.msg_iovlen = 1
+    per_gso = min(GSO_SEGMENTS, 65000 // size)
+    gso_run = [payload.raw * per_gso]
+    gso_cmsg = [(socket.SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
     sent = 0
-    end = time.monotonic() + seconds
+    start = time.monotonic()
+    end = start + seconds
     fd = sock.fileno()
-    while time.monotonic() < end:
-        n = libc.sendmmsg(fd, msgs, VLEN, 0)
+    while (now := time.monotonic()) < end:
+        if rate and (due := start + sent / rate) > now:
+            time.sleep(due - now)
+        if gso:
+            try:
+                sock.sendmsg(gso_run, gso_cmsg)
+                n = per_gso
+            except OSError:  # receive buffer full: the kernel dropped the run
+                n = 0
+        else:
+            n = libc.sendmmsg(fd, msgs, VLEN, 0)
         if n > 0:
             sent += n
     out.put(sent)
+
+
+def sched(pid: int, tid: int) -> tuple[float, float]:
+    """(seconds running, seconds runnable but waiting for a CPU) of one thread."""
+    with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+        run, wait, _ = fh.read().split()
+    return int(run) / 1e9, int(wait) / 1e9
 
 
 def machine_idle() -> tuple[int, int]:
@@ -91,7 +125,7 @@ def machine_idle() -> tuple[int, int]:
     return ticks[3] + ticks[4], sum(ticks)
 
 
-def cpu_seconds(pid: int, thread_total: bool = True) -> float:
+def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -135,7 +169,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--size", type=int, default=1400)
-    ap.add_argument("--mmsg", action="store_true", help="drain with recvmmsg (use_mmsg=True)")
+    ap.add_argument("--rate", type=float, default=0, help="datagrams/s offered (0: flat out)")
+    ap.add_argument("--gso", action="store_true", help="the generator sends with UDP GSO")
+    ap.add_argument(
+        "--recv-into", action="store_true", help="drain with recv_into (use_mmsg=False)"
+    )
     args = ap.parse_args()
 
     ready = os.path.join(tempfile.mkdtemp(prefix="wkbridgebench"), "ready.json")
@@ -168,7 +206,10 @@ def main() -> None:
         # WireGuard's listen port (its per-peer sockets are connected to it)
         ctl: mp.Queue = mp.Queue()  # type: ignore[type-arg]
         q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-        gen = mp.Process(target=generator, args=(args.size, args.seconds + 1, ctl, q))
+        gen = mp.Process(
+            target=generator,
+            args=(args.size, args.seconds + 1, args.rate, args.gso, ctl, q),
+        )
         gen.start()
         wg_port = q.get(timeout=30)
         # A: the bridge under test
@@ -177,7 +218,7 @@ def main() -> None:
             ka,
             wg_port,
             RelayPool(ka, addresses=[("127.0.0.1", port)]),
-            use_mmsg=args.mmsg,
+            use_mmsg=not args.recv_into,
         )
         bridge.start()
         bridge.set_relayed_peers({pub_b})
@@ -186,6 +227,9 @@ def main() -> None:
         time.sleep(0.5)
         bctl.put("mark")
         s0, r0 = bridge.stats(pub_b), bout.get(timeout=10)
+        uplink = bridge._thread.native_id
+        assert uplink is not None
+        u0 = sched(os.getpid(), uplink)
         c0, cr0, t0 = cpu_seconds(os.getpid()), cpu_seconds(relay.pid), time.monotonic()
         idle0 = machine_idle()
         time.sleep(args.seconds)
@@ -193,20 +237,27 @@ def main() -> None:
         s1, r1 = bridge.stats(pub_b), bout.get(timeout=10)
         c1, cr1, t1 = cpu_seconds(os.getpid()), cpu_seconds(relay.pid), time.monotonic()
         idle1 = machine_idle()
+        u1 = sched(os.getpid(), uplink)
         generated = q.get(timeout=30)
         gen.join(10)
         dt = t1 - t0
         accepted = (s1.tx_frames - s0.tx_frames) / dt
         through = (r1 - r0) / (args.size + 2 + 35 / 30) / dt  # ~30 packets per batch frame
-        mode = "recvmmsg" if args.mmsg else "recv_into"
+        mode = "recv_into" if args.recv_into else "recvmmsg"
+        how = "UDP GSO sends" if args.gso else "sendmmsg, one at a time"
+        offered = f"{args.rate:,.0f}/s offered" if args.rate else "flat out"
         print(f"datagram size {args.size} B, {args.seconds:.0f} s, uplink {mode}")
-        print(f"generated      {generated / (args.seconds + 1):>12,.0f} datagrams/s (sendmmsg)")
+        print(
+            f"generated      {generated / (args.seconds + 1):>12,.0f} datagrams/s ({how}; {offered})"
+        )
         print(
             f"bridge accepted{accepted:>12,.0f} datagrams/s ({accepted * args.size / 1e6:,.0f} MB/s)"
         )
         print(f"through relay  {through:>12,.0f} datagrams/s to the receiver")
         print(
             f"bridge CPU     {100 * (c1 - c0) / dt:>11.0f}%   relay CPU {100 * (cr1 - cr0) / dt:.0f}%"
+            f"   uplink thread running {100 * (u1[0] - u0[0]) / dt:.0f}%,"
+            f" waiting for a CPU {100 * (u1[1] - u0[1]) / dt:.0f}%"
         )
         # The generator, the relay, the receiver and the bridge share this
         # machine's cores; when none is idle the bridge's rate is what it was

@@ -112,7 +112,7 @@ class Node:
 
 
 def make_node(
-    pool_kwargs: dict[str, object], priv: bytes | None = None, use_mmsg: bool = False
+    pool_kwargs: dict[str, object], priv: bytes | None = None, use_mmsg: bool = True
 ) -> Node:
     priv = priv or wgkey.generate_private_key()
     wg = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -127,7 +127,7 @@ def make_node(
 def nodes() -> Iterator[callable]:  # type: ignore[valid-type]
     made: list[Node] = []
 
-    def make(priv: bytes | None = None, use_mmsg: bool = False, **pool_kwargs: object) -> Node:
+    def make(priv: bytes | None = None, use_mmsg: bool = True, **pool_kwargs: object) -> Node:
         n = make_node(pool_kwargs, priv, use_mmsg)
         made.append(n)
         return n

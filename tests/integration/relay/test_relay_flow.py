@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 import urllib.request
+from collections import Counter
 
 import grpc
 import pytest
@@ -98,6 +99,94 @@ def test_batches_reach_wireguard_as_gso_runs_cut_into_the_original_datagrams(
     assert b.bridge._gso, "this kernel has UDP GSO; the bridge should be using it"
     assert max(runs) > 1 and sum(runs) == len(payloads)
     print(f"{len(payloads)} datagrams in {len(runs)} sends (longest run {max(runs)})")
+
+
+def test_recvmmsg_uplink_sends_bulk_calls_straight_from_its_arena(
+    relay_factory, nodes, h, monkeypatch
+) -> None:
+    """Bursts drained with recvmmsg: calls of equal-size datagrams leave from the
+    arena as they landed (the uniform path), the slot size follows the traffic
+    (1452 -> 1400 -> 96), and mixed calls, spills past the slot and empty
+    datagrams all reach WireGuard whole and in order."""
+    uniform: list[int] = []
+    real = RelayBridge._uniform_vectors
+
+    def spy(self: RelayBridge, rx, n: int, key: bytes, limit: int):  # type: ignore[no-untyped-def]
+        uniform.append(rx.size)
+        return real(self, rx, n, key, limit)
+
+    monkeypatch.setattr(RelayBridge, "_uniform_vectors", spy)
+    relay = relay_factory()
+    a = nodes(addresses=[relay.address], use_mmsg=True)
+    b = nodes(addresses=[relay.address])
+    h.pair(a, b)
+    assert a.bridge.pool.wait_live(1, 10) and b.bridge.pool.wait_live(1, 10)
+    b.wg.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    b.wg.settimeout(5)
+    bursts = [
+        [1452] * 200,  # the starting slot size: uniform at once
+        [1400] * 400,  # two mixed calls, then the slot moves to 1400
+        [1400, 60, 0, 9000, 1400, 16 * 1024, 1] * 12,  # mixed: spills, empties, tiny
+        [96] * 300,  # an ACK stream: the slot moves down
+        [96, 1452] * 40,  # larger than the slot: every other one spills
+    ]
+    sizes = [n for burst in bursts for n in burst]
+    payloads = [
+        i.to_bytes(4, "big") + os.urandom(n - 4) if n >= 4 else b"?" * n
+        for i, n in enumerate(sizes)
+    ]
+    got: list[bytes] = []
+
+    def receive() -> None:
+        with contextlib.suppress(TimeoutError):
+            while len(got) < len(payloads):
+                got.append(b.wg.recv(65536))
+
+    reader = threading.Thread(target=receive)
+    reader.start()
+    dst = a.bridge.endpoint_for(b.pub)
+    i = 0
+    for burst in bursts:
+        # Holding the bridge's lock parks its uplink thread, so each burst waits
+        # in the socket and is drained in full recvmmsg calls.
+        with a.bridge._lock:
+            for _ in burst:
+                a.wg.sendto(payloads[i], dst)
+                i += 1
+        time.sleep(0.2)
+    reader.join(30)
+    assert got == payloads
+    assert a.bridge.stats(b.pub).tx_frames == len(payloads)
+    assert {1452, 1400, 96} <= set(uniform), uniform
+    print(f"{len(payloads)} datagrams; uniform calls per slot size: {Counter(uniform)}")
+
+
+@pytest.mark.parametrize("use_mmsg", [False, True], ids=["recv_into", "recvmmsg"])
+def test_a_relay_with_small_frames_gets_what_fits_and_counts_the_rest(
+    relay_factory, nodes, h, use_mmsg
+) -> None:
+    """A relay configured for 1000-byte frames: datagrams that fit travel (several
+    to a frame), larger ones are dropped and counted, never sent as frames the
+    relay would close the link for."""
+    relay = relay_factory("--max-payload=1000")
+    a = nodes(addresses=[relay.address], use_mmsg=use_mmsg)
+    b = nodes(addresses=[relay.address])
+    h.pair(a, b)
+    assert a.bridge.pool.wait_live(1, 10) and b.bridge.pool.wait_live(1, 10)
+    b.wg.settimeout(2)
+    sizes = [1452] * 70 + [300] * 70 + [966, 967, 1400, 5]
+    payloads = [i.to_bytes(4, "big") + os.urandom(n - 4) for i, n in enumerate(sizes)]
+    with a.bridge._lock:  # park the uplink: the datagrams are drained in bursts
+        for p in payloads:
+            a.wg.sendto(p, a.bridge.endpoint_for(b.pub))
+    got: list[bytes] = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            got.append(b.wg.recv(65536))
+    fits = [p for p in payloads if len(p) + 2 <= 1000 - 32]  # entry within a frame's room
+    assert got == fits and len(fits) == 72
+    assert a.bridge.stats(b.pub).drops == len(payloads) - len(fits)
+    assert a.bridge.pool.wait_live(1, 1)  # the link was never closed for a large frame
 
 
 def test_admin_grpc_health_and_metrics(relay_factory, nodes, h) -> None:

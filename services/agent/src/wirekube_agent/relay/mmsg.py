@@ -1,16 +1,23 @@
-"""recvmmsg(2) through ctypes: many UDP datagrams per system call, into fixed slots.
+"""recvmmsg(2) through ctypes: many UDP datagrams per system call, laid out
+so that a batch of equal-size datagrams is already a run of batch entries.
 
 Part of the bridge's hot path (written for speed on purpose). Python's socket
 module has no recvmmsg; one ``recv_into`` per datagram costs a method call and
-a system call each (~1-2 us here), which caps the bridge well below its
-target. ``MultiReceiver.recv(fd)`` fills up to ``vlen`` slots of one
-preallocated arena per call. Each slot is ``2 + cap`` bytes and the datagram is
-written at offset 2, so the caller can store the batch-entry length prefix in
-front of it in place and hand ``arena[slot : slot + 2 + n]`` to ``sendmsg``
-(gather) without copying.
+a system call each (~1 us here), which caps the bridge below its target.
+
+Layout: slot ``i`` of the arena starts at ``i * stride`` with ``stride = 2 +
+size``: two bytes for the batch entry's length prefix, then ``size`` bytes of
+datagram. A datagram longer than ``size`` (up to ``cap``) continues in slot
+``i`` of a separate spill area (a second iovec). So when every datagram of a
+call is exactly ``size`` bytes, which is what bulk traffic through WireGuard
+looks like, the arena's first ``n * stride`` bytes are ``n`` back-to-back
+entries as soon as the prefixes are in, and ``prefix(n)`` writes those with two
+strided slice assignments: no Python work per datagram at all. Other calls
+fall back to per-datagram handling; ``retarget(size)`` moves the layout to a
+new common size (it rewrites every iovec, so the caller does it rarely).
 
 Message lengths and flags are read through an integer view of the mmsghdr
-array (no ctypes attribute access per datagram).
+array, a strided slice at a time (no ctypes attribute access per datagram).
 
 ``available()`` is False where libc has no recvmmsg (non-Linux); the bridge
 then falls back to ``recv_into`` per datagram.
@@ -70,26 +77,46 @@ def available() -> bool:
 
 
 class MultiReceiver:
-    """Receive up to ``vlen`` datagrams per call into ``arena`` slots of ``2 + cap`` bytes."""
+    """Receive up to ``vlen`` datagrams of at most ``cap`` bytes per call (see the module doc)."""
 
-    def __init__(self, vlen: int, cap: int) -> None:
+    def __init__(self, vlen: int, cap: int, size: int | None = None) -> None:
         self.vlen = vlen
         self.cap = cap
-        self.stride = 2 + cap
-        self.arena = bytearray(vlen * self.stride)
+        # Big enough for any ``size`` up to ``cap``; the spill area likewise.
+        self.arena = bytearray(vlen * (2 + cap))
         self.view = memoryview(self.arena)
+        self.spill = bytearray(vlen * cap)
+        self.spill_view = memoryview(self.spill)
         self._arena_c = (ctypes.c_char * len(self.arena)).from_buffer(self.arena)
-        self._iov = (_IOVec * vlen)()
+        self._spill_c = (ctypes.c_char * len(self.spill)).from_buffer(self.spill)
+        self._iov = (_IOVec * (2 * vlen))()
         self._msgs = (_MMsgHdr * vlen)()
-        base = ctypes.addressof(self._arena_c)
+        iov_base = ctypes.addressof(self._iov)
         for i in range(vlen):
-            self._iov[i].iov_base = base + i * self.stride + 2
-            self._iov[i].iov_len = cap
-            self._msgs[i].msg_hdr.msg_iov = ctypes.pointer(self._iov[i])
-            self._msgs[i].msg_hdr.msg_iovlen = 1
+            self._msgs[i].msg_hdr.msg_iov = ctypes.cast(
+                iov_base + 2 * i * ctypes.sizeof(_IOVec), ctypes.POINTER(_IOVec)
+            )
         self._ints = memoryview(self._msgs).cast("B").cast("I")
+        self._words = _SIZE // 4
         self._msgs_ptr = ctypes.addressof(self._msgs)
         self._flags = socket.MSG_DONTWAIT
+        self.size = self.stride = 0
+        self._hi = self._lo = b""
+        self.retarget(size or cap)
+
+    def retarget(self, size: int) -> None:
+        """Lay slots out for datagrams of ``size`` bytes (1 <= size <= cap)."""
+        size = max(1, min(size, self.cap))
+        self.size, self.stride = size, 2 + size
+        base, spill = ctypes.addressof(self._arena_c), ctypes.addressof(self._spill_c)
+        iovlen = 1 if size == self.cap else 2
+        for i in range(self.vlen):
+            head, tail = self._iov[2 * i], self._iov[2 * i + 1]
+            head.iov_base, head.iov_len = base + i * self.stride + 2, size
+            tail.iov_base, tail.iov_len = spill + i * self.cap, self.cap - size
+            self._msgs[i].msg_hdr.msg_iovlen = iovlen
+        self._hi = bytes([size >> 8]) * self.vlen
+        self._lo = bytes([size & 0xFF]) * self.vlen
 
     def recv(self, fd: int) -> int:
         """Number of datagrams received (0 when none is waiting). Raises OSError otherwise."""
@@ -101,8 +128,33 @@ class MultiReceiver:
             raise OSError(err, "recvmmsg failed")
         return n
 
-    def length(self, i: int) -> int:
-        return self._ints[i * (_SIZE // 4) + _LEN_INDEX]  # type: ignore[no-any-return]
+    def lengths(self, n: int) -> list[int]:
+        """Lengths of the first ``n`` datagrams of the last call (the full length
+        if truncated)."""
+        w = self._words
+        return self._ints[_LEN_INDEX : n * w : w].tolist()  # type: ignore[no-any-return]
 
-    def truncated(self, i: int) -> bool:
-        return bool(self._ints[i * (_SIZE // 4) + _FLAGS_INDEX] & socket.MSG_TRUNC)
+    def flags(self, n: int) -> list[int]:
+        """``msg_flags`` of the first ``n`` datagrams of the last call (MSG_TRUNC: cut at cap)."""
+        w = self._words
+        return self._ints[_FLAGS_INDEX : n * w : w].tolist()  # type: ignore[no-any-return]
+
+    def prefix(self, n: int) -> None:
+        """Write the length prefix of a ``size``-byte datagram into the first ``n`` slots."""
+        stride = self.stride
+        self.view[0 : n * stride : stride] = self._hi[:n]
+        self.view[1 : n * stride : stride] = self._lo[:n]
+
+    def entry(self, i: int, length: int) -> list[memoryview]:
+        """Slot ``i`` as a batch entry of ``length`` bytes (its prefix written): one
+        view, or two when the datagram continued in the spill area."""
+        off = i * self.stride
+        self.arena[off] = length >> 8
+        self.arena[off + 1] = length & 0xFF
+        if length <= self.size:
+            return [self.view[off : off + 2 + length]]
+        extra = i * self.cap
+        return [
+            self.view[off : off + self.stride],
+            self.spill_view[extra : extra + length - self.size],
+        ]

@@ -54,7 +54,11 @@ MAX_DATAGRAM = 16 * 1024
 #: downlink thread never writes through a reused file descriptor.
 SOCKET_CLOSE_DELAY = 1.0
 
-#: Datagrams per recvmmsg call on the uplink (and iovecs per gathering
-#: sendmsg, well under IOV_MAX = 1024). 64 x 1452-byte datagrams is ~93 KB per
-#: system call pair.
+#: Datagrams per recvmmsg call on the uplink. 64 x 1452-byte datagrams is
+#: ~93 KB per system call pair; the gathering sendmsg that follows has at most
+#: three iovecs per datagram, well under IOV_MAX = 1024.
 MMSG_VLEN = 64
+
+#: The recvmmsg slot size to start with: a full-size WireGuard datagram at the
+#: default 1420 MTU. The bridge moves it to whatever size its traffic mostly has.
+MMSG_SLOT = 1452
