@@ -21,7 +21,16 @@ Scenarios: ``1to1`` (one sender, one receiver) and ``16to16`` (sixteen
 senders, each round-robining its frames over all sixteen receivers, i.e.
 interleaved destinations: the worst case for write coalescing).
 
-    uv run python benchmarks/relay_bench.py [--seconds 5] [--sizes 1400,100]
+With ``--pin`` (on a machine with at least two CPUs) the relay runs on CPU 0
+and every client on the others, so the relay has a core of its own, as it
+would in a cluster. Without it, on this 2-core machine, the relay and up to 32
+client processes share both cores and the relay gets what is left (pinned,
+the 16to16 clients share one core and can become the limit instead: then the
+relay's CPU stays below 100 %). Either way the table's last column is packets
+per relay CPU-second: the relay's cost, the figure that carries over to a
+machine where it has a core to itself.
+
+    uv run python benchmarks/relay_bench.py [--seconds 5] [--sizes 1400,100] [--pin]
 
 Loopback only; every run is bounded in time; the relay is stopped at the end.
 """
@@ -166,6 +175,7 @@ def run_scenario(
     size: int,
     seconds: float,
     batch: bool,
+    pin: bool,
 ) -> dict[str, float]:
     """Each client is its own process (no GIL shared between load-generator threads)."""
     procs: list[mp.Process] = []
@@ -196,6 +206,13 @@ def run_scenario(
             total += nbytes
         return total
 
+    if pin:
+        for tid in os.listdir(f"/proc/{pid}/task"):  # every relay thread, not just the main one
+            os.sched_setaffinity(int(tid), {0})
+        others = os.sched_getaffinity(0) - {0}
+        for proc in procs:
+            assert proc.pid is not None
+            os.sched_setaffinity(proc.pid, others)
     time.sleep(0.5)  # warm up
     s0 = admin.GetStats(admin_pb2.GetStatsRequest(), timeout=5)
     r0 = mark()
@@ -235,15 +252,21 @@ def main() -> None:
     ap.add_argument("--sizes", default="1400,100")
     ap.add_argument("--scenarios", default="1to1,16to16")
     ap.add_argument("--modes", default="single,batch")
+    ap.add_argument("--pin", action="store_true", help="the relay alone on CPU 0")
     args = ap.parse_args()
+    cpus = os.sched_getaffinity(0)
+    if args.pin and (len(cpus) < 2 or 0 not in cpus):
+        raise SystemExit("--pin needs CPU 0 and at least one other CPU")
     proc, ports = start_relay()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{ports['admin_port']}") as ch:
             admin = admin_pb2_grpc.RelayAdminStub(ch)
-            print(f"relay pid {proc.pid}, {args.seconds:.0f} s each")
+            where = "alone on CPU 0" if args.pin else "sharing every CPU with the clients"
+            print(f"relay pid {proc.pid} ({where}), {args.seconds:.0f} s each")
             print(
                 f"{'scenario':<9}{'mode':<7}{'packet':>7}{'frames/s':>12}{'packets/s':>12}"
                 f"{'MB/s':>7}{'relay CPU':>10}{'fwd/s (relay)':>14}{'drops':>7}"
+                f"{'packets/relay CPU-s':>21}"
             )
             for scen in args.scenarios.split(","):
                 n = 1 if scen == "1to1" else 16
@@ -257,12 +280,14 @@ def main() -> None:
                             size,
                             args.seconds,
                             mode == "batch",
+                            args.pin,
                         )
+                        per_cpu = r["packets_per_s"] / max(1e-9, r["relay_cpu_pct"] / 100)
                         print(
                             f"{scen:<9}{mode:<7}{size:>6}B{r['frames_per_s']:>12,.0f}"
                             f"{r['packets_per_s']:>12,.0f}{r['mb_per_s']:>7,.0f}"
                             f"{r['relay_cpu_pct']:>9.0f}%{r['relay_forwarded_per_s']:>14,.0f}"
-                            f"{r['relay_drops']:>7,.0f}",
+                            f"{r['relay_drops']:>7,.0f}{per_cpu:>21,.0f}",
                             flush=True,
                         )
     finally:
