@@ -76,11 +76,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(FileNotFoundError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                found += [int(c) for c in fh.read().split()]
+    return found
+
+
 def processes(mesh: MeshLab, lab: Lab) -> dict[str, int]:
     """The processes on the packet path, by role (wireguard-go daemonises: found by netns)."""
     procs = {"relay": mesh.services[RELAY].pid}
     for host, tag in ((A, "a"), (B, "b")):
-        procs[f"agent-{tag} (bridge)"] = mesh.agents[host].pid
+        agent = mesh.agents[host].pid
+        procs[f"agent-{tag}"] = agent
+        for child in children(agent):  # the relay bridge runs in the agent's worker process
+            with contextlib.suppress(FileNotFoundError), open(f"/proc/{child}/cmdline") as fh:
+                if "wirekube_agent.relay.worker" in fh.read():
+                    procs[f"bridge-{tag}"] = child
         pids = subprocess.run(
             ["ip", "netns", "pids", lab.netns(host)], capture_output=True, text=True, check=True
         ).stdout.split()

@@ -66,7 +66,11 @@ def test_managed_order_external_ip_then_lb_then_nodeport_never_cluster_ip() -> N
     assert not relay_target(m, N, None).configured
 
 
-class _Pool:
+class _Worker:
+    """Stands in for the bridge worker: only its live replicas matter here."""
+
+    alive = True
+
     def __init__(self) -> None:
         self.live: tuple[str, ...] = ("198.18.0.10:3478",)
 
@@ -80,13 +84,13 @@ def test_a_relay_that_reconnects_stays_available() -> None:
     now = [100.0]
     manager = RelayManager(b"\x01" * 32, clock=lambda: now[0])
     assert not manager.available  # no relay configured
-    pool = _Pool()
-    manager.pool = pool  # type: ignore[assignment]
+    worker = _Worker()
+    manager.bridge = worker  # type: ignore[assignment]
     assert manager.available
-    pool.live = ()  # the link is reconnecting
+    worker.live = ()  # the link is reconnecting
     now[0] = 101.0
     assert manager.available
     now[0] = 100.0 + RELAY_LOSS_GRACE_S + 0.1
     assert not manager.available  # gone for longer than the grace
-    pool.live = ("198.18.0.10:3478",)
+    worker.live = ("198.18.0.10:3478",)
     assert manager.available

@@ -140,12 +140,14 @@ def test_a_new_relay_address_keeps_the_bridge_and_the_links_still_wanted(
     wg.bind(("127.0.0.1", 0))
     try:
         bridge = manager.ensure(RelayTarget(addresses=(r1.address,)), wg.getsockname()[1])
-        assert bridge is not None and manager.pool is not None
+        assert bridge is not None
         a = SimpleNamespace(bridge=bridge, wg=wg, pub=wgkey.public_key(manager.private_key))
         h.pair(a, b)
-        assert manager.pool.wait_live(1, 10) and b.bridge.pool.wait_live(1, 10)
+        h.wait_for(bridge.live_replicas, 10, "the worker's bridge to register")
+        assert b.bridge.pool.wait_live(1, 10)
         endpoint = bridge.endpoint_for(b.pub)
-        link = manager.pool.links[f"127.0.0.1:{port}"]
+        name = f"127.0.0.1:{port}"
+        assert bridge.links() == {name: {"up": True, "connects": 1}}
         flow = h.Flow(a, b).start()
         h.wait_for(lambda: len(flow.received) > 20, 10, "the flow")
 
@@ -154,17 +156,15 @@ def test_a_new_relay_address_keeps_the_bridge_and_the_links_still_wanted(
         assert manager.ensure(RelayTarget(dns=source), wg.getsockname()[1]) is bridge
         h.wait_for(lambda: lab_dns.queries > 0, 5, "the pool to resolve the new name")
         time.sleep(0.5)
-        assert manager.pool.links == {f"127.0.0.1:{port}": link} and link.connects == 1
+        assert bridge.links() == {name: {"up": True, "connects": 1}}  # the same link, never dropped
         assert bridge.endpoint_for(b.pub) == endpoint
         flow.stop()
         assert flow.loss() == 0
 
         assert manager.ensure(RelayTarget(addresses=(r2.address,)), wg.getsockname()[1]) is bridge
-        h.wait_for(
-            lambda: manager.pool.live_replicas() == (f"127.0.0.2:{port}",), 10, "the new replica"
-        )
+        h.wait_for(lambda: bridge.live_replicas() == (f"127.0.0.2:{port}",), 10, "the new replica")
         assert bridge.endpoint_for(b.pub) == endpoint
-        assert not link.up or link.name not in manager.pool.links
+        assert not bridge.links().get(name, {}).get("up")
     finally:
         manager.stop()
         wg.close()

@@ -223,19 +223,16 @@ class Reconciler:
             peers,
         )
 
-        bridge = self.relays.ensure(self._relay_target(mesh, node, now), mesh.listen_port)
+        self.relays.ensure(self._relay_target(mesh, node, now), mesh.listen_port)
         policy = paths.PathPolicy(
             relay_mode=mesh.relay.mode,
             relay_available=self.relays.available,
             handshake_timeout_s=mesh.relay.handshake_timeout_seconds,
             direct_retry_interval_s=mesh.relay.direct_retry_interval_seconds,
         )
-        relay_endpoints: dict[bytes, Endpoint] = {}
-        if bridge is not None:
-            # Every peer keeps its bridge socket while a relay is configured:
-            # fallback is then instant and call-me-maybe probes can reach it.
-            bridge.set_relayed_peers(by_key)
-            relay_endpoints = {k: bridge.endpoint_for(k) for k in by_key}
+        # Every peer keeps its bridge socket while a relay is configured:
+        # fallback is then instant and call-me-maybe probes can reach it.
+        relay_endpoints: dict[bytes, Endpoint] = self.relays.endpoints(by_key)
         nat = self.net.netcheck.report
         prober = self.net.prober
         planned = pathplan.plan(

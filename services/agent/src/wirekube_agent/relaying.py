@@ -11,8 +11,9 @@ there is none. Providers:
   on this node's address. Never the ClusterIP: on a hybrid or NAT'd node
   that is reachable only through the mesh the relay is there to build.
 
-``RelayManager`` owns the bridge (and its pool) and rebuilds it when the
-target or the WireGuard port changes. Its ``available`` has hysteresis: a
+``RelayManager`` owns the bridge (and its pool), which runs in a worker
+process, and rebuilds it when the target or the WireGuard port changes or
+the worker exits. Its ``available`` has hysteresis: a
 relay that was live within ``RELAY_LOSS_GRACE_S`` still counts, so a relay
 link that drops and reconnects (a NAT in front of the node lost the TCP
 flow's mapping) does not move relayed peers off the relay for a pass.
@@ -23,12 +24,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from wirekube_agent.model import FWMARK, NodeInfo
-from wirekube_agent.relay import DnsSource, RelayBridge, RelayPool
+from wirekube_agent.relay import DnsSource
+from wirekube_agent.relay.worker import BridgeWorker, WorkerGone
 from wirekube_agent.timers import RELAY_LOSS_GRACE_S
 from wirekube_common.crd import MeshSpec
 
@@ -121,51 +123,81 @@ def _describe(target: RelayTarget) -> str:
 
 
 class RelayManager:
+    """Owns the relay bridge, which runs in a worker process (relay/worker.py
+    says why), and restarts that worker if it exits."""
+
     def __init__(self, private_key: bytes, clock: Callable[[], float] = time.monotonic) -> None:
         self.private_key = private_key
-        self.bridge: RelayBridge | None = None
-        self.pool: RelayPool | None = None
+        self.bridge: BridgeWorker | None = None
         self._shape: tuple[RelayTarget, int] | None = None
         self.reason = "not configured yet"
         self._clock = clock
         self._live_at: float | None = None  # last time a replica was seen live
 
-    def ensure(self, target: RelayTarget, wg_port: int) -> RelayBridge | None:
+    def ensure(self, target: RelayTarget, wg_port: int) -> BridgeWorker | None:
+        if self.bridge is not None and not self.bridge.alive:
+            log.warning(
+                "relay bridge worker exited (code %s); starting a new one", self.bridge.exit_code
+            )
+            self.stop()
         shape = (target, wg_port)
         if shape == self._shape:
             return self.bridge
         if (
             target.configured
-            and self.pool is not None  # a bridge is running ...
+            and self.bridge is not None  # a bridge is running ...
             and self._shape is not None
             and self._shape[1] == wg_port  # ... for this WireGuard port
         ):
             # Same bridge, new relay addresses: the peers' WireGuard endpoints
             # (the bridge's sockets) stay, and links still wanted stay up.
-            self.pool.retarget(
-                addresses=list(target.addresses) if target.dns is None else None,
-                dns_source=target.dns,
-            )
-            self._shape = shape
-            log.info("relay: now %s", _describe(target))
-            return self.bridge
+            try:
+                self.bridge.retarget(
+                    addresses=list(target.addresses) if target.dns is None else None,
+                    dns_source=target.dns,
+                )
+            except (WorkerGone, ValueError) as exc:
+                log.warning("relay: retarget failed (%s); starting a new bridge", exc)
+            else:
+                self._shape = shape
+                log.info("relay: now %s", _describe(target))
+                return self.bridge
         self.stop()
-        self._shape = shape
         if not target.configured:
+            self._shape = shape
             self.reason = target.reason
             log.info("no relay: %s", target.reason)
             return None
-        self.pool = RelayPool(
-            self.private_key,
-            addresses=list(target.addresses) if target.dns is None else None,
-            dns_source=target.dns,
-            fwmark=FWMARK,
-        )
-        self.bridge = RelayBridge(self.private_key, wg_listen_port=wg_port, relay_pool=self.pool)
-        self.bridge.start()
+        try:
+            self.bridge = BridgeWorker(
+                self.private_key,
+                wg_listen_port=wg_port,
+                addresses=list(target.addresses) if target.dns is None else None,
+                dns_source=target.dns,
+                fwmark=FWMARK,
+            )
+        except (WorkerGone, ValueError, OSError) as exc:
+            # _shape stays unset: the next pass tries again.
+            self.reason = f"the relay bridge did not start: {exc}"
+            log.error("relay: %s", self.reason)
+            return None
+        self._shape = shape
         self.reason = ""
         log.info("relay: %s", _describe(target))
         return self.bridge
+
+    def endpoints(self, keys: Iterable[bytes]) -> dict[bytes, tuple[str, int]]:
+        """Give every peer in ``keys`` a bridge socket; where WireGuard must send
+        each one's packets to go through the relay. Empty without a bridge."""
+        if self.bridge is None:
+            return {}
+        keys = list(keys)
+        try:
+            self.bridge.set_relayed_peers(keys)
+        except (WorkerGone, ValueError) as exc:
+            log.warning("relay: %s", exc)  # ensure() restarts a worker that exited
+            return {}
+        return {k: self.bridge.endpoint_for(k) for k in keys}
 
     @property
     def available(self) -> bool:
@@ -177,10 +209,14 @@ class RelayManager:
         back on the next pass: routes withdrawn and a status flip for a link
         that was back within a second.
         """
-        if self.pool is None:
+        if self.bridge is None:
             return False
         now = self._clock()
-        if self.pool.live_replicas():
+        try:
+            live = self.bridge.live_replicas()
+        except (WorkerGone, ValueError):
+            live = ()
+        if live:
             self._live_at = now
             return True
         return self._live_at is not None and now - self._live_at < RELAY_LOSS_GRACE_S
@@ -188,6 +224,6 @@ class RelayManager:
     def stop(self) -> None:
         if self.bridge is not None:
             self.bridge.stop()
-        self.bridge = self.pool = None
+        self.bridge = None
         self._shape = None
         self._live_at = None

@@ -1,6 +1,9 @@
 """The agent's relay side: a pool of registered relay links and the WireGuard<->relay bridge.
 
-Self-contained; the agent wires it in. API::
+Self-contained. The agent runs the bridge and its pool in a worker process of
+their own (``worker.BridgeWorker``, the same calls over a socket pair; its
+docstring says why), so that the agent's Python work never delays a relayed
+packet. In-process API::
 
     from wirekube_agent.relay import DnsSource, RelayBridge, RelayPool
 

@@ -129,8 +129,8 @@ class MultiReceiver:
         return n
 
     def lengths(self, n: int) -> list[int]:
-        """Lengths of the first ``n`` datagrams of the last call (the full length
-        if truncated)."""
+        """Lengths of the first ``n`` datagrams of the last call (at most ``cap``:
+        a longer one was cut there and has MSG_TRUNC in its flags)."""
         w = self._words
         return self._ints[_LEN_INDEX : n * w : w].tolist()  # type: ignore[no-any-return]
 

@@ -1,0 +1,308 @@
+"""The relay bridge in a process of its own, driven by the agent over a socket pair.
+
+Why a process: the bridge's threads carry every relayed packet, and inside
+the agent they would share one GIL with the Kubernetes client and the
+reconciler. While pure-Python work runs there (a watch event decoded, a pass
+over hundreds of peers), a bridge thread that wants the GIL waits up to the
+interpreter's switch interval (5 ms) for it, once per hand-over, and a relayed
+round trip crosses four bridge hops. Measured (benchmarks/bridge_latency.py):
+with one busy thread beside an in-process bridge, relayed round trips on
+loopback went from about 1 ms to 30-60 ms; with the bridge in its own process
+they stay where they were. The control traffic is a few small messages per
+reconcile pass, so the split costs nothing that matters.
+
+``BridgeWorker`` (agent side) offers what the agent uses of ``RelayBridge``
+and ``RelayPool``: ``set_relayed_peers``, ``endpoint_for``, ``retarget``,
+``live_replicas``, ``stop``. ``serve`` is the worker's side. The protocol runs
+over a stream socket pair: one JSON object per message, each behind a 4-byte
+length, request then reply; keys travel in base64:
+
+    {"op": "start", "key", "wg_port", "addresses" | "dns", "fwmark"} -> {}
+    {"op": "peers", "keys": [...]}          -> {"endpoints": {key: [host, port]}}
+    {"op": "retarget", "addresses" | "dns"} -> {}
+    {"op": "live"}                          -> {"live": ["ip:port", ...]}
+    {"op": "links"}                         -> {"links": {"ip:port": {"up", "connects"}}}
+    {"op": "stop"}                          -> {} (the worker then exits)
+
+A request the worker cannot carry out gets ``{"error": "..."}``. The worker
+exits when its end of the pair reads EOF, so it never outlives the agent,
+however the agent ends. The private key crosses only this anonymous pair.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from wirekube_agent.relay.bridge import RelayBridge
+from wirekube_agent.relay.pool import DnsSource, RelayPool
+
+log = logging.getLogger(__name__)
+
+CALL_TIMEOUT_S = 5.0
+_MAX_MESSAGE = 64 * 1024 * 1024  # far above the endpoints of any cluster's peers
+
+
+class WorkerGone(RuntimeError):
+    """The worker process exited, or stopped answering."""
+
+
+def _b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+def _source(addresses: Sequence[tuple[str, int]] | None, dns: DnsSource | None) -> dict[str, Any]:
+    if dns is not None:
+        return {
+            "dns": {
+                "name": dns.name,
+                "port": dns.port,
+                "nameservers": list(dns.nameservers),
+                "nameserver_port": dns.nameserver_port,
+            }
+        }
+    return {"addresses": [[h, p] for h, p in addresses or ()]}
+
+
+def _parse_source(msg: dict[str, Any]) -> tuple[list[tuple[str, int]] | None, DnsSource | None]:
+    if msg.get("dns") is not None:
+        d = msg["dns"]
+        return None, DnsSource(
+            str(d["name"]),
+            int(d["port"]),
+            tuple(str(s) for s in d["nameservers"]),
+            int(d["nameserver_port"]),
+        )
+    return [(str(h), int(p)) for h, p in msg["addresses"]], None
+
+
+def _send(sock: socket.socket, obj: dict[str, Any]) -> None:
+    data = json.dumps(obj).encode()
+    sock.sendall(len(data).to_bytes(4, "big") + data)
+
+
+def _recv(sock: socket.socket) -> bytes | None:
+    """One message's bytes; None at EOF (the other side is gone)."""
+    head = _read(sock, 4)
+    if head is None:
+        return None
+    size = int.from_bytes(head, "big")
+    if size > _MAX_MESSAGE:
+        raise OSError(f"control message of {size} bytes")
+    return _read(sock, size)
+
+
+def _read(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+class BridgeWorker:
+    """The agent's handle on a bridge running in a worker process."""
+
+    def __init__(
+        self,
+        private_key: bytes,
+        wg_listen_port: int,
+        addresses: Sequence[tuple[str, int]] | None = None,
+        dns_source: DnsSource | None = None,
+        fwmark: int | None = None,
+        timeout: float = CALL_TIMEOUT_S,
+    ) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "wirekube_agent.relay.worker", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env=os.environ | {"WIREKUBE_LOG_LEVEL": level},  # logs like the agent's own
+        )
+        theirs.close()
+        ours.settimeout(timeout)
+        self._sock = ours
+        self._lock = threading.Lock()
+        self._endpoints: dict[bytes, tuple[str, int]] = {}
+        start = {"op": "start", "key": _b64(private_key), "wg_port": wg_listen_port}
+        start |= _source(addresses, dns_source) | {"fwmark": fwmark}
+        try:
+            self._call(start)
+        except Exception:
+            self.stop()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._proc.poll()
+
+    def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            try:
+                _send(self._sock, msg)
+                data = _recv(self._sock)
+            except OSError as exc:
+                # A timeout included: a reply that comes later would answer the
+                # next request, so a worker that hangs is ended and replaced.
+                self._proc.kill()
+                raise WorkerGone(f"relay bridge worker: {exc}") from exc
+        if not data:
+            raise WorkerGone(f"relay bridge worker exited (code {self._proc.poll()})")
+        reply: dict[str, Any] = json.loads(data)
+        if "error" in reply:
+            raise ValueError(f"relay bridge worker refused {msg['op']}: {reply['error']}")
+        return reply
+
+    def set_relayed_peers(self, keys: Iterable[bytes]) -> None:
+        reply = self._call({"op": "peers", "keys": [_b64(bytes(k)) for k in keys]})
+        self._endpoints = {
+            base64.b64decode(k): (str(h), int(p)) for k, (h, p) in reply["endpoints"].items()
+        }
+
+    def endpoint_for(self, peer_public_key: bytes) -> tuple[str, int]:
+        """Where WireGuard must send this relayed peer's packets (KeyError if not relayed)."""
+        return self._endpoints[bytes(peer_public_key)]
+
+    def retarget(
+        self,
+        addresses: Sequence[tuple[str, int]] | None = None,
+        dns_source: DnsSource | None = None,
+    ) -> None:
+        self._call({"op": "retarget"} | _source(addresses, dns_source))
+
+    def live_replicas(self) -> tuple[str, ...]:
+        return tuple(self._call({"op": "live"})["live"])
+
+    def links(self) -> dict[str, dict[str, Any]]:
+        """Every replica link: whether it is up and how often it connected."""
+        return self._call({"op": "links"})["links"]  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        with contextlib.suppress(WorkerGone, ValueError):
+            if self.alive:
+                self._sock.settimeout(2.0)
+                self._call({"op": "stop"})
+        self._sock.close()
+        try:
+            self._proc.wait(3.0)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(3.0)
+
+
+class _Served:
+    """The worker's state: one bridge and its pool, built by "start"."""
+
+    def __init__(self) -> None:
+        self.bridge: RelayBridge | None = None
+        self.pool: RelayPool | None = None
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        op = msg.get("op")
+        if op == "start":
+            if self.bridge is not None:
+                raise ValueError("already started")
+            addresses, dns = _parse_source(msg)
+            fwmark = msg.get("fwmark")
+            key = base64.b64decode(msg["key"])
+            self.pool = RelayPool(
+                key,
+                addresses=addresses,
+                dns_source=dns,
+                fwmark=int(fwmark) if fwmark is not None else None,
+            )
+            self.bridge = RelayBridge(key, wg_listen_port=int(msg["wg_port"]), relay_pool=self.pool)
+            self.bridge.start()
+            return {}
+        if self.bridge is None or self.pool is None:
+            raise ValueError(f"{op!r} before start")
+        if op == "peers":
+            keys = [base64.b64decode(k) for k in msg["keys"]]
+            self.bridge.set_relayed_peers(keys)
+            return {"endpoints": {_b64(k): list(self.bridge.endpoint_for(k)) for k in keys}}
+        if op == "retarget":
+            addresses, dns = _parse_source(msg)
+            self.pool.retarget(addresses=addresses, dns_source=dns)
+            return {}
+        if op == "live":
+            return {"live": list(self.pool.live_replicas())}
+        if op == "links":
+            return {
+                "links": {
+                    name: {"up": link.up, "connects": link.connects}
+                    for name, link in dict(self.pool.links).items()
+                }
+            }
+        if op == "stop":
+            return {}
+        raise ValueError(f"unknown op {op!r}")
+
+    def stop(self) -> None:
+        if self.bridge is not None:
+            self.bridge.stop()
+
+
+def serve(sock: socket.socket) -> None:
+    """Answer the agent until it says stop or its end closes."""
+    served = _Served()
+    try:
+        while True:
+            try:
+                data = _recv(sock)
+            except OSError:
+                data = None
+            if data is None:
+                log.info("relay bridge worker: the agent is gone; stopping")
+                return
+            op = None
+            try:
+                msg = json.loads(data)
+                op = msg.get("op")
+                reply = served.handle(msg)
+            except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            try:
+                _send(sock, reply)
+            except OSError:
+                return
+            if op == "stop":
+                return
+    finally:
+        served.stop()
+
+
+def main(argv: list[str]) -> int:
+    from wirekube_common import logs  # noqa: PLC0415 - the worker's own process only
+
+    logs.configure("wirekube-agent")
+    # A terminal's Ctrl-C reaches the whole process group; the worker stops
+    # when the agent does (its socket closes), not before.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(argv[0]))
+    serve(sock)
+    os._exit(0)  # the bridge's daemon threads are stopped; do not wait on anything else
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
