@@ -30,15 +30,14 @@ import argparse
 import ctypes
 import ctypes.util
 import fcntl
-import json
 import multiprocessing as mp
 import os
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
+
+from relay_bench import start_relay  # this directory: the scripts run from here
 
 from wirekube_agent.relay import RelayBridge, RelayPool
 from wirekube_agent.relay.link import register
@@ -176,25 +175,9 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    ready = os.path.join(tempfile.mkdtemp(prefix="wkbridgebench"), "ready.json")
-    relay = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wirekube_relay",
-            "--listen=127.0.0.1:0",
-            "--admin-listen=127.0.0.1:0",
-            "--metrics-listen=",
-            "--allowlist=off",
-            f"--ready-file={ready}",
-            "--log-level=warning",
-        ]
-    )
+    relay, ports = start_relay()
     try:
-        while not os.path.exists(ready):
-            time.sleep(0.05)
-        with open(ready) as fh:
-            port = json.load(fh)["relay_port"]
+        port = ports["relay_port"]
         # B: a registered receiver drained by splice, in its own process (so that it
         # does not compete with the bridge for this process's GIL)
         bctl: mp.Queue = mp.Queue()  # type: ignore[type-arg]

@@ -21,17 +21,14 @@ Loopback only; bounded in time; the relay and workers are stopped at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
-import os
 import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from typing import Any
+
+from relay_bench import start_relay  # this directory: the scripts run from here
 
 from wirekube_agent.relay import RelayBridge, RelayPool
 from wirekube_agent.relay.worker import BridgeWorker
@@ -96,28 +93,12 @@ def main() -> None:
     proc.start()
     port_a, port_b = out.get(timeout=30)
 
-    ready = os.path.join(tempfile.mkdtemp(prefix="wkbridgelat"), "ready.json")
-    relay = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wirekube_relay",
-            "--listen=127.0.0.1:0",
-            "--admin-listen=127.0.0.1:0",
-            "--metrics-listen=",
-            "--allowlist=off",
-            f"--ready-file={ready}",
-            "--log-level=warning",
-        ]
-    )
+    relay, ports = start_relay()
     stop, on = threading.Event(), threading.Event()
     burner = threading.Thread(target=busy, args=(stop, on), daemon=True)
     burner.start()
     try:
-        while not os.path.exists(ready):
-            time.sleep(0.05)
-        with open(ready) as fh:
-            addr = ("127.0.0.1", json.load(fh)["relay_port"])
+        addr = ("127.0.0.1", ports["relay_port"])
         ka, kb = wgkey.generate_private_key(), wgkey.generate_private_key()
         pa, pb = wgkey.public_key(ka), wgkey.public_key(kb)
         print(f"{args.pings} relayed round trips per row, {args.interval * 1e3:.0f} ms apart")

@@ -58,6 +58,21 @@ def test_two_bridges_exchange_datagrams_both_ways(relay_factory, nodes, h, use_m
     assert sb.last_rx > 0 and sa.replica == f"{relay.address[0]}:{relay.address[1]}"
 
 
+def receive(sock: socket.socket, count: int) -> tuple[list[bytes], threading.Thread]:
+    """WireGuard reading: up to ``count`` datagrams (until a read times out),
+    on a thread of their own; the list fills as they arrive."""
+    got: list[bytes] = []
+
+    def run() -> None:
+        with contextlib.suppress(TimeoutError):
+            while len(got) < count:
+                got.append(sock.recv(65536))
+
+    reader = threading.Thread(target=run)
+    reader.start()
+    return got, reader
+
+
 def test_batches_reach_wireguard_as_gso_runs_cut_into_the_original_datagrams(
     relay_factory, nodes, h, monkeypatch
 ) -> None:
@@ -82,15 +97,7 @@ def test_batches_reach_wireguard_as_gso_runs_cut_into_the_original_datagrams(
     # empty datagrams too: a run of them must not be taken for a GSO failure
     sizes = ([1452] * 100 + [60, 1452, 1452, 700, 700, 1452, 0, 0, 0] + [300] * 80) * 3
     payloads = [i.to_bytes(4, "big") + os.urandom(n - 4) if n else b"" for i, n in enumerate(sizes)]
-    got: list[bytes] = []
-
-    def receive() -> None:
-        with contextlib.suppress(TimeoutError):
-            while len(got) < len(payloads):
-                got.append(b.wg.recv(65536))
-
-    reader = threading.Thread(target=receive)
-    reader.start()
+    got, reader = receive(b.wg, len(payloads))
     dst = a.bridge.endpoint_for(b.pub)
     for p in payloads:  # back to back: the bridge drains them in batches
         a.wg.sendto(p, dst)
@@ -135,15 +142,7 @@ def test_recvmmsg_uplink_sends_bulk_calls_straight_from_its_arena(
         i.to_bytes(4, "big") + os.urandom(n - 4) if n >= 4 else b"?" * n
         for i, n in enumerate(sizes)
     ]
-    got: list[bytes] = []
-
-    def receive() -> None:
-        with contextlib.suppress(TimeoutError):
-            while len(got) < len(payloads):
-                got.append(b.wg.recv(65536))
-
-    reader = threading.Thread(target=receive)
-    reader.start()
+    got, reader = receive(b.wg, len(payloads))
     dst = a.bridge.endpoint_for(b.pub)
     i = 0
     for burst in bursts:
