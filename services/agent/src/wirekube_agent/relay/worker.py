@@ -7,7 +7,7 @@ over hundreds of peers), a bridge thread that wants the GIL waits up to the
 interpreter's switch interval (5 ms) for it, once per hand-over, and a relayed
 round trip crosses four bridge hops. Measured (benchmarks/bridge_latency.py,
 loopback): with one busy thread beside an in-process bridge the median relayed
-round trip went from about 1 ms to 12-22 ms; with the bridge in its own
+round trip went from about 1 ms to 6-22 ms; with the bridge in its own
 process it stayed at 0.7 ms. The control traffic is a few small messages per
 reconcile pass, and starting the worker takes about 0.15 s once.
 
