@@ -4,10 +4,11 @@ Setup, all on loopback: a real ``wirekube-relay`` process; a ``RelayBridge`` in
 this process relaying one peer B; B itself is a plain registered relay client
 whose socket is drained with ``splice`` into /dev/null (its received byte
 count comes from TCP_INFO). A load generator *process* plays WireGuard and
-sends 1400-byte datagrams at the bridge's endpoint for B, 64 per system call:
-with ``sendmmsg`` (via ctypes; one datagram at a time for the kernel, as
-kernel WireGuard and older wireguard-go send) or, with ``--gso``, as one UDP
-GSO send that the kernel cuts into 44 datagrams (as newer wireguard-go sends).
+sends 1400-byte datagrams at the bridge's endpoint for B, many per system
+call: 64 per ``sendmmsg`` (via ctypes; each one a datagram of its own for the
+kernel, as kernel WireGuard and older wireguard-go send) or, with ``--gso``, 46
+per UDP GSO send, which the kernel cuts into datagrams (as newer wireguard-go
+sends).
 
 ``--rate`` offers a fixed load instead of "as fast as possible". On a machine
 with few cores that matters: a generator that blasts takes a whole core, most
