@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -29,9 +31,8 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def wg():  # type: ignore[no-untyped-def]
-    import socket  # noqa: PLC0415
-
+def wg() -> Iterator[socket.socket]:
+    """A UDP socket playing the node's WireGuard."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     yield s
