@@ -78,3 +78,23 @@ def test_retarget_moves_the_layout(udp: tuple[socket.socket, socket.socket]) -> 
     assert rx.size == 2000
     send_all(s, [b"w" * 2000])
     assert rx.recv(r.fileno()) == 1 and entries(rx, 1) == [b"\x07\xd0" + b"w" * 2000]
+
+
+def test_follow_moves_the_slot_size_once_a_new_size_stays_common() -> None:
+    rx = mmsg.MultiReceiver(vlen=16, cap=2000, size=1452)
+    acks = [96] * 14 + [1452, 60]
+    rx.follow(acks)
+    assert rx.size == 1452  # one call is not a trend
+    rx.follow(acks)
+    assert (rx.size, rx.stride) == (96, 98)  # two in a row: follow
+    mixed = [96] * 8 + [1452] * 8  # no size makes 3/4: stay
+    rx.follow(mixed)
+    rx.follow(mixed)
+    assert rx.size == 96
+    rx.follow([300] * 4)  # too few datagrams to judge
+    rx.follow([300] * 4)
+    assert rx.size == 96
+    rx.follow([1400] * 16)  # alternating sizes never retarget
+    rx.follow([1300] * 16)
+    rx.follow([1400] * 16)
+    assert rx.size == 96

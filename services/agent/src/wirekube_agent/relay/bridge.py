@@ -51,7 +51,6 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -152,7 +151,6 @@ class RelayBridge:
             if use_mmsg and mmsg.available()
             else None
         )
-        self._retune_to = 0  # a slot size seen common in the last recvmmsg call
         self._hdrs = bytearray(_HDR * (timers.MMSG_VLEN + 1))
         self._hview = memoryview(self._hdrs)
         self._gso = True  # until the kernel says it has no UDP GSO
@@ -417,15 +415,15 @@ class RelayBridge:
                 continue
             if n == 0:
                 break
-            lens = rx.lengths(n)
+            lens, flags = rx.lengths(n), rx.flags(n)
             size = rx.size
             # (a relay whose frames cannot hold one slot gets the checked path)
-            if lens.count(size) == n and not any(rx.flags(n)) and rx.stride <= limit:
+            if lens.count(size) == n and not any(flags) and rx.stride <= limit:
                 vec, total = self._uniform_vectors(rx, n, key, limit)
                 got, got_bytes = n, n * size
             else:
-                vec, total, got, got_bytes = self._mixed_vectors(rx, lens, n, key, limit, p)
-                self._retune(rx, lens)
+                vec, total, got, got_bytes = self._mixed_vectors(rx, lens, flags, key, limit, p)
+                rx.follow(lens)
             if total:
                 link.send_vectors(vec, total, got)
             frames += got
@@ -459,15 +457,19 @@ class RelayBridge:
         return vec, total
 
     def _mixed_vectors(
-        self, rx: mmsg.MultiReceiver, lens: list[int], n: int, key: bytes, limit: int, p: _Peer
+        self,
+        rx: mmsg.MultiReceiver,
+        lens: list[int],
+        flags: list[int],
+        key: bytes,
+        limit: int,
+        p: _Peer,
     ) -> tuple[list[memoryview], int, int, int]:
         """Datagrams of different sizes: one entry (one or two views) each."""
         hdrs, hview = self._hdrs, self._hview
-        flags = rx.flags(n)
         vec = [hview[0:_HDR]]
         h = used = total = got = got_bytes = 0
-        for i in range(n):
-            ln = lens[i]
+        for i, ln in enumerate(lens):
             # larger than any WireGuard MTU we support, or than the relay's frames
             if flags[i] & socket.MSG_TRUNC or ln + 2 > limit:
                 p.drops += 1
@@ -488,22 +490,6 @@ class RelayBridge:
         else:
             vec.pop()  # header of an empty frame
         return vec, total, got, got_bytes
-
-    def _retune(self, rx: mmsg.MultiReceiver, lens: list[int]) -> None:
-        """Move the receiver's slot size to a new common datagram size once two
-        calls in a row were mostly of it (a retarget rewrites every iovec, so a
-        flow that alternates sizes must not pay it on every call)."""
-        if len(lens) < 8:
-            return
-        common, count = Counter(lens).most_common(1)[0]
-        if common == rx.size or not common or count * 4 < len(lens) * 3:
-            self._retune_to = 0
-            return
-        if self._retune_to != common:
-            self._retune_to = common
-            return
-        self._retune_to = 0
-        rx.retarget(common)
 
     @staticmethod
     def _close_header(hdrs: bytearray, h: int, used: int, key: bytes) -> None:

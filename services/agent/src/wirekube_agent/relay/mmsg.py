@@ -13,8 +13,9 @@ call is exactly ``size`` bytes, which is what bulk traffic through WireGuard
 looks like, the arena's first ``n * stride`` bytes are ``n`` back-to-back
 entries as soon as the prefixes are in, and ``prefix(n)`` writes those with two
 strided slice assignments: no Python work per datagram at all. Other calls
-fall back to per-datagram handling; ``retarget(size)`` moves the layout to a
-new common size (it rewrites every iovec, so the caller does it rarely).
+fall back to per-datagram handling, and ``follow(lengths)`` moves the layout
+to the traffic's new common size once it has stayed common (``retarget``
+rewrites every iovec, so it must not run on every call).
 
 Message lengths and flags are read through an integer view of the mmsghdr
 array, a strided slice at a time (no ctypes attribute access per datagram).
@@ -29,6 +30,7 @@ import ctypes
 import ctypes.util
 import errno
 import socket
+from collections import Counter
 from typing import Any
 
 
@@ -102,7 +104,24 @@ class MultiReceiver:
         self._flags = socket.MSG_DONTWAIT
         self.size = self.stride = 0
         self._hi = self._lo = b""
+        self._candidate = 0  # a new common size seen in the last call followed
         self.retarget(size or cap)
+
+    def follow(self, lengths: list[int]) -> None:
+        """After a call whose datagrams did not all fit the layout: retarget to
+        their common size (3/4 of them or more) once two calls in a row had
+        the same one, so traffic that alternates sizes never pays a retarget
+        per call."""
+        if len(lengths) < 8:
+            return
+        common, count = Counter(lengths).most_common(1)[0]
+        if common == self.size or not common or count * 4 < len(lengths) * 3:
+            self._candidate = 0
+        elif self._candidate != common:
+            self._candidate = common
+        else:
+            self._candidate = 0
+            self.retarget(common)
 
     def retarget(self, size: int) -> None:
         """Lay slots out for datagrams of ``size`` bytes (1 <= size <= cap)."""
