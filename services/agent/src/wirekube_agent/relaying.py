@@ -47,6 +47,11 @@ class RelayTarget:
     def configured(self) -> bool:
         return bool(self.addresses) or self.dns is not None
 
+    @property
+    def static_addresses(self) -> list[tuple[str, int]] | None:
+        """The fixed replica addresses (None: the replicas come from ``dns``)."""
+        return list(self.addresses) if self.dns is None else None
+
 
 def _split(hostport: str) -> tuple[str, int]:
     host, _, port = hostport.strip().rpartition(":")
@@ -153,7 +158,7 @@ class RelayManager:
             # (the bridge's sockets) stay, and links still wanted stay up.
             try:
                 self.bridge.retarget(
-                    addresses=list(target.addresses) if target.dns is None else None,
+                    addresses=target.static_addresses,
                     dns_source=target.dns,
                 )
             except (WorkerGone, ValueError) as exc:
@@ -172,7 +177,7 @@ class RelayManager:
             self.bridge = BridgeWorker(
                 self.private_key,
                 wg_listen_port=wg_port,
-                addresses=list(target.addresses) if target.dns is None else None,
+                addresses=target.static_addresses,
                 dns_source=target.dns,
                 fwmark=FWMARK,
             )
