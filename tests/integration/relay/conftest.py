@@ -111,12 +111,30 @@ class Node:
         self.wg.close()
 
 
+def wireguard_socket() -> socket.socket:
+    """A UDP socket playing a node's WireGuard. Its receive buffer is sized as
+    WireGuard sizes its own (wireguard-go asks for 7 MiB): with the default
+    ~200 KiB, ~90 full-size datagrams, a test's reader thread that a loaded
+    host keeps off the CPU for ~45 ms loses a relayed burst that WireGuard
+    would have taken."""
+    wg = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    wg.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    wg.bind(("127.0.0.1", 0))
+    return wg
+
+
+@pytest.fixture
+def wg() -> Iterator[socket.socket]:
+    s = wireguard_socket()
+    yield s
+    s.close()
+
+
 def make_node(
     pool_kwargs: dict[str, object], priv: bytes | None = None, use_mmsg: bool = True
 ) -> Node:
     priv = priv or wgkey.generate_private_key()
-    wg = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    wg.bind(("127.0.0.1", 0))
+    wg = wireguard_socket()
     pool = RelayPool(priv, **pool_kwargs)  # type: ignore[arg-type]
     bridge = RelayBridge(priv, wg.getsockname()[1], pool, use_mmsg=use_mmsg)
     bridge.start()
@@ -152,6 +170,7 @@ class Flow:
     sent: int = 0
     received: dict[int, float] = field(default_factory=dict)
     send_times: dict[int, float] = field(default_factory=dict)
+    _stop_sending: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -166,14 +185,25 @@ class Flow:
         return self
 
     def stop(self) -> None:
-        time.sleep(0.3)
+        """Stop sending, then receive until everything sent has arrived or
+        nothing more has for 0.5 s (at most 3 s): a datagram still in flight on
+        a loaded host is late, not lost."""
+        self._stop_sending.set()
+        self._threads[0].join(2)
+        deadline = time.monotonic() + 3.0
+        seen, quiet_since = len(self.received), time.monotonic()
+        while len(self.received) < self.sent and time.monotonic() < deadline:
+            time.sleep(0.02)
+            if len(self.received) != seen:
+                seen, quiet_since = len(self.received), time.monotonic()
+            elif time.monotonic() - quiet_since > 0.5:
+                break
         self._stop.set()
-        for t in self._threads:
-            t.join(2)
+        self._threads[1].join(2)
 
     def _send(self) -> None:
         dst = self.a.bridge.endpoint_for(self.b.pub)
-        while not self._stop.is_set():
+        while not self._stop_sending.is_set():
             self.send_times[self.sent] = time.monotonic()
             self.a.wg.sendto(b"seq:%d:" % self.sent + b"w" * 100, dst)
             self.sent += 1

@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -28,15 +26,6 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-@pytest.fixture
-def wg() -> Iterator[socket.socket]:
-    """A UDP socket playing the node's WireGuard."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    yield s
-    s.close()
 
 
 def test_traffic_both_ways_through_a_worker(relay_factory, nodes, h, wg) -> None:

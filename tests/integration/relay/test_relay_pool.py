@@ -4,7 +4,6 @@ replica, and discovery of replicas through a (lab) DNS server re-resolved period
 from __future__ import annotations
 
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -125,7 +124,7 @@ def test_replicas_discovered_by_dns_are_used_after_the_next_resolve(
 
 
 def test_a_new_relay_address_keeps_the_bridge_and_the_links_still_wanted(
-    relay_factory, nodes, h, lab_dns
+    relay_factory, nodes, h, lab_dns, wg
 ) -> None:
     """The mesh's relay endpoint rewritten (an IP, then a DNS name resolving to
     it, then another IP): WireGuard's endpoints for relayed peers (the bridge's
@@ -136,8 +135,6 @@ def test_a_new_relay_address_keeps_the_bridge_and_the_links_still_wanted(
     r2 = relay_factory(host="127.0.0.2", port=port)
     b = nodes(addresses=[r1.address])
     manager = RelayManager(wgkey.generate_private_key())
-    wg = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    wg.bind(("127.0.0.1", 0))
     try:
         bridge = manager.ensure(RelayTarget(addresses=(r1.address,)), wg.getsockname()[1])
         assert bridge is not None
@@ -167,4 +164,3 @@ def test_a_new_relay_address_keeps_the_bridge_and_the_links_still_wanted(
         assert not bridge.links().get(name, {}).get("up")
     finally:
         manager.stop()
-        wg.close()
