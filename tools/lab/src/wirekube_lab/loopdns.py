@@ -25,15 +25,30 @@ class LoopbackDns:
     and never answers them (a firewall that lets only TCP out).
     """
 
+    @staticmethod
+    def _bind_pair(tries: int = 20) -> tuple[socket.socket, socket.socket]:
+        """A UDP and a TCP socket on one free port of 127.0.0.1 (DNS serves both
+        on one port). The kernel picks the UDP port; the same number may be in
+        use for TCP (a connection's local port, seen in CI), so pick again."""
+        for _ in range(tries):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("127.0.0.1", 0))
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+            except OSError:
+                udp.close()
+                tcp.close()
+                continue
+            return udp, tcp
+        raise OSError(f"no port of 127.0.0.1 free for both UDP and TCP in {tries} tries")
+
     def __init__(self, name: str) -> None:
         self.name = name if name.endswith(".") else name + "."
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock, self.tcp = self._bind_pair()
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind(("127.0.0.1", self.port))
         self.tcp.listen(8)
         self.tcp.settimeout(0.2)
         self.udp = True
