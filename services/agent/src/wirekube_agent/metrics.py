@@ -174,7 +174,7 @@ class AgentCollector(Collector):
         yield InfoMetricFamily(
             "wirekube_agent",
             "This agent's node and WireGuard public key",
-            value={"node": r.settings.node_name, "public_key": wgkey.encode(r.public_key)},
+            value={"node_name": r.settings.node_name, "public_key": wgkey.encode(r.public_key)},
         )
         nat = r.net.netcheck.report
         yield InfoMetricFamily(
