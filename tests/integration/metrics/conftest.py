@@ -105,6 +105,11 @@ class MetricsLab:
     prometheus: LabProcess
     controller: LabProcess
 
+    repo = REPO
+
+    def rule_groups(self) -> dict[str, Any]:
+        return rule_groups()
+
     # -- where things are ------------------------------------------------------------
     def targets(self) -> dict[str, list[tuple[str, str]]]:
         """job -> [(host, address:port)], as Prometheus scrapes them (from mt-home)."""
