@@ -12,6 +12,7 @@ import re
 import subprocess
 from typing import Any
 
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from wirekube_lab.mesh import peer_name
@@ -115,6 +116,13 @@ def test_prometheus_scrapes_every_target_and_counts_peers_by_path(ml: Any) -> No
     links = ml.values("sum by (relay) (wirekube_agent_relay_link_up)", "relay")
     relay = f"{ml.lab.address('mt-relay')}:3478"
     assert links == {relay: 3.0}, links
+    # Every peer end has handshaken, within the last few minutes.
+    ages = ml.values("time() - wirekube_peer_last_handshake_timestamp_seconds", "peer")
+    assert len(ml.query("wirekube_peer_last_handshake_timestamp_seconds")) == 6
+    assert all(0 <= age < 300 for age in ages.values()), ages
+    # Relay first, then direct: each direct end upgraded at least once.
+    upgrades = ml.values('sum(wirekube_path_changes_total{from="relay", to="direct"})', "")
+    assert upgrades[""] >= 4, upgrades
     # The set-up histograms saw every peer's first handshake (6 peer ends).
     assert ml.values("sum(wirekube_peer_time_to_first_handshake_seconds_count)", "") == {"": 6.0}
     assert ml.values("sum(wirekube_peer_time_to_direct_seconds_count)", "") == {"": 4.0}
@@ -220,3 +228,39 @@ def test_dashboard_and_alerts_use_only_exported_metrics(ml: Any) -> None:
         a for a in ml.prom("/api/v1/alerts")["alerts"] if a["labels"].get("severity") == "critical"
     ]
     assert not firing, firing
+
+
+def test_the_monitoring_kustomization_renders(control_plane: Any, ml: Any) -> None:
+    """``kubectl apply -k deploy/monitoring`` material, rendered by the pinned
+    kubectl: the rule and dashboard objects carry the repository's files."""
+    out = control_plane.kubectl("kustomize", str(ml.repo / "deploy/monitoring")).stdout
+    objects = {d["kind"]: d for d in yaml.safe_load_all(out) if d}
+    assert set(objects) == {"ConfigMap", "PodMonitor", "PrometheusRule"}
+    dashboard = objects["ConfigMap"]["data"]["grafana-dashboard.json"]
+    assert json.loads(dashboard) == json.loads(
+        (ml.repo / "deploy/monitoring/grafana-dashboard.json").read_text()
+    )
+    assert objects["ConfigMap"]["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert {"groups": objects["PrometheusRule"]["spec"]["groups"]} == ml.rule_groups()
+    monitor = objects["PodMonitor"]["spec"]
+    assert monitor["jobLabel"] == "app.kubernetes.io/name"
+    assert set(monitor["selector"]["matchExpressions"][0]["values"]) == set(ml.targets())
+
+
+def test_a_vanished_peer_leaves_no_series(ml: Any) -> None:
+    """Last (it changes the lab): a node leaves the cluster; the other agents
+    stop exporting anything about it."""
+    gone = peer_name(CLOUD_B)
+    assert f'peer="{gone}"' in ml.exposition(HOME)
+    ml.mesh.stop_agent(CLOUD_B)
+    ml.mesh.delete_node(CLOUD_B)
+    for host in (HOME, CLOUD_A):
+        ml.wait_for(
+            f"{host} forgets {gone}", lambda h=host: f'peer="{gone}"' not in ml.exposition(h), 30
+        )
+    # And Prometheus sees the peer's series end (marked stale on the next scrape).
+    ml.wait_for(
+        "no series of the vanished peer",
+        lambda: not ml.query(f'{{__name__=~"wirekube_peer_.+", peer="{gone}"}}'),
+        10 + SCRAPE_LAG_S,
+    )
