@@ -22,6 +22,8 @@ NODES = (HOME, CLOUD_A, CLOUD_B)
 SERVICES = {"relay": "mt-relay", "stun-probe": "mt-stun", "gateway-controller": "mt-ctl"}
 # Three seconds of 1 s scrapes: a value the service has is in Prometheus by then.
 SCRAPE_LAG_S = 3.0
+# Two direct attempts of the relayed pair (the lab's 15 s retry interval), and slack.
+RELAY_RTT_WAIT_S = 2 * 15 + 5
 # Relayed pings: 40 echo requests of 1000 bytes each way.
 PING_COUNT, PING_SIZE = 40, 1000
 DASHBOARD_VARIABLES = {"$__rate_interval": "1m", "$node": ".*"}
@@ -108,6 +110,16 @@ def test_prometheus_scrapes_every_target_and_counts_peers_by_path(ml: Any) -> No
         30,
     )
     for r in rtts:
+        assert 0 < float(r["value"][1]) < 1.0, r
+    # A relayed pair's RTT through the relay comes from its probes at each
+    # direct attempt (one per directRetryIntervalSeconds, 15 s here).
+    relayed = ml.wait_for(
+        "an RTT through the relay for both relayed ends",
+        lambda: r if len(r := ml.query('wirekube_peer_rtt_seconds{path="relay"}')) == 2 else None,
+        RELAY_RTT_WAIT_S,
+    )
+    assert {r["metric"]["node"] for r in relayed} == {CLOUD_A, CLOUD_B}
+    for r in relayed:
         assert 0 < float(r["value"][1]) < 1.0, r
     # What each node's agent learnt about its NAT.
     nat = {r["metric"]["node"]: r["metric"]["nat_type"] for r in ml.query("wirekube_nat_info")}
