@@ -67,15 +67,16 @@ def test_managed_order_external_ip_then_lb_then_nodeport_never_cluster_ip() -> N
 
 
 class _Worker:
-    """Stands in for the bridge worker: only its live replicas matter here."""
+    """Stands in for the bridge worker: only its replica links matter here."""
 
     alive = True
+    REPLICAS = ("198.18.0.10:3478", "198.18.0.11:3478")
 
     def __init__(self) -> None:
         self.live: tuple[str, ...] = ("198.18.0.10:3478",)
 
-    def live_replicas(self) -> tuple[str, ...]:
-        return self.live
+    def links(self) -> dict[str, dict[str, object]]:
+        return {r: {"up": r in self.live, "connects": 1} for r in self.REPLICAS}
 
 
 def test_a_relay_that_reconnects_stays_available() -> None:
@@ -87,10 +88,14 @@ def test_a_relay_that_reconnects_stays_available() -> None:
     worker = _Worker()
     manager.bridge = worker  # type: ignore[assignment]
     assert manager.available
+    # What the metrics read: every replica link, up or not.
+    assert manager.links == {"198.18.0.10:3478": (True, 1), "198.18.0.11:3478": (False, 1)}
+    assert manager.last_available
     worker.live = ()  # the link is reconnecting
     now[0] = 101.0
     assert manager.available
     now[0] = 100.0 + RELAY_LOSS_GRACE_S + 0.1
     assert not manager.available  # gone for longer than the grace
+    assert not manager.last_available
     worker.live = ("198.18.0.10:3478",)
     assert manager.available

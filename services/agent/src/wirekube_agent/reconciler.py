@@ -41,6 +41,7 @@ from wirekube_agent.k8s.parsed import ParsedCache
 from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
 from wirekube_agent.nettasks import NetTasks
+from wirekube_agent.peerstats import PeerStats, Traffic
 from wirekube_agent.relaying import RelayManager, RelayTarget, relay_target
 from wirekube_agent.settings import Settings
 from wirekube_agent.timers import (
@@ -121,6 +122,7 @@ class Reconciler:
         self._rejected: dict[str, str] = {}  # peer name -> the problem last reported
         self._translated = ParsedCache(self._translate)
         self.observed = Observed()
+        self.stats = PeerStats()  # what metrics cannot read off one pass
         self.participating = False
 
         notify = self.wake.set
@@ -247,6 +249,12 @@ class Reconciler:
             now,
         )
         self._log_path_changes(planned.paths)
+        traffic = {
+            by_key[k]: Traffic(self.dataplane.added_at.get(k), s.rx_bytes, s.tx_bytes)
+            for k, s in device.peers.items()
+            if k in by_key
+        }
+        self.stats.update(self.paths, planned.paths, handshakes, traffic, now)
         self.paths = planned.paths
         prober.set_targets(planned.targets)
         api_ip = self.api.server_address()

@@ -138,6 +138,10 @@ class RelayManager:
         self.reason = "not configured yet"
         self._clock = clock
         self._live_at: float | None = None  # last time a replica was seen live
+        # Each replica link as ``available`` last saw it (metrics read this):
+        # replica -> (up, times it connected).
+        self.links: dict[str, tuple[bool, int]] = {}
+        self.last_available = False
 
     def ensure(self, target: RelayTarget, wg_port: int) -> BridgeWorker | None:
         if self.bridge is not None and not self.bridge.alive:
@@ -214,14 +218,23 @@ class RelayManager:
         back on the next pass: routes withdrawn and a status flip for a link
         that was back within a second.
         """
+        self.last_available = self._available()
+        return self.last_available
+
+    def _available(self) -> bool:
         if self.bridge is None:
+            self.links = {}
             return False
         now = self._clock()
         try:
-            live = self.bridge.live_replicas()
+            links = self.bridge.links()
         except (WorkerGone, ValueError):
-            live = ()
-        if live:
+            links = {}
+        self.links = {
+            name: (bool(link.get("up")), int(link.get("connects", 0)))
+            for name, link in links.items()
+        }
+        if any(up for up, _ in self.links.values()):
             self._live_at = now
             return True
         return self._live_at is not None and now - self._live_at < RELAY_LOSS_GRACE_S
@@ -232,3 +245,5 @@ class RelayManager:
         self.bridge = None
         self._shape = None
         self._live_at = None
+        self.links = {}
+        self.last_available = False

@@ -208,7 +208,7 @@ class MeshLab:
             "--health-address",
             "",
             "--metrics-port",
-            "0",
+            "9090",  # as in a cluster: Prometheus and promtool read it (tests/integration/metrics)
         ]
         if len(addresses) > 1:  # RFC 5780: a second address answers CHANGE-REQUESTs
             argv += ["--alternate-address", addresses[1], "--alternate-port", "3479"]
