@@ -134,6 +134,11 @@ def dataplane(mesh: MeshLab, host: str) -> dict[str, str]:
     }
 
 
+def raw_sockets(mesh: MeshLab, host: str) -> str:
+    """Open raw sockets in ``host`` (the agent's probe/STUN socket is one)."""
+    return mesh.lab.exec(host, ["ss", "-H", "-w", "-a"]).stdout.strip()
+
+
 def public_key(mesh: MeshLab, host: str) -> str:
     peer = mesh.peer(host)
     assert peer is not None, host
@@ -176,6 +181,7 @@ def test_an_unlabelled_node_leaves_everyone_s_wireguard_without_disturbing_the_r
     key = public_key(mesh, LEAVER)
     assert all(key in wg_peers(mesh, h) for h in STAY)
     uid = (mesh.peer(LEAVER) or {})["metadata"]["uid"]
+    assert raw_sockets(mesh, LEAVER), "the agent's probe socket"
     # Pings between every remaining pair span the departure, the grace period
     # and the removal (bounded: count x interval).
     count = int((GRACE_S + RESYNC_INTERVAL_S + 12) / PING_INTERVAL_S)
@@ -191,6 +197,10 @@ def test_an_unlabelled_node_leaves_everyone_s_wireguard_without_disturbing_the_r
         withdrew = time.monotonic() - t0
         # The peer outlives the withdrawal for the grace period.
         assert mesh.peer(LEAVER) is not None
+        # No more probes or STUN from the leaver: its raw socket is closed.
+        mesh.wait_until(
+            "the leaver's probe socket closed", lambda: not raw_sockets(mesh, LEAVER), 5
+        )
         gone = mesh.wait_until(
             "the leaver's key gone from every WireGuard device",
             lambda: all(key not in wg_peers(mesh, h) for h in STAY),

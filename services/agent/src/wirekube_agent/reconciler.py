@@ -552,4 +552,8 @@ class Reconciler:
         self.gateway_node.teardown()
         self.relays.stop()
         self.paths.clear()
+        # No more path probes or STUN rounds from a node outside the mesh:
+        # no targets, and port 0 closes the raw socket (both come back on rejoin).
+        self.net.prober.set_targets({})
+        self.net.configure(0, ())
         self.participating = False
