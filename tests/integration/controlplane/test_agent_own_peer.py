@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
 from wirekube_lab import podidentity
@@ -331,3 +332,24 @@ def test_admins_and_other_identities_are_unaffected(world: World) -> None:
     assert ok(world.admin("delete", "wkp", other))
     # The gateway controller garbage-collects peers of departed nodes: DELETE is
     # not judged by the policy, only RBAC (tests/integration/controlplane/test_rbac.py).
+
+
+def test_the_policy_matches_the_agent_the_manifests_deploy(
+    control_plane: ControlPlane, repo: Path
+) -> None:
+    """The policy names the agent by username; the DaemonSet must run as exactly
+    that ServiceAccount with the kubelet's pod-bound token (automount on)."""
+    out = control_plane.kubectl("kustomize", str(repo / "deploy/kustomize/base")).stdout
+    objs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out) if d}
+    ds = objs[("DaemonSet", "wirekube-agent")]
+    pod = ds["spec"]["template"]["spec"]
+    user = f"system:serviceaccount:{ds['metadata']['namespace']}:{pod['serviceAccountName']}"
+    assert pod.get("automountServiceAccountToken", True) is True
+    sa = objs[("ServiceAccount", pod["serviceAccountName"])]
+    assert sa.get("automountServiceAccountToken", True) is True
+    policy = objs[("ValidatingAdmissionPolicy", "wirekube-agent-own-peer")]["spec"]
+    (condition,) = policy["matchConditions"]
+    assert condition["expression"] == f"request.userInfo.username == '{user}'"
+    binding = objs[("ValidatingAdmissionPolicyBinding", "wirekube-agent-own-peer")]["spec"]
+    assert binding["policyName"] == "wirekube-agent-own-peer"
+    assert policy["failurePolicy"] == "Fail"
