@@ -43,6 +43,10 @@ def test_overlay_renders_with_expected_relay_replicas(
         assert ("CustomResourceDefinition", f"{crd}.wirekube.io") in objs
     mesh = objs[("WireKubeMesh", "default")]
     assert "namespace" not in mesh["metadata"], "the mesh is cluster-scoped"
+    # A node writes only its own peer (test_agent_own_peer.py), in every overlay.
+    binding = objs[("ValidatingAdmissionPolicyBinding", "wirekube-agent-own-peer")]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert ("ValidatingAdmissionPolicy", "wirekube-agent-own-peer") in objs
     for (kind, _), obj in objs.items():
         if kind in (
             "Deployment",

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from wirekube_lab import podidentity
+
 NS = "wirekube-system"
 API = "wirekube.io/v1alpha1"
 KEY = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
@@ -36,6 +38,7 @@ MATRIX: list[tuple[str, str, str, str, bool]] = [
     ("agent", "watch", "wirekubepeers.wirekube.io", "", True),
     ("agent", "patch", "wirekubepeers.wirekube.io/status", "", True),
     ("agent", "delete", "wirekubepeers.wirekube.io", "", False),
+    ("agent", "deletecollection", "wirekubepeers.wirekube.io", "", False),
     ("agent", "list", "wirekubemeshes.wirekube.io", "", True),
     ("agent", "watch", "wirekubemeshes.wirekube.io", "", True),
     ("agent", "patch", "wirekubemeshes.wirekube.io", "", False),
@@ -88,7 +91,14 @@ MATRIX: list[tuple[str, str, str, str, bool]] = [
     ("gateway-controller", "create", "leases.coordination.k8s.io", "default", False),
     ("gateway-controller", "create", "leases.coordination.k8s.io", "kube-system", False),
     ("gateway-controller", "create", "events", "default", True),
-    ("gateway-controller", "list", "nodes", "", False),
+    # ... and garbage-collects the peers of nodes that left (peergc): delete
+    # peers, read nodes; never write nodes.
+    ("gateway-controller", "delete", "wirekubepeers.wirekube.io", "", True),
+    ("gateway-controller", "list", "nodes", "", True),
+    ("gateway-controller", "watch", "nodes", "", True),
+    ("gateway-controller", "patch", "nodes", "", False),
+    ("gateway-controller", "delete", "nodes", "", False),
+    ("gateway-controller", "deletecollection", "wirekubepeers.wirekube.io", "", False),
     ("gateway-controller", "list", "wirekubemeshes.wirekube.io", "", False),
     # stun-probe: nothing at all.
     ("stun-probe", "get", "wirekubepeers.wirekube.io", "", False),
@@ -226,11 +236,29 @@ def _event(name: str, regarding: dict[str, str]) -> str:
     )
 
 
-def test_agent_real_requests(as_sa: Any, objects: Any, world: dict[str, str]) -> None:
+@pytest.fixture
+def as_agent_pod(control_plane: Any, world: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+    """The agent with the token its pod on the world's node gets (bound to that Pod).
+
+    The admission policy (test_agent_own_peer.py) lets only such a token write,
+    and only that node's peer; RBAC is what this module proves."""
+    identity = podidentity.issue(control_plane, world["node"], path=tmp_path / "agent.kubeconfig")
+
+    def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return control_plane.kubectl(
+            *args, kubeconfig=identity.kubeconfig, input=input, check=False
+        )
+
+    yield run
+    identity.revoke(control_plane)
+
+
+def test_agent_real_requests(
+    as_sa: Any, as_agent_pod: Any, objects: Any, world: dict[str, str]
+) -> None:
     a = "agent"
-    own = objects.name("node-agent-own")
-    created = as_sa(
-        a,
+    own = f"node-{world['node']}"
+    created = as_agent_pod(
         "create",
         "-f",
         "-",
@@ -246,11 +274,12 @@ def test_agent_real_requests(as_sa: Any, objects: Any, world: dict[str, str]) ->
     assert ok(created), created.stderr
     objects.track("WireKubePeer", own)
     assert ok(
-        as_sa(a, "patch", "wkp", own, *_merge_patch({"spec": {"endpoint": "203.0.113.6:51820"}}))
+        as_agent_pod(
+            "patch", "wkp", own, *_merge_patch({"spec": {"endpoint": "203.0.113.6:51820"}})
+        )
     )
     assert ok(
-        as_sa(
-            a,
+        as_agent_pod(
             "patch",
             "wkp",
             own,
@@ -278,6 +307,9 @@ def test_agent_real_requests(as_sa: Any, objects: Any, world: dict[str, str]) ->
     assert forbidden(as_sa(a, "delete", "node", world["node"]), a)
     assert forbidden(as_sa(a, "label", "node", world["node"], "x=y"), a)
     assert forbidden(as_sa(a, "delete", "wkp", own), a)
+    assert forbidden(as_agent_pod("delete", "wkp", own), a)
+    assert forbidden(as_agent_pod("delete", "wkp", world["peer"]), a)
+    assert forbidden(as_agent_pod("delete", "wkp", "--all"), a)
     assert forbidden(
         as_sa(
             a,
@@ -425,8 +457,12 @@ def test_gateway_controller_real_requests(as_sa: Any, objects: Any, world: dict[
         ),
         g,
     )
-    assert forbidden(as_sa(g, "get", "nodes"), g)
+    assert ok(as_sa(g, "get", "nodes", world["node"]))
+    assert forbidden(as_sa(g, "label", "node", world["node"], "x=y"), g)
+    assert forbidden(as_sa(g, "delete", "node", world["node"]), g)
     assert objects.get("WireKubeGateway", world["gateway"])["spec"]["peerRefs"] == [world["peer"]]
+    # Peer garbage collection: the controller deletes a departed node's peer.
+    assert ok(as_sa(g, "delete", "wkp", world["peer"]))
 
 
 def test_stun_probe_real_requests(as_sa: Any, world: dict[str, str]) -> None:

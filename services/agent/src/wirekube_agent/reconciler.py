@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wirekube_agent import initiate, pathplan, paths, registration, status
+from wirekube_agent.cleanup import cleanup
 from wirekube_agent.dataplane import DataPlane
 from wirekube_agent.endpoint import Discovery, discover
 from wirekube_agent.gatewaynode import GatewayNode
@@ -124,6 +125,9 @@ class Reconciler:
         self.observed = Observed()
         self.stats = PeerStats()  # what metrics cannot read off one pass
         self.participating = False
+        # The last pass saw our Node gone or without the vpn-enabled label: on
+        # shutdown the agent then removes everything of the mesh from the node.
+        self.left_mesh = False
 
         notify = self.wake.set
         self.peers_informer = Informer("wirekubepeers", api.new_rest(), custom_path(PEERS), notify)
@@ -195,9 +199,18 @@ class Reconciler:
         node_obj = self.node_informer.get(self.settings.node_name)
         if node_obj is None:
             log.warning("Node %s not found; waiting", self.settings.node_name)
+            self.left_mesh = True
             return
         node = translate.node_from_object(node_obj)
-        if not translate.node_participates(node):
+        left = not translate.node_participates(node)
+        if left and not self.left_mesh and not self.participating:
+            log.info(
+                "node %s is not labelled %s=true; not taking part in the mesh",
+                node.name,
+                translate.VPN_LABEL,
+            )
+        self.left_mesh = left
+        if left:
             self._withdraw(node)
             return
         self.participating = True
@@ -516,21 +529,39 @@ class Reconciler:
         except Exception as exc:
             log.warning("cannot write status: %s", exc)
 
+    def clean_up_after_leaving(self) -> None:
+        """At shutdown, when our node has left the mesh: remove the interface,
+        our routes, rules and nftables table (what ``wirekube-agent cleanup``
+        removes), so nothing of the mesh outlives the agent on a node that is
+        no longer in it. A node still in the mesh keeps its data plane across
+        an agent restart."""
+        interface = self._mesh().interface_name
+        log.info("node %s left the mesh; removing %s", self.settings.node_name, interface)
+        try:
+            cleanup(interface)
+        except Exception:
+            log.exception("cleanup after leaving the mesh failed")
+
     def _withdraw(self, node: NodeInfo) -> None:
         """The node left the mesh (label removed): take our data plane down."""
         if not self.participating:
             return
+        # Our WireKubePeer stays: the agent may not delete peers (RBAC); the
+        # gateway controller's peer GC deletes it after its grace period, so a
+        # label put back in time keeps the node's identity and paths.
         log.info(
-            "node %s is no longer labelled %s=true; leaving the mesh",
+            "node %s is no longer labelled %s=true; leaving the mesh "
+            "(the controller deletes %s after its grace period)",
             node.name,
             translate.VPN_LABEL,
+            self.peer_name,
         )
-        try:
-            self.api.delete_peer(self.peer_name)
-        except Exception as exc:
-            log.warning("cannot delete %s: %s", self.peer_name, exc)
         self.dataplane.teardown()
         self.gateway_node.teardown()
         self.relays.stop()
         self.paths.clear()
+        # No more path probes or STUN rounds from a node outside the mesh:
+        # no targets, and port 0 closes the raw socket (both come back on rejoin).
+        self.net.prober.set_targets({})
+        self.net.configure(0, ())
         self.participating = False

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 
 from wirekube_common.gwhealth.report import NAMESPACE as HEALTH_NAMESPACE
 from wirekube_common.metrics import DEFAULT_METRICS_PORT
-from wirekube_gateway.timers import LEASE_DURATION_S, RENEW_DEADLINE_S, RETRY_PERIOD_S
+from wirekube_gateway.timers import (
+    LEASE_DURATION_S,
+    PEER_GC_GRACE_S,
+    RENEW_DEADLINE_S,
+    RETRY_PERIOD_S,
+)
 
 DEFAULT_LEASE = "wirekube-gateway-controller"
 DEFAULT_NAMESPACE = "wirekube-system"
@@ -38,6 +43,7 @@ class Settings:
     renew_deadline_s: float
     retry_period_s: float
     failback: bool
+    peer_gc_grace_s: float = PEER_GC_GRACE_S
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold: an earlier peerRef takes the role back after staying healthy for "
         "2 x failureThreshold x intervalSeconds; never: only on failure",
     )
+    p.add_argument(
+        "--peer-gc-grace",
+        type=float,
+        default=PEER_GC_GRACE_S,
+        metavar="SECONDS",
+        help="delete the WireKubePeer of a node that left the mesh (Node gone or no longer "
+        "labelled wirekube.io/vpn-enabled=true) after this long; 0 disables (default: "
+        "%(default)s)",
+    )
     p.add_argument("--log-level", default=None)
     return p
 
@@ -100,6 +115,8 @@ def from_args(args: argparse.Namespace) -> Settings:
         raise SettingsError("need 0 < --retry-period < --renew-deadline < --lease-duration")
     if not 0 <= args.metrics_port <= 65535:
         raise SettingsError("--metrics-port must be 0-65535")
+    if not 0 <= args.peer_gc_grace < float("inf"):
+        raise SettingsError("--peer-gc-grace must be a number of seconds >= 0")
     return Settings(
         kubeconfig=args.kubeconfig,
         identity=identity,
@@ -112,4 +129,5 @@ def from_args(args: argparse.Namespace) -> Settings:
         renew_deadline_s=args.renew_deadline,
         retry_period_s=args.retry_period,
         failback=args.failback == "hold",
+        peer_gc_grace_s=args.peer_gc_grace,
     )
