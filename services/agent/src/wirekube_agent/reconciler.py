@@ -54,6 +54,7 @@ from wirekube_common import wgkey
 from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
 from wirekube_common.gwhealth.reporter import GatewayHealthReporter, KubeLeaseWriter
 from wirekube_common.kube.watch import Informer
+from wirekube_common.relayaddress import NodeAddresses, needs_nodes, status_host
 from wirekube_common.stun.nat import NatReport
 from wirekube_common.wakeup import Wakeup
 from wirekube_common.wireguard.types import DeviceState, format_endpoint
@@ -108,6 +109,8 @@ class Reconciler:
         self.relays = RelayManager(private_key)
         self._relay_service: dict[str, Any] | None = None
         self._relay_service_at = -RESYNC_INTERVAL_S
+        self._relay_nodes: list[NodeAddresses] = []
+        self._relay_nodes_at: float | None = None
         self.paths: dict[str, paths.PathState] = {}
         self._restarted: dict[bytes, set[initiate.Reason]] = {}  # each reason acted on once
         self._probing_since: dict[bytes, float] = {}  # initiate.PeerFacts.probing_since
@@ -364,7 +367,26 @@ class Reconciler:
                         "cannot read relay Service %s: %s", self.settings.relay_service, exc
                     )
             service = self._relay_service
-        return relay_target(mesh, node, service, self.settings.dns_server)
+            if needs_nodes(service) and self._relay_nodes_at != self._relay_service_at:
+                # A NodePort: the address may be another node's ExternalIP
+                # (relayaddress). Listed from the watch cache, once per
+                # Service read.
+                try:
+                    self._relay_nodes = [
+                        NodeAddresses.from_object(n) for n in self.api.list_nodes()
+                    ]
+                    self._relay_nodes_at = self._relay_service_at
+                except Exception as exc:
+                    log.warning("cannot list Nodes for the relay's NodePort: %s", exc)
+        mesh_obj = self.mesh_informer.get(self.settings.mesh_name)
+        return relay_target(
+            mesh,
+            node,
+            service,
+            self.settings.dns_server,
+            nodes=self._relay_nodes if needs_nodes(service) else (),
+            current=status_host(mesh_obj),
+        )
 
     def _mesh(self) -> MeshSpec:
         obj = self.mesh_informer.get(self.settings.mesh_name)

@@ -19,6 +19,7 @@ from wirekube_common.kube.watch import run_informer
 from wirekube_gateway.election import Elector
 from wirekube_gateway.kube import ControllerApi
 from wirekube_gateway.leader import LeaderElection
+from wirekube_gateway.managedrelay.reconciler import ManagedRelayController
 from wirekube_gateway.metrics import ControllerCollector, HttpServer, liveness
 from wirekube_gateway.reconciler import Controller
 from wirekube_gateway.settings import Settings, SettingsError, build_parser, from_args
@@ -33,6 +34,9 @@ async def run_controller(settings: Settings) -> None:
         api, settings.lease_namespace, settings.lease_name, elector, settings.retry_period_s
     )
     controller = Controller(api, election, settings.health_namespace, failback=settings.failback)
+    relay = settings.managed_relay and ManagedRelayController(
+        api.new_rest, election, settings.managed_relay, settings.mesh_name
+    )
     http = None
     if settings.metrics_port:
         registry = CollectorRegistry()
@@ -55,12 +59,16 @@ async def run_controller(settings: Settings) -> None:
     }
     tasks["reconcile"] = controller.run
     tasks["leader-election"] = election.run
+    if relay:
+        tasks.update(relay.tasks())
     try:
         await supervisor.run(tasks)
     finally:
         controller.stop_threads.set()
         for informer in controller.informers:
             informer.stop()
+        if relay:
+            relay.stop()
         if http is not None:
             http.stop()
 

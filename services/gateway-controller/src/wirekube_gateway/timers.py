@@ -54,3 +54,11 @@ DEFAULT_INTERVAL_S = 30
 # /healthz fails when the reconcile or election loop made no progress for this
 # long (a wedged process); the kubelet probes every 20 s.
 STALL_S = 30.0
+
+# -- managed relay -------------------------------------------------------------
+# The mesh Secret is read (one GET, never listed or watched: the controller may
+# read no other Secret) at most this often; a deleted Secret is re-created
+# within this.
+SECRET_CHECK_S = 30.0
+# Random bytes in the relay pool's shared secret: 256 bits, a MAC key's size.
+MESH_SECRET_BYTES = 32
