@@ -154,25 +154,22 @@ def _node_port(
         (n for n in nodes if n.ready is not False),
         key=lambda n: (n.ready is not True, n.name),
     )
+
+    # The same sentence whether the address was kept or chosen afresh, so a
+    # status that says it does not change when nothing else does.
+    def external(n: NodeAddresses, ip: str) -> RelayAddress:
+        why = (
+            f"node {n.name}'s ExternalIP: preferred over InternalIPs, which NAT'd nodes "
+            "elsewhere cannot reach"
+        )
+        return RelayAddress(ip, node_port, NODE_PORT, why, n.name)
+
     for n in usable:
         if current and current in n.external:
-            return RelayAddress(
-                current,
-                node_port,
-                NODE_PORT,
-                f"node {n.name}'s ExternalIP, kept (still usable; NAT'd nodes can reach it)",
-                n.name,
-            )
+            return external(n, current)
     for n in usable:
         if n.external:
-            return RelayAddress(
-                n.external[0],
-                node_port,
-                NODE_PORT,
-                f"node {n.name}'s ExternalIP: preferred over InternalIPs, which NAT'd nodes "
-                "elsewhere cannot reach",
-                n.name,
-            )
+            return external(n, n.external[0])
     own = next((n for n in usable if n.name == local), None)
     if own is not None and own.internal:
         return RelayAddress(

@@ -34,8 +34,11 @@ async def run_controller(settings: Settings) -> None:
         api, settings.lease_namespace, settings.lease_name, elector, settings.retry_period_s
     )
     controller = Controller(api, election, settings.health_namespace, failback=settings.failback)
-    relay = settings.managed_relay and ManagedRelayController(
-        api.new_rest, election, settings.managed_relay, settings.mesh_name
+    relay = settings.managed_relay and ManagedRelayController(  # its own connection pool
+        ControllerApi(settings.kubeconfig).new_rest,
+        election,
+        settings.managed_relay,
+        settings.mesh_name,
     )
     http = None
     if settings.metrics_port:

@@ -250,8 +250,10 @@ def _pool_service(mesh: Mesh, config: RelayConfig, port: int) -> dict[str, Any]:
         "kind": "Service",
         "metadata": _meta(POOL_SERVICE, mesh, config),
         "spec": {
+            # Only ready replicas get a record (publishNotReadyAddresses is
+            # left at its default, false: the API server omits a false value,
+            # which would otherwise read as drift on every pass).
             "clusterIP": "None",
-            "publishNotReadyAddresses": False,
             "selector": dict(SELECTOR),
             "ports": [{"name": "relay", "port": port, "targetPort": "relay", "protocol": "TCP"}],
         },

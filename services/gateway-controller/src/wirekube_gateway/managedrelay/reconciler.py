@@ -21,6 +21,7 @@ controller's: one leader runs both reconcilers.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import os
@@ -32,7 +33,7 @@ from typing import Any
 
 from wirekube_common.crd import InvalidObject, Mesh
 from wirekube_common.kube.rest import ApiException, Rest
-from wirekube_common.kube.watch import Informer, run_informer
+from wirekube_common.kube.watch import Informer
 from wirekube_common.relayaddress import NodeAddresses, RelayAddress, choose
 from wirekube_common.wakeup import Wakeup
 from wirekube_gateway.leader import LeaderElection
@@ -107,6 +108,12 @@ class ManagedRelayController:
         }
         self.nodes = Informer("nodes", new_rest(), NODES_PATH, self.wake.set)
         self.informers = (self.mesh, *self.owned.values(), self.nodes)
+        # Each informer blocks a thread for as long as it runs. Threads of
+        # our own: in asyncio's default pool (min(32, cores + 4) workers) they
+        # would starve the other reconciler's and the election's requests.
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(self.informers), thread_name_prefix="managed-relay-watch"
+        )
         self.stats = RelayStats()
         # Applied, not yet seen back: (resourceVersion seen before, hash applied).
         self._pending: dict[Key, tuple[str, str]] = {}
@@ -118,16 +125,26 @@ class ManagedRelayController:
     def tasks(self) -> dict[str, Callable[[], Any]]:
         """The supervised tasks: one per informer and the loop."""
         out: dict[str, Callable[[], Any]] = {
-            f"watch-{i.name}": functools.partial(run_informer, i, self.stop_threads)
-            for i in self.informers
+            f"watch-{i.name}": functools.partial(self._watch, i) for i in self.informers
         }
         out["managed-relay"] = self.run
         return out
+
+    async def _watch(self, informer: Informer) -> None:
+        """``run_informer`` on our own threads: when it ends for any reason,
+        every informer of this reconciler stops too."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._threads, informer.run, self.stop_threads)
+        finally:
+            self.stop_threads.set()
+            informer.stop()
 
     def stop(self) -> None:
         self.stop_threads.set()
         for informer in self.informers:
             informer.stop()
+        self._threads.shutdown(wait=False)
 
     # -- scheduling ----------------------------------------------------------------
     async def run(self) -> None:
