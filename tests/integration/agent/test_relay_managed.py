@@ -89,6 +89,11 @@ def test_agents_follow_the_service_the_controller_made(
         return env.rest.call("GET", f"{collection_path('Service', NS)}/wirekube-relay")
 
     m.wait_until("a NodePort Service", lambda: service()["spec"]["type"] == "NodePort", 30)
+    node_port = service()["spec"]["ports"][0]["nodePort"]
+    # The agent read the Service and the Nodes: no ExternalIP anywhere, so its
+    # own InternalIP at the NodePort (nothing listens there in the lab).
+    own = f"relay: {m.lab.address('mx')}:{node_port}"
+    m.wait_until("mx on its own NodePort", lambda: own in m.agents["mx"].log_path.read_text(), 30)
     assert not m.working_mesh(nodes)
 
     env.rest.call(
@@ -103,5 +108,6 @@ def test_agents_follow_the_service_the_controller_made(
     assert m.ping_matrix(nodes) == {"mx": {"my": 1.0}, "my": {"mx": 1.0}}
     status = env.rest.call("GET", f"{CRD}/wirekubemeshes/default")["status"]["relay"]
     assert (status["address"], status["source"]) == (f"{relay}:3478", "ExternalIP")
+    # The same bridge, moved from the NodePort to the Service's external IP.
     log = m.agents["mx"].log_path.read_text()
-    assert f"relay: {relay}:3478" in log
+    assert f"relay: now {relay}:3478" in log

@@ -250,10 +250,12 @@ def _pool_service(mesh: Mesh, config: RelayConfig, port: int) -> dict[str, Any]:
         "kind": "Service",
         "metadata": _meta(POOL_SERVICE, mesh, config),
         "spec": {
-            # Only ready replicas get a record (publishNotReadyAddresses is
-            # left at its default, false: the API server omits a false value,
-            # which would otherwise read as drift on every pass).
             "clusterIP": "None",
+            # Peer discovery, not load balancing: a starting replica is listed
+            # before it is ready, so a relay whose readiness waits on its
+            # mesh links can never deadlock with its peers. Agents of a
+            # managed relay dial the external Service, never this name.
+            "publishNotReadyAddresses": True,
             "selector": dict(SELECTOR),
             "ports": [{"name": "relay", "port": port, "targetPort": "relay", "protocol": "TCP"}],
         },
