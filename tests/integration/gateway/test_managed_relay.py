@@ -187,6 +187,15 @@ def test_the_mesh_spec_becomes_the_relay_and_follows_its_changes(world: RelayWor
     world.patch_managed({"replicas": 3})
     world.wait("3 replicas", lambda: world.get("Deployment", "wirekube-relay")["spec"]["replicas"] == 3)  # type: ignore[index]  # fmt: skip
     world.wait("status says 3", lambda: world.relay_status().get("replicas") == 3)
+    # Replicas becoming ready (no kube-controller-manager here: the admin
+    # plays the Deployment controller) show in the mesh status.
+    world.rest.call(
+        "PATCH",
+        f"{collection_path('Deployment', world.ns)}/wirekube-relay/status",
+        body={"status": {"replicas": 3, "readyReplicas": 2}},
+        content_type=MERGE_PATCH,
+    )
+    world.wait("2 ready in status", lambda: world.relay_status().get("readyReplicas") == 2)
 
     # serviceType LoadBalancer: the Service follows; a cloud's load balancer
     # (played here by the admin) publishes an ingress IP; agents and the
@@ -367,3 +376,24 @@ def test_nodeport_address_prefers_an_external_ip_and_agents_choose_the_same(
     time.sleep(STEADY_S)
     assert {k: world.get(*k)["metadata"]["resourceVersion"] for k in OWNED} == versions  # type: ignore[index]
     assert world.mesh_obj()["metadata"]["resourceVersion"] == mesh_version
+
+
+def test_a_deleted_secret_comes_back_new_and_says_so(world: RelayWorld) -> None:
+    world.create_mesh({"provider": "managed", "managed": {}})
+    world.start()
+    first = world.all_made()[("Secret", "wirekube-relay-mesh")]
+    world.rest.call("DELETE", f"{collection_path('Secret', world.ns)}/wirekube-relay-mesh")
+    again = world.wait(
+        "a new Secret",
+        lambda: (
+            (s := world.get("Secret", "wirekube-relay-mesh"))
+            and s["metadata"]["uid"] != first["metadata"]["uid"]
+            and s
+        ),
+    )
+    assert again["data"]["secret"] != first["data"]["secret"]
+    world.wait(
+        "a second MeshSecretCreated event",
+        lambda: [e for e in world.env.events_for(world.mesh)
+                 if e["reason"] == "MeshSecretCreated"][1:],
+    )  # fmt: skip

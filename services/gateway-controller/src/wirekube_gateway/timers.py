@@ -57,8 +57,8 @@ STALL_S = 30.0
 
 # -- managed relay -------------------------------------------------------------
 # The mesh Secret is read (one GET, never listed or watched: the controller may
-# read no other Secret) at most this often; a deleted Secret is re-created
-# within this.
-SECRET_CHECK_S = 30.0
+# read no other Secret) at most this often, so a deleted Secret is re-created
+# within this. One GET of one object by the leader every 10 s costs nothing.
+SECRET_CHECK_S = 10.0
 # Random bytes in the relay pool's shared secret: 256 bits, a MAC key's size.
 MESH_SECRET_BYTES = 32
