@@ -265,6 +265,9 @@ def test_kubectl_scale_is_reverted_and_said_so(world: RelayWorld) -> None:
         "a ScaleReverted event on the mesh",
         lambda: [e for e in world.env.events_for(world.mesh) if e["reason"] == "ScaleReverted"],
     )
+    time.sleep(STEADY_S)  # one scale, one revert, one event
+    reverted = [e for e in world.env.events_for(world.mesh) if e["reason"] == "ScaleReverted"]
+    assert len(reverted) == 1 and reverted[0].get("count", 1) == 1, reverted
     assert events[0]["type"] == "Warning"
     assert events[0]["involvedObject"]["kind"] == "WireKubeMesh"
     assert "scaled to 5" in events[0]["message"] and "replicas is 2" in events[0]["message"]

@@ -282,9 +282,10 @@ class ManagedRelayController:
     # -- applying ------------------------------------------------------------------
     def _execute(self, ops: list[Apply | Delete | Note], mesh: Mesh | None) -> None:
         observed = self._observed()
+        held = False  # the last Apply was not sent: its Note is not news either
         for op in ops:
             if isinstance(op, Note):
-                if mesh is not None:
+                if mesh is not None and not held:
                     if op.reason == "ScaleReverted":
                         self.stats.scale_reverts += 1
                     self._note(mesh, op.reason, op.message, op.warning)
@@ -295,6 +296,7 @@ class ManagedRelayController:
                 seen = observed.get(k)
                 seen_rv = str((seen or {}).get("metadata", {}).get("resourceVersion", ""))
                 mark = (seen_rv, str(meta["annotations"][d.APPLIED_HASH]))
+                held = True
                 if self._pending.get(k) == mark:
                     continue  # our last apply is on its way back through the watch
                 try:
@@ -302,6 +304,7 @@ class ManagedRelayController:
                 except Exception as exc:
                     self._failed(f"apply {k[0]}/{k[1]}", exc)
                     continue
+                held = False
                 self._pending[k] = mark
                 self.stats.applies += 1
                 log.info("applied %s %s/%s: %s", k[0], self.config.namespace, k[1], op.why)
