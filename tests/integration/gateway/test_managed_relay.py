@@ -289,7 +289,9 @@ def test_deleting_the_mesh_or_changing_the_provider_removes_everything(world: Re
     world.wait("all removed with the mesh", lambda: all(world.get(*k) is None for k in OWNED))
 
 
-def test_a_secret_that_exists_is_kept_and_never_rewritten(world: RelayWorld) -> None:
+def test_a_standby_writes_nothing_and_an_existing_secret_is_never_rewritten(
+    world: RelayWorld,
+) -> None:
     own = {"apiVersion": "v1", "kind": "Secret",
            "metadata": {"name": "wirekube-relay-mesh", "namespace": world.ns},
            "data": {"secret": base64.b64encode(b"operator-chosen").decode()}}  # fmt: skip
@@ -297,11 +299,17 @@ def test_a_secret_that_exists_is_kept_and_never_rewritten(world: RelayWorld) -> 
     world.create_mesh({"provider": "managed", "managed": {}})
     first = world.start("mr-a")
     world.all_made()
-    # A second controller takes over from the first: nothing is rotated.
-    world.start("mr-b")
+    # A standby watches and writes nothing while the leader applies a change.
+    second = world.start("mr-b")
+    world.env.leader([first, second])
+    world.patch_managed({"replicas": 3})
+    world.wait("the leader applies", lambda: world.get("Deployment", "wirekube-relay")["spec"]["replicas"] == 3)  # type: ignore[index]  # fmt: skip
+    assert first.is_leader() and "applied" not in second.log_text()
+    # The standby takes over from the first: nothing is rotated.
     first.stop()
     world.patch_managed({"replicas": 2})
     world.wait("the new leader applies", lambda: world.get("Deployment", "wirekube-relay")["spec"]["replicas"] == 2)  # type: ignore[index]  # fmt: skip
+    assert "applied Deployment" in second.log_text()
     secret = world.get("Secret", "wirekube-relay-mesh")
     assert secret is not None
     assert base64.b64decode(secret["data"]["secret"]) == b"operator-chosen"
