@@ -152,6 +152,8 @@ def from_args(args: argparse.Namespace) -> Settings:
 
 
 def _relay_config(args: argparse.Namespace) -> RelayConfig | None:
+    if args.managed_relay not in ("on", "off"):  # from the environment: argparse skips it
+        raise SettingsError("WIREKUBE_MANAGED_RELAY must be on or off")
     if args.managed_relay == "off":
         return None
     if not args.relay_image or any(c.isspace() for c in args.relay_image):
