@@ -34,7 +34,7 @@ from typing import Any
 from wirekube_common.crd import InvalidObject, Mesh
 from wirekube_common.kube.rest import ApiException, Rest
 from wirekube_common.kube.watch import Informer
-from wirekube_common.relayaddress import NodeAddresses, RelayAddress, choose
+from wirekube_common.relayaddress import NodeAddresses, RelayAddress, choose, status_host
 from wirekube_common.wakeup import Wakeup
 from wirekube_gateway.leader import LeaderElection
 from wirekube_gateway.managedrelay import desired as d
@@ -354,8 +354,7 @@ class ManagedRelayController:
         current = (status or {}).get("relay")
         current = current if isinstance(current, Mapping) else None
         if d.wants_managed(mesh):
-            host = str(current.get("address", "")).rpartition(":")[0].strip("[]") if current else ""
-            address = self.address(mesh, host or None)
+            address = self.address(mesh, status_host(obj))  # sticky: the address in use
             managed = mesh.spec.relay.managed
             desired_status = relay_status(
                 address,
