@@ -48,6 +48,7 @@ from wirekube_agent.settings import Settings
 from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
     RECONCILE_DEBOUNCE_S,
+    RELAY_NODES_REFRESH_S,
     RESYNC_INTERVAL_S,
 )
 from wirekube_agent.topology import desired_state, select_peers, with_gateway_routes
@@ -56,6 +57,7 @@ from wirekube_common import wgkey
 from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
 from wirekube_common.gwhealth.reporter import GatewayHealthReporter, KubeLeaseWriter
 from wirekube_common.kube.watch import Informer
+from wirekube_common.relayaddress import NodeAddresses, needs_nodes, status_host
 from wirekube_common.stun.nat import NatReport
 from wirekube_common.wakeup import Wakeup
 from wirekube_common.wireguard.types import DeviceState, format_endpoint
@@ -110,6 +112,9 @@ class Reconciler:
         self.relays = RelayManager(private_key)
         self._relay_service: dict[str, Any] | None = None
         self._relay_service_at = -RESYNC_INTERVAL_S
+        self._relay_nodes: list[NodeAddresses] = []
+        self._relay_nodes_at = -RELAY_NODES_REFRESH_S
+        self._relay_nodes_for: tuple[str | None] | None = None  # the status host listed for
         self.paths: dict[str, paths.PathState] = {}
         self._restarted: dict[bytes, set[initiate.Reason]] = {}  # each reason acted on once
         self._probing_since: dict[bytes, float] = {}  # initiate.PeerFacts.probing_since
@@ -385,7 +390,26 @@ class Reconciler:
                         "cannot read relay Service %s: %s", self.settings.relay_service, exc
                     )
             service = self._relay_service
-        return relay_target(mesh, node, service, self.settings.dns_server)
+        current = status_host(self.mesh_informer.get(self.settings.mesh_name))
+        age = now - self._relay_nodes_at
+        moved = self._relay_nodes_for != (current,) and age >= RESYNC_INTERVAL_S
+        if needs_nodes(service) and (moved or age >= RELAY_NODES_REFRESH_S):
+            # A NodePort: the address may be another node's ExternalIP
+            # (wirekube_common.relayaddress; see the timer for how often).
+            self._relay_nodes_at = now  # a failed list is retried at the resync pace
+            try:
+                self._relay_nodes = [NodeAddresses.from_object(n) for n in self.api.list_nodes()]
+                self._relay_nodes_for = (current,)
+            except Exception as exc:
+                log.warning("cannot list Nodes for the relay's NodePort: %s", exc)
+        return relay_target(
+            mesh,
+            node,
+            service,
+            self.settings.dns_server,
+            nodes=self._relay_nodes if needs_nodes(service) else (),
+            current=current,
+        )
 
     def _mesh(self) -> MeshSpec:
         obj = self.mesh_informer.get(self.settings.mesh_name)
