@@ -19,6 +19,7 @@ from wirekube_relay.auth import AllowList, Authenticator
 from wirekube_relay.forwarder import Context, RelayConnection
 from wirekube_relay.limits import Limits
 from wirekube_relay.refusals import RefusalLog
+from wirekube_relay.server import RelayServer
 from wirekube_relay.sources import SourceTable, TokenBucket
 from wirekube_relay.stats import RelayStats
 
@@ -313,3 +314,18 @@ def test_default_registration_cap_is_sized_by_memory() -> None:
     assert limits.default_max_registrations(1 << 30) == (1 << 29) // limits.REGISTRATION_COST
     assert limits.default_max_registrations(1 << 20) == limits.MIN_REGISTRATIONS
     assert limits.memory_budget() > 0
+
+
+def test_expired_registrations_are_closed_a_chunk_per_loop_turn(ctx: Context) -> None:
+    ctx.limits.max_pending_per_source = 10_000
+    ctx.sources.max_pending_per_source = 10_000
+    ctx.sources.max_connections_per_source = 10_000
+    server = RelayServer(ctx.auth, ctx.stats, ctx.limits)
+    server.ctx = ctx
+    conns = [opened(ctx) for _ in range(3 * limits.EXPIRE_CHUNK + 5)]
+    server.sweep(ctx.loop.time() + ctx.limits.registration_deadline + 1)
+    assert sum(tr.closed for _c, tr in conns) == limits.EXPIRE_CHUNK
+    for _ in range(4):
+        ctx.loop.run_until_complete(asyncio.sleep(0))
+    assert all(closed_with(tr) == f.CLOSE_TIMEOUT for _c, tr in conns)
+    assert ctx.stats.auth_failures["deadline"] == len(conns)

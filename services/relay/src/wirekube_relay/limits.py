@@ -102,6 +102,11 @@ PEER_GONE_BURST = 64.0
 #: frames to it are bounded by timers.DROP_LIMIT.
 CONTROL_QUEUE_LIMIT = timers.WRITE_HIGH_WATER
 
+#: Connections past their registration deadline closed per loop turn (the
+#: rest on the next turns, after the reads that were ready): each close costs
+#: ~50 microseconds, so a chunk stalls the loop for a few milliseconds at most.
+EXPIRE_CHUNK = 64
+
 # --- logs --------------------------------------------------------------------
 
 #: Refusal log lines per reason per interval (timers.REFUSAL_LOG_INTERVAL);

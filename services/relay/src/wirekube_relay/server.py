@@ -26,7 +26,7 @@ import socket
 from dataclasses import dataclass
 
 from wirekube_common.relayproto import frames as f
-from wirekube_relay import timers
+from wirekube_relay import limits, timers
 from wirekube_relay.auth import Authenticator
 from wirekube_relay.forwarder import Context, RelayConnection
 from wirekube_relay.limits import Limits
@@ -114,13 +114,13 @@ class RelayServer:
         lim = self.limits
         ctx.refusals.roll(now)
         ctx.sources.prune(now)
+        expired: list[RelayConnection] = []
         for conn in list(ctx.connections):
             if conn.closing:
                 continue
             if conn.key is None:
                 if now - conn.created > lim.registration_deadline:
-                    ctx.stats.auth_failures["deadline"] += 1
-                    conn.fail("auth:deadline", f.CLOSE_TIMEOUT, "registration deadline passed")
+                    expired.append(conn)
                 continue
             conn.stage.trim()
             if conn.rx_reads != conn.last_seen_reads:
@@ -137,6 +137,21 @@ class RelayServer:
             if conn.stalled and now - conn.write_paused_at > timers.STALLED_CLOSE:
                 stuck = now - conn.write_paused_at
                 conn.fail("too-slow", f.CLOSE_TOO_SLOW, f"read nothing for {stuck:.0f}s")
+
+        self._expire(expired)
+
+    def _expire(self, conns: list[RelayConnection]) -> None:
+        """Close connections past their registration deadline, a chunk per loop
+        turn: thousands accepted together expire together, and closing them
+        in one go stalled the loop (and every honest pair) for 180-300 ms."""
+        ctx = self.ctx
+        assert ctx is not None
+        for conn in conns[: limits.EXPIRE_CHUNK]:
+            if not conn.closing:
+                ctx.stats.auth_failures["deadline"] += 1
+                conn.fail("auth:deadline", f.CLOSE_TIMEOUT, "registration deadline passed")
+        if len(conns) > limits.EXPIRE_CHUNK:
+            self.loop.call_soon(self._expire, conns[limits.EXPIRE_CHUNK :])
 
     def _keys_removed_threadsafe(self, keys: set[bytes]) -> None:
         self.loop.call_soon_threadsafe(self._close_keys, keys)
