@@ -214,7 +214,7 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.pings: TokenBucket | None = None
         self.gone_notices: TokenBucket | None = None
         self.no_peer: TokenBucket | None = None
-        self.no_peer_frames = 0
+        self.no_peer_keys = 0
         self.strikes = 0
         self.strike_at = 0.0
         self.throttled = False
@@ -427,7 +427,7 @@ class RelayConnection(asyncio.BufferedProtocol):
             self.sinks.clear()
             if self.ctx.dirty:
                 self.ctx.schedule_flush()
-            if self.no_peer_frames:
+            if self.no_peer_keys:
                 self.charge_no_peer()
 
     def uniform_run(self, i: int, stride: int, most: int) -> int:
@@ -538,6 +538,7 @@ class RelayConnection(asyncio.BufferedProtocol):
         dst = self.ctx.registry.table.get(key)
         if dst is None:
             self.peer_gone(key)
+            self.no_peer_keys += 1
             return "no-peer"
         tr = dst.transport
         if dst.closing or tr is None or tr.is_closing():
@@ -562,15 +563,12 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.ctx.stats.drops[reason] += frames
         self.dropped_frames += frames
         self.dropped_bytes += nbytes
-        if reason == "no-peer":
-            self.no_peer_frames += frames
 
     def charge_no_peer(self) -> None:
-        """Frames to unknown keys in this read, against this connection's budget
-        (limits.NO_PEER_*). Over it, we stop reading this connection until the
-        budget has refilled: its flood costs only its own throughput. A client
-        over budget ``NO_PEER_STRIKES`` reads in a row is closed."""
-        frames, self.no_peer_frames = self.no_peer_frames, 0
+        """Unknown keys looked up in this read (one lookup per key and read,
+        however many frames went to it), against this connection's budget
+        (limits.NO_PEER_*); over it, ``over_budget``."""
+        frames, self.no_peer_keys = self.no_peer_keys, 0
         now = self.ctx.loop.time()
         bucket = self.no_peer
         if bucket is None:
