@@ -45,9 +45,20 @@ is written for clarity.
   destination costs one 32-byte key copy for the dict lookup (in a scattered
   block, that and a memoryview per frame).
 
+* **Bounded under abuse, off the hot path** (numbers and reasons in
+  limits.py): per-source accounting at accept and HELLO (sources.py); a
+  stall timer per pause releases senders ``stall_limit`` after a receiver
+  stopped draining; PINGs and lookups of unknown keys are budgeted per
+  connection (token buckets made on first use; the unknown-key charge is one
+  check per read that had any), and a connection over budget is not read for
+  a while (``throttle``), then closed; control replies are dropped, not
+  queued, for a client that does not read. Forwarding to registered keys
+  pays none of this.
+
 Before registration the same buffer is parsed with a small frame limit and the
 handshake is driven through ``relayproto.handshake``; any protocol error or a
-failed proof closes the connection with a logged reason.
+failed proof closes the connection with a reason, logged rate-limited
+(refusals.py).
 """
 
 from __future__ import annotations
