@@ -271,6 +271,15 @@ class RelayConnection(asyncio.BufferedProtocol):
             return
         self.source_counted = True
 
+    def release_source(self) -> None:
+        """Give back this connection's per-source slots (idempotent). Called on
+        close, and by whoever takes the transport over from this protocol
+        (a replica link adopted by the mesh) so that its address's count
+        does not keep a connection that is no longer ours."""
+        if self.source_counted:
+            self.source_counted = False
+            self.ctx.sources.closed(self.ip, pending=self.key is None)
+
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.mv[self.end :]
 
@@ -336,9 +345,7 @@ class RelayConnection(asyncio.BufferedProtocol):
             ctx.pending -= 1
         else:
             ctx.registry.unregister(self.key, self)
-        if self.source_counted:
-            self.source_counted = False
-            ctx.sources.closed(self.ip, pending=self.key is None)
+        self.release_source()
         if self.stall_timer is not None:
             self.stall_timer.cancel()
             self.stall_timer = None
