@@ -136,7 +136,8 @@ def _deployment(mesh: Mesh, config: RelayConfig, replicas: int, port: int) -> di
         "ports": [
             {"name": "relay", "containerPort": port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
-            {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
+            # No admin port: the relay's admin gRPC listens on loopback only
+            # (docs/relay-protocol.md); kubectl port-forward reaches it.
         ],
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": "metrics"},
