@@ -25,6 +25,8 @@ from wirekube_common import logs, supervisor
 from wirekube_relay import timers
 from wirekube_relay.auth import AllowList, Authenticator
 from wirekube_relay.forwarder import Limits
+from wirekube_relay.mesh import MeshConfig, parse_peers
+from wirekube_relay.meshproto import load_secret
 from wirekube_relay.server import RelayServer
 from wirekube_relay.stats import RelayStats
 
@@ -59,6 +61,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a("--dead-timeout", type=float, default=float(_env("dead-timeout", str(timers.DEAD_TIMEOUT))))
     a("--max-pending", type=int, default=int(_env("max-pending", str(timers.MAX_PENDING))))
     a("--ready-file", default=_env("ready-file", "") or None, help="write bound ports as JSON")
+    a(
+        "--mesh-secret-file",
+        default=_env("mesh-secret-file", "") or None,
+        help="pool secret for the replica mesh (docs/relay-mesh.md); unset: run alone",
+    )
+    a(
+        "--mesh-dns",
+        default=_env("mesh-dns", "") or None,
+        help="headless Service name listing the replicas (re-resolved every 30 s)",
+    )
+    a(
+        "--mesh-peers",
+        default=_env("mesh-peers", ""),
+        help="static replica list host:port,... (external pools)",
+    )
     a("--log-level", default=_env("log-level", "") or None)
     return p.parse_args(argv)
 
@@ -80,6 +97,23 @@ def _allowlist_enabled(mode: str) -> bool:
     return mode == "on"
 
 
+def mesh_config(args: argparse.Namespace, port: int) -> MeshConfig | None:
+    """The replica mesh settings, or None (no secret file: the relay runs alone)."""
+    if not args.mesh_secret_file:
+        if args.mesh_dns or args.mesh_peers:
+            log.warning("event=mesh-disabled reason='--mesh-dns/--mesh-peers without a secret'")
+        return None
+    with open(args.mesh_secret_file, "rb") as fh:
+        secret = load_secret(fh.read())
+    pod_ip = os.environ.get("POD_IP", "").strip()
+    return MeshConfig(
+        secret=secret,
+        static_peers=tuple(parse_peers(args.mesh_peers, port)),
+        dns_name=args.mesh_dns,
+        self_hosts=(pod_ip,) if pod_ip else (),
+    )
+
+
 async def run(args: argparse.Namespace) -> int:
     stats = RelayStats()
     allow = AllowList(_allowlist_enabled(args.allowlist))
@@ -92,7 +126,7 @@ async def run(args: argparse.Namespace) -> int:
         max_pending=args.max_pending,
     )
     host, port = _split(args.listen)
-    server = RelayServer(auth, stats, limits, host, port)
+    server = RelayServer(auth, stats, limits, host, port, mesh_config(args, port))
     bound = await server.start()
 
     watcher = None
@@ -139,7 +173,9 @@ async def run(args: argparse.Namespace) -> int:
 
     code = 0
     try:
-        await supervisor.run({"forwarder": forwarder, "allowlist-watch": allowlist_watch})
+        await supervisor.run(
+            {"forwarder": forwarder, "allowlist-watch": allowlist_watch, "mesh": server.mesh_closed}
+        )
     except supervisor.TaskFailed:
         code = 1
     log.info("event=shutdown code=%d", code)

@@ -67,6 +67,7 @@ from wirekube_relay.registry import Registry
 
 if TYPE_CHECKING:
     from wirekube_relay.auth import Authenticator
+    from wirekube_relay.mesh import Mesh
     from wirekube_relay.stats import RelayStats
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ _SEND = f.SEND
 _DATA_MASK = f.DATA_MASK
 _KEY = f.KEY_LEN
 _DATA_HDR = f.DATA_OVERHEAD
+# First byte of a replica link (meshproto.MESH_HELLO); never a client frame type.
+_MESH_HELLO = 0x40
 # Runs of identical headers shorter than this go frame by frame: the batch
 # rewrite's fixed cost (~70 slice operations) pays off from about here.
 _UNIFORM_MIN = 8
@@ -106,6 +109,8 @@ class Context:
     # connection that was ready (see ``schedule_flush``)
     dirty: list[RelayConnection] = field(default_factory=list)
     flush_scheduled: bool = False
+    # the replica mesh (mesh.py), when the relay has a mesh secret
+    mesh: Mesh | None = None
 
     def schedule_flush(self) -> None:
         """Write the staged frames after this round of reads.
@@ -174,6 +179,9 @@ class Stage:
 
 
 class RelayConnection(asyncio.BufferedProtocol):
+    # A replica link (mesh.MeshLink) is a sink too: runs to it are wrapped.
+    tunnel = False
+
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.max_payload = f.MAX_HANDSHAKE_PAYLOAD
@@ -194,6 +202,9 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.last_seen_reads = -1
         self.idle_since = self.created
         self.pinged = False
+        # nothing received for a while (sweep): a newer registration of our
+        # key on another replica then takes our frames (mesh.Mesh.route)
+        self.quiet = False
         # per-connection counters (frames/bytes received from / delivered to it)
         self.frames_in = 0
         self.bytes_in = 0
@@ -466,7 +477,9 @@ class RelayConnection(asyncio.BufferedProtocol):
         if isinstance(dst, str):
             self.drop(dst, frames, len(data))
             return
-        if dst.staged:
+        if dst.tunnel:
+            dst.wrap(key, data, frames)  # type: ignore[attr-defined]
+        elif dst.staged:
             dst.stage.add(data)
         elif len(data) >= timers.DIRECT_WRITE_MIN:
             assert dst.transport is not None  # admitted
@@ -481,8 +494,16 @@ class RelayConnection(asyncio.BufferedProtocol):
         dst.bytes_out += len(data)
 
     def admit(self, key: bytes) -> RelayConnection | str:
-        """The connection frames to ``key`` go to in this read, or why they are dropped."""
+        """The connection frames to ``key`` go to in this read, or why they are dropped.
+
+        With a replica mesh, a key registered on another replica (or whose
+        local connection went quiet after a newer registration elsewhere)
+        goes to that replica's link; frames that came over a replica link
+        are only ever delivered locally (at most one extra hop, no loops)."""
         dst = self.ctx.registry.table.get(key)
+        mesh = self.ctx.mesh
+        if mesh is not None and not self.tunnel and (dst is None or dst.quiet):
+            dst = mesh.route(key, dst)
         if dst is None:
             self.peer_gone(key)
             return "no-peer"
@@ -525,6 +546,17 @@ class RelayConnection(asyncio.BufferedProtocol):
             self.stage.write_to(tr)
         else:
             self.stage.clear()
+
+    def check_stall(self, now: float, limit: float) -> None:
+        """Mark us stalled (our senders released) once paused longer than ``limit``."""
+        if self.writing_paused and not self.stalled and now - self.write_paused_at > limit:
+            self.stalled = True
+            log.warning(
+                "event=receiver-stalled key=%s remote=%s",
+                wgkey.encode(self.key) if self.key else "-",
+                self.remote,
+            )
+            self.release_waiters()
 
     def release_waiters(self) -> None:
         for w in self.waiters:
@@ -574,6 +606,9 @@ class RelayConnection(asyncio.BufferedProtocol):
         ctx = self.ctx
         hs = self.handshake
         assert hs is not None
+        if ctx.mesh is not None and self.start < self.end and self.buf[self.start] == _MESH_HELLO:
+            ctx.mesh.adopt(self)  # another replica joining: the mesh takes the connection
+            return
         while True:
             stop = f.scan(self.buf, self.start, self.end, self.max_payload)
             if stop < 0:
