@@ -78,6 +78,9 @@ _KEY = f.KEY_LEN
 _DATA_HDR = f.DATA_OVERHEAD
 # First byte of a replica link (meshproto.MESH_HELLO); never a client frame type.
 _MESH_HELLO = 0x40
+#: Free bytes kept before the first frame of every read: a replica link
+#: writes its MESH_DATA header (39 bytes) there instead of copying the run.
+HEADROOM = 64
 # Runs of identical headers shorter than this go frame by frame: the batch
 # rewrite's fixed cost (~70 slice operations) pays off from about here.
 _UNIFORM_MIN = 8
@@ -265,12 +268,12 @@ class RelayConnection(asyncio.BufferedProtocol):
             return
         start, end = self.start, self.end
         if start == end:
-            self.start = self.end = 0
+            self.start = self.end = HEADROOM
         elif len(self.buf) - end < f.HEADER_LEN + self.max_payload:
             # move the partial frame to the front (at most one frame, rare)
             n = end - start
-            self.buf[0:n] = bytes(self.mv[start:end])
-            self.start, self.end = 0, n
+            self.buf[HEADROOM : HEADROOM + n] = bytes(self.mv[start:end])
+            self.start, self.end = HEADROOM, HEADROOM + n
 
     def eof_received(self) -> bool:
         return False  # close the transport
@@ -328,7 +331,7 @@ class RelayConnection(asyncio.BufferedProtocol):
                 if t & _DATA_MASK == _SEND and n >= _KEY:  # SEND or SEND_BATCH
                     if run_key is None or not buf.startswith(run_key, i + 3):
                         if run_frames:
-                            self.deliver(run_key, self.mv[run_start:i], run_frames)  # type: ignore[arg-type]
+                            self.deliver(run_key, self.mv[run_start:i], run_frames, run_start)  # type: ignore[arg-type]
                             run_frames = 0
                         stride = j - i
                         if (
@@ -371,7 +374,7 @@ class RelayConnection(asyncio.BufferedProtocol):
                     run_frames += 1
                 else:
                     if run_frames:
-                        self.deliver(run_key, self.mv[run_start:i], run_frames)  # type: ignore[arg-type]
+                        self.deliver(run_key, self.mv[run_start:i], run_frames, run_start)  # type: ignore[arg-type]
                         run_frames = 0
                     run_key = None
                     self.start = j
@@ -380,7 +383,7 @@ class RelayConnection(asyncio.BufferedProtocol):
                         return
                 i = j
             if run_frames:
-                self.deliver(run_key, self.mv[run_start:i], run_frames)  # type: ignore[arg-type]
+                self.deliver(run_key, self.mv[run_start:i], run_frames, run_start)  # type: ignore[arg-type]
             self.start = i
         finally:
             self.count(self.frames_in - frames_before, self.bytes_in - bytes_before)
@@ -463,8 +466,13 @@ class RelayConnection(asyncio.BufferedProtocol):
         for key, group in groups.items():
             self.deliver(key, b"".join(group), len(group))
 
-    def deliver(self, key: bytes, data: memoryview | bytes, frames: int) -> None:
+    def deliver(self, key: bytes, data: memoryview | bytes, frames: int, at: int = -1) -> None:
         """Deliver ``frames`` frames (already rewritten) to ``key``'s connection.
+
+        ``at``: where ``data`` starts in our receive buffer (-1: elsewhere). A
+        replica link writes its header into the bytes just before it, which
+        are free once processed (``HEADROOM`` keeps room before a read's first
+        frame), and sends header and run from our buffer with one write.
 
         Interleaved senders make runs of one frame, so this is per frame: the
         checks on a destination (gone, closing, queue full, paused) are made
@@ -478,7 +486,9 @@ class RelayConnection(asyncio.BufferedProtocol):
             self.drop(dst, frames, len(data))
             return
         if dst.tunnel:
-            dst.wrap(key, data, frames)  # type: ignore[attr-defined]
+            dst.wrap(key, data, frames, self.buf if at >= 0 else None, at)  # type: ignore[attr-defined]
+            if dst.writing_paused:
+                self.wait_for(dst)
         elif dst.staged:
             dst.stage.add(data)
         elif len(data) >= timers.DIRECT_WRITE_MIN:
@@ -643,10 +653,10 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.handshake = None
         self.max_payload = ctx.limits.max_payload
         rest = bytes(self.mv[self.start : self.end])
-        self.buf = bytearray(timers.RECV_BUFFER + f.HEADER_LEN + f.MAX_PAYLOAD)
+        self.buf = bytearray(HEADROOM + timers.RECV_BUFFER + f.HEADER_LEN + f.MAX_PAYLOAD)
         self.mv = memoryview(self.buf)
-        self.buf[: len(rest)] = rest
-        self.start, self.end = 0, len(rest)
+        self.buf[HEADROOM : HEADROOM + len(rest)] = rest
+        self.start, self.end = HEADROOM, HEADROOM + len(rest)
         ctx.pending -= 1
         ctx.stats.registrations += 1
         self.registered_at = ctx.loop.time()

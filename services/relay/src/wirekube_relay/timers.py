@@ -113,3 +113,7 @@ MESH_MAX_REPLICAS = 64
 #: Replica handshakes in progress at once, at most: a replica dials each
 #: other replica once, so anything beyond is not a pool member's doing.
 MESH_MAX_PENDING = 64
+
+#: A replica link's reader moves a partial frame to the front of its buffer
+#: once less than this is left to read into (reads stay large).
+MESH_MIN_READ = 64 * 1024
