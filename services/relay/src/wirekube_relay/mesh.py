@@ -220,11 +220,12 @@ class Mesh:
             loser.close("duplicate", mp.CLOSE_DUPLICATE, "duplicate replica link")
             if loser is link:
                 return
-        if link.peer not in self.links and len(self.links) >= timers.MESH_MAX_REPLICAS:
-            link.close("overloaded", mp.CLOSE_OVERLOADED, "too many replicas")
-            return
+        elif link.peer not in self.links:
+            if len(self.links) >= timers.MESH_MAX_REPLICAS:
+                link.close("overloaded", mp.CLOSE_OVERLOADED, "too many replicas")
+                return
+            self.ctx.stats.mesh_links_established += 1  # a replica joined (not a swap)
         self.links[link.peer] = link
-        self.ctx.stats.mesh_links_established += 1
         log.info(
             "event=mesh-link-up peer=%s id=%s remote=%s dialed=%s",
             link.peer_name,

@@ -97,7 +97,8 @@ class RelayCollector(Collector):
         g.add_metric([], len(mesh.presence) if mesh is not None else 0)
         yield g
         c = CounterMetricFamily(
-            "wirekube_relay_mesh_links_established", "Replica links that came up."
+            "wirekube_relay_mesh_links_established",
+            "Replica links that came up to a replica that had none (duplicates swapped: not counted).",
         )
         c.add_metric([], st.mesh_links_established)
         yield c

@@ -174,7 +174,11 @@ class MeshLab:
         proc = self.agents.pop(host, None)
         return proc.stop() if proc is not None else None
 
-    def start_relay(self, host: str) -> LabProcess:
+    def start_relay(
+        self, host: str, extra: Sequence[str] = (), env: dict[str, str] | None = None
+    ) -> LabProcess:
+        """``wirekube-relay`` on ``host`` (allow-list on); ``extra`` flags and ``env``
+        are added (a relay pool's ``--mesh-*`` flags and ``POD_IP``)."""
         kubeconfig = self.cp.kubeconfig_for_service_account(*RELAY_SA, lab=True)
         argv = [
             sys.executable,
@@ -190,8 +194,9 @@ class MeshLab:
             "on",
             "--kubeconfig",
             str(kubeconfig),
+            *extra,
         ]
-        proc = self.lab.spawn(host, argv, env=LOG_ENV, name="relay")
+        proc = self.lab.spawn(host, argv, env={**LOG_ENV, **(env or {})}, name="relay")
         self.services[host] = proc
         return proc
 
