@@ -5,7 +5,7 @@ relays over the lab internet runs here and prints one JSON document:
 
 * ``stats IP...``: per relay, its Prometheus metrics (``:9090/metrics``,
   flattened to ``{"name{labels}": value}``) and the keys registered with it
-  (RelayAdmin ``ListPeers`` on ``:9091``); a relay that does not answer
+  (RelayAdmin ``ListPeers`` on ``:9091``, with ``--admin-token``); a relay that does not answer
   reports ``{"error": ...}``.
 * ``clients LB N``: register N clients one after the other through the load
   balancer, report the replica each landed on (the relay id in its OK), then
@@ -43,14 +43,15 @@ def metrics(ip: str) -> dict[str, float]:
     return out
 
 
-def peer_keys(ip: str) -> list[str]:
+def peer_keys(ip: str, token: str) -> list[str]:
     import grpc  # noqa: PLC0415 - only this subcommand needs it
 
     from wirekube_common.protos.wirekube.relay.v1 import admin_pb2, admin_pb2_grpc  # noqa: PLC0415
 
     with grpc.insecure_channel(f"{ip}:{ADMIN_PORT}") as chan:
         stub = admin_pb2_grpc.RelayAdminStub(chan)
-        peers = stub.ListPeers(admin_pb2.ListPeersRequest(), timeout=5).peers
+        auth = (("authorization", f"Bearer {token}"),)
+        peers = stub.ListPeers(admin_pb2.ListPeersRequest(), timeout=5, metadata=auth).peers
     return sorted(p.public_key for p in peers)
 
 
@@ -58,7 +59,7 @@ def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for ip in args.relays:
         try:
-            out[ip] = {"metrics": metrics(ip), "peers": peer_keys(ip)}
+            out[ip] = {"metrics": metrics(ip), "peers": peer_keys(ip, args.admin_token)}
         except Exception as exc:  # a dead replica is a result, not a crash
             out[ip] = {"error": f"{type(exc).__name__}: {exc}"}
     return out
@@ -161,6 +162,7 @@ def cmd_replay(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--admin-token", default="", help="bearer token of the relays' admin gRPC")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("stats")
     p.add_argument("relays", nargs="+")

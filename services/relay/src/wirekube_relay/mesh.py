@@ -194,9 +194,16 @@ class Mesh:
         rest = bytes(conn.mv[conn.start : conn.end])
         ctx.connections.discard(conn)
         ctx.pending -= 1
+        if conn.source_counted:  # replica links have their own bounds, below
+            conn.source_counted = False
+            ctx.sources.closed(conn.ip, pending=True)
         conn.closing = True
         conn.start = conn.end = 0
-        if len(self.pending) >= timers.MESH_MAX_PENDING:
+        from_there = sum(1 for link in self.pending if link.ip == conn.ip and not link.dialed)
+        if (
+            len(self.pending) >= timers.MESH_MAX_PENDING
+            or from_there >= timers.MESH_MAX_PENDING_PER_SOURCE
+        ):
             ctx.stats.mesh_auth_failures["overloaded"] += 1
             transport.write(mp.encode_close(mp.CLOSE_OVERLOADED, "too many replica handshakes"))
             transport.close()
@@ -296,7 +303,7 @@ class Mesh:
 
     def tick(self, now: float) -> None:
         for link in list(self.pending):
-            if now - link.created > self.ctx.limits.registration_deadline:
+            if now - link.created > timers.MESH_HANDSHAKE_DEADLINE:
                 self.ctx.stats.mesh_auth_failures["deadline"] += 1
                 link.fail("auth:deadline", mp.CLOSE_TIMEOUT, "replica handshake deadline passed")
         for link in list(self.links.values()):
@@ -312,7 +319,6 @@ class Mesh:
                 link.last_ping = now
                 link.send_control(mp.encode_ping(os.urandom(mp.PING_LEN)))
             link.stage.trim()
-            link.check_stall(now, self.ctx.limits.stall_limit)
 
     # --- introspection ------------------------------------------------------------------------
 

@@ -70,6 +70,7 @@ class MeshLink(RelayConnection):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.remote = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.ip = str(peer[0]) if peer else "?"
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -119,6 +120,9 @@ class MeshLink(RelayConnection):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.mesh.link_closed(self)
+        if self.stall_timer is not None:
+            self.stall_timer.cancel()
+            self.stall_timer = None
         self.release_waiters()
         for dst in self.blocked_on:
             dst.waiters.discard(self)
@@ -264,7 +268,28 @@ class MeshLink(RelayConnection):
         stats.mesh_frames_out += frames
         stats.mesh_bytes_out += nbytes
 
+    def send_control(self, data: bytes) -> None:
+        """Queue a control frame (presence, ping) behind the data already queued.
+
+        Unlike a client's, a replica link's control frames must never be
+        dropped: a lost presence update would misroute a key. A link whose
+        queue grew past ``MESH_CONTROL_LIMIT`` is closed instead; it is
+        redialled and the other replica resent everything it holds."""
+        tr = self.transport
+        if tr is None or self.closing or tr.is_closing():
+            return
+        if tr.get_write_buffer_size() + self.stage.size > timers.MESH_CONTROL_LIMIT:
+            self.fail("too-slow", mp.CLOSE_TIMEOUT, "replica link not draining")
+            return
+        if self.staged:
+            self.stage.add(data)
+        else:
+            tr.write(data)
+
     # --- closing ---------------------------------------------------------------------
+
+    def fail(self, reason: str, code: int, message: str) -> None:
+        self.close(reason, code, message)
 
     def close(self, reason: str, code: int | None, message: str) -> None:
         if self.closing:
