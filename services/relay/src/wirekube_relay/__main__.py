@@ -244,6 +244,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except AdminConfigError as exc:
         log.error("event=config-error detail=%r", str(exc))
         sys.exit(2)
+    try:
+        mesh_config(args, _split(args.listen)[1])
+    except (OSError, ValueError) as exc:
+        log.error("event=config-error detail=%r", f"mesh secret: {exc}")
+        sys.exit(2)
     _raise_fd_limit()
     loop = _new_loop()
     try:
