@@ -194,9 +194,7 @@ class Mesh:
         rest = bytes(conn.mv[conn.start : conn.end])
         ctx.connections.discard(conn)
         ctx.pending -= 1
-        if conn.source_counted:  # replica links have their own bounds, below
-            conn.source_counted = False
-            ctx.sources.closed(conn.ip, pending=True)
+        conn.release_source()  # replica links have their own bounds, below
         conn.closing = True
         conn.start = conn.end = 0
         from_there = sum(1 for link in self.pending if link.ip == conn.ip and not link.dialed)
