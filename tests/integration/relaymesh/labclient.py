@@ -69,11 +69,13 @@ def admin(ip: str) -> dict[str, Any]:
         admin_pb2,
         admin_pb2_grpc,
     )
+    from wirekube_lab.mesh import RELAY_ADMIN_TOKEN  # noqa: PLC0415
 
     with grpc.insecure_channel(f"{ip}:{ADMIN_PORT}") as chan:
         stub = admin_pb2_grpc.RelayAdminStub(chan)
-        st = stub.GetStats(admin_pb2.GetStatsRequest(), timeout=5)
-        peers = stub.ListPeers(admin_pb2.ListPeersRequest(), timeout=5).peers
+        auth = (("authorization", f"Bearer {RELAY_ADMIN_TOKEN}"),)
+        st = stub.GetStats(admin_pb2.GetStatsRequest(), timeout=5, metadata=auth)
+        peers = stub.ListPeers(admin_pb2.ListPeersRequest(), timeout=5, metadata=auth).peers
     return {
         "connections": st.connections,
         "registered_peers": st.registered_peers,

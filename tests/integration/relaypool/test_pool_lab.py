@@ -36,7 +36,7 @@ import pytest
 
 from wirekube_lab.controlplane import ControlPlane
 from wirekube_lab.lab import Lab
-from wirekube_lab.mesh import MeshLab, peer_name
+from wirekube_lab.mesh import RELAY_ADMIN_TOKEN, MeshLab, peer_name
 from wirekube_lab.pcap import tcp_segments
 from wirekube_lab.ping import PingResult, parse_ping
 from wirekube_lab.processes import LabProcess
@@ -47,7 +47,6 @@ NODES = ("rp-a", "rp-b", "rp-c", "rp-t", "rp-u")
 RELAYS = ("rp-relay1", "rp-relay2", "rp-relay3")
 POOL_NAME = "relay-pool.rp.lab"
 SECRET = "lab-pool-secret-5b0c2e71d9a84f36"
-ADMIN_TOKEN = "lab-admin-token-93f1c07a2e"  # the admin gRPC listens off loopback
 START_TIMEOUT_S = 150.0
 #: The issue's budget for relayed traffic to come back after a replica dies.
 FAILOVER_BUDGET_S = 5.0
@@ -100,7 +99,7 @@ class Pool:
         self.join_capture = b""  # the replicas joining, as seen on rp-relay2's link
 
     def client(self, *argv: str, timeout: float = 60) -> Any:
-        argv = (sys.executable, str(POOLCLIENT), "--admin-token", ADMIN_TOKEN, *argv)
+        argv = (sys.executable, str(POOLCLIENT), "--admin-token", RELAY_ADMIN_TOKEN, *argv)
         out = self.lab.exec("rp-x", argv, timeout=timeout)
         return json.loads(out.stdout)
 
@@ -124,10 +123,9 @@ class Pool:
 
     def start_relay(self, relay: str) -> LabProcess:
         secret = self.lab.workdir / "mesh-secret"
-        token = self.lab.workdir / "admin-token"
         # allow-list off: the "used again" step registers throwaway test keys
         flags = [
-            "--relay-id", relay, "--allowlist", "off", "--admin-token-file", str(token),
+            "--relay-id", relay, "--allowlist", "off",
             "--mesh-secret-file", str(secret), "--mesh-dns", POOL_NAME,
         ]  # fmt: skip
         proc = self.mesh.start_relay(relay, extra=flags, env={"POD_IP": self.lab.address(relay)})
@@ -210,7 +208,6 @@ def pool(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) 
             mesh.start_stun("rp-stun")
             start_dns(lab, "rp-dns", POOL_NAME, [lab.address(r) for r in RELAYS])
             (lab.workdir / "mesh-secret").write_text(SECRET + "\n")
-            (lab.workdir / "admin-token").write_text(ADMIN_TOKEN + "\n")
             with p.capture("rp-relay2", "tcp port 3478") as pcap:
                 for relay in RELAYS:  # the pool's name resolves through the lab's DNS
                     lab.write_etc(relay, "resolv.conf", f"nameserver {lab.address('rp-dns')}\n")
