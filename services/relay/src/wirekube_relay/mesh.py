@@ -323,20 +323,6 @@ class Mesh:
     def links_up(self) -> int:
         return len(self.links)
 
-    def describe(self) -> list[dict[str, object]]:
-        return [
-            {
-                "peer": link.peer_name,
-                "id": link.peer,
-                "remote": link.remote,
-                "dialed": link.dialed is not None,
-                "keys": sum(1 for _ in self.presence.remote_keys(rid)),
-                "frames_out": link.frames_out,
-                "frames_in": link.frames_in,
-            }
-            for rid, link in sorted(self.links.items())
-        ]
-
 
 def parse_peers(text: str, default_port: int) -> list[Address]:
     """``host:port,host:port`` (port optional) -> addresses; '' -> []."""

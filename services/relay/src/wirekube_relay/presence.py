@@ -27,7 +27,7 @@ remote replicas; ``PresenceFull`` tells the caller to drop that link.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 R = TypeVar("R", bound=Hashable)  # a remote replica's identity
@@ -132,9 +132,6 @@ class Presence(Generic[R]):
     def __len__(self) -> int:
         """Entries held (local and remote): the presence table's size."""
         return len(self.local) + sum(len(t) for t in self.remote.values())
-
-    def remote_keys(self, replica: R) -> Iterator[bytes]:
-        return iter(self.remote.get(replica, {}))
 
 
 def _newer(a: tuple[int, R], b: tuple[int, R]) -> bool:
