@@ -182,7 +182,7 @@ def test_of_two_links_to_one_replica_the_one_dialled_by_the_smaller_id_stays(
     assert mesh.links[(b"\x01" * 16).hex()] is theirs
     assert ours.closing and ours_tr.closed
     assert mesh_events(ours_tr.data())[-1] == mp.Close(mp.CLOSE_DUPLICATE, "duplicate replica link")
-    # the other side keeps the same link: the one dialled by \\x01, the smaller id
+    # the other side keeps the same link: the one dialled by \x01, the smaller id
     assert theirs.dialer_id < ours.dialer_id
 
 
