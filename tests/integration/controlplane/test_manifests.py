@@ -69,6 +69,8 @@ def test_overlay_is_accepted_by_the_apiserver(control_plane: Any, repo: Path, ov
     )
     assert "wirekubemesh.wirekube.io/default serverside-applied (server dry run)" in proc.stdout
     assert "daemonset.apps/wirekube-agent serverside-applied (server dry run)" in proc.stdout
+    for name in ("wirekube-relay", "wirekube-stun-probe", "wirekube-gateway-controller"):
+        assert f"networkpolicy.networking.k8s.io/{name} serverside-applied" in proc.stdout
 
 
 def test_overlay_specifics(control_plane: Any, repo: Path) -> None:
@@ -151,3 +153,38 @@ def test_only_the_agent_may_be_root(control_plane: Any, repo: Path) -> None:
             assert "add" not in c["securityContext"]["capabilities"]
     stun = objs[("Deployment", "wirekube-stun-probe")]["spec"]["template"]["spec"]
     assert stun["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_admit_only_what_each_service_needs(
+    control_plane: Any, repo: Path, overlay: str
+) -> None:
+    """One ingress policy per pod workload (not the host-network agent); every
+    port it admits is a named port of that workload; admin gRPC is never admitted."""
+    objs = render(control_plane, repo, overlay)
+    policies = {name: o for (kind, name), o in objs.items() if kind == "NetworkPolicy"}
+    wanted = {
+        "wirekube-relay": {("relay", "TCP"), ("metrics", "TCP")},
+        "wirekube-stun-probe": {("stun-udp", "UDP"), ("stun-tcp", "TCP"), ("metrics", "TCP")},
+        "wirekube-gateway-controller": {("metrics", "TCP")},
+    }
+    assert set(policies) == set(wanted)
+    agent = objs[("DaemonSet", "wirekube-agent")]["spec"]["template"]["spec"]
+    assert agent["hostNetwork"] is True  # why the agent has no policy
+    for name, pol in policies.items():
+        spec = pol["spec"]
+        assert pol["metadata"]["namespace"] == NS and spec["policyTypes"] == ["Ingress"]
+        assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
+        admitted = {(p["port"], p["protocol"]) for rule in spec["ingress"] for p in rule["ports"]}
+        assert admitted == wanted[name], name
+        for rule in spec["ingress"]:
+            if any(p["port"] == "metrics" for p in rule["ports"]):
+                assert rule["from"] == [{"namespaceSelector": {}}]  # in-cluster only
+        # The relay's Deployment may instead be made by the managed-relay
+        # controller (then not rendered here); where rendered, the policy's
+        # ports are its container's named ports.
+        workload = objs.get(("Deployment", name))
+        if workload is not None:
+            (container,) = workload["spec"]["template"]["spec"]["containers"]
+            named = {(p["name"], p.get("protocol", "TCP")) for p in container["ports"]}
+            assert admitted <= named, (name, admitted - named)

@@ -9,7 +9,8 @@ Thin I/O around ``responder.respond`` (pure) and ``ratelimit.SourceLimiter``
   Extra ``--also-listen`` addresses get a plain single-socket table each.
 * TCP: a listener on the primary address (and extras); the byte stream is
   split into messages by ``framing.StreamSplitter`` with a small size bound,
-  a connection cap and an idle timeout (see ``limits``).
+  a connection cap, a per-source-IP connection cap and an idle timeout (see
+  ``limits``); refused connections are closed at once and counted.
 
 Order of checks per request: rate limits (per source IP, then global) →
 responder (spoofed source, decode, method, attributes, amplification
@@ -99,6 +100,7 @@ class StunServer:
         self._udp: dict[tuple[int, SocketIndex], asyncio.DatagramTransport] = {}
         self._tcp: list[asyncio.Server] = []
         self._tcp_conns = 0
+        self._tcp_per_source: dict[IPAddress, int] = {}
         self.started = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -218,6 +220,12 @@ class StunServer:
             writer.close()
             return
         src = Endpoint.from_sockaddr(peer)
+        held = self._tcp_per_source.get(src.ip, 0)
+        if held >= limits.MAX_TCP_PER_SOURCE:
+            self.metrics.drops.labels("tcp", DropReason.TCP_SOURCE_CONNECTIONS.value).inc()
+            writer.close()
+            return
+        self._tcp_per_source[src.ip] = held + 1
         self._tcp_conns += 1
         self.metrics.tcp_connections.set(self._tcp_conns)
         splitter = StreamSplitter(max_message=limits.MAX_TCP_MESSAGE)
@@ -239,6 +247,9 @@ class StunServer:
             return
         finally:
             self._tcp_conns -= 1
+            left = self._tcp_per_source.pop(src.ip) - 1
+            if left:
+                self._tcp_per_source[src.ip] = left
             self.metrics.tcp_connections.set(self._tcp_conns)
             writer.close()
             with contextlib.suppress(Exception):
