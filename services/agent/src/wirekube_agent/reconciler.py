@@ -42,7 +42,7 @@ from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
 from wirekube_agent.nettasks import NetTasks
 from wirekube_agent.peerstats import PeerStats, Traffic
-from wirekube_agent.relaying import RelayManager, RelayTarget, relay_target
+from wirekube_agent.relaying import RelayManager, RelayTarget, local_egress, relay_target
 from wirekube_agent.settings import Settings
 from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
@@ -372,7 +372,9 @@ class Reconciler:
                         "cannot read relay Service %s: %s", self.settings.relay_service, exc
                     )
             service = self._relay_service
-        return relay_target(mesh, node, service, self.settings.dns_server)
+        return relay_target(
+            mesh, node, service, self.settings.dns_server, local_egress(self.settings)
+        )
 
     def _mesh(self) -> MeshSpec:
         obj = self.mesh_informer.get(self.settings.mesh_name)
