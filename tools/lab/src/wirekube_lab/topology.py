@@ -49,8 +49,9 @@ NAT_KINDS = (
     "port-restricted",
     "symmetric",
     "tcp-only",
+    "tls-only",
 )
-ROLES = ("node", "relay", "stun", "dns", "plain")
+ROLES = ("node", "relay", "stun", "dns", "plain", "proxy")
 PATH_MODES = ("direct", "relay", "none")
 VPN_LABEL = "wirekube.io/vpn-enabled"
 
