@@ -418,3 +418,26 @@ def test_admin_grpc_is_never_open_to_the_network(relay_factory, tmp_path: Path) 
         assert stats.protocol_version == f.VERSION
         health = health_pb2_grpc.HealthStub(chan).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_registrations_are_capped_with_the_allowlist_off(relay_factory) -> None:
+    """--allowlist=off admits any proven key, but never more than the cap;
+    a key already registered may re-register when the relay is full."""
+    relay = relay_factory("--max-registrations=20")
+    socks, refused = [], []
+    privs = [wgkey.generate_private_key() for _ in range(25)]
+    for priv in privs:
+        s = socket.create_connection(relay.address, timeout=5)
+        try:
+            register(s, priv)
+            socks.append(s)
+        except RelayRejected as exc:
+            refused.append(str(exc))
+            s.close()
+    again = socket.create_connection(relay.address, timeout=5)
+    register(again, privs[0])  # replaces its own registration: allowed at the cap
+    for s in [*socks, again]:
+        s.close()
+    assert len(socks) == 20 and len(refused) == 5
+    assert all("code 8" in r for r in refused), refused
+    assert "max_registrations=20" in relay.output()

@@ -45,9 +45,20 @@ is written for clarity.
   destination costs one 32-byte key copy for the dict lookup (in a scattered
   block, that and a memoryview per frame).
 
+* **Bounded under abuse, off the hot path** (numbers and reasons in
+  limits.py): per-source accounting at accept and HELLO (sources.py); a
+  stall timer per pause releases senders ``stall_limit`` after a receiver
+  stopped draining; PINGs and lookups of unknown keys are budgeted per
+  connection (token buckets made on first use; the unknown-key charge is one
+  check per read that had any), and a connection over budget is not read for
+  a while (``throttle``), then closed; control replies are dropped, not
+  queued, for a client that does not read. Forwarding to registered keys
+  pays none of this.
+
 Before registration the same buffer is parsed with a small frame limit and the
 handshake is driven through ``relayproto.handshake``; any protocol error or a
-failed proof closes the connection with a logged reason.
+failed proof closes the connection with a reason, logged rate-limited
+(refusals.py).
 """
 
 from __future__ import annotations
@@ -214,7 +225,7 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.pings: TokenBucket | None = None
         self.gone_notices: TokenBucket | None = None
         self.no_peer: TokenBucket | None = None
-        self.no_peer_frames = 0
+        self.no_peer_keys = 0
         self.strikes = 0
         self.strike_at = 0.0
         self.throttled = False
@@ -259,6 +270,15 @@ class RelayConnection(asyncio.BufferedProtocol):
             self.fail(f"overloaded:{refused}", f.CLOSE_OVERLOADED, "too many connections")
             return
         self.source_counted = True
+
+    def release_source(self) -> None:
+        """Give back this connection's per-source slots (idempotent). Called on
+        close, and by whoever takes the transport over from this protocol
+        (a replica link adopted by the mesh) so that its address's count
+        does not keep a connection that is no longer ours."""
+        if self.source_counted:
+            self.source_counted = False
+            self.ctx.sources.closed(self.ip, pending=self.key is None)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.mv[self.end :]
@@ -325,9 +345,7 @@ class RelayConnection(asyncio.BufferedProtocol):
             ctx.pending -= 1
         else:
             ctx.registry.unregister(self.key, self)
-        if self.source_counted:
-            self.source_counted = False
-            ctx.sources.closed(self.ip, pending=self.key is None)
+        self.release_source()
         if self.stall_timer is not None:
             self.stall_timer.cancel()
             self.stall_timer = None
@@ -427,7 +445,7 @@ class RelayConnection(asyncio.BufferedProtocol):
             self.sinks.clear()
             if self.ctx.dirty:
                 self.ctx.schedule_flush()
-            if self.no_peer_frames:
+            if self.no_peer_keys:
                 self.charge_no_peer()
 
     def uniform_run(self, i: int, stride: int, most: int) -> int:
@@ -538,6 +556,7 @@ class RelayConnection(asyncio.BufferedProtocol):
         dst = self.ctx.registry.table.get(key)
         if dst is None:
             self.peer_gone(key)
+            self.no_peer_keys += 1
             return "no-peer"
         tr = dst.transport
         if dst.closing or tr is None or tr.is_closing():
@@ -562,15 +581,12 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.ctx.stats.drops[reason] += frames
         self.dropped_frames += frames
         self.dropped_bytes += nbytes
-        if reason == "no-peer":
-            self.no_peer_frames += frames
 
     def charge_no_peer(self) -> None:
-        """Frames to unknown keys in this read, against this connection's budget
-        (limits.NO_PEER_*). Over it, we stop reading this connection until the
-        budget has refilled: its flood costs only its own throughput. A client
-        over budget ``NO_PEER_STRIKES`` reads in a row is closed."""
-        frames, self.no_peer_frames = self.no_peer_frames, 0
+        """Unknown keys looked up in this read (one lookup per key and read,
+        however many frames went to it), against this connection's budget
+        (limits.NO_PEER_*); over it, ``over_budget``."""
+        frames, self.no_peer_keys = self.no_peer_keys, 0
         now = self.ctx.loop.time()
         bucket = self.no_peer
         if bucket is None:

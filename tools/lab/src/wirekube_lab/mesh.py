@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -192,6 +193,16 @@ class MeshLab:
         proc = self.agents.pop(host, None)
         return proc.stop() if proc is not None else None
 
+    @property
+    def relay_admin_token_file(self) -> Path:
+        """The bearer token of the lab relays' admin gRPC, which listens on the
+        relay host's lab address (off loopback a relay requires one)."""
+        path = self.lab.workdir / "relay-admin-token"
+        if not path.exists():
+            path.write_text(secrets.token_hex(16) + "\n")
+            path.chmod(0o600)
+        return path
+
     def start_relay(self, host: str) -> LabProcess:
         kubeconfig = self.cp.kubeconfig_for_service_account(*RELAY_SA, lab=True)
         argv = [
@@ -201,7 +212,9 @@ class MeshLab:
             "--listen",
             "0.0.0.0:3478",
             "--admin-listen",
-            "127.0.0.1:9091",  # h/abuse: off loopback the admin API needs a token
+            "0.0.0.0:9091",
+            "--admin-token-file",
+            str(self.relay_admin_token_file),
             "--metrics-listen",
             "0.0.0.0:9090",
             "--allowlist",
