@@ -26,6 +26,8 @@ from wirekube_relay import limits as lim
 from wirekube_relay import timers
 from wirekube_relay.auth import AllowList, Authenticator
 from wirekube_relay.limits import Limits
+from wirekube_relay.mesh import MeshConfig, parse_peers
+from wirekube_relay.meshproto import load_secret
 from wirekube_relay.server import RelayServer
 from wirekube_relay.stats import RelayStats
 
@@ -88,6 +90,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="registered keys at most; 0 = sized by the memory limit (limits.py)",
     )
     a("--ready-file", default=_env("ready-file", "") or None, help="write bound ports as JSON")
+    a(
+        "--mesh-secret-file",
+        default=_env("mesh-secret-file", "") or None,
+        help="pool secret for the replica mesh (docs/relay-mesh.md); unset: run alone",
+    )
+    a(
+        "--mesh-dns",
+        default=_env("mesh-dns", "") or None,
+        help="headless Service name listing the replicas (re-resolved every 30 s)",
+    )
+    a(
+        "--mesh-peers",
+        default=_env("mesh-peers", ""),
+        help="static replica list host:port,... (external pools)",
+    )
     a("--log-level", default=_env("log-level", "") or None)
     return p.parse_args(argv)
 
@@ -123,6 +140,23 @@ async def _start_tls(server: RelayServer, args: argparse.Namespace) -> asyncio.S
     return listener
 
 
+def mesh_config(args: argparse.Namespace, port: int) -> MeshConfig | None:
+    """The replica mesh settings, or None (no secret file: the relay runs alone)."""
+    if not args.mesh_secret_file:
+        if args.mesh_dns or args.mesh_peers:
+            log.warning("event=mesh-disabled reason='--mesh-dns/--mesh-peers without a secret'")
+        return None
+    with open(args.mesh_secret_file, "rb") as fh:
+        secret = load_secret(fh.read())
+    pod_ip = os.environ.get("POD_IP", "").strip()
+    return MeshConfig(
+        secret=secret,
+        static_peers=tuple(parse_peers(args.mesh_peers, port)),
+        dns_name=args.mesh_dns,
+        self_hosts=(pod_ip,) if pod_ip else (),
+    )
+
+
 async def run(args: argparse.Namespace) -> int:
     stats = RelayStats()
     allow = AllowList(_allowlist_enabled(args.allowlist))
@@ -142,7 +176,7 @@ async def run(args: argparse.Namespace) -> int:
 
     access = AdminAccess.configure(args.admin_listen, args.admin_token_file)
     host, port = _split(args.listen)
-    server = RelayServer(auth, stats, limits, host, port)
+    server = RelayServer(auth, stats, limits, host, port, mesh_config(args, port))
     bound = await server.start()
     tls_listener = await _start_tls(server, args)
 
@@ -193,7 +227,9 @@ async def run(args: argparse.Namespace) -> int:
 
     code = 0
     try:
-        await supervisor.run({"forwarder": forwarder, "allowlist-watch": allowlist_watch})
+        await supervisor.run(
+            {"forwarder": forwarder, "allowlist-watch": allowlist_watch, "mesh": server.mesh_closed}
+        )
     except supervisor.TaskFailed:
         code = 1
     log.info("event=shutdown code=%d", code)
@@ -227,6 +263,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         AdminAccess.configure(args.admin_listen, args.admin_token_file)
     except AdminConfigError as exc:
         log.error("event=config-error detail=%r", str(exc))
+        sys.exit(2)
+    try:
+        mesh_config(args, _split(args.listen)[1])
+    except (OSError, ValueError) as exc:
+        log.error("event=config-error detail=%r", f"mesh secret: {exc}")
         sys.exit(2)
     _raise_fd_limit()
     loop = _new_loop()

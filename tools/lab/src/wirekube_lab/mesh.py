@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import secrets
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -56,6 +55,11 @@ LAB_ENDPOINT_SOURCES = "annotation,stun,ipv6,external-ip,internal"
 POLL_S = 0.25
 # How long the first-reply watchers keep asking (they stop once all answered).
 REPLY_WATCH_S = 90.0
+# The relays' admin gRPC listens on the lab internet, which needs a bearer
+# token (readers in lab hosts send it: ``authorization: Bearer <token>``).
+RELAY_ADMIN_TOKEN = "wirekube-lab-relay-admin-token"
+# With several relay hosts, they form one pool (docs/relay-mesh.md).
+RELAY_MESH_SECRET = "wirekube-lab-relay-pool-secret"
 
 
 def peer_name(host: str) -> str:
@@ -195,15 +199,20 @@ class MeshLab:
 
     @property
     def relay_admin_token_file(self) -> Path:
-        """The bearer token of the lab relays' admin gRPC, which listens on the
-        relay host's lab address (off loopback a relay requires one)."""
+        """The bearer token file of the lab relays' admin gRPC (``RELAY_ADMIN_TOKEN``:
+        readers in lab hosts send it), which listens on the relay host's lab
+        address (off loopback a relay requires a token)."""
         path = self.lab.workdir / "relay-admin-token"
-        if not path.exists():
-            path.write_text(secrets.token_hex(16) + "\n")
-            path.chmod(0o600)
+        path.write_text(RELAY_ADMIN_TOKEN + "\n")
+        path.chmod(0o600)
         return path
 
-    def start_relay(self, host: str) -> LabProcess:
+    def start_relay(
+        self, host: str, extra: Sequence[str] = (), env: dict[str, str] | None = None
+    ) -> LabProcess:
+        """``wirekube-relay`` on ``host`` (allow-list on, admin gRPC with
+        ``RELAY_ADMIN_TOKEN``); ``extra`` flags and ``env`` are added (a relay
+        pool's ``--mesh-*`` flags and ``POD_IP``)."""
         kubeconfig = self.cp.kubeconfig_for_service_account(*RELAY_SA, lab=True)
         argv = [
             sys.executable,
@@ -221,6 +230,7 @@ class MeshLab:
             "on",
             "--kubeconfig",
             str(kubeconfig),
+            *extra,
         ]
         if self.relay_tls is not None:
             argv += [
@@ -231,7 +241,7 @@ class MeshLab:
                 "--tls-key-file",
                 str(self.relay_tls.key_file),
             ]
-        proc = self.lab.spawn(host, argv, env=LOG_ENV, name="relay")
+        proc = self.lab.spawn(host, argv, env={**LOG_ENV, **(env or {})}, name="relay")
         self.services[host] = proc
         return proc
 
@@ -281,6 +291,17 @@ class MeshLab:
         self.proxies[host] = proc
         return proc
 
+    def pool_flags(self, host: str, relays: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """Flags and environment that make several relay hosts one pool (a
+        static peer list; the relay's own address is ``POD_IP``)."""
+        if len(relays) < 2:
+            return [], {}
+        secret = self.lab.workdir / "relay-mesh-secret"
+        secret.write_text(RELAY_MESH_SECRET + "\n")
+        peers = ",".join(f"{self.lab.address(r)}:3478" for r in relays)
+        flags = ["--mesh-secret-file", str(secret), "--mesh-peers", peers]
+        return flags, {"POD_IP": self.lab.address(host)}
+
     def start_stun(self, host: str) -> LabProcess:
         addresses = self.lab.addresses(host)
         argv = [
@@ -316,8 +337,9 @@ class MeshLab:
             self.start_proxy(host)
         for host in self.lab.hosts("stun"):
             self.start_stun(host)
-        for host in self.lab.hosts("relay"):
-            self.start_relay(host)
+        relays = self.lab.hosts("relay")
+        for host in relays:
+            self.start_relay(host, *self.pool_flags(host, relays))
         for host in nodes:
             self.register_node(host)
         # In a cluster the relay and STUN services are running before a node's
