@@ -8,6 +8,9 @@ host, the ``tls-only`` nftables firewall, wirekube-agents with wireguard-go.
 * every pair pings (node-1's pairs through the relay, via the proxy);
 * the firewall is real: node-1 cannot open TCP to the relay itself, on 443 or
   3478; the proxy host can (443);
+* a relay certificate that does not carry the mesh's serverName: every agent
+  refuses the relay and logs why; node-1 (relay only) is cut off until the
+  name is right again;
 * wrong proxy credentials: the agent logs the proxy's 407 status line, keeps
   running and retrying, and comes back as soon as the credentials file (a
   mounted Secret) is right again, without a restart.
@@ -15,6 +18,7 @@ host, the ``tls-only`` nftables firewall, wirekube-agents with wireguard-go.
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 import time
@@ -115,6 +119,27 @@ def test_node_behind_a_tls_only_proxy_reaches_everyone(
                 ),
                 RECOVER_S,
             )
+
+            # A relay certificate for another name: every agent refuses it, says why.
+            relay_spec = copy.deepcopy(lab.mesh_spec()["relay"])
+            relay_spec["external"]["serverName"] = "impostor.wirekube.lab"
+            marks = {h: len(mesh.agents[h].log_path.read_text()) for h in ("node-1", "node-2")}
+            mesh.apply_mesh({"relay": relay_spec})
+
+            def mismatch_logged() -> bool:
+                return all(
+                    "impostor.wirekube.lab" in _tail(mesh.agents[h].log_path, marks[h])
+                    and "Hostname mismatch" in _tail(mesh.agents[h].log_path, marks[h])
+                    for h in marks
+                )
+
+            mismatch = wait_for(mismatch_logged, REFUSAL_SEEN_S)
+            mismatch_log = _tail(mesh.agents["node-1"].log_path, marks["node-1"])
+            cut_off = lab.ping("node-1", "node-2", count=3, interval=0.3, wait=1.0).received == 0
+            mesh.apply_mesh()  # the right name again
+            back_again = wait_for(
+                lambda: lab.ping("node-1", "node-2", count=1, wait=1.0).received == 1, RECOVER_S
+            )
         finally:
             driver.stop(lab)
     print(
@@ -131,3 +156,12 @@ def test_node_behind_a_tls_only_proxy_reaches_everyone(
     assert "wrong-password" not in refused_log
     assert alive_while_refused
     assert back, "node-1 did not come back after the credentials were fixed"
+    assert mismatch, f"no certificate refusal in the agents' logs:\n{mismatch_log[-3000:]}"
+    assert "event=relay-connect-failed" in mismatch_log
+    assert "certificate verify failed" in mismatch_log
+    assert cut_off, "node-1 still reached node-2 with the relay's certificate refused"
+    assert back_again, "node-1 did not come back after the right serverName was restored"
+
+
+def _tail(path: Path, start: int) -> str:
+    return path.read_text()[start:]
