@@ -29,17 +29,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wirekube_agent.relay import timers
 from wirekube_agent.relay.connectproto import ConnectResponse, ProxyProtocolError, connect_request
 from wirekube_agent.relay.tlsstream import TlsStream
 
 TRANSPORTS = ("tcp", "tls")
-
-#: The proxy's answer to CONNECT must arrive within this: it has to open a
-#: TCP connection to the relay first, so allow a slow path but not a hang.
-PROXY_TIMEOUT = 5.0
-
-#: TLS handshake with the relay (one round trip with TLS 1.3, two with 1.2).
-TLS_HANDSHAKE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -192,7 +186,7 @@ def open_stream(
             return sock
         ctx = context or tls_context(egress.ca_file)
         stream = TlsStream(sock, ctx, egress.server_name or host)
-        stream.handshake(TLS_HANDSHAKE_TIMEOUT, leftover)
+        stream.handshake(timers.TLS_HANDSHAKE_TIMEOUT, leftover)
         return stream
     except BaseException:
         sock.close()
@@ -200,7 +194,7 @@ def open_stream(
 
 
 def _tunnel(sock: socket.socket, proxy: Proxy, host: str, port: int) -> bytes:
-    deadline = time.monotonic() + PROXY_TIMEOUT
+    deadline = time.monotonic() + timers.PROXY_TIMEOUT
     sock.sendall(connect_request(host, port, proxy.credentials))
     response = ConnectResponse()
     while True:
