@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from wirekube_agent.relay import RelayLink
+from wirekube_agent.relay import RelayLink, register
 from wirekube_agent.relay.egress import Egress
 from wirekube_common import wgkey
 from wirekube_common.relayproto import frames as f
@@ -148,3 +149,18 @@ def test_certificate_from_an_untrusted_ca_is_refused(tmp_path: Path, relay_facto
     finally:
         link.stop()
         link.join(3)
+
+
+def test_sigterm_tells_tls_clients_and_exits_cleanly(tmp_path: Path, relay_factory: Any) -> None:
+    ca, cert, key = write_pki(tmp_path, ["relay.wirekube.test"])
+    relay, tls_port = start_relay(relay_factory, cert, key)
+    ctx = ssl.create_default_context(cafile=str(ca))
+    raw = socket.create_connection(("127.0.0.1", tls_port), timeout=5)
+    with ctx.wrap_socket(raw, server_hostname="relay.wirekube.test") as s:
+        register(s, wgkey.generate_private_key())
+        assert relay.terminate() == 0
+        s.settimeout(5)
+        parser = f.FrameParser(f.MAX_PAYLOAD)
+        parser.feed(s.recv(4096))
+        ev = parser.next_event()
+    assert isinstance(ev, f.Close) and ev.code == f.CLOSE_SHUTTING_DOWN
