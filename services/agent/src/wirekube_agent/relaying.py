@@ -294,7 +294,12 @@ class RelayManager:
         }
         if any(up for up, _ in self.links.values()):
             self._live_at = now
+            self.reason = ""
             return True
+        # No replica is up: say why (a proxy's status line, a certificate that
+        # does not verify), for the "no relay: ..." of unreachable peers.
+        errors = [f"{name}: {link['error']}" for name, link in links.items() if link.get("error")]
+        self.reason = "relay unreachable: " + "; ".join(sorted(errors)) if errors else ""
         return self._live_at is not None and now - self._live_at < RELAY_LOSS_GRACE_S
 
     def stop(self) -> None:
