@@ -24,7 +24,7 @@ from wirekube_common.stun.codec import (
     UnknownAttributes,
     XorMappedAddress,
 )
-from wirekube_common.stun.framing import StreamSplitter
+from wirekube_common.stun.framing import StreamError, StreamSplitter
 
 ips = st.one_of(
     st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address),
@@ -139,7 +139,8 @@ def _split(data: bytes, chunk: int) -> list[object]:
     try:
         for i in range(0, len(data), chunk):
             out.extend(splitter.feed(data[i : i + chunk]))
-    except StunDecodeError:
+    except StreamError as exc:
+        out.extend(exc.complete)  # whole before the fault, however the bytes came
         out.append("error")
     return out
 

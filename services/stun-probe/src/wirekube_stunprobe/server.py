@@ -27,9 +27,8 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
-from wirekube_common.stun.codec import StunDecodeError
 from wirekube_common.stun.endpoint import Endpoint, IPAddress
-from wirekube_common.stun.framing import StreamSplitter
+from wirekube_common.stun.framing import StreamError, StreamSplitter
 from wirekube_stunprobe import limits
 from wirekube_stunprobe.metrics import Metrics
 from wirekube_stunprobe.ratelimit import SourceLimiter, Verdict
@@ -236,9 +235,14 @@ class StunServer:
                     return
                 try:
                     messages = splitter.feed(chunk)
-                except StunDecodeError:
+                except StreamError as exc:
+                    # the requests whole before the garbage are answered, as
+                    # they would be had the garbage come in a later read
+                    for message in exc.complete:
+                        self._on_tcp_message(message, src, t_i, writer)
                     self.metrics.requests.labels("tcp").inc()
                     self.metrics.drops.labels("tcp", DropReason.TCP_FRAMING.value).inc()
+                    await writer.drain()
                     return
                 for message in messages:
                     self._on_tcp_message(message, src, t_i, writer)

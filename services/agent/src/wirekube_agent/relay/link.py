@@ -121,7 +121,9 @@ def register(
                 rest = parser._buf[parser._pos :]
                 return ev, bytes(rest)
             elif isinstance(ev, f.Close):
-                raise RelayRejected(f"relay refused registration: {ev.reason} (code {ev.code})")
+                raise RelayRejected(
+                    f"relay refused registration: {ev.reason} (code {ev.code}, {f.close_name(ev.code)})"
+                )
             else:
                 raise HandshakeError("unexpected-frame", f.CLOSE_PROTOCOL_ERROR)
 
@@ -355,7 +357,9 @@ class RelayLink:
         elif isinstance(ev, f.PeerGone):
             self.peer_gone[ev.key] = time.monotonic()
         elif isinstance(ev, f.Close):
-            raise ConnectionResetError(f"relay closed: {ev.reason} (code {ev.code})")
+            raise ConnectionResetError(
+                f"relay closed: {ev.reason} (code {ev.code}, {f.close_name(ev.code)})"
+            )
         elif isinstance(ev, f.Pong):
             pass
         else:
