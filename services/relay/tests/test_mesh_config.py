@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from wirekube_relay import timers
 from wirekube_relay.__main__ import mesh_config, parse_args
-from wirekube_relay.mesh import parse_peers
+from wirekube_relay.mesh import parse_peers, resolve_delay
 
 
 def test_without_a_secret_file_the_relay_runs_alone() -> None:
@@ -54,3 +55,8 @@ def test_peer_lists() -> None:
     assert parse_peers("", 3478) == []
     assert parse_peers("a:1,,b", 3478) == [("a", 1), ("b", 3478)]
     assert parse_peers("[fd00::1]:3478,[fd00::2]", 9) == [("fd00::1", 3478), ("fd00::2", 9)]
+
+
+def test_the_pool_name_is_asked_again_soon_until_it_names_another_replica() -> None:
+    assert resolve_delay(found_others=False) == timers.MESH_RESOLVE_RETRY
+    assert resolve_delay(found_others=True) == timers.MESH_RESOLVE_INTERVAL == 30.0

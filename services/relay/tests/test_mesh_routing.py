@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from wirekube_common import wgkey
 from wirekube_common.relayproto import frames as f
@@ -213,3 +215,24 @@ def test_a_replica_joins_over_the_relay_port_and_a_client_cannot(ctx: Context) -
     c, tc, _ = client(ctx)
     feed(c, mp.encode_presence_reset())
     assert tc.closed and c.closing
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.binary(max_size=300), st.booleans())
+def test_hostile_bytes_on_the_relay_port_never_make_a_replica(
+    ctx: Context, data: bytes, as_hello: bool
+) -> None:
+    """Whatever follows a MESH_HELLO byte (or a well-formed HELLO), the connection
+    either waits for more, or is closed; it never becomes a replica link."""
+    conn, tr = RelayConnection(ctx), FakeTransport()
+    conn.connection_made(tr)
+    prefix = mp.Dialer(b"not-the-secret-000", b"\x08" * 16, "x").hello() if as_hello else b"\x40"
+    feed(conn, prefix + data)
+    ln = tr.protocol
+    assert ctx.mesh is not None and not ctx.mesh.links
+    if isinstance(ln, MeshLink):
+        assert not ln.up
+        ln.connection_lost(None)
+    assert not ctx.mesh.pending

@@ -69,9 +69,8 @@ def admin(ip: str, token: str | None = None) -> dict[str, Any]:
         admin_pb2,
         admin_pb2_grpc,
     )
-    from wirekube_lab.mesh import RELAY_ADMIN_TOKEN  # noqa: PLC0415
 
-    auth = (("authorization", f"Bearer {token or RELAY_ADMIN_TOKEN}"),)
+    auth = [("authorization", f"Bearer {token}")] if token else None
     with grpc.insecure_channel(f"{ip}:{ADMIN_PORT}") as chan:
         stub = admin_pb2_grpc.RelayAdminStub(chan)
         st = stub.GetStats(admin_pb2.GetStatsRequest(), timeout=5, metadata=auth)

@@ -36,7 +36,7 @@ import pytest
 
 from wirekube_lab.controlplane import ControlPlane
 from wirekube_lab.lab import Lab
-from wirekube_lab.mesh import RELAY_ADMIN_TOKEN, MeshLab, peer_name
+from wirekube_lab.mesh import MeshLab, peer_name
 from wirekube_lab.pcap import tcp_segments
 from wirekube_lab.ping import PingResult, parse_ping
 from wirekube_lab.processes import LabProcess
@@ -99,7 +99,8 @@ class Pool:
         self.join_capture = b""  # the replicas joining, as seen on rp-relay2's link
 
     def client(self, *argv: str, timeout: float = 60) -> Any:
-        argv = (sys.executable, str(POOLCLIENT), "--admin-token", RELAY_ADMIN_TOKEN, *argv)
+        token = self.mesh.relay_admin_token_file.read_text().strip()
+        argv = (sys.executable, str(POOLCLIENT), "--admin-token", token, *argv)
         out = self.lab.exec("rp-x", argv, timeout=timeout)
         return json.loads(out.stdout)
 

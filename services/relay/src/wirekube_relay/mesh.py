@@ -115,13 +115,14 @@ class Mesh:
         while True:
             now = loop.time()
             if self.dns_name and now >= self.next_resolve:
-                self.next_resolve = now + timers.MESH_RESOLVE_INTERVAL
-                await self._resolve()
+                found_others = await self._resolve()
+                self.next_resolve = now + resolve_delay(found_others)
             self.dial_missing(now)
             self.tick(now)
             await asyncio.sleep(timers.MESH_TICK)
 
-    async def _resolve(self) -> None:
+    async def _resolve(self) -> bool:
+        """Refresh ``wanted`` from DNS; True when it names a replica other than us."""
         assert self.dns_name is not None
         loop = asyncio.get_running_loop()
         try:
@@ -131,7 +132,7 @@ class Mesh:
             )
         except (OSError, TimeoutError) as exc:
             log.warning("event=mesh-resolve-failed name=%s error=%s", self.dns_name, exc)
-            return  # keep the replicas we know
+            return False  # keep the replicas we know
         found = sorted({(str(info[4][0]), int(info[4][1])) for info in infos})
         if found != self.wanted:
             log.info(
@@ -140,6 +141,7 @@ class Mesh:
                 ",".join(f"{h}:{p}" for h, p in found),
             )
         self.wanted = found
+        return any(addr not in self.self_addresses for addr in found)
 
     # --- dialling ------------------------------------------------------------------------
 
@@ -322,6 +324,14 @@ class Mesh:
 
     def links_up(self) -> int:
         return len(self.links)
+
+
+def resolve_delay(found_others: bool) -> float:
+    """When to resolve the pool name again: the regular interval once it named
+    another replica; soon while it did not (a pool whose replicas all start
+    together: the headless Service lists a replica only once it is ready, so
+    the first answers are empty or name only ourselves)."""
+    return timers.MESH_RESOLVE_INTERVAL if found_others else timers.MESH_RESOLVE_RETRY
 
 
 def parse_peers(text: str, default_port: int) -> list[Address]:

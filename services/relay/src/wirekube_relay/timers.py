@@ -106,6 +106,10 @@ QUIET_AFTER = 2.0
 #: its own start at once).
 MESH_RESOLVE_INTERVAL = 30.0
 
+#: Until the pool name names another replica (a fresh pool: replicas appear in
+#: the headless Service only once ready), it is asked again this often.
+MESH_RESOLVE_RETRY = 2.0
+
 #: One DNS lookup of the pool name, at most (the cluster DNS answers in ms).
 MESH_RESOLVE_TIMEOUT = 5.0
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -55,9 +56,6 @@ LAB_ENDPOINT_SOURCES = "annotation,stun,ipv6,external-ip,internal"
 POLL_S = 0.25
 # How long the first-reply watchers keep asking (they stop once all answered).
 REPLY_WATCH_S = 90.0
-# The relays' admin gRPC listens on the lab internet, which needs a bearer
-# token (readers in lab hosts send it: ``authorization: Bearer <token>``).
-RELAY_ADMIN_TOKEN = "wirekube-lab-relay-admin-token"
 # With several relay hosts, they form one pool (docs/relay-mesh.md).
 RELAY_MESH_SECRET = "wirekube-lab-relay-pool-secret"
 
@@ -199,20 +197,20 @@ class MeshLab:
 
     @property
     def relay_admin_token_file(self) -> Path:
-        """The bearer token file of the lab relays' admin gRPC (``RELAY_ADMIN_TOKEN``:
-        readers in lab hosts send it), which listens on the relay host's lab
-        address (off loopback a relay requires a token)."""
+        """The bearer token of the lab relays' admin gRPC, which listens on the
+        relay host's lab address (off loopback a relay requires one)."""
         path = self.lab.workdir / "relay-admin-token"
-        path.write_text(RELAY_ADMIN_TOKEN + "\n")
-        path.chmod(0o600)
+        if not path.exists():
+            path.write_text(secrets.token_hex(16) + "\n")
+            path.chmod(0o600)
         return path
 
     def start_relay(
         self, host: str, extra: Sequence[str] = (), env: dict[str, str] | None = None
     ) -> LabProcess:
-        """``wirekube-relay`` on ``host`` (allow-list on, admin gRPC with
-        ``RELAY_ADMIN_TOKEN``); ``extra`` flags and ``env`` are added (a relay
-        pool's ``--mesh-*`` flags and ``POD_IP``)."""
+        """``wirekube-relay`` on ``host`` (allow-list on, admin gRPC with the
+        token of ``relay_admin_token_file``); ``extra`` flags and ``env`` are
+        added (a relay pool's ``--mesh-*`` flags and ``POD_IP``)."""
         kubeconfig = self.cp.kubeconfig_for_service_account(*RELAY_SA, lab=True)
         argv = [
             sys.executable,
