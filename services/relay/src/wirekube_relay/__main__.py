@@ -42,6 +42,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="wirekube-relay", description=__doc__.splitlines()[0])
     a = p.add_argument
     a("--listen", default=_env("listen", "0.0.0.0:3478"), help="relay TCP address host:port")
+    a("--tls-listen", default=_env("tls-listen", ""), help="relay over TLS host:port ('' = off)")
+    a("--tls-cert-file", default=_env("tls-cert-file", ""), help="PEM certificate chain (TLS)")
+    a("--tls-key-file", default=_env("tls-key-file", ""), help="PEM private key (TLS)")
     a(
         "--admin-listen",
         default=_env("admin-listen", "127.0.0.1:9091"),
@@ -123,6 +126,20 @@ def _allowlist_enabled(mode: str) -> bool:
     return mode == "on"
 
 
+async def _start_tls(server: RelayServer, args: argparse.Namespace) -> asyncio.Server | None:
+    """The TLS listener beside the TCP one (tls.py), when --tls-listen is set."""
+    if not args.tls_listen:
+        return None
+    from wirekube_relay import tls  # noqa: PLC0415 - only with TLS
+
+    if not (args.tls_cert_file and args.tls_key_file):
+        raise SystemExit("--tls-listen needs --tls-cert-file and --tls-key-file")
+    context = tls.server_context(args.tls_cert_file, args.tls_key_file)
+    thost, tport = _split(args.tls_listen)
+    listener, _ = await tls.serve_tls(server, thost, tport, context)
+    return listener
+
+
 def mesh_config(args: argparse.Namespace, port: int) -> MeshConfig | None:
     """The replica mesh settings, or None (no secret file: the relay runs alone)."""
     if not args.mesh_secret_file:
@@ -161,6 +178,7 @@ async def run(args: argparse.Namespace) -> int:
     host, port = _split(args.listen)
     server = RelayServer(auth, stats, limits, host, port, mesh_config(args, port))
     bound = await server.start()
+    tls_listener = await _start_tls(server, args)
 
     watcher = None
     if allow.enabled:
@@ -217,6 +235,8 @@ async def run(args: argparse.Namespace) -> int:
     log.info("event=shutdown code=%d", code)
     admin.set_serving(False)
     await server.stop()
+    if tls_listener is not None:
+        tls_listener.close()
     await asyncio.sleep(0.2)  # let CLOSE frames reach the clients
     if watcher is not None:
         watcher.stop()

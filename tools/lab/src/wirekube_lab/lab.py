@@ -236,7 +236,8 @@ class Lab:
         relays = self.hosts("load-balancer") or self.hosts("relay")
         if isinstance(relay, dict) and relay.get("provider") == "external" and relays:
             external = relay.setdefault("external", {})
-            external.setdefault("endpoint", f"{self.address(relays[0])}:3478")
+            port = 443 if external.get("transport") == "tls" else 3478  # the relay's TLS port
+            external.setdefault("endpoint", f"{self.address(relays[0])}:{port}")
         return spec
 
     # ------------------------------------------------------------------ actions

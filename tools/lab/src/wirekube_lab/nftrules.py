@@ -28,6 +28,12 @@ naming its purpose. NAT kinds (RFC 4787 terms: mapping / filtering):
     TCP keeps conntrack (port-restricted) behaviour on these routers.
 ``tcp-only``
     A firewall: only TCP leaves (masqueraded); all UDP and ICMP is dropped.
+``tls-only``
+    A locked-down site: only the network's ``proxy`` hosts may open TCP
+    connections out, and only to port 443 (masqueraded); everything else
+    from the LAN is dropped. Nodes reach the world through the proxy (HTTP
+    CONNECT), i.e. the relay over TLS on 443. The one exception is TCP to the
+    lab's API server door (100.64.0.1), which a real site reaches its own way.
 
 Nodes with ``public_ip`` behind a translating router get a static 1:1 NAT
 (DNAT/SNAT of a public address on ``wan0``; all inbound allowed). The LAN
@@ -202,6 +208,23 @@ def router_ruleset(router: RouterPlan) -> str:
         forward.append(
             _rule(f'iifname "{lan}" oifname "{wan}" meta l4proto tcp accept', "only TCP leaves")
         )
+    elif kind == "tls-only":
+        forward.append(
+            _rule(
+                f'iifname "{lan}" oifname "{wan}" ip daddr {APISERVER_ADDRESS} '
+                "meta l4proto tcp accept",
+                "the lab's API server door",
+            )
+        )
+        if router.proxies:
+            proxies = ", ".join(str(a) for a in router.proxies)
+            forward.append(
+                _rule(
+                    f'iifname "{lan}" oifname "{wan}" ip saddr {{ {proxies} }} '
+                    "tcp dport 443 accept",
+                    "only the proxy leaves, only to TLS",
+                )
+            )
     else:
         forward.append(_rule(f'iifname "{lan}" oifname "{wan}" accept', "outbound"))
     if kind == "public":

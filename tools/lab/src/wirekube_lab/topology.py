@@ -52,8 +52,9 @@ NAT_KINDS = (
     "port-restricted",
     "symmetric",
     "tcp-only",
+    "tls-only",
 )
-ROLES = ("node", "relay", "stun", "dns", "plain", "load-balancer")
+ROLES = ("node", "relay", "stun", "dns", "plain", "load-balancer", "proxy")
 LB_BALANCES = ("random", "round-robin")
 LB_DEFAULT_PORTS = (3478,)
 PATH_MODES = ("direct", "relay", "none")
