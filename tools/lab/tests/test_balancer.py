@@ -94,7 +94,9 @@ def test_the_balancer_namespace_forwards_with_its_backends_addresses() -> None:
     addrs = [str(plan.host(r).address) for r in ("r1", "r2", "r3")]
     assert f"0 : {addrs[0]}, 1 : {addrs[1]}, 2 : {addrs[2]}" in script
     assert f"ip daddr {lb.address} tcp dport {{ 3478 }}" in script
-    assert "net/ipv4/ip_forward" in script
+    assert "echo 1 > /proc/sys/net/ipv4/ip_forward" in script
     assert "send_redirects" in script  # no ICMP redirect sends clients around it
     relay_script = namespace_script(plan, plan.host("r1").ns)
-    assert "nft" not in relay_script and "ip_forward" not in relay_script
+    # A relay host does not forward (every namespace starts with it off).
+    assert "nft" not in relay_script
+    assert "echo 1 > /proc/sys/net/ipv4/ip_forward" not in relay_script
