@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from wirekube_agent import initiate, pathplan, paths, registration, status
+from wirekube_agent import initiate, pathevents, pathplan, paths, registration, status
 from wirekube_agent.dataplane import DataPlane
 from wirekube_agent.endpoint import Discovery, discover
 from wirekube_agent.gatewaynode import GatewayNode
@@ -109,6 +109,8 @@ class Reconciler:
         self._relay_service: dict[str, Any] | None = None
         self._relay_service_at = -RESYNC_INTERVAL_S
         self.paths: dict[str, paths.PathState] = {}
+        self._probes: dict[str, status.PeerProbe] = {}  # for status.peerPaths
+        self._event_budget = pathevents.EventBudget()
         self._restarted: dict[bytes, set[initiate.Reason]] = {}  # each reason acted on once
         self._probing_since: dict[bytes, float] = {}  # initiate.PeerFacts.probing_since
         self._rx_seen: dict[bytes, tuple[int, float]] = {}  # rx_bytes, since when
@@ -235,11 +237,12 @@ class Reconciler:
         relay_endpoints: dict[bytes, Endpoint] = self.relays.endpoints(by_key)
         nat = self.net.netcheck.report
         prober = self.net.prober
+        views = {k: prober.view(k) for k in by_key}
         planned = pathplan.plan(
             peers,
             self.paths,
             self._local_facts(node, nat),
-            {k: prober.view(k) for k in by_key},
+            views,
             {k: prober.learned(k, now) for k in by_key},
             handshakes,
             policy,
@@ -247,8 +250,14 @@ class Reconciler:
             now,
         )
         self._log_path_changes(planned.paths)
+        self._record_path_events(planned.paths, now)
         self.paths = planned.paths
         prober.set_targets(planned.targets)
+        self._probes = {
+            name: status.PeerProbe(planned.targets[k].candidates, views[k].answered, prober.rtt(k))
+            for k, name in by_key.items()
+            if k in planned.targets
+        }
         api_ip = self.api.server_address()
         desired = desired_state(
             interface=mesh.interface_name,
@@ -341,6 +350,28 @@ class Reconciler:
                     else "",
                     why,
                 )
+
+    def _record_path_events(self, new: dict[str, paths.PathState], now: float) -> None:
+        """Path changes as Events on our own WireKubePeer (``pathevents``)."""
+        found = pathevents.changes(self.paths, new)
+        self._event_budget, admitted = pathevents.admit(self._event_budget, found, now)
+        if not admitted:
+            return
+        own = self.peers_informer.get(self.peer_name) or {}
+        uid = str((own.get("metadata") or {}).get("uid", ""))
+        for event in admitted:
+            try:
+                self.api.record_event(
+                    "WireKubePeer",
+                    self.peer_name,
+                    uid,
+                    pathevents.REASON,
+                    event.message,
+                    warning=event.warning,
+                )
+                self.observed.api_writes += 1
+            except Exception as exc:  # events are best effort
+                log.debug("cannot record event: %s", exc)
 
     def _local_facts(self, node: NodeInfo, nat: NatReport) -> paths.LocalFacts:
         return paths.LocalFacts(
@@ -493,10 +524,10 @@ class Reconciler:
             internal_endpoint=format_endpoint((str(ip), mesh.listen_port)) if ip else None,
             public_ip=self._public_ip() or None,
         )
-        new = status.derive(self.paths, self.observed.handshakes, local, current, now)
         # Our copy of our own object may be stale (see status.baseline).
         rv = str((existing.get("metadata") or {}).get("resourceVersion", ""))
         base = status.baseline(current, rv, self._status_written)
+        new = status.derive(self.paths, self.observed.handshakes, local, base, now, self._probes)
         if not status.should_write(base, new, self._status_budget, now):
             return
         patch = registration.merge_patch(base.to_dict(), new.to_dict())

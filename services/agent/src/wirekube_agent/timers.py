@@ -30,6 +30,11 @@ STATUS_SPACING_S = 0.5
 # lastHandshake alone changes every ~2 minutes per session; publishing only when
 # it moved by this much keeps it useful without a write per rekey.
 STATUS_HANDSHAKE_GRANULARITY_S = 60.0
+# status.peerPaths' probe details (RTT, last answers, next retry) change with
+# every probe; alone they are worth a write at most this often (per agent: one
+# write a minute, so O(N) writes a minute for the mesh). `wirekubectl why`
+# says how old they are.
+STATUS_DETAIL_REFRESH_S = 60.0
 
 # (Watch timeouts live with the informer: wirekube_common.kube.watch.)
 
