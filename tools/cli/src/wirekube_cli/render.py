@@ -25,10 +25,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], style: Style = 
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    last = len(headers) - 1
     for r, row in enumerate(rows):
         cells = []
         for i, cell in enumerate(row):
-            padded = cell.ljust(widths[i])
+            padded = cell if i == last else cell.ljust(widths[i])
             colour = colours[r][i] if colours else None
             cells.append(style(padded, colour) if colour else padded)
         lines.append("  ".join(cells).rstrip())
