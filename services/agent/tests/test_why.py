@@ -172,3 +172,14 @@ def test_path_events_are_rate_limited_and_count_what_was_left_out() -> None:
     assert not admitted[0].warning
     assert pathevents.changes(before, before) == []
     assert pathevents.changes({}, after) == []  # new peers are not changes
+
+
+def test_an_unproven_direct_guess_given_up_is_no_failure_and_no_event() -> None:
+    """Start-up before the relay is up: the peer starts direct-only, unproven;
+    once the relay comes it moves there at once. Nothing died."""
+    peer, local = _peer(SYMMETRIC_B), _local(SYMMETRIC)
+    guess = step(None, peer, local, ProbeView(), 0.0, PathPolicy("auto", False, 5, 15), 100.0)
+    assert (guess.transport, guess.phase, guess.reason) == ("direct", "probing", "no-relay")
+    moved = step(guess, peer, local, ProbeView(), 0.0, AUTO, 101.0)
+    assert (moved.transport, moved.failures, moved.reason) == ("relay", 0, "predicted-relay")
+    assert pathevents.changes({"node-b": guess}, {"node-b": moved}) == []

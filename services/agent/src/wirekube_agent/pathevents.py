@@ -45,13 +45,15 @@ class EventBudget:
 
 
 def changes(before: Mapping[str, PathState], after: Mapping[str, PathState]) -> list[PathEvent]:
-    """Transport changes and lost paths of peers we already had (new peers and
-    removed ones are not path changes)."""
+    """Transport changes and lost paths of peers we already had (new peers,
+    removed ones and unproven direct guesses given up are not path changes)."""
     out: list[PathEvent] = []
     for name, new in sorted(after.items()):
         old = before.get(name)
         if old is None:
             continue
+        if old.transport == "direct" and old.phase != "up" and new.transport == "relay":
+            continue  # a direct guess never proven (start-up before the relay): no change of path
         if old.transport != new.transport:
             via = (
                 f" via {format_endpoint(new.endpoint)}"

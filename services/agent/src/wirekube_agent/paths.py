@@ -369,7 +369,9 @@ def _step(
                 # one); a path that died waits for the retry (hysteresis).
                 state.burst_until if unproven else 0.0,
                 now + policy.direct_retry_interval_s,
-                state.failures + 1,
+                # Only a path that worked and died is a failure (what `why`
+                # reports as direct-failed); an unproven one never worked.
+                state.failures if unproven else state.failures + 1,
                 probed=cands,
             )
         kept = best if best is not None else state.endpoint

@@ -90,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     s = sub.add_parser("doctor", parents=[common], help="check what usually breaks")
     s.add_argument("node", nargs="?", metavar="NODE", help="only findings about this node")
+    s.add_argument("--no-network", action="store_true",
+                   help="skip the STUN and relay checks (they send packets to the mesh spec's "
+                   "addresses: run them where the nodes' networks are)")  # fmt: skip
     s.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     return p
 
@@ -197,7 +200,9 @@ def _doctor(args: argparse.Namespace, cluster: Cluster, style: Style, now: float
                            EXIT_UNKNOWN_NODE)  # fmt: skip
         args.node = view.node(args.node).node if args.node not in view.labelled_nodes else args.node
     with progress("checking STUN servers, the relay and the clock"):
-        probes = doctor.probe(view, missing, cluster.server_time(), time.time())
+        probes = doctor.probe(
+            view, missing, cluster.server_time(), time.time(), not args.no_network
+        )
     found = doctor.findings(view, probes, now, args.node)
     if args.output == "table":
         _out(doctor.render(found, style))

@@ -139,10 +139,20 @@ def _rule_sentences(
              "blocked); WireGuard's UDP can only leave through the TCP relay"],
             [f"allow outbound UDP (to port {port} and the STUN servers) from {who}'s network"],
         )  # fmt: skip
+    missing = [
+        f"{n.node}'s {what}"
+        for n in (a, b)
+        for what, value in (("NAT type", n.nat_type), ("mapping", n.nat_mapping),
+                            ("filtering", n.nat_filtering))
+        if not value and n.nat_mapping != "none" and n.nat_filtering != "blocked"
+    ]  # fmt: skip
     return (
         [f"{nat_words(a)}; {nat_words(b)}",
-         "the agents decide by probing alone until both NAT types are known"],
-        ["check the STUN servers in WireKubeMesh default (wirekubectl doctor)"],
+         "the published NAT facts do not decide this pair"
+         + (f" (not known: {', '.join(missing)})" if missing else "")
+         + ", so probing alone decides"],
+        ["check that the nodes reach the STUN servers of WireKubeMesh default "
+         "(wirekubectl doctor, run where the nodes are)"],
     )  # fmt: skip
 
 
