@@ -239,9 +239,10 @@ def explain(
                 f"a direct path worked before and died {failures} time(s): its probes went "
                 f"unanswered for handshakeTimeoutSeconds ({timeout} s)"
             )
-            if rule in ("same-network", "public", "cone-cone", "cone-symmetric"):
-                change.insert(0, "by the NAT types direct should work: something between them now "
-                              "drops UDP (a firewall rule, a NAT that lost its mappings)")  # fmt: skip
+            # It worked, so the NATs allow it: something on the way changed.
+            change.insert(0, "direct worked between them before: something on the way now "
+                          "drops UDP (a firewall rule, a NAT that lost its mappings); once it "
+                          "passes again the next attempt goes direct")  # fmt: skip
         elif reason == "predicted-relay":
             because.append(
                 f"so the agents expect no direct path; they still try one every "

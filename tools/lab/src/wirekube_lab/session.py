@@ -186,6 +186,8 @@ def keep(topology_path: Path, directory: Path) -> int:
                 "nodes": driver.nodes,
                 "namespaces": {n: lab.netns(n) for n in names},
                 "addresses": {h: lab.address(h) for h in lab.hosts()},
+                "public_addresses": {h: lab.public_address(h) for h in lab.hosts()},
+                "routers": {h: lab.router_of(h) for h in lab.hosts()},
                 "agents": {h: p.pid for h, p in driver.mesh.agents.items()},
                 "relays": {h: f"{lab.address(h)}:3478" for h in lab.hosts("relay")},
                 "relay_admin_port": 9091,
