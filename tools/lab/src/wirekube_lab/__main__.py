@@ -139,6 +139,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _split_dashes(argv: list[str]) -> tuple[list[str], bool, list[str]]:
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], True, argv[i + 1 :]
+    return argv, False, []
+
+
 def _cmd_session(args: argparse.Namespace) -> int:
     directory = session.state_dir(args.state_dir)
     try:
@@ -147,8 +154,16 @@ def _cmd_session(args: argparse.Namespace) -> int:
         if args.command == "keep":
             return session.keep(args.topology, directory)
         if args.command == "exec":
-            argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-            return session.exec_in(directory, args.host, argv)
+            # Options given after NODE land in the remainder: take them from
+            # its part before "--" (NODE --state-dir DIR -- CMD).
+            head, sep, tail = _split_dashes(args.argv)
+            if sep:
+                extra = argparse.ArgumentParser(prog="wirekube-lab exec", add_help=False)
+                extra.add_argument("--state-dir", type=Path)
+                opts = extra.parse_args(head)
+                if opts.state_dir is not None:
+                    directory = opts.state_dir
+            return session.exec_in(directory, args.host, tail if sep else head)
         return session.down(directory)
     except session.SessionError as exc:
         print(f"wirekube-lab: {exc}", file=sys.stderr)

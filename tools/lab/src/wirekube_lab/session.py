@@ -189,6 +189,7 @@ def keep(topology_path: Path, directory: Path) -> int:
                 "public_addresses": {h: lab.public_address(h) for h in lab.hosts()},
                 "routers": {h: lab.router_of(h) for h in lab.hosts()},
                 "agents": {h: p.pid for h, p in driver.mesh.agents.items()},
+                "controlplane_pids": driver.cp.pids,
                 "relays": {h: f"{lab.address(h)}:3478" for h in lab.hosts("relay")},
                 "relay_admin_port": 9091,
                 "paths": driver.paths(lab),
