@@ -209,7 +209,11 @@ def explain(
     timeout = spec.relay.handshake_timeout_seconds
     interval = spec.relay.direct_retry_interval_seconds
     when = f" since {clock(since)} ({ago(now - since)} ago)" if since else ""
-    nxt_words = f"next direct attempt in {int(nxt)} s" if nxt is not None else ""
+    nxt_words = (
+        ("a direct attempt is due now" if nxt < 1 else f"next direct attempt in {int(nxt)} s")
+        if nxt is not None
+        else ""
+    )
 
     if pair.state == "direct":
         endpoints = ", ".join(
