@@ -113,15 +113,25 @@ def _status(paths: dict[str, PathState], probes: dict[str, status.PeerProbe], no
 def test_peer_paths_and_ready_condition() -> None:
     direct = PathState("direct", "up", 100.0, PONG, rule="cone-cone", reason="probe-answered")
     relayed = PathState(
-        "relay", "up", 90.0, None, next_burst=130.0, failures=2,
-        rule="symmetric-symmetric", reason="direct-failed",
-    )  # fmt: skip
+        "relay",
+        "up",
+        90.0,
+        None,
+        next_burst=130.0,
+        failures=2,
+        rule="symmetric-symmetric",
+        reason="direct-failed",
+    )
     probe = status.PeerProbe((PONG, ("10.0.0.2", 51820)), ((PONG, 119.0),), 0.00125)
     new = _status({"node-b": direct, "node-c": relayed}, {"node-b": probe}, 120.0)
     b, c = new.peer_paths["node-b"], new.peer_paths["node-c"]
     assert (b.transport, b.rule, b.reason, b.endpoint, b.rtt_ms) == (
-        "direct", "cone-cone", "probe-answered", "198.18.3.1:51820", 1.25,
-    )  # fmt: skip
+        "direct",
+        "cone-cone",
+        "probe-answered",
+        "198.18.3.1:51820",
+        1.25,
+    )
     assert [(x.endpoint, x.last_answer) for x in b.candidates] == [
         ("198.18.3.1:51820", status.rfc3339(119.0)),
         ("10.0.0.2:51820", None),
@@ -183,3 +193,29 @@ def test_an_unproven_direct_guess_given_up_is_no_failure_and_no_event() -> None:
     moved = step(guess, peer, local, ProbeView(), 0.0, AUTO, 101.0)
     assert (moved.transport, moved.failures, moved.reason) == ("relay", 0, "predicted-relay")
     assert pathevents.changes({"node-b": guess}, {"node-b": moved}) == []
+
+
+def test_peer_paths_of_a_full_mesh_fit_one_object() -> None:
+    """4096 peers (the CRD's bound), the largest entries: inside etcd's
+    1.5 MiB request limit; candidates are left out beyond 256 peers."""
+    import json  # noqa: PLC0415
+
+    relayed = PathState(
+        "relay",
+        "up",
+        1e9,
+        None,
+        next_burst=1e9 + 15,
+        failures=3,
+        rule="symmetric-port-restricted",
+        reason="direct-failed",
+    )
+    probe = status.PeerProbe(tuple((f"198.51.100.{i}", 51820) for i in range(8)), (), 0.012345)
+    paths = {f"node-worker-{i:05d}": relayed for i in range(4096)}
+    probes = dict.fromkeys(paths, probe)
+    big = _status(paths, probes, 1e9 + 1)
+    size = len(json.dumps(big.to_dict()))
+    assert size < 1.25 * 1024 * 1024, size  # etcd takes 1.5 MiB; the rest of the object is small
+    assert not next(iter(big.peer_paths.values())).candidates
+    small = _status(dict(list(paths.items())[:10]), probes, 1e9 + 1)
+    assert len(next(iter(small.peer_paths.values())).candidates) == 4

@@ -47,6 +47,7 @@ from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
     RECONCILE_DEBOUNCE_S,
     RESYNC_INTERVAL_S,
+    STATUS_DETAIL_REFRESH_S,
 )
 from wirekube_agent.topology import desired_state, select_peers, with_gateway_routes
 from wirekube_agent.wg import Backend, select
@@ -110,6 +111,7 @@ class Reconciler:
         self._relay_service_at = -RESYNC_INTERVAL_S
         self.paths: dict[str, paths.PathState] = {}
         self._probes: dict[str, status.PeerProbe] = {}  # for status.peerPaths
+        self._probes_at = float("-inf")
         self._event_budget = pathevents.EventBudget()
         self._restarted: dict[bytes, set[initiate.Reason]] = {}  # each reason acted on once
         self._probing_since: dict[bytes, float] = {}  # initiate.PeerFacts.probing_since
@@ -251,13 +253,20 @@ class Reconciler:
         )
         self._log_path_changes(planned.paths)
         self._record_path_events(planned.paths, now)
-        self.paths = planned.paths
+        previous_paths, self.paths = self.paths, planned.paths
         prober.set_targets(planned.targets)
-        self._probes = {
-            name: status.PeerProbe(planned.targets[k].candidates, views[k].answered, prober.rtt(k))
-            for k, name in by_key.items()
-            if k in planned.targets
-        }
+        # Probe details reach the status at most once per STATUS_DETAIL_REFRESH_S
+        # unless a path changes (status.should_write), so they are sampled at
+        # that pace too: between samples status.peer_path answers from its cache.
+        if planned.paths != previous_paths or now - self._probes_at >= STATUS_DETAIL_REFRESH_S:
+            self._probes_at = now
+            self._probes = {
+                name: status.PeerProbe(
+                    planned.targets[k].candidates, views[k].answered, prober.rtt(k)
+                )
+                for k, name in by_key.items()
+                if k in planned.targets
+            }
         api_ip = self.api.server_address()
         desired = desired_state(
             interface=mesh.interface_name,

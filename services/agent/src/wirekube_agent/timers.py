@@ -35,6 +35,12 @@ STATUS_HANDSHAKE_GRANULARITY_S = 60.0
 # write a minute, so O(N) writes a minute for the mesh). `wirekubectl why`
 # says how old they are.
 STATUS_DETAIL_REFRESH_S = 60.0
+# status.peerPaths lists each peer's probe candidates only up to this many
+# peers: an entry is ~200 bytes without them and ~350 with them, and the whole
+# object must stay well inside etcd's 1.5 MiB request limit at the CRD's 4096
+# peers (4096 x 200 B = 0.8 MiB). Small meshes, where `why` is read most, get
+# the detail.
+STATUS_CANDIDATES_MAX_PEERS = 256
 
 # (Watch timeouts live with the informer: wirekube_common.kube.watch.)
 

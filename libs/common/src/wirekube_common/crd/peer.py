@@ -80,7 +80,7 @@ class PeerSpec:
 
 # Bounds of ``status.peerPaths`` (the CRD schema enforces the same).
 MAX_PEER_PATHS = 4096
-MAX_CANDIDATES = 8
+MAX_CANDIDATES = 4
 
 # Keys of ``PeerPath`` that change without the path changing (probe RTTs,
 # answer times, the retry timer). The agent publishes them along with a
