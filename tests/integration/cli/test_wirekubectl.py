@@ -4,13 +4,18 @@ structure: JSON parsed, DOT parsed for nodes and edges, exit codes."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from wirekube_lab.controlplane import ControlPlane, ensure_binaries
+
+from .conftest import WIREKUBECTL
 
 NODES = ["node-1", "node-2", "node-5", "node-6"]
 
@@ -51,6 +56,18 @@ def test_paths_matrix_in_every_format(live: Any) -> None:
     assert ends["node-1"]["reason"] == ends["node-2"]["reason"] == "probe-answered"
     as_yaml = yaml.safe_load(live.cli("paths", "-o", "yaml").stdout)
     assert as_yaml["matrix"] == doc["matrix"]
+    # the same through kubectl, as its plugin kubectl-wirekube
+    path = f"{Path(WIREKUBECTL).parent}:{os.environ.get('PATH', '')}"
+    plugin = subprocess.run(
+        [live.state["kubectl"], "wirekube", "paths", "-o", "json"],
+        env=live.env(PATH=path),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
+    assert plugin.returncode == 0, plugin.stderr
+    assert json.loads(plugin.stdout)["matrix"] == doc["matrix"]
     wide = live.cli("paths", "-o", "wide").stdout.splitlines()
     assert wide[0].split() == NODES
     assert any("symmetric-symmetric" in row for row in wide) and any("tcp-only" in r for r in wide)
@@ -165,10 +182,6 @@ def test_doctor_where_the_nodes_are_and_from_outside(live: Any) -> None:
 def test_errors_without_kubeconfig_or_crds(live: Any, tmp_path: Any) -> None:
     env = live.env(HOME=str(tmp_path))
     del env["KUBECONFIG"]
-    import subprocess  # noqa: PLC0415
-
-    from .conftest import WIREKUBECTL  # noqa: PLC0415
-
     none = subprocess.run(
         [WIREKUBECTL, "paths"], env=env, capture_output=True, check=False, text=True, timeout=30
     )

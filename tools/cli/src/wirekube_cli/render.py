@@ -139,7 +139,7 @@ def pair_doc(p: PairView) -> dict[str, Any]:
         "b": p.b.node,
         "path": p.state,
         "rttMs": p.rtt_ms,
-        "rule": (p.a_path or p.b_path).rule if (p.a_path or p.b_path) else None,
+        "rule": next((x.rule for x in (p.a_path, p.b_path) if x is not None), None),
         "ends": {p.a.node: end(p.a_path, p.a_transport), p.b.node: end(p.b_path, p.b_transport)},
     }
 
@@ -164,7 +164,7 @@ def paths_doc(view: MeshView) -> dict[str, Any]:
 
 
 def cell(p: PairView, wide: bool) -> str:
-    text = p.state
+    text: str = p.state
     if p.rtt_ms is not None:
         text += f" {p.rtt_ms:g}ms"
     if wide:
@@ -179,9 +179,11 @@ def cell(p: PairView, wide: bool) -> str:
 def paths_table(view: MeshView, style: Style = PLAIN, wide: bool = False) -> str:
     names = [n.node for n in view.nodes]
     headers = ["", *names]
-    rows, colours = [], []
+    rows: list[list[str]] = []
+    colours: list[list[str | None]] = []
     for a in view.nodes:
-        row, colour = [a.node], [None]
+        row: list[str] = [a.node]
+        colour: list[str | None] = [None]
         for b in view.nodes:
             if a is b:
                 row.append("-")

@@ -147,6 +147,7 @@ def summary(state: dict[str, Any], directory: Path) -> str:
         "  wirekubectl paths",
         f"  wirekubectl why {a} {b}",
         "  wirekubectl graph --format svg > mesh.svg",
+        f"  wirekube-lab exec {a} -- wirekubectl doctor   # where the nodes' networks are",
         f"  wirekube-lab exec {a} -- wg show",
         f"  wirekube-lab exec {a} -- ping -c3 {state['addresses'].get(b, '')}",
         "  wirekube-lab down",
