@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from wirekube_cli import doctor, graph, relays, render, why
@@ -85,8 +86,13 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("relays", parents=[common], help="relay replicas from their admin API")
     s.add_argument("--relay-admin", action="append", default=[], metavar="HOST:PORT",
                    help="a replica's RelayAdmin gRPC address (repeatable)")  # fmt: skip
+    s.add_argument(
+        "--relay-admin-token-file",
+        metavar="FILE",
+        help="file holding the admin API's bearer token (the relay's --admin-token-file)",
+    )
     s.add_argument("--relay-admin-token", default=os.environ.get("WIREKUBE_RELAY_ADMIN_TOKEN"),
-                   help="bearer token for the admin API (default: $WIREKUBE_RELAY_ADMIN_TOKEN)")  # fmt: skip
+                   help="the token itself (visible in ps; default: $WIREKUBE_RELAY_ADMIN_TOKEN)")  # fmt: skip
     s.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     s = sub.add_parser("doctor", parents=[common], help="check what usually breaks")
     s.add_argument("node", nargs="?", metavar="NODE", help="only findings about this node")
@@ -150,10 +156,16 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "graph":
         return _graph(args, view)
     if args.command == "relays":
+        token = args.relay_admin_token
+        if args.relay_admin_token_file:
+            try:
+                token = Path(args.relay_admin_token_file).read_text().strip()
+            except OSError as exc:
+                raise CliError(f"cannot read the admin token: {exc}", EXIT_USAGE) from exc
         reports = []
         for address in args.relay_admin:
             with progress(f"asking relay admin {address}"):
-                reports.append(relays.query(address, args.relay_admin_token))
+                reports.append(relays.query(address, token))
         doc = relays.relays_doc(view, reports)
         _out(
             relays.relays_text(doc, style)
