@@ -47,7 +47,6 @@ from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
     RECONCILE_DEBOUNCE_S,
     RESYNC_INTERVAL_S,
-    STATUS_DETAIL_REFRESH_S,
 )
 from wirekube_agent.topology import desired_state, select_peers, with_gateway_routes
 from wirekube_agent.wg import Backend, select
@@ -255,10 +254,11 @@ class Reconciler:
         self._record_path_events(planned.paths, now)
         previous_paths, self.paths = self.paths, planned.paths
         prober.set_targets(planned.targets)
-        # Probe details reach the status at most once per STATUS_DETAIL_REFRESH_S
-        # unless a path changes (status.should_write), so they are sampled at
-        # that pace too: between samples status.peer_path answers from its cache.
-        if planned.paths != previous_paths or now - self._probes_at >= STATUS_DETAIL_REFRESH_S:
+        # Probe details reach the status at most once per detail_refresh_s unless
+        # a path changes (status.should_write), so they are sampled at that pace
+        # too: between samples status.peer_path answers from its cache.
+        refresh = status.detail_refresh_s(len(planned.paths))
+        if planned.paths != previous_paths or now - self._probes_at >= refresh:
             self._probes_at = now
             self._probes = {
                 name: status.PeerProbe(

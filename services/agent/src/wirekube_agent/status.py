@@ -8,10 +8,13 @@ or two, then one per ``STATUS_REFILL_S``), and ``lastHandshake`` only when it
 moved by a minute or more — total writes grow O(N) with the mesh, never O(N^2).
 
 ``peerPaths`` says why each peer's path is what it is (rule and reason from
-``paths.step``, failures, since when). Its volatile parts (probe RTT, when
-each candidate last answered, the next retry) change every probe; they ride
-along with writes made for other reasons and force a write of their own only
-once per ``STATUS_DETAIL_REFRESH_S``. The ``Ready`` condition sums it up.
+``paths.step``, failures, since when, probe RTT and answers, the next retry).
+Its rule, reason, failures and endpoint are written at once when they change
+(``WHY_KEYS``: they change with the decision, rarely); the details ride along
+with other writes and force a write of their own only once per
+``detail_refresh_s`` — a minute in small meshes, longer in proportion beyond
+``STATUS_DETAIL_REFRESH_PEERS`` peers, so those writes stay a bounded number a
+minute mesh-wide. The ``Ready`` condition sums it up.
 """
 
 from __future__ import annotations
@@ -27,16 +30,22 @@ from wirekube_agent.timers import (
     HANDSHAKE_FRESH_S,
     STATUS_BURST,
     STATUS_CANDIDATES_MAX_PEERS,
+    STATUS_DETAIL_REFRESH_PEERS,
     STATUS_DETAIL_REFRESH_S,
     STATUS_HANDSHAKE_GRANULARITY_S,
     STATUS_REFILL_S,
     STATUS_SPACING_S,
 )
 from wirekube_common.crd import PeerPath, PeerStatus, ProbeCandidate, derive_transport_mode
-from wirekube_common.crd.peer import MAX_CANDIDATES, VOLATILE_PATH_KEYS
+from wirekube_common.crd.peer import MAX_CANDIDATES
 from wirekube_common.wireguard.types import format_endpoint
 
 READY = "Ready"
+# The keys of a peerPaths entry that say *why*: they change only when the
+# decision does (rarely, and mostly with the transport), and `why` must not
+# show an old reason, so a change of one is written at once. Phase, since,
+# RTT, candidate answers and the next retry are details.
+WHY_KEYS = ("transport", "rule", "reason", "failures", "endpoint")
 # peer_path is a pure function of frozen values and is asked for every peer on
 # every pass; almost all answers repeat (measured at 1000 peers: 8.6 ms per
 # pass uncached). Room for two passes of the CRD's 4096 peers.
@@ -188,15 +197,22 @@ def _with_condition(
 
 
 def significant(status: PeerStatus) -> dict[str, object]:
-    """The status without the volatile parts of peerPaths (``VOLATILE_PATH_KEYS``)."""
+    """The part of the status whose changes are written at once: everything
+    but peerPaths' details (only its ``WHY_KEYS`` count; the rest rides along,
+    see ``detail_refresh_s``)."""
     d = status.to_dict()
     paths = d.get("peerPaths")
     if paths:
-        d["peerPaths"] = {
-            k: {f: v for f, v in entry.items() if f not in VOLATILE_PATH_KEYS}
-            for k, entry in paths.items()
-        }
+        d["peerPaths"] = {k: tuple(entry.get(f) for f in WHY_KEYS) for k, entry in paths.items()}
     return d
+
+
+def detail_refresh_s(peers: int) -> float:
+    """How long a change of peerPaths alone waits for a write of its own:
+    ``STATUS_DETAIL_REFRESH_S``, stretched in proportion beyond
+    ``STATUS_DETAIL_REFRESH_PEERS`` peers, so the whole mesh makes a bounded
+    number of such writes a minute (each one reaches every watcher)."""
+    return STATUS_DETAIL_REFRESH_S * max(1.0, peers / STATUS_DETAIL_REFRESH_PEERS)
 
 
 @dataclass(frozen=True)
@@ -215,13 +231,15 @@ class WriteBudget:
 
 
 def should_write(current: PeerStatus, new: PeerStatus, budget: WriteBudget, now: float) -> bool:
-    """A changed status, within the budget; a change of volatile probe details
-    alone only once per ``STATUS_DETAIL_REFRESH_S``."""
+    """A changed status, within the budget; a change of peerPaths alone only
+    once per ``detail_refresh_s``."""
     if current == new or current.to_dict() == new.to_dict():
         return False
     if budget.available(now) < 1 or now - budget.last < STATUS_SPACING_S:
         return False
-    return significant(current) != significant(new) or now - budget.last >= STATUS_DETAIL_REFRESH_S
+    if significant(current) != significant(new):
+        return True
+    return now - budget.last >= detail_refresh_s(len(new.peer_paths))
 
 
 @dataclass(frozen=True)

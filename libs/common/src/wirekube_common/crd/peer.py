@@ -82,12 +82,6 @@ class PeerSpec:
 MAX_PEER_PATHS = 4096
 MAX_CANDIDATES = 4
 
-# Keys of ``PeerPath`` that change without the path changing (probe RTTs,
-# answer times, the retry timer). The agent publishes them along with a
-# write it makes anyway, and refreshes them alone only rarely, so that status
-# writes stay O(N) per change (see wirekube_agent.status).
-VOLATILE_PATH_KEYS: tuple[str, ...] = ("rttMs", "nextAttempt", "candidates")
-
 
 @dataclass(frozen=True)
 class ProbeCandidate:
