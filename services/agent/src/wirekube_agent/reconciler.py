@@ -47,6 +47,7 @@ from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
     RECONCILE_DEBOUNCE_S,
     RESYNC_INTERVAL_S,
+    STATUS_DETAIL_SAMPLE_S,
 )
 from wirekube_agent.topology import desired_state, select_peers, with_gateway_routes
 from wirekube_agent.wg import Backend, select
@@ -254,11 +255,10 @@ class Reconciler:
         self._record_path_events(planned.paths, now)
         previous_paths, self.paths = self.paths, planned.paths
         prober.set_targets(planned.targets)
-        # Probe details reach the status at most once per detail_refresh_s unless
-        # a path changes (status.should_write), so they are sampled at that pace
-        # too: between samples status.peer_path answers from its cache.
-        refresh = status.detail_refresh_s(len(planned.paths))
-        if planned.paths != previous_paths or now - self._probes_at >= refresh:
+        # Probe details only ride along with status writes (status.should_write):
+        # sampled at every path change and every STATUS_DETAIL_SAMPLE_S; between
+        # samples status.peer_path answers from its cache.
+        if planned.paths != previous_paths or now - self._probes_at >= STATUS_DETAIL_SAMPLE_S:
             self._probes_at = now
             self._probes = {
                 name: status.PeerProbe(

@@ -10,11 +10,9 @@ moved by a minute or more — total writes grow O(N) with the mesh, never O(N^2)
 ``peerPaths`` says why each peer's path is what it is (rule and reason from
 ``paths.step``, failures, since when, probe RTT and answers, the next retry).
 Its rule, reason, failures and endpoint are written at once when they change
-(``WHY_KEYS``: they change with the decision, rarely); the details ride along
-with other writes and force a write of their own only once per
-``detail_refresh_s`` — a minute in small meshes, longer in proportion beyond
-``STATUS_DETAIL_REFRESH_PEERS`` peers, so those writes stay a bounded number a
-minute mesh-wide. The ``Ready`` condition sums it up.
+(``WHY_KEYS``: they change with the decision, rarely); the details change with
+every probe and only ride along with writes made for other reasons, so a
+quiet mesh still writes nothing. The ``Ready`` condition sums it up.
 """
 
 from __future__ import annotations
@@ -30,8 +28,6 @@ from wirekube_agent.timers import (
     HANDSHAKE_FRESH_S,
     STATUS_BURST,
     STATUS_CANDIDATES_MAX_PEERS,
-    STATUS_DETAIL_REFRESH_PEERS,
-    STATUS_DETAIL_REFRESH_S,
     STATUS_HANDSHAKE_GRANULARITY_S,
     STATUS_REFILL_S,
     STATUS_SPACING_S,
@@ -198,21 +194,13 @@ def _with_condition(
 
 def significant(status: PeerStatus) -> dict[str, object]:
     """The part of the status whose changes are written at once: everything
-    but peerPaths' details (only its ``WHY_KEYS`` count; the rest rides along,
-    see ``detail_refresh_s``)."""
+    but peerPaths' details (only its ``WHY_KEYS`` count; the rest rides along
+    with writes made for other reasons)."""
     d = status.to_dict()
     paths = d.get("peerPaths")
     if paths:
         d["peerPaths"] = {k: tuple(entry.get(f) for f in WHY_KEYS) for k, entry in paths.items()}
     return d
-
-
-def detail_refresh_s(peers: int) -> float:
-    """How long a change of peerPaths alone waits for a write of its own:
-    ``STATUS_DETAIL_REFRESH_S``, stretched in proportion beyond
-    ``STATUS_DETAIL_REFRESH_PEERS`` peers, so the whole mesh makes a bounded
-    number of such writes a minute (each one reaches every watcher)."""
-    return STATUS_DETAIL_REFRESH_S * max(1.0, peers / STATUS_DETAIL_REFRESH_PEERS)
 
 
 @dataclass(frozen=True)
@@ -231,15 +219,13 @@ class WriteBudget:
 
 
 def should_write(current: PeerStatus, new: PeerStatus, budget: WriteBudget, now: float) -> bool:
-    """A changed status, within the budget; a change of peerPaths alone only
-    once per ``detail_refresh_s``."""
-    if current == new or current.to_dict() == new.to_dict():
+    """A changed status, within the budget; peerPaths' details alone never
+    cause a write (they ride along: see ``significant``)."""
+    if current == new:
         return False
     if budget.available(now) < 1 or now - budget.last < STATUS_SPACING_S:
         return False
-    if significant(current) != significant(new):
-        return True
-    return now - budget.last >= detail_refresh_s(len(new.peer_paths))
+    return significant(current) != significant(new)
 
 
 @dataclass(frozen=True)

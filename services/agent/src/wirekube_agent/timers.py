@@ -30,15 +30,12 @@ STATUS_SPACING_S = 0.5
 # lastHandshake alone changes every ~2 minutes per session; publishing only when
 # it moved by this much keeps it useful without a write per rekey.
 STATUS_HANDSHAKE_GRANULARITY_S = 60.0
-# status.peerPaths (why each path is what it is, probe RTTs and answers, the
-# next retry) changes with every probe; it rides along with other writes and
-# alone is worth a write at most once a minute per agent, up to
-# STATUS_DETAIL_REFRESH_PEERS peers; beyond, the interval grows with N (1000
-# peers: about once an hour), so the mesh makes at most ~16 such writes a
-# minute whatever its size: each write reaches all N watchers, and a fixed
-# per-agent interval would cost O(N^2) deliveries a minute.
-STATUS_DETAIL_REFRESH_S = 60.0
-STATUS_DETAIL_REFRESH_PEERS = 16
+# status.peerPaths' details (phase, since, probe RTT and answers, the next
+# retry) change with every probe and never cause a write themselves (a quiet
+# mesh writes nothing); they ride along with writes made for other reasons.
+# The agent samples them this often, and at every path change, so what rides
+# along is at most this old, and between samples the entries come from a cache.
+STATUS_DETAIL_SAMPLE_S = 60.0
 # status.peerPaths lists each peer's probe candidates only up to this many
 # peers: an entry is ~200 bytes without them and ~350 with them, and the whole
 # object must stay well inside etcd's 1.5 MiB request limit at the CRD's 4096
