@@ -30,3 +30,29 @@ def test_no_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
     assert err.value.code == EXIT_NO_CONFIG
     with pytest.raises(CliError, match="does not exist"):
         find_kubeconfig(str(tmp_path / "missing"), {})
+
+
+def test_context_selects_cluster_and_unknown_context_is_a_clear_error(tmp_path: Path) -> None:
+    import yaml  # noqa: PLC0415
+
+    from wirekube_cli.kube import Cluster  # noqa: PLC0415
+
+    doc = {
+        "current-context": "one",
+        "clusters": [
+            {"name": "c1", "cluster": {"server": "https://127.0.0.1:6443"}},
+            {"name": "c2", "cluster": {"server": "https://127.0.0.2:7443"}},
+        ],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [
+            {"name": "one", "context": {"cluster": "c1", "user": "u"}},
+            {"name": "two", "context": {"cluster": "c2", "user": "u"}},
+        ],
+    }
+    kc = tmp_path / "config"
+    kc.write_text(yaml.safe_dump(doc))
+    assert Cluster(str(kc)).server == "https://127.0.0.1:6443"
+    assert Cluster(str(kc), "two").server == "https://127.0.0.2:7443"
+    with pytest.raises(CliError, match="three") as err:
+        Cluster(str(kc), "three")
+    assert err.value.code == EXIT_NO_CONFIG

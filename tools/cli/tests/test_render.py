@@ -172,3 +172,20 @@ def test_unknown_node_names_the_known_ones() -> None:
 
     with pytest.raises(UnknownNode, match="home-1"):
         view().pair("nope", "home-1")
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import io  # noqa: PLC0415
+
+    from wirekube_cli.term import colour_enabled  # noqa: PLC0415
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert not colour_enabled(io.StringIO())
+    assert colour_enabled(Tty())
+    assert not colour_enabled(Tty(), flag=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not colour_enabled(Tty())
