@@ -189,3 +189,17 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch) -> None:
     assert not colour_enabled(Tty(), flag=False)
     monkeypatch.setenv("NO_COLOR", "1")
     assert not colour_enabled(Tty())
+
+
+def test_managed_relay_endpoint_from_its_service() -> None:
+    assert doctor.managed_endpoint(None, 3478)[0] is None
+    lb = {
+        "spec": {"type": "LoadBalancer"},
+        "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}},
+    }
+    assert doctor.managed_endpoint(lb, 3478) == ("203.0.113.9:3478", "")
+    pending = {"spec": {"type": "LoadBalancer"}}
+    assert doctor.managed_endpoint(pending, 3478)[1].startswith("the managed relay Service has no")
+    assert doctor.managed_endpoint({"spec": {"type": "NodePort"}}, 3478) == (None, "")
+    external = {"spec": {"type": "ClusterIP", "externalIPs": ["198.51.100.4"]}}
+    assert doctor.managed_endpoint(external, 4000) == ("198.51.100.4:4000", "")

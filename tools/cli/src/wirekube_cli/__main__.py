@@ -212,8 +212,10 @@ def _doctor(args: argparse.Namespace, cluster: Cluster, style: Style, now: float
                            EXIT_UNKNOWN_NODE)  # fmt: skip
         args.node = view.node(args.node).node if args.node not in view.labelled_nodes else args.node
     with progress("checking STUN servers, the relay and the clock"):
+        relay = view.spec.relay
+        service = cluster.service(*doctor.MANAGED_SERVICE) if relay.provider == "managed" else None
         probes = doctor.probe(
-            view, missing, cluster.server_time(), time.time(), not args.no_network
+            view, missing, cluster.server_time(), time.time(), not args.no_network, service
         )
     found = doctor.findings(view, probes, now, args.node)
     if args.output == "table":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -242,16 +242,46 @@ def findings(
     return out
 
 
+MANAGED_SERVICE = ("wirekube-system", "wirekube-relay")
+
+
+def managed_endpoint(service: Mapping[str, Any] | None, port: int) -> tuple[str | None, str]:
+    """The managed relay Service's address for nodes outside the cluster
+    network (external IP, then load-balancer ingress) and what was found."""
+    if service is None:
+        return None, "the managed relay Service wirekube-system/wirekube-relay does not exist"
+    spec = service.get("spec") or {}
+    ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    hosts = [*(spec.get("externalIPs") or []), *(i.get("ip") or i.get("hostname") for i in ingress)]
+    hosts = [h for h in hosts if h]
+    if not hosts:
+        if spec.get("type") == "NodePort":
+            return None, ""  # agents use a node's address: nothing to check from here
+        kind = spec.get("type", "ClusterIP")
+        return None, f"the managed relay Service has no external or load-balancer address ({kind})"
+    return f"{hosts[0]}:{port}", ""
+
+
 def probe(
     view: MeshView,
     crds_missing: Sequence[str],
     server_time: float | None,
     now: float,
     network: bool = True,
+    service: Mapping[str, Any] | None = None,
 ) -> ProbeResults:
     """The checks' I/O (see the module docstring); ``network=False`` sends
-    nothing to the STUN servers and the relay."""
+    nothing to the STUN servers and the relay. ``service``: the managed relay
+    Service, when the mesh uses one."""
     results = ProbeResults(crds_missing=list(crds_missing))
+    relay = view.spec.relay
+    if relay.provider == "managed" and relay.mode != "never":
+        port = relay.managed.port if relay.managed else 3478
+        endpoint, problem = managed_endpoint(service, port)
+        if endpoint is None and problem:
+            results.relay["managed relay"] = problem
+        elif network:
+            results.relay[endpoint] = relay_check(endpoint)
     if server_time is not None:
         results.skew_s = round(now - server_time, 1)
     if not network:
