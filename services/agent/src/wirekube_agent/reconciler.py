@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from wirekube_agent import initiate, pathevents, pathplan, paths, registration, status
+from wirekube_agent import initiate, pathplan, paths, registration, status
 from wirekube_agent.dataplane import DataPlane
 from wirekube_agent.endpoint import Discovery, discover
 from wirekube_agent.gatewaynode import GatewayNode
@@ -41,6 +41,8 @@ from wirekube_agent.k8s.parsed import ParsedCache
 from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
 from wirekube_agent.nettasks import NetTasks
+from wirekube_agent.pathevents import REASON as PATH_CHANGED
+from wirekube_agent.pathevents import EventBudget, admit, changes
 from wirekube_agent.relaying import RelayManager, RelayTarget, relay_target
 from wirekube_agent.settings import Settings
 from wirekube_agent.timers import (
@@ -112,7 +114,7 @@ class Reconciler:
         self.paths: dict[str, paths.PathState] = {}
         self._probes: dict[str, status.PeerProbe] = {}  # for status.peerPaths
         self._probes_at = float("-inf")
-        self._event_budget = pathevents.EventBudget()
+        self._event_budget = EventBudget()
         self._restarted: dict[bytes, set[initiate.Reason]] = {}  # each reason acted on once
         self._probing_since: dict[bytes, float] = {}  # initiate.PeerFacts.probing_since
         self._rx_seen: dict[bytes, tuple[int, float]] = {}  # rx_bytes, since when
@@ -251,14 +253,15 @@ class Reconciler:
             relay_endpoints,
             now,
         )
-        self._log_path_changes(planned.paths)
+        paths_changed = planned.paths != self.paths
         self._record_path_events(planned.paths, now)
-        previous_paths, self.paths = self.paths, planned.paths
+        self._log_path_changes(planned.paths)
+        self.paths = planned.paths
         prober.set_targets(planned.targets)
         # Probe details only ride along with status writes (status.should_write):
         # sampled at every path change and every STATUS_DETAIL_SAMPLE_S; between
         # samples status.peer_path answers from its cache.
-        if planned.paths != previous_paths or now - self._probes_at >= STATUS_DETAIL_SAMPLE_S:
+        if paths_changed or now - self._probes_at >= STATUS_DETAIL_SAMPLE_S:
             self._probes_at = now
             self._probes = {
                 name: status.PeerProbe(
@@ -362,8 +365,8 @@ class Reconciler:
 
     def _record_path_events(self, new: dict[str, paths.PathState], now: float) -> None:
         """Path changes as Events on our own WireKubePeer (``pathevents``)."""
-        found = pathevents.changes(self.paths, new)
-        self._event_budget, admitted = pathevents.admit(self._event_budget, found, now)
+        found = changes(self.paths, new)
+        self._event_budget, admitted = admit(self._event_budget, found, now)
         if not admitted:
             return
         own = self.peers_informer.get(self.peer_name) or {}
@@ -374,7 +377,7 @@ class Reconciler:
                     "WireKubePeer",
                     self.peer_name,
                     uid,
-                    pathevents.REASON,
+                    PATH_CHANGED,
                     event.message,
                     warning=event.warning,
                 )
