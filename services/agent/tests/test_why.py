@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from wirekube_agent import pathevents, status
+from wirekube_agent import events, status
 from wirekube_agent.paths import (
     LocalFacts,
     NatFacts,
@@ -175,19 +175,19 @@ def test_path_events_are_rate_limited_and_count_what_was_left_out() -> None:
         n: PathState("relay", "up", 5.0, None, failures=1, rule="cone-cone", reason="direct-failed")
         for n in before
     }
-    events = pathevents.changes(before, after)
+    events = events.changes(before, after)
     assert len(events) == 15 and all(e.warning for e in events)
     assert "direct -> relay" in events[0].message and "direct-failed" in events[0].message
-    budget, admitted = pathevents.admit(pathevents.EventBudget(), events, 10.0)
-    assert len(admitted) == int(pathevents.EVENT_BURST)
+    budget, admitted = events.admit(events.EventBudget(), events, 10.0)
+    assert len(admitted) == int(events.EVENT_BURST)
     assert budget.suppressed == 15 - len(admitted)
-    back = pathevents.changes(after, before)
-    budget, admitted = pathevents.admit(budget, back, 10.0 + pathevents.EVENT_REFILL_S)
+    back = events.changes(after, before)
+    budget, admitted = events.admit(budget, back, 10.0 + events.EVENT_REFILL_S)
     assert len(admitted) == 1
     assert "5 earlier path changes not recorded" in admitted[0].message
     assert not admitted[0].warning
-    assert pathevents.changes(before, before) == []
-    assert pathevents.changes({}, after) == []  # new peers are not changes
+    assert events.changes(before, before) == []
+    assert events.changes({}, after) == []  # new peers are not changes
 
 
 def test_an_unproven_direct_guess_given_up_is_no_failure_and_no_event() -> None:
@@ -198,7 +198,7 @@ def test_an_unproven_direct_guess_given_up_is_no_failure_and_no_event() -> None:
     assert (guess.transport, guess.phase, guess.reason) == ("direct", "probing", "no-relay")
     moved = step(guess, peer, local, ProbeView(), 0.0, AUTO, 101.0)
     assert (moved.transport, moved.failures, moved.reason) == ("relay", 0, "predicted-relay")
-    assert pathevents.changes({"node-b": guess}, {"node-b": moved}) == []
+    assert events.changes({"node-b": guess}, {"node-b": moved}) == []
 
 
 def test_peer_paths_of_a_full_mesh_fit_one_object() -> None:

@@ -25,6 +25,8 @@ from typing import Any
 from wirekube_agent import initiate, pathplan, paths, registration, status
 from wirekube_agent.dataplane import DataPlane
 from wirekube_agent.endpoint import Discovery, discover
+from wirekube_agent.events import REASON as PATH_CHANGED
+from wirekube_agent.events import EventBudget, admit, changes
 from wirekube_agent.gatewaynode import GatewayNode
 from wirekube_agent.gateways import GatewayCache
 from wirekube_agent.k8s import translate
@@ -41,8 +43,6 @@ from wirekube_agent.k8s.parsed import ParsedCache
 from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
 from wirekube_agent.nettasks import NetTasks
-from wirekube_agent.pathevents import REASON as PATH_CHANGED
-from wirekube_agent.pathevents import EventBudget, admit, changes
 from wirekube_agent.relaying import RelayManager, RelayTarget, relay_target
 from wirekube_agent.settings import Settings
 from wirekube_agent.timers import (
@@ -364,7 +364,7 @@ class Reconciler:
                 )
 
     def _record_path_events(self, new: dict[str, paths.PathState], now: float) -> None:
-        """Path changes as Events on our own WireKubePeer (``pathevents``)."""
+        """Path changes as Events on our own WireKubePeer (``events``)."""
         found = changes(self.paths, new)
         self._event_budget, admitted = admit(self._event_budget, found, now)
         if not admitted:
