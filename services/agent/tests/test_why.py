@@ -175,10 +175,10 @@ def test_path_events_are_rate_limited_and_count_what_was_left_out() -> None:
         n: PathState("relay", "up", 5.0, None, failures=1, rule="cone-cone", reason="direct-failed")
         for n in before
     }
-    events = events.changes(before, after)
-    assert len(events) == 15 and all(e.warning for e in events)
-    assert "direct -> relay" in events[0].message and "direct-failed" in events[0].message
-    budget, admitted = events.admit(events.EventBudget(), events, 10.0)
+    found = events.changes(before, after)
+    assert len(found) == 15 and all(e.warning for e in found)
+    assert "direct -> relay" in found[0].message and "direct-failed" in found[0].message
+    budget, admitted = events.admit(events.EventBudget(), found, 10.0)
     assert len(admitted) == int(events.EVENT_BURST)
     assert budget.suppressed == 15 - len(admitted)
     back = events.changes(after, before)
