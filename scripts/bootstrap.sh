@@ -4,7 +4,8 @@
 #   1. Debian packages: wireguard-go/-tools, nftables/iptables, conntrack,
 #      iperf3, coturn + stun-client (interop peers), tcpdump, ping, and
 #      docker-compose (validates docker-compose.yml offline; no engine needed),
-#      dnsmasq (the lab's DNS server for relay-pool names).
+#      dnsmasq (the lab's DNS server for relay-pool names), prometheus
+#      (promtool checks expositions and alert rules; a real server scrapes the lab).
 #   2. uv, then the workspace (every service editable, from uv.lock).
 #   3. gRPC stubs from protos/.
 #   4. The real control plane (kube-apiserver, etcd, kubectl) built from the Go
@@ -17,6 +18,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 APT_PACKAGES=(wireguard-go wireguard-tools nftables iptables conntrack iperf3 coturn
               stun-client tcpdump iputils-ping iproute2 procps docker-compose dnsmasq-base)
+APT_PACKAGES+=(prometheus)
 missing=()
 APT_PACKAGES+=(graphviz)  # wirekubectl graph --format svg (dot), tested against the lab
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -30,6 +32,8 @@ fi
 # coturn's package enables a system service on some images; the lab starts its
 # own instances, never the system one.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now coturn >/dev/null 2>&1 || true; fi
+# Likewise prometheus: tests start their own server, bounded and in a lab.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 
 if ! command -v uv >/dev/null 2>&1; then
   echo "bootstrap: installing uv"

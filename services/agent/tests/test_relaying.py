@@ -3,6 +3,7 @@ import ipaddress
 from wirekube_agent.relaying import RelayManager, relay_target
 from wirekube_agent.timers import RELAY_LOSS_GRACE_S
 from wirekube_common.crd import MeshSpec
+from wirekube_common.relayaddress import NodeAddresses
 
 from .helpers import node
 
@@ -66,16 +67,33 @@ def test_managed_order_external_ip_then_lb_then_nodeport_never_cluster_ip() -> N
     assert not relay_target(m, N, None).configured
 
 
+def test_managed_node_port_prefers_another_nodes_external_ip_and_the_controllers_choice() -> None:
+    m = mesh(provider="managed", managed={"port": 3478})
+    others = [
+        NodeAddresses("b", ("10.0.0.2",), ("203.0.113.2",)),
+        NodeAddresses("c", ("10.0.0.3",), ("203.0.113.3",)),
+    ]
+    # This node (N) is NAT'd: InternalIP only; a node ExternalIP wins.
+    assert relay_target(m, N, service(), nodes=others).addresses == (("203.0.113.2", 31478),)
+    # The controller's choice (mesh status) is kept while it is valid ...
+    kept = relay_target(m, N, service(), nodes=others, current="203.0.113.3")
+    assert kept.addresses == (("203.0.113.3", 31478),)
+    # ... and ignored when it is not an ExternalIP of a usable node.
+    gone = relay_target(m, N, service(), nodes=others, current="198.51.100.1")
+    assert gone.addresses == (("203.0.113.2", 31478),)
+
+
 class _Worker:
-    """Stands in for the bridge worker: only its live replicas matter here."""
+    """Stands in for the bridge worker: only its replica links matter here."""
 
     alive = True
+    REPLICAS = ("198.18.0.10:3478", "198.18.0.11:3478")
 
     def __init__(self) -> None:
         self.live: tuple[str, ...] = ("198.18.0.10:3478",)
 
-    def live_replicas(self) -> tuple[str, ...]:
-        return self.live
+    def links(self) -> dict[str, dict[str, object]]:
+        return {r: {"up": r in self.live, "connects": 1} for r in self.REPLICAS}
 
 
 def test_a_relay_that_reconnects_stays_available() -> None:
@@ -87,10 +105,14 @@ def test_a_relay_that_reconnects_stays_available() -> None:
     worker = _Worker()
     manager.bridge = worker  # type: ignore[assignment]
     assert manager.available
+    # What the metrics read: every replica link, up or not.
+    assert manager.links == {"198.18.0.10:3478": (True, 1), "198.18.0.11:3478": (False, 1)}
+    assert manager.last_available
     worker.live = ()  # the link is reconnecting
     now[0] = 101.0
     assert manager.available
     now[0] = 100.0 + RELAY_LOSS_GRACE_S + 0.1
     assert not manager.available  # gone for longer than the grace
+    assert not manager.last_available
     worker.live = ("198.18.0.10:3478",)
     assert manager.available

@@ -145,6 +145,7 @@ def test_command_line_up_status_down(control_plane: Any, tmp_path: Path) -> None
     workdir = tmp_path / "cp"
     cli = [sys.executable, "-m", "wirekube_lab.controlplane"]
     env = dict(os.environ, WIREKUBE_CONTROLPLANE_DIR=str(workdir))
+    env.pop("NODE_NAME", None)  # the agent's stand-in Pod is then on compose-node
     try:
         up = subprocess.run(
             [*cli, "up"], capture_output=True, text=True, env=env, timeout=240, check=False
@@ -169,6 +170,19 @@ def test_command_line_up_status_down(control_plane: Any, tmp_path: Path) -> None
             check=False,
         )
         assert out.returncode == 0, out.stderr
+        # The agent's token is bound to a stand-in Pod on the compose node, so
+        # the admission policy lets it write node-compose-node (and only that).
+        agent_kc = info["service_kubeconfigs"]["wirekube-agent"]
+        who = subprocess.run(
+            [info["kubectl"], f"--kubeconfig={agent_kc}", "auth", "whoami", "-o", "json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert who.returncode == 0, who.stderr
+        extra = json.loads(who.stdout)["status"]["userInfo"]["extra"]
+        assert extra["authentication.kubernetes.io/node-name"] == ["compose-node"]
         status = subprocess.run(
             [*cli, "status"], capture_output=True, text=True, env=env, timeout=30, check=False
         )

@@ -44,6 +44,11 @@ SPECS: list[tuple[str, str, dict[str, Any] | None]] = [
         },
     ),
     ("peer-minimal", "WireKubePeer", {"publicKey": KEY}),
+    (
+        "mesh-managed-external-ips",
+        "WireKubeMesh",
+        {"relay": {"provider": "managed", "managed": {"externalIPs": ["198.51.100.4"]}}},
+    ),
 ]
 CASES = SPECS + [
     (p.stem, (d := yaml.safe_load(p.read_text()))["kind"], d["spec"]) for p in EXAMPLES

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from wirekube_lab import podidentity
+
 NS = "wirekube-system"
 API = "wirekube.io/v1alpha1"
 KEY = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
@@ -36,6 +38,7 @@ MATRIX: list[tuple[str, str, str, str, bool]] = [
     ("agent", "watch", "wirekubepeers.wirekube.io", "", True),
     ("agent", "patch", "wirekubepeers.wirekube.io/status", "", True),
     ("agent", "delete", "wirekubepeers.wirekube.io", "", False),
+    ("agent", "deletecollection", "wirekubepeers.wirekube.io", "", False),
     ("agent", "list", "wirekubemeshes.wirekube.io", "", True),
     ("agent", "watch", "wirekubemeshes.wirekube.io", "", True),
     ("agent", "patch", "wirekubemeshes.wirekube.io", "", False),
@@ -88,8 +91,32 @@ MATRIX: list[tuple[str, str, str, str, bool]] = [
     ("gateway-controller", "create", "leases.coordination.k8s.io", "default", False),
     ("gateway-controller", "create", "leases.coordination.k8s.io", "kube-system", False),
     ("gateway-controller", "create", "events", "default", True),
-    ("gateway-controller", "list", "nodes", "", False),
-    ("gateway-controller", "list", "wirekubemeshes.wirekube.io", "", False),
+    # ... garbage-collects the peers of nodes that left (peergc): delete
+    # peers, read nodes; never write nodes ...
+    ("gateway-controller", "delete", "wirekubepeers.wirekube.io", "", True),
+    ("gateway-controller", "delete", "nodes", "", False),
+    ("gateway-controller", "deletecollection", "wirekubepeers.wirekube.io", "", False),
+    # ... and runs the managed relay: reads meshes and nodes, writes mesh status.
+    ("gateway-controller", "list", "nodes", "", True),
+    ("gateway-controller", "watch", "nodes", "", True),
+    ("gateway-controller", "patch", "nodes", "", False),
+    ("gateway-controller", "patch", "nodes/status", "", False),
+    ("gateway-controller", "list", "wirekubemeshes.wirekube.io", "", True),
+    ("gateway-controller", "watch", "wirekubemeshes.wirekube.io", "", True),
+    ("gateway-controller", "patch", "wirekubemeshes.wirekube.io/status", "", True),
+    ("gateway-controller", "patch", "wirekubemeshes.wirekube.io", "", False),
+    ("gateway-controller", "update", "wirekubemeshes.wirekube.io", "", False),
+    ("gateway-controller", "delete", "wirekubemeshes.wirekube.io", "", False),
+    ("gateway-controller", "list", "deployments.apps", NS, True),
+    ("gateway-controller", "watch", "services", NS, True),
+    ("gateway-controller", "list", "poddisruptionbudgets.policy", NS, True),
+    ("gateway-controller", "list", "deployments.apps", "default", False),
+    ("gateway-controller", "list", "secrets", NS, False),
+    ("gateway-controller", "watch", "secrets", NS, False),
+    ("gateway-controller", "create", "secrets", NS, True),
+    ("gateway-controller", "create", "secrets", "default", False),
+    ("gateway-controller", "list", "pods", NS, False),
+    ("gateway-controller", "create", "pods", NS, False),
     # stun-probe: nothing at all.
     ("stun-probe", "get", "wirekubepeers.wirekube.io", "", False),
     ("stun-probe", "list", "wirekubemeshes.wirekube.io", "", False),
@@ -120,6 +147,46 @@ def test_can_i(
     proc = control_plane.kubectl(*args, check=False)
     assert proc.stdout.strip() == ("yes" if allowed else "no"), proc.stdout + proc.stderr
     assert proc.returncode == (0 if allowed else 1)
+
+
+# The managed relay's objects, by name: (verb, resource, name, namespace, allowed).
+NAMED: list[tuple[str, str, str, str, bool]] = [
+    *[(v, "deployments.apps", "wirekube-relay", NS, True)
+      for v in ("get", "create", "patch", "delete")],
+    *[(v, "services", n, NS, True)
+      for v in ("get", "create", "patch", "delete")
+      for n in ("wirekube-relay", "wirekube-relay-pool")],
+    *[(v, "poddisruptionbudgets.policy", "wirekube-relay", NS, True)
+      for v in ("get", "create", "patch", "delete")],
+    ("get", "secrets", "wirekube-relay-mesh", NS, True),
+    ("delete", "secrets", "wirekube-relay-mesh", NS, True),
+    ("patch", "secrets", "wirekube-relay-mesh", NS, False),
+    ("update", "secrets", "wirekube-relay-mesh", NS, False),
+    ("get", "secrets", "wirekube-agent-token", NS, False),
+    ("delete", "secrets", "other", NS, False),
+    ("patch", "deployments.apps", "wirekube-gateway-controller", NS, False),
+    ("delete", "deployments.apps", "wirekube-stun-probe", NS, False),
+    ("update", "deployments.apps", "wirekube-relay", NS, False),
+    ("patch", "deployments.apps", "wirekube-relay", "default", False),
+    ("patch", "services", "wirekube-stun-probe", NS, False),
+    ("delete", "services", "kubernetes", "default", False),
+    ("patch", "poddisruptionbudgets.policy", "other", NS, False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "name", "namespace", "allowed"),
+    NAMED,
+    ids=[f"{v}-{r.split('.')[0]}-{n}-in-{ns}-{'yes' if a else 'no'}" for v, r, n, ns, a in NAMED],
+)
+def test_gateway_controller_owns_only_the_managed_relay(
+    control_plane: Any, verb: str, resource: str, name: str, namespace: str, allowed: bool
+) -> None:
+    proc = control_plane.kubectl(
+        "auth", "can-i", verb, f"{resource}/{name}", f"--namespace={namespace}",
+        f"--as={sa_user('gateway-controller')}", check=False,
+    )  # fmt: skip
+    assert proc.stdout.strip() == ("yes" if allowed else "no"), proc.stdout + proc.stderr
 
 
 def test_stun_probe_has_no_wirekube_or_core_permissions(control_plane: Any) -> None:
@@ -226,11 +293,29 @@ def _event(name: str, regarding: dict[str, str]) -> str:
     )
 
 
-def test_agent_real_requests(as_sa: Any, objects: Any, world: dict[str, str]) -> None:
+@pytest.fixture
+def as_agent_pod(control_plane: Any, world: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+    """The agent with the token its pod on the world's node gets (bound to that Pod).
+
+    The admission policy (test_agent_own_peer.py) lets only such a token write,
+    and only that node's peer; RBAC is what this module proves."""
+    identity = podidentity.issue(control_plane, world["node"], path=tmp_path / "agent.kubeconfig")
+
+    def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return control_plane.kubectl(
+            *args, kubeconfig=identity.kubeconfig, input=input, check=False
+        )
+
+    yield run
+    identity.revoke(control_plane)
+
+
+def test_agent_real_requests(
+    as_sa: Any, as_agent_pod: Any, objects: Any, world: dict[str, str]
+) -> None:
     a = "agent"
-    own = objects.name("node-agent-own")
-    created = as_sa(
-        a,
+    own = f"node-{world['node']}"
+    created = as_agent_pod(
         "create",
         "-f",
         "-",
@@ -246,11 +331,12 @@ def test_agent_real_requests(as_sa: Any, objects: Any, world: dict[str, str]) ->
     assert ok(created), created.stderr
     objects.track("WireKubePeer", own)
     assert ok(
-        as_sa(a, "patch", "wkp", own, *_merge_patch({"spec": {"endpoint": "203.0.113.6:51820"}}))
+        as_agent_pod(
+            "patch", "wkp", own, *_merge_patch({"spec": {"endpoint": "203.0.113.6:51820"}})
+        )
     )
     assert ok(
-        as_sa(
-            a,
+        as_agent_pod(
             "patch",
             "wkp",
             own,
@@ -278,6 +364,9 @@ def test_agent_real_requests(as_sa: Any, objects: Any, world: dict[str, str]) ->
     assert forbidden(as_sa(a, "delete", "node", world["node"]), a)
     assert forbidden(as_sa(a, "label", "node", world["node"], "x=y"), a)
     assert forbidden(as_sa(a, "delete", "wkp", own), a)
+    assert forbidden(as_agent_pod("delete", "wkp", own), a)
+    assert forbidden(as_agent_pod("delete", "wkp", world["peer"]), a)
+    assert forbidden(as_agent_pod("delete", "wkp", "--all"), a)
     assert forbidden(
         as_sa(
             a,
@@ -425,8 +514,38 @@ def test_gateway_controller_real_requests(as_sa: Any, objects: Any, world: dict[
         ),
         g,
     )
-    assert forbidden(as_sa(g, "get", "nodes"), g)
+    assert ok(as_sa(g, "get", "nodes", world["node"]))
+    assert forbidden(as_sa(g, "label", "node", world["node"], "x=y"), g)
+    assert forbidden(as_sa(g, "delete", "node", world["node"]), g)
     assert objects.get("WireKubeGateway", world["gateway"])["spec"]["peerRefs"] == [world["peer"]]
+    # Peer garbage collection: the controller deletes a departed node's peer.
+    assert ok(as_sa(g, "delete", "wkp", world["peer"]))
+
+
+def test_gateway_controller_real_requests_for_the_managed_relay(as_sa: Any) -> None:
+    """Server-side applies of the relay's own objects pass (dry run: nothing
+    is left behind in the shared namespace); anything else is refused."""
+    g = "gateway-controller"
+
+    def apply(obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return as_sa(g, "apply", "--server-side", "--field-manager=wirekube-gateway-controller",
+                     "--dry-run=server", "-f", "-", input=json.dumps(obj))  # fmt: skip
+
+    def service(name: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+                "spec": {"clusterIP": "None", "ports": [{"port": 3478}]}}  # fmt: skip
+
+    assert ok(apply(service("wirekube-relay-pool")))
+    assert forbidden(apply(service("wirekube-something-else")), g)
+    secret = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "wirekube-relay-mesh", "namespace": NS},
+              "stringData": {"secret": "x"}}  # fmt: skip
+    created = as_sa(g, "create", "--dry-run=server", "-f", "-", input=json.dumps(secret))
+    assert ok(created), created.stderr
+    assert forbidden(as_sa(g, "get", "secrets", "-n", NS), g)
+    assert forbidden(as_sa(g, "get", "deployments", "wirekube-gateway-controller", "-n", NS), g)
+    assert ok(as_sa(g, "get", "deployments", "-n", NS, "-l", "app.kubernetes.io/name=x"))
+    assert ok(as_sa(g, "get", "wkm"))
 
 
 def test_stun_probe_real_requests(as_sa: Any, world: dict[str, str]) -> None:

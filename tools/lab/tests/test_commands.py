@@ -54,7 +54,10 @@ def test_internet_script() -> None:
     assert "address add 100.64.9.10/30 dev cp0" in text
     assert "route add 198.19.1.0/24 via 198.18.1.2" in text  # the public network is routed
     assert "route add default" not in text  # nothing leaves the lab
-    assert "echo 1 > /proc/sys/net/ipv4/ip_forward" in text
+    # Off first (inherited from the root namespace), then on: the last write wins.
+    assert text.rindex("echo 1 > /proc/sys/net/ipv4/ip_forward") > text.index(
+        "echo 0 > /proc/sys/net/ipv4/ip_forward"
+    )
     assert "echo 0 > /proc/sys/net/bridge/bridge-nf-call-iptables" in text
     assert "nft -f -" in text
 
@@ -71,6 +74,9 @@ def test_router_script() -> None:
 
 def test_host_script() -> None:
     text = namespace_script(PLAN, PLAN.host("s").ns)
+    # A host does not forward, whatever the root namespace it inherits from does.
+    assert "echo 0 > /proc/sys/net/ipv4/ip_forward" in text
+    assert "echo 1 > /proc/sys/net/ipv4/ip_forward" not in text
     assert "address add 198.18.0.10/16 dev eth0" in text
     assert "address add 198.18.0.11/16 dev eth0" in text
     assert "route add default via 198.18.0.1" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import sys
@@ -51,6 +52,10 @@ async def run_agent(settings: Settings) -> None:
             informer.stop()
         reconciler.net.close()
         reconciler.relays.stop()
+        if reconciler.left_mesh:
+            # In a worker thread, like every pass: netlink (pyroute2) cannot
+            # run on the event loop's thread.
+            await asyncio.to_thread(reconciler.clean_up_after_leaving)
 
 
 def main(argv: list[str] | None = None) -> int:

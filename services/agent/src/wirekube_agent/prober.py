@@ -11,6 +11,10 @@ that is how we ask a relayed peer to probe us back at the same moment
 ("call me maybe"), which is what opens two port-restricted NATs at once.
 A probe that arrives from 127.0.0.1 therefore came through the relay.
 
+Every answered ping is a round-trip time measurement of the path it took
+(direct, or through the relay): the latest one per peer and path, and an
+agent-wide histogram per path, are read by the metrics collector.
+
 Thread-safety: ``set_targets`` is called from the reconcile thread, the rest
 from the event loop; one lock guards the shared maps (all work under it is
 a few dict operations).
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 from wirekube_agent import disco
 from wirekube_agent.model import Endpoint
 from wirekube_agent.paths import ProbeView
+from wirekube_agent.peerstats import Histogram
 from wirekube_agent.timers import HEARTBEAT_S, LEARNED_ENDPOINT_TTL_S, PROBE_INTERVAL_S
 from wirekube_common import wgkey
 
@@ -38,6 +43,18 @@ SendFn = Callable[[bytes, Endpoint], bool]
 # describe the path as it is now anyway.
 PING_TTL_S = 5.0
 MAX_OUTSTANDING = 4096
+# Round trips of path probes: a LAN answers in well under a millisecond, a
+# continent in ~0.1 s, a relay across oceans ~0.3 s; a pong later than
+# PING_TTL_S is not matched at all.
+RTT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True)
+class Rtt:
+    """The latest round trip of a probe on one path, and when it came back."""
+
+    seconds: float
+    at: float
 
 
 @dataclass(frozen=True)
@@ -59,7 +76,8 @@ class _Peer:
     last_heartbeat: float = 0.0
     view: ProbeView = field(default_factory=ProbeView)
     learned: dict[Endpoint, float] = field(default_factory=dict)
-    rtt: float | None = None
+    rtt: Rtt | None = None  # the latest direct round trip
+    relay_rtt: Rtt | None = None  # the latest round trip through the relay
 
 
 @dataclass
@@ -81,6 +99,10 @@ class Prober:
         self._peers: dict[bytes, _Peer] = {}
         self._outstanding: dict[bytes, tuple[bytes, Endpoint, float]] = {}
         self.counters = Counters()
+        self._rtt_histograms = {
+            "direct": Histogram(RTT_BUCKETS_S),
+            "relay": Histogram(RTT_BUCKETS_S),
+        }
 
     # -- control (reconcile thread) ---------------------------------------------
     def set_targets(self, targets: Mapping[bytes, Target]) -> None:
@@ -106,10 +128,18 @@ class Prober:
                 return ()
             return tuple(ep for ep, t in peer.learned.items() if now - t < LEARNED_ENDPOINT_TTL_S)
 
-    def rtt(self, key: bytes) -> float | None:
+    def rtt(self, key: bytes, path: str = "direct") -> Rtt | None:
+        """The latest round trip to the peer on ``path`` (direct or relay)."""
         with self._lock:
             peer = self._peers.get(key)
-            return peer.rtt if peer is not None else None
+            if peer is None:
+                return None
+            return peer.relay_rtt if path == "relay" else peer.rtt
+
+    def rtt_histograms(self) -> dict[str, Histogram]:
+        """Every round trip measured so far, per path (copies)."""
+        with self._lock:
+            return {path: h.copy() for path, h in self._rtt_histograms.items()}
 
     # -- timers (event loop) -------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -172,8 +202,10 @@ class Prober:
             if sent is None or sent[0] != sender or p is None:
                 self.counters.dropped += 1
                 return
-            rtt = now - sent[2]
+            rtt = Rtt(max(0.0, now - sent[2]), now)
+            self._rtt_histograms["relay" if via_relay else "direct"].observe(rtt.seconds)
             if via_relay:
+                p.relay_rtt = rtt
                 return  # the relay path answers: good to know, but not a direct path
             p.rtt = rtt
             answered = dict(p.view.answered)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wirekube_agent import initiate, pathplan, paths, registration, status
+from wirekube_agent.cleanup import cleanup
 from wirekube_agent.dataplane import DataPlane
 from wirekube_agent.endpoint import Discovery, discover
 from wirekube_agent.events import REASON as PATH_CHANGED
@@ -43,11 +44,13 @@ from wirekube_agent.k8s.parsed import ParsedCache
 from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
 from wirekube_agent.nettasks import NetTasks
+from wirekube_agent.peerstats import PeerStats, Traffic
 from wirekube_agent.relaying import RelayManager, RelayTarget, relay_target
 from wirekube_agent.settings import Settings
 from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
     RECONCILE_DEBOUNCE_S,
+    RELAY_NODES_REFRESH_S,
     RESYNC_INTERVAL_S,
     STATUS_DETAIL_SAMPLE_S,
 )
@@ -57,6 +60,7 @@ from wirekube_common import wgkey
 from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
 from wirekube_common.gwhealth.reporter import GatewayHealthReporter, KubeLeaseWriter
 from wirekube_common.kube.watch import Informer
+from wirekube_common.relayaddress import NodeAddresses, needs_nodes, status_host
 from wirekube_common.stun.nat import NatReport
 from wirekube_common.wakeup import Wakeup
 from wirekube_common.wireguard.types import DeviceState, format_endpoint
@@ -111,6 +115,9 @@ class Reconciler:
         self.relays = RelayManager(private_key)
         self._relay_service: dict[str, Any] | None = None
         self._relay_service_at = -RESYNC_INTERVAL_S
+        self._relay_nodes: list[NodeAddresses] = []
+        self._relay_nodes_at = -RELAY_NODES_REFRESH_S
+        self._relay_nodes_for: tuple[str | None] | None = None  # the status host listed for
         self.paths: dict[str, paths.PathState] = {}
         self._probes: dict[str, status.PeerProbe] = {}  # for status.peerPaths
         self._probes_at = float("-inf")
@@ -127,7 +134,11 @@ class Reconciler:
         self._rejected: dict[str, str] = {}  # peer name -> the problem last reported
         self._translated = ParsedCache(self._translate)
         self.observed = Observed()
+        self.stats = PeerStats()  # what metrics cannot read off one pass
         self.participating = False
+        # The last pass saw our Node gone or without the vpn-enabled label: on
+        # shutdown the agent then removes everything of the mesh from the node.
+        self.left_mesh = False
 
         notify = self.wake.set
         self.peers_informer = Informer("wirekubepeers", api.new_rest(), custom_path(PEERS), notify)
@@ -199,9 +210,18 @@ class Reconciler:
         node_obj = self.node_informer.get(self.settings.node_name)
         if node_obj is None:
             log.warning("Node %s not found; waiting", self.settings.node_name)
+            self.left_mesh = True
             return
         node = translate.node_from_object(node_obj)
-        if not translate.node_participates(node):
+        left = not translate.node_participates(node)
+        if left and not self.left_mesh and not self.participating:
+            log.info(
+                "node %s is not labelled %s=true; not taking part in the mesh",
+                node.name,
+                translate.VPN_LABEL,
+            )
+        self.left_mesh = left
+        if left:
             self._withdraw(node)
             return
         self.participating = True
@@ -256,6 +276,12 @@ class Reconciler:
         paths_changed = planned.paths != self.paths
         self._record_path_events(planned.paths, now)
         self._log_path_changes(planned.paths)
+        traffic = {
+            by_key[k]: Traffic(self.dataplane.added_at.get(k), s.rx_bytes, s.tx_bytes)
+            for k, s in device.peers.items()
+            if k in by_key
+        }
+        self.stats.update(self.paths, planned.paths, handshakes, traffic, now)
         self.paths = planned.paths
         prober.set_targets(planned.targets)
         # Probe details only ride along with status writes (status.should_write):
@@ -407,7 +433,26 @@ class Reconciler:
                         "cannot read relay Service %s: %s", self.settings.relay_service, exc
                     )
             service = self._relay_service
-        return relay_target(mesh, node, service, self.settings.dns_server)
+        current = status_host(self.mesh_informer.get(self.settings.mesh_name))
+        age = now - self._relay_nodes_at
+        moved = self._relay_nodes_for != (current,) and age >= RESYNC_INTERVAL_S
+        if needs_nodes(service) and (moved or age >= RELAY_NODES_REFRESH_S):
+            # A NodePort: the address may be another node's ExternalIP
+            # (wirekube_common.relayaddress; see the timer for how often).
+            self._relay_nodes_at = now  # a failed list is retried at the resync pace
+            try:
+                self._relay_nodes = [NodeAddresses.from_object(n) for n in self.api.list_nodes()]
+                self._relay_nodes_for = (current,)
+            except Exception as exc:
+                log.warning("cannot list Nodes for the relay's NodePort: %s", exc)
+        return relay_target(
+            mesh,
+            node,
+            service,
+            self.settings.dns_server,
+            nodes=self._relay_nodes if needs_nodes(service) else (),
+            current=current,
+        )
 
     def _mesh(self) -> MeshSpec:
         obj = self.mesh_informer.get(self.settings.mesh_name)
@@ -551,21 +596,39 @@ class Reconciler:
         except Exception as exc:
             log.warning("cannot write status: %s", exc)
 
+    def clean_up_after_leaving(self) -> None:
+        """At shutdown, when our node has left the mesh: remove the interface,
+        our routes, rules and nftables table (what ``wirekube-agent cleanup``
+        removes), so nothing of the mesh outlives the agent on a node that is
+        no longer in it. A node still in the mesh keeps its data plane across
+        an agent restart."""
+        interface = self._mesh().interface_name
+        log.info("node %s left the mesh; removing %s", self.settings.node_name, interface)
+        try:
+            cleanup(interface)
+        except Exception:
+            log.exception("cleanup after leaving the mesh failed")
+
     def _withdraw(self, node: NodeInfo) -> None:
         """The node left the mesh (label removed): take our data plane down."""
         if not self.participating:
             return
+        # Our WireKubePeer stays: the agent may not delete peers (RBAC); the
+        # gateway controller's peer GC deletes it after its grace period, so a
+        # label put back in time keeps the node's identity and paths.
         log.info(
-            "node %s is no longer labelled %s=true; leaving the mesh",
+            "node %s is no longer labelled %s=true; leaving the mesh "
+            "(the controller deletes %s after its grace period)",
             node.name,
             translate.VPN_LABEL,
+            self.peer_name,
         )
-        try:
-            self.api.delete_peer(self.peer_name)
-        except Exception as exc:
-            log.warning("cannot delete %s: %s", self.peer_name, exc)
         self.dataplane.teardown()
         self.gateway_node.teardown()
         self.relays.stop()
         self.paths.clear()
+        # No more path probes or STUN rounds from a node outside the mesh:
+        # no targets, and port 0 closes the raw socket (both come back on rejoin).
+        self.net.prober.set_targets({})
+        self.net.configure(0, ())
         self.participating = False

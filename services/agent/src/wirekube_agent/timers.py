@@ -98,3 +98,10 @@ REACT_COOLDOWN_S = PROBE_BURST_S + 2 * PONG_FRESH_S + 1.0
 RELAY_LOSS_GRACE_S = 5.0
 # Addresses a peer's probes came from are kept as candidates this long.
 LEARNED_ENDPOINT_TTL_S = 120.0
+
+# A NodePort relay's address may be another node's ExternalIP, so the agent
+# lists the Nodes (wirekube_common.relayaddress) — from the API server's watch
+# cache, but every agent doing it every resync would cost O(nodes^2) per
+# interval. It relists when the controller's choice in the mesh status
+# changes (the controller watches the Nodes) and otherwise this often.
+RELAY_NODES_REFRESH_S = 300.0

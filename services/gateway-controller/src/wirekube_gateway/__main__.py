@@ -1,7 +1,7 @@
 """wirekube-gateway-controller: flags, wiring, and the supervisor of every task.
 
-Tasks: one informer per watched resource, the reconcile loop and the
-leader-election loop; the first to fail stops the others and the process
+Tasks: one informer per watched resource, the reconcile loop, the
+leader-election loop and the peer garbage collector (``peergc``); the first to fail stops the others and the process
 exits non-zero (Kubernetes restarts it). SIGTERM stops everything cleanly; the
 leader releases its Lease on the way out so the standby takes over at once.
 """
@@ -19,7 +19,9 @@ from wirekube_common.kube.watch import run_informer
 from wirekube_gateway.election import Elector
 from wirekube_gateway.kube import ControllerApi
 from wirekube_gateway.leader import LeaderElection
+from wirekube_gateway.managedrelay.reconciler import ManagedRelayController
 from wirekube_gateway.metrics import ControllerCollector, HttpServer, liveness
+from wirekube_gateway.peergc import PeerCollector
 from wirekube_gateway.reconciler import Controller
 from wirekube_gateway.settings import Settings, SettingsError, build_parser, from_args
 
@@ -33,6 +35,13 @@ async def run_controller(settings: Settings) -> None:
         api, settings.lease_namespace, settings.lease_name, elector, settings.retry_period_s
     )
     controller = Controller(api, election, settings.health_namespace, failback=settings.failback)
+    peer_gc = PeerCollector(api, election, settings.peer_gc_grace_s, peers=controller.peers)
+    relay = settings.managed_relay and ManagedRelayController(  # its own connection pool
+        ControllerApi(settings.kubeconfig).new_rest,
+        election,
+        settings.managed_relay,
+        settings.mesh_name,
+    )
     http = None
     if settings.metrics_port:
         registry = CollectorRegistry()
@@ -55,12 +64,18 @@ async def run_controller(settings: Settings) -> None:
     }
     tasks["reconcile"] = controller.run
     tasks["leader-election"] = election.run
+    tasks.update(peer_gc.tasks(controller.stop_threads))
+    if relay:
+        tasks.update(relay.tasks())
     try:
         await supervisor.run(tasks)
     finally:
         controller.stop_threads.set()
         for informer in controller.informers:
             informer.stop()
+        peer_gc.stop()
+        if relay:
+            relay.stop()
         if http is not None:
             http.stop()
 

@@ -4,7 +4,8 @@ request per call (callers run them in worker threads and own the retries).
 What it touches, and nothing else (see deploy/kustomize/base/rbac):
 WireKubeGateways and WireKubePeers (list/watch), the gateways' status
 subresource (merge patch), its leader-election Lease (get/create/update), the
-agents' health-report Leases (list/watch) and Events about gateways.
+agents' health-report Leases (list/watch), Events about gateways and peers,
+and for peer garbage collection: Nodes (get/list/watch) and deleting peers.
 """
 
 from __future__ import annotations
@@ -94,4 +95,30 @@ class ControllerApi:
         self, gateway: str, uid: str, reason: str, message: str, warning: bool, timeout: float
     ) -> None:
         body = event_body("WireKubeGateway", gateway, uid, reason, message, warning, COMPONENT)
+        record_event(self.rest, body, timeout)
+
+    # -- peer garbage collection ---------------------------------------------------
+    def get_node(self, name: str, timeout: float) -> dict[str, Any] | None:
+        try:
+            return self.rest.call("GET", f"/api/v1/nodes/{name}", timeout=timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def delete_peer(self, name: str, uid: str, resource_version: str, timeout: float) -> None:
+        """Delete with preconditions: a peer re-created (uid) or re-written
+        (resourceVersion) since it was judged is refused with 409."""
+        preconditions: dict[str, str] = {}
+        if uid:
+            preconditions["uid"] = uid
+        if resource_version:
+            preconditions["resourceVersion"] = resource_version
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions}
+        self.rest.call("DELETE", f"{PEERS_PATH}/{name}", body=body, timeout=timeout)
+
+    def record_peer_event(
+        self, peer: str, uid: str, reason: str, message: str, timeout: float
+    ) -> None:
+        body = event_body("WireKubePeer", peer, uid, reason, message, False, COMPONENT)
         record_event(self.rest, body, timeout)

@@ -57,9 +57,14 @@ class ControllerCollector(Collector):
             labels=["gateway"],
         )
         health = GaugeMetricFamily(
-            "wirekube_gateway_peer_healthy",
-            "1 healthy, 0 unhealthy, -1 not yet known, per gateway peerRef",
-            labels=["gateway", "peer"],
+            "wirekube_gateway_peer_health",
+            "1 for each gateway peerRef's current health verdict (healthy, unhealthy, unknown)",
+            labels=["gateway", "peer", "state"],
+        )
+        clients = GaugeMetricFamily(
+            "wirekube_gateway_clients",
+            "WireKubePeers that route the gateway's CIDRs through its active peer",
+            labels=["gateway"],
         )
         changes = CounterMetricFamily(
             "wirekube_gateway_active_peer_changes",
@@ -71,12 +76,14 @@ class ControllerCollector(Collector):
             if o.active:
                 active.add_metric([name, o.active], 1.0)
             routes.add_metric([name], float(o.routes_injected))
-            for peer, verdict in o.verdicts.items():
-                value = {State.HEALTHY: 1.0, State.UNHEALTHY: 0.0}.get(verdict.state, -1.0)
-                health.add_metric([name, peer], value)
+            clients.add_metric([name], float(o.clients))
+            for peer, verdict in sorted(o.verdicts.items()):
+                for state in State:
+                    health.add_metric([name, peer, state.value], float(verdict.state == state))
         for name, count in sorted(c.stats.active_changes.items()):
-            changes.add_metric([name], float(count))
-        yield from (ready, active, routes, health, changes)
+            if name in c.outcomes:  # a deleted gateway's count goes with it
+                changes.add_metric([name], float(count))
+        yield from (ready, active, routes, clients, health, changes)
         yield CounterMetricFamily(
             "wirekube_gateway_status_writes",
             "Status patches written",

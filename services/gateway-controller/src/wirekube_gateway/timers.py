@@ -54,3 +54,26 @@ DEFAULT_INTERVAL_S = 30
 # /healthz fails when the reconcile or election loop made no progress for this
 # long (a wedged process); the kubelet probes every 20 s.
 STALL_S = 30.0
+
+# -- peer garbage collection (peergc) -----------------------------------------
+# A WireKubePeer whose node left the mesh (Node gone, or no longer labelled
+# wirekube.io/vpn-enabled=true) is deleted after this long departed. A minute
+# rides out an unlabel undone by hand and a kubelet re-registering its Node,
+# and still takes a departed node's key and routes off every other node about
+# a minute after it left. --peer-gc-grace overrides it (0 disables the GC).
+PEER_GC_GRACE_S = 60.0
+# Departures are judged from caches this often; the grace period is measured
+# to within one tick.
+PEER_GC_TICK_S = 1.0
+# At most this many deletes per tick: an accidental mass unlabel (a wrong
+# selector) is worked off over several seconds, each one logged, rather than
+# in one burst against the API server.
+PEER_GC_MAX_DELETES_PER_PASS = 10
+
+# -- managed relay -------------------------------------------------------------
+# The mesh Secret is read (one GET, never listed or watched: the controller may
+# read no other Secret) at most this often, so a deleted Secret is re-created
+# within this. One GET of one object by the leader every 10 s costs nothing.
+SECRET_CHECK_S = 10.0
+# Random bytes in the relay pool's shared secret: 256 bits, a MAC key's size.
+MESH_SECRET_BYTES = 32

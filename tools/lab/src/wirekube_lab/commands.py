@@ -55,6 +55,11 @@ def _sysctl(key: str, value: int) -> str:
 
 
 _COMMON_SYSCTLS = (
+    # A new namespace inherits IPv4 settings from the root namespace, where a
+    # container runtime (podman, containerd) turns forwarding on: a lab host must
+    # start as a plain host whatever this machine ran before. Forwarders turn it
+    # back on below (their sysctls come after these).
+    ("net.ipv4.ip_forward", 0),
     ("net.ipv6.conf.all.disable_ipv6", 1),
     ("net.ipv6.conf.default.disable_ipv6", 1),
 )

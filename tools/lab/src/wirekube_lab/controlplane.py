@@ -31,7 +31,8 @@ API (small on purpose; the lab CLI and the pytest plugin use only this)::
         cp.kubeconfig                          # admin kubeconfig (system:masters)
         cp.write_kubeconfig(path, lab=True)    # admin kubeconfig for lab hosts
         cp.kubeconfig_for_service_account("wirekube-system", "wirekube-agent", lab=True)
-        cp.install_wirekube()                  # CRDs + namespace + RBAC from deploy/kustomize/base
+        cp.kubeconfig_for_service_account(..., bound_pod="pod")  # token naming the pod's node
+        cp.install_wirekube()                  # CRDs, namespace, RBAC, admission policies
         cp.kubectl("get", "wkp")               # CompletedProcess (text); raises on failure
         cp.api_client()                        # kubernetes.client.ApiClient as admin
 
@@ -41,10 +42,12 @@ Command line (a detached control plane for humans and scripts)::
     python -m wirekube_lab.controlplane status|down [--workdir DIR]
 
 ``up`` starts a supervisor process in the background, waits until the
-apiserver is ready (CRDs and RBAC installed unless ``--no-install``, plus one
-token kubeconfig per service account, DIR/wirekube-<service>.kubeconfig, which
-docker-compose.yml mounts), prints the URLs and kubeconfig paths (also in
-DIR/state.json) and returns; ``down`` stops it by its PID. DIR defaults to $WIREKUBE_CONTROLPLANE_DIR or
+apiserver is ready (CRDs, RBAC and admission policies installed unless
+``--no-install``, plus one token kubeconfig per service account,
+DIR/wirekube-<service>.kubeconfig, which docker-compose.yml mounts; the
+agent's is bound to a stand-in Pod on node $NODE_NAME, default compose-node),
+prints the URLs and kubeconfig paths (also in DIR/state.json) and returns;
+``down`` stops it by its PID. DIR defaults to $WIREKUBE_CONTROLPLANE_DIR or
 /tmp/wirekube-controlplane.
 """
 
@@ -75,6 +78,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from wirekube_lab import controlplane_pki as pki
+from wirekube_lab import podidentity
 
 DEFAULT_LAB_ADDRESS = "100.64.0.1"
 SERVICE_CIDR = "10.96.0.0/16"
@@ -92,7 +96,20 @@ SERVICE_ACCOUNTS = (
     "wirekube-gateway-controller",
     "wirekube-stun-probe",
 )
-INSTALL_KUSTOMIZATIONS = ("deploy/kustomize/base/crds", "deploy/kustomize/base/rbac")
+INSTALL_KUSTOMIZATIONS = (
+    "deploy/kustomize/base/crds",
+    "deploy/kustomize/base/rbac",
+    "deploy/kustomize/base/admission",
+)
+AGENT_USER = f"system:serviceaccount:{WIREKUBE_NAMESPACE}:wirekube-agent"
+# The agent-own-peer policy's refusal of a token that names no node: seeing it
+# on a dry-run create proves the admission plugin has loaded the policy.
+POLICY_LOADED_MARK = "this token names no node"
+# Admission policies take effect when the plugin's informer has seen them
+# (about a second); ten covers a loaded machine.
+POLICY_TIMEOUT_S = 10.0
+# The node the compose stack's agent runs as (docker-compose.yml: NODE_NAME).
+COMPOSE_AGENT_NODE = "compose-node"
 
 # A cold kube-apiserver start on 2 busy cores (bootstrap RBAC roles, priority
 # levels, CRD controllers) takes 5-20 s; two minutes only trips on a real hang.
@@ -456,12 +473,26 @@ class ControlPlane:
         lab: bool = False,
         path: Path | str | None = None,
         duration_seconds: int = 86400,
+        bound_pod: str | None = None,
     ) -> Path:
-        """A kubeconfig with a token for ``namespace/name`` from the TokenRequest API."""
+        """A kubeconfig with a token for ``namespace/name`` from the TokenRequest API.
+
+        ``bound_pod``: bind the token to that Pod (same namespace), as the
+        kubelet does for a pod's own token: it then names the Pod's node
+        (userInfo.extra ``authentication.kubernetes.io/node-name``) and dies
+        with the Pod. See ``wirekube_lab.podidentity``.
+        """
+        bound = (
+            k8s_client.V1BoundObjectReference(api_version="v1", kind="Pod", name=bound_pod)
+            if bound_pod
+            else None
+        )
         with self.api_client() as api:
             request = k8s_client.AuthenticationV1TokenRequest(
                 spec=k8s_client.V1TokenRequestSpec(
-                    audiences=[SA_ISSUER], expiration_seconds=duration_seconds
+                    audiences=[SA_ISSUER],
+                    expiration_seconds=duration_seconds,
+                    bound_object_ref=bound,
                 )
             )
             resp = k8s_client.CoreV1Api(api).create_namespaced_service_account_token(
@@ -519,7 +550,8 @@ class ControlPlane:
         return proc
 
     def install_wirekube(self, repo: Path | None = None) -> None:
-        """Apply the CRDs and namespace + RBAC of deploy/kustomize/base; wait for the CRDs."""
+        """Apply the CRDs, namespace + RBAC and admission policies of deploy/kustomize/base;
+        wait for the CRDs and until the policies are in effect."""
         root = repo or repo_root()
         t0 = time.monotonic()
         for k in INSTALL_KUSTOMIZATIONS:
@@ -530,7 +562,33 @@ class ControlPlane:
             "--timeout=60s",
             *(f"crd/{c}" for c in WIREKUBE_CRDS),
         )
-        self._log(f"installed WireKube CRDs and RBAC in {time.monotonic() - t0:.1f}s")
+        self._wait_for_admission_policy()
+        self._log(f"installed WireKube CRDs, RBAC and admission in {time.monotonic() - t0:.1f}s")
+
+    def _wait_for_admission_policy(self) -> None:
+        """Until the agent-own-peer policy refuses a (dry-run) write by a token naming no node."""
+        probe = json.dumps(
+            {
+                "apiVersion": "wirekube.io/v1alpha1",
+                "kind": "WireKubePeer",
+                "metadata": {"name": "node-admission-probe"},
+                "spec": {"publicKey": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="},
+            }
+        )
+        deadline = time.monotonic() + POLICY_TIMEOUT_S
+        while True:
+            proc = self.kubectl(
+                "create", "--dry-run=server", f"--as={AGENT_USER}", "-f", "-",
+                input=probe, check=False,
+            )  # fmt: skip
+            if POLICY_LOADED_MARK in proc.stderr:
+                return
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    f"admission policy not in effect after {POLICY_TIMEOUT_S:.0f}s: "
+                    f"{proc.stdout}{proc.stderr}"
+                )
+            time.sleep(POLL_S)
 
 
 def _etcd_healthy(url: str) -> bool:
@@ -563,13 +621,17 @@ def _serve(workdir: Path, install: bool, lab_address: str) -> int:
         service_kubeconfigs = {}
         if install:
             cp.install_wirekube()
-            # One token kubeconfig per service account (docker-compose.yml mounts them).
+            # One token kubeconfig per service account (docker-compose.yml mounts
+            # them). The agent's is bound to a stand-in Pod on its node: the
+            # admission policy lets only such tokens write their node's peer.
             for sa in SERVICE_ACCOUNTS:
-                service_kubeconfigs[sa] = str(
-                    cp.kubeconfig_for_service_account(
-                        WIREKUBE_NAMESPACE, sa, path=workdir / f"{sa}.kubeconfig"
-                    )
-                )
+                path = workdir / f"{sa}.kubeconfig"
+                if sa == "wirekube-agent":
+                    node = os.environ.get("NODE_NAME", COMPOSE_AGENT_NODE)
+                    podidentity.issue(cp, node, path=path)
+                else:
+                    cp.kubeconfig_for_service_account(WIREKUBE_NAMESPACE, sa, path=path)
+                service_kubeconfigs[sa] = str(path)
         lab_kc = cp.write_kubeconfig(workdir / "admin-lab.kubeconfig", lab=True)
         info = {
             "pid": os.getpid(),

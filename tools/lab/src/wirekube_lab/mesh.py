@@ -6,7 +6,9 @@ WireKubeMesh, registers a Node object per lab node (no kubelet here, so the
 lab plays its part: InternalIP = the host's own address, ExternalIP = its
 public address when it has one, labels and annotations from the topology),
 and starts the real ``wirekube-agent`` as a separate process in each node's
-namespace, talking to the API server as the agent's ServiceAccount.
+namespace, talking to the API server as the agent's ServiceAccount with a
+token bound to a stand-in Pod on that node (``podidentity``: what the kubelet
+would give the agent's pod, and what the admission policy requires).
 
 It also reads the result back the way a user would: the path table from each
 node's ``WireKubePeer.status.peerTransports`` and a ping matrix over node IPs.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,14 +27,13 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from wirekube_lab import firstreply
+from wirekube_lab import firstreply, podidentity
 from wirekube_lab.controlplane import ControlPlane
 from wirekube_lab.lab import Lab
 from wirekube_lab.ping import PingResult
 from wirekube_lab.processes import LabProcess
 
 GROUP, VERSION = "wirekube.io", "v1alpha1"
-AGENT_SA = ("wirekube-system", "wirekube-agent")
 RELAY_SA = ("wirekube-system", "wirekube-relay")
 LOG_ENV = {"WIREKUBE_LOG_FORMAT": "text", "WIREKUBE_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"}
 VPN_LABEL = "wirekube.io/vpn-enabled"
@@ -62,7 +64,7 @@ class MeshLab:
         self.started_at = 0.0  # time.monotonic() when the agents were started
         self.started_wall = 0.0  # the same instant, time.time()
         self.reply_watchers: dict[str, LabProcess] = {}
-        self._kubeconfig: Path | None = None
+        self.identities: dict[str, podidentity.PodIdentity] = {}  # running agents' pods
 
     # -- cluster objects ---------------------------------------------------------
     def apply_mesh(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -141,10 +143,15 @@ class MeshLab:
             raise
 
     # -- agents --------------------------------------------------------------------
-    def kubeconfig(self) -> Path:
-        if self._kubeconfig is None:
-            self._kubeconfig = Path(self.cp.kubeconfig_for_service_account(*AGENT_SA, lab=True))
-        return self._kubeconfig
+    def kubeconfig(self, host: str) -> Path:
+        """The agent's kubeconfig on ``host``: a token bound to a stand-in Pod there.
+
+        One Pod per agent start; ``stop_agent`` deletes it (and so the token)."""
+        if host not in self.identities:
+            self.identities[host] = podidentity.issue(
+                self.cp, host, lab=True, path=self.lab.host_dir(host) / "agent.kubeconfig"
+            )
+        return self.identities[host].kubeconfig
 
     def start_agent(self, host: str, extra: Sequence[str] = ()) -> LabProcess:
         state = self.lab.host_dir(host) / "state"
@@ -155,7 +162,7 @@ class MeshLab:
             "--node-name",
             host,
             "--kubeconfig",
-            str(self.kubeconfig()),
+            str(self.kubeconfig(host)),
             "--state-dir",
             str(state),
             "--wireguard-backend",
@@ -172,7 +179,21 @@ class MeshLab:
 
     def stop_agent(self, host: str) -> int | None:
         proc = self.agents.pop(host, None)
-        return proc.stop() if proc is not None else None
+        code = proc.stop() if proc is not None else None
+        identity = self.identities.pop(host, None)
+        if identity is not None:
+            identity.revoke(self.cp)
+        return code
+
+    @property
+    def relay_admin_token_file(self) -> Path:
+        """The bearer token of the lab relays' admin gRPC, which listens on the
+        relay host's lab address (off loopback a relay requires one)."""
+        path = self.lab.workdir / "relay-admin-token"
+        if not path.exists():
+            path.write_text(secrets.token_hex(16) + "\n")
+            path.chmod(0o600)
+        return path
 
     def start_relay(self, host: str) -> LabProcess:
         kubeconfig = self.cp.kubeconfig_for_service_account(*RELAY_SA, lab=True)
@@ -184,6 +205,8 @@ class MeshLab:
             "0.0.0.0:3478",
             "--admin-listen",
             "0.0.0.0:9091",
+            "--admin-token-file",
+            str(self.relay_admin_token_file),
             "--metrics-listen",
             "0.0.0.0:9090",
             "--allowlist",
@@ -208,7 +231,7 @@ class MeshLab:
             "--health-address",
             "",
             "--metrics-port",
-            "0",
+            "9090",  # as in a cluster: Prometheus and promtool read it (tests/integration/metrics)
         ]
         if len(addresses) > 1:  # RFC 5780: a second address answers CHANGE-REQUESTs
             argv += ["--alternate-address", addresses[1], "--alternate-port", "3479"]
