@@ -137,6 +137,8 @@ def test_peer_paths_and_ready_condition() -> None:
         ("10.0.0.2:51820", None),
     ]
     assert (c.failures, c.next_attempt, c.endpoint) == (2, status.rfc3339(130.0), None)
+    through = status.peer_path(relayed, status.PeerProbe(rtt=0.001, relay_rtt=0.0123))
+    assert through.rtt_ms == 12.3  # the RTT on the path in use
     ready = next(x for x in new.conditions if x["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "SomePeersRelayed")
     assert ready["message"] == "2 peers: 1 direct, 1 relayed"

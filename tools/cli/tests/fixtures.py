@@ -148,7 +148,7 @@ def mesh_objects(
                 },
                 "peerPaths": {
                     "node-zone-6": tcp(),
-                    "node-cloud-2": path("relay", "symmetric-symmetric", "predicted-relay"),
+                    "node-cloud-2": path("relay", "symmetric-symmetric", "predicted-relay", rttMs=12.0),
                 },
             },
         ),

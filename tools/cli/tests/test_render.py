@@ -139,7 +139,8 @@ def test_graph_dot_groups_networks_styles_paths_and_draws_the_relay() -> None:
     assert mermaid.startswith("graph LR")
     assert mermaid.count("subgraph") == mermaid.count("\n  end") == 4
     assert re.search(r"n_cloud_2 ---\|\"1.5 ms\"\| n_home_1", mermaid)
-    assert re.search(r"n_cloud_2 -\.-\|\"relay\"\| n_cloud_5", mermaid)
+    assert re.search(r"n_cloud_2 -\.-\|\"relay 12 ms\"\| n_cloud_5", mermaid)
+    assert v.pair("cloud-2", "cloud-5").rtt_ms == 12.0  # the RTT through the relay
     assert mermaid.count("linkStyle") == 6
 
 

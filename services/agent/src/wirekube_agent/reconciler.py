@@ -45,6 +45,7 @@ from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
 from wirekube_agent.nettasks import NetTasks
 from wirekube_agent.peerstats import PeerStats, Traffic
+from wirekube_agent.prober import Rtt
 from wirekube_agent.relaying import RelayManager, RelayTarget, relay_target
 from wirekube_agent.settings import Settings
 from wirekube_agent.timers import (
@@ -291,7 +292,10 @@ class Reconciler:
             self._probes_at = now
             self._probes = {
                 name: status.PeerProbe(
-                    planned.targets[k].candidates, views[k].answered, prober.rtt(k)
+                    planned.targets[k].candidates,
+                    views[k].answered,
+                    _seconds(prober.rtt(k, "direct")),
+                    _seconds(prober.rtt(k, "relay")),
                 )
                 for k, name in by_key.items()
                 if k in planned.targets
@@ -632,3 +636,7 @@ class Reconciler:
         self.net.prober.set_targets({})
         self.net.configure(0, ())
         self.participating = False
+
+
+def _seconds(rtt: Rtt | None) -> float | None:
+    return rtt.seconds if rtt is not None else None

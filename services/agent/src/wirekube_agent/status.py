@@ -51,11 +51,13 @@ PEER_PATH_CACHE = 8192
 @dataclass(frozen=True)
 class PeerProbe:
     """What the prober knows of one peer: its candidates, when each answered
-    (latest, epoch seconds) and the last direct probe's RTT (seconds)."""
+    (latest, epoch seconds) and the last probe's RTT (seconds) directly and
+    through the relay."""
 
     candidates: tuple[Endpoint, ...] = ()
     answered: tuple[tuple[Endpoint, float], ...] = ()
-    rtt: float | None = None
+    rtt: float | None = None  # direct
+    relay_rtt: float | None = None  # through the relay
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ def peer_path(state: PathState, probe: PeerProbe, detailed: bool = True) -> Peer
     when ``detailed`` (see ``STATUS_CANDIDATES_MAX_PEERS``)."""
     answered = dict(probe.answered)
     relayed = state.transport == "relay"
+    rtt = probe.relay_rtt if relayed else probe.rtt  # on the path in use
     return PeerPath(
         transport=state.transport,
         phase=state.phase,
@@ -142,7 +145,7 @@ def peer_path(state: PathState, probe: PeerProbe, detailed: bool = True) -> Peer
         failures=state.failures,
         endpoint=format_endpoint(state.endpoint) if state.endpoint and not relayed else None,
         next_attempt=rfc3339(state.next_burst) if relayed and state.next_burst else None,
-        rtt_ms=round(probe.rtt * 1000, 2) if probe.rtt is not None else None,
+        rtt_ms=round(rtt * 1000, 2) if rtt is not None else None,
         candidates=tuple(
             ProbeCandidate(format_endpoint(ep), rfc3339(answered[ep]) if ep in answered else None)
             for ep in (probe.candidates[:MAX_CANDIDATES] if detailed else ())

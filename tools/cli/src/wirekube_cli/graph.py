@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from wirekube_cli.mesh import MeshView, NodeView
+from wirekube_cli.mesh import MeshView, NodeView, PairView
 from wirekube_cli.render import nat_cell
 from wirekube_cli.why import relay_name
 
@@ -73,16 +73,20 @@ def to_dot(view: MeshView, relays: Sequence[str] = ()) -> str:
         for name in through:
             lines.append(f'  {_quote(name)} -- {_quote(RELAY_ID)} [style=dotted, color="#bdbdbd"];')
     for p in view.pairs():
-        label = (
-            f"{p.rtt_ms:g} ms"
-            if p.rtt_ms is not None
-            else ("relay" if p.state == "relay" else p.state)
-        )
+        label = _edge_label(p)
         lines.append(
             f"  {_quote(p.a.node)} -- {_quote(p.b.node)} [{DOT_EDGE[p.state]}, label={_quote(label)}];"
         )
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _edge_label(p: PairView) -> str:
+    """A direct edge says its RTT; a relayed one says so (and its RTT)."""
+    rtt = f"{p.rtt_ms:g} ms" if p.rtt_ms is not None else ""
+    if p.state == "direct":
+        return rtt or "direct"
+    return f"{p.state} {rtt}".strip()
 
 
 def _mid(name: str) -> str:
@@ -108,7 +112,7 @@ def to_mermaid(view: MeshView, relays: Sequence[str] = ()) -> str:
             lines.append(f"  {_mid(name)} -.- {_mid(RELAY_ID)}")
     styles: list[str] = []
     for k, p in enumerate(view.pairs()):
-        label = f"{p.rtt_ms:g} ms" if p.rtt_ms is not None else p.state
+        label = _edge_label(p)
         lines.append(f'  {_mid(p.a.node)} {MERMAID_EDGE[p.state]}|"{label}"| {_mid(p.b.node)}')
         colour = {"direct": "#2e7d32", "relay": "#ef6c00", "mixed": "#00838f", "down": "#c62828"}[
             p.state

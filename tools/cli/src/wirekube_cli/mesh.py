@@ -79,7 +79,12 @@ class PairView:
     @property
     def rtt_ms(self) -> float | None:
         rtts = [p.rtt_ms for p in (self.a_path, self.b_path) if p and p.rtt_ms is not None]
-        return round(statistics.median(rtts), 2) if rtts and self.state == "direct" else None
+        # each end publishes the RTT on the path it uses (direct or relay)
+        return (
+            round(statistics.median(rtts), 2)
+            if rtts and self.state in ("direct", "relay")
+            else None
+        )
 
 
 @dataclass(frozen=True)

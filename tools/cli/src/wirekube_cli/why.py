@@ -235,7 +235,8 @@ def explain(
             f"handshakeTimeoutSeconds ({timeout} s)"
         )
     elif pair.state == "relay":
-        summary = f"{a.node} <-> {b.node}: relayed through {relay.removeprefix('the ')}{when}"
+        rtt = f", RTT {pair.rtt_ms} ms" if pair.rtt_ms is not None else ""
+        summary = f"{a.node} <-> {b.node}: relayed through {relay.removeprefix('the ')}{when}{rtt}"
         if nxt_words:
             summary += f", {nxt_words}"
         if reason == "direct-failed":

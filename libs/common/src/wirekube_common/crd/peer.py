@@ -121,7 +121,7 @@ class PeerPath:
     failures: int = 0  # direct paths to this peer that died (consecutive count)
     endpoint: str | None = None  # the direct endpoint in use or tried
     next_attempt: str | None = None  # RFC 3339: the next direct probe burst (relayed)
-    rtt_ms: float | None = None  # the last direct probe's round trip
+    rtt_ms: float | None = None  # the last probe's round trip on the path in use
     candidates: tuple[ProbeCandidate, ...] = ()
 
     @classmethod
