@@ -149,7 +149,18 @@ def test_graph_dot_svg_and_mermaid(live: Any) -> None:
 
 def test_relays_from_the_admin_api(live: Any) -> None:
     port = live.state["relay_admin_port"]
-    doc = live.json("relays", "--relay-admin", f"127.0.0.1:{port}", host="relay")
+    token = live.state["relay_admin_token_file"]
+    refused = live.cli("relays", "--relay-admin", f"127.0.0.1:{port}", "-o", "json", host="relay")
+    assert refused.returncode == 7  # the lab's relay asks for its admin token
+    assert "UNAUTHENTICATED" in json.loads(refused.stdout)["replicas"][0]["error"]
+    doc = live.json(
+        "relays",
+        "--relay-admin",
+        f"127.0.0.1:{port}",
+        "--relay-admin-token-file",
+        token,
+        host="relay",
+    )
     (replica,) = doc["replicas"]
     assert replica["ok"] is True
     assert sorted(p["node"] for p in replica["peers"]) == NODES  # keys named by their peers

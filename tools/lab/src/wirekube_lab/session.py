@@ -148,6 +148,13 @@ def summary(state: dict[str, Any], directory: Path) -> str:
         f"  wirekubectl why {a} {b}",
         "  wirekubectl graph --format svg > mesh.svg",
         f"  wirekube-lab exec {a} -- wirekubectl doctor   # where the nodes' networks are",
+        *(
+            f"  wirekube-lab exec {relay} -- wirekubectl relays --relay-admin 127.0.0.1:"
+            f"{state.get('relay_admin_port', 9091)} --relay-admin-token-file "
+            f"{state['relay_admin_token_file']}"
+            for relay in list(state.get("relays", {}))[:1]
+            if state.get("relay_admin_token_file")
+        ),
         f"  wirekube-lab exec {a} -- wg show",
         f"  wirekube-lab exec {a} -- ping -c3 {state['addresses'].get(b, '')}",
         "  wirekube-lab down",
@@ -193,6 +200,7 @@ def keep(topology_path: Path, directory: Path) -> int:
                 "controlplane_pids": driver.cp.pids,
                 "relays": {h: f"{lab.address(h)}:3478" for h in lab.hosts("relay")},
                 "relay_admin_port": 9091,
+                "relay_admin_token_file": str(driver.mesh.relay_admin_token_file),
                 "paths": driver.paths(lab),
                 "workdir": str(lab.workdir),
             }
