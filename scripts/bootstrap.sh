@@ -19,6 +19,8 @@ export DEBIAN_FRONTEND=noninteractive
 APT_PACKAGES=(wireguard-go wireguard-tools nftables iptables conntrack iperf3 coturn
               stun-client tcpdump iputils-ping iproute2 procps docker-compose dnsmasq-base)
 APT_PACKAGES+=(prometheus)
+# tinyproxy-bin: the lab's real HTTP CONNECT proxy (binary only, no system service).
+APT_PACKAGES+=(tinyproxy-bin)
 missing=()
 APT_PACKAGES+=(graphviz)  # wirekubectl graph --format svg (dot), tested against the lab
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -91,9 +91,27 @@ class _Worker:
 
     def __init__(self) -> None:
         self.live: tuple[str, ...] = ("198.18.0.10:3478",)
+        self.errors: dict[str, str] = {}
 
     def links(self) -> dict[str, dict[str, object]]:
-        return {r: {"up": r in self.live, "connects": 1} for r in self.REPLICAS}
+        return {
+            r: {"up": r in self.live, "connects": 1, "error": self.errors.get(r, "")}
+            for r in self.REPLICAS
+        }
+
+
+def test_why_no_relay_link_is_up_becomes_the_reason() -> None:
+    manager = RelayManager(b"\x01" * 32)
+    worker = _Worker()
+    manager.bridge = worker  # type: ignore[assignment]
+    worker.live = ()
+    worker.errors = {"198.18.0.11:3478": "ProxyRefused: proxy refused the tunnel: HTTP/1.1 407 X"}
+    manager.available  # noqa: B018 - the property refreshes the links
+    assert manager.reason == (
+        "relay unreachable: 198.18.0.11:3478: ProxyRefused: proxy refused the tunnel: HTTP/1.1 407 X"
+    )
+    worker.live = ("198.18.0.10:3478",)
+    assert manager.available and manager.reason == ""
 
 
 def test_a_relay_that_reconnects_stays_available() -> None:

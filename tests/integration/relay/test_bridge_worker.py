@@ -40,7 +40,7 @@ def test_traffic_both_ways_through_a_worker(relay_factory, nodes, h, wg) -> None
         assert b.bridge.pool.wait_live(1, 10)
         name = f"{relay.address[0]}:{relay.address[1]}"
         assert worker.live_replicas() == (name,)
-        assert worker.links() == {name: {"up": True, "connects": 1}}
+        assert worker.links() == {name: {"up": True, "connects": 1, "error": ""}}
         there = h.Flow(a, b).start()
         back = h.Flow(b, a).start()
         h.wait_for(lambda: len(there.received) > 30 and len(back.received) > 30, 10, "flows")

@@ -115,3 +115,31 @@ def test_internet_namespace_only_opens_the_apiserver_door() -> None:
     assert 'oifname "cp0" ct status dnat accept' in text
     assert text.index('oifname "cp0" ct status dnat accept') < text.index('oifname "cp0" drop')
     assert 'iifname "cp0" drop' in text
+
+
+def test_tls_only_lets_only_the_proxy_out_to_443() -> None:
+    doc = {
+        "networks": {"corp": {"nat": "tls-only"}},
+        "hosts": {
+            "n": {"network": "corp", "role": "node"},
+            "px": {"network": "corp", "role": "proxy"},
+        },
+    }
+    plan = plan_lab(parse_topology(doc), RunIds(1, "aaaaa"), IPv4Network("100.64.1.0/30"))
+    router = plan.routers[0]
+    proxy = plan.host("px").addresses[0]
+    assert router.proxies == (proxy,)
+    text = router_ruleset(router)
+    assert f"ip saddr {{ {proxy} }} tcp dport 443 accept" in text
+    assert (
+        'ip daddr 100.64.0.1 meta l4proto tcp accept comment "the lab\'s API server door"' in text
+    )
+    assert 'iifname "lan0" oifname "wan0" accept' not in text
+    assert 'meta l4proto tcp accept comment "only TCP leaves"' not in text
+    assert "policy drop" in text
+
+
+def test_tls_only_without_a_proxy_lets_nothing_but_the_api_server_out() -> None:
+    text = ruleset("tls-only")
+    assert "dport 443" not in text
+    assert "ip daddr 100.64.0.1" in text

@@ -46,7 +46,7 @@ from wirekube_agent.netlink import addresses
 from wirekube_agent.nettasks import NetTasks
 from wirekube_agent.peerstats import PeerStats, Traffic
 from wirekube_agent.prober import Rtt
-from wirekube_agent.relaying import RelayManager, RelayTarget, relay_target
+from wirekube_agent.relaying import RelayManager, RelayTarget, local_egress, relay_target
 from wirekube_agent.settings import Settings
 from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
@@ -456,6 +456,7 @@ class Reconciler:
             self.settings.dns_server,
             nodes=self._relay_nodes if needs_nodes(service) else (),
             current=current,
+            local=local_egress(self.settings),
         )
 
     def _mesh(self) -> MeshSpec:

@@ -14,6 +14,14 @@ there is none. Providers:
   this node's InternalIP. Never the ClusterIP: on a hybrid or NAT'd node that
   is reachable only through the mesh the relay is there to build.
 
+How the links leave the node (``Egress``, relay/egress.py): the external
+relay's ``transport`` (``tcp`` | ``tls``; TLS verifies the certificate for
+``serverName``, default the endpoint's host, against the agent's
+``--relay-ca-file`` or the system store) and the proxy (``external.proxy``,
+else ``HTTPS_PROXY``/``NO_PROXY`` of the agent's environment; credentials
+in the URL or in ``--relay-proxy-credentials-file``). ``LocalEgress`` is the
+agent-side half of that, read once from settings and environment.
+
 ``RelayManager`` owns the bridge (and its pool), which runs in a worker
 process, and rebuilds it when the target or the WireGuard port changes or
 the worker exits. Its ``available`` has hysteresis: a
@@ -26,19 +34,45 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from wirekube_agent.model import FWMARK, NodeInfo
 from wirekube_agent.relay import DnsSource
+from wirekube_agent.relay.egress import Egress, proxy_for
 from wirekube_agent.relay.worker import BridgeWorker, WorkerGone
 from wirekube_agent.timers import RELAY_LOSS_GRACE_S
 from wirekube_common.crd import MeshSpec
 from wirekube_common.relayaddress import NodeAddresses, choose
 
+if TYPE_CHECKING:
+    from wirekube_agent.settings import Settings
+
 log = logging.getLogger(__name__)
+
+#: The environment variables that choose a proxy (curl's and urllib's names).
+PROXY_ENV = ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY")
+
+
+@dataclass(frozen=True)
+class LocalEgress:
+    """The agent's own half of how relay links leave the node."""
+
+    ca_file: str | None = None
+    proxy_credentials_file: str | None = None
+    proxy_env: tuple[tuple[str, str], ...] = ()  # the PROXY_ENV variables that are set
+
+
+def local_egress(settings: Settings, environ: Mapping[str, str] | None = None) -> LocalEgress:
+    env = os.environ if environ is None else environ
+    return LocalEgress(
+        ca_file=settings.relay_ca_file,
+        proxy_credentials_file=settings.relay_proxy_credentials_file,
+        proxy_env=tuple((k, env[k]) for k in PROXY_ENV if env.get(k)),
+    )
 
 
 @dataclass(frozen=True)
@@ -46,6 +80,7 @@ class RelayTarget:
     addresses: tuple[tuple[str, int], ...] = ()
     dns: DnsSource | None = None
     reason: str = ""  # why there is no relay, when there is none
+    egress: Egress = field(default_factory=Egress)
 
     @property
     def configured(self) -> bool:
@@ -80,10 +115,12 @@ def relay_target(
     dns_server: str | None = None,
     nodes: Iterable[NodeAddresses] = (),
     current: str | None = None,
+    local: LocalEgress | None = None,
 ) -> RelayTarget:
     """``nodes``: every Node (only needed for a NodePort; this node is always
     a candidate); ``current``: the host the controller chose (mesh status)."""
     relay = mesh.relay
+    local = local or LocalEgress()
     if relay.mode == "never":
         return RelayTarget(reason="relay mode is never")
     provider = relay.provider or ("external" if relay.external else None)
@@ -92,12 +129,13 @@ def relay_target(
             return RelayTarget(reason="provider external without external.endpoint")
         try:
             host, port = _split(relay.external.endpoint)
+            egress = _egress(relay.external, host, local)
         except ValueError as exc:
             return RelayTarget(reason=str(exc))
         if _is_ip(host):
-            return RelayTarget(addresses=((host, port),))
+            return RelayTarget(addresses=((host, port),), egress=egress)
         servers = (dns_server,) if dns_server else ()
-        return RelayTarget(dns=DnsSource(host, port, nameservers=servers))
+        return RelayTarget(dns=DnsSource(host, port, nameservers=servers), egress=egress)
     if provider == "managed":
         port = relay.managed.port if relay.managed else 3478
         own = NodeAddresses(
@@ -115,10 +153,28 @@ def relay_target(
     return RelayTarget(reason="no relay provider configured")
 
 
+def _egress(external: Any, host: str, local: LocalEgress) -> Egress:
+    """The external relay's transport and proxy. Raises ValueError (a bad proxy URL)."""
+    proxy = proxy_for(host, external.proxy, dict(local.proxy_env))
+    tls = external.transport == "tls"
+    return Egress(
+        transport=external.transport,
+        server_name=(external.server_name or host) if tls else None,
+        ca_file=local.ca_file if tls else None,
+        proxy=proxy,
+        proxy_credentials_file=local.proxy_credentials_file if proxy else None,
+    )
+
+
 def _describe(target: RelayTarget) -> str:
-    if target.dns is not None:
-        return target.dns.name
-    return ", ".join(f"{h}:{p}" for h, p in target.addresses)
+    where = (
+        target.dns.name
+        if target.dns is not None
+        else ", ".join(f"{h}:{p}" for h, p in target.addresses)
+    )
+    e = target.egress
+    via = f" via proxy {e.proxy.describe()}" if e.proxy else ""
+    return f"{where} ({e.transport}{via})"
 
 
 class RelayManager:
@@ -151,6 +207,7 @@ class RelayManager:
             and self.bridge is not None  # a bridge is running ...
             and self._shape is not None
             and self._shape[1] == wg_port  # ... for this WireGuard port
+            and self._shape[0].egress == target.egress  # ... leaving the node the same way
         ):
             # Same bridge, new relay addresses: the peers' WireGuard endpoints
             # (the bridge's sockets) stay, and links still wanted stay up.
@@ -178,6 +235,7 @@ class RelayManager:
                 addresses=target.static_addresses,
                 dns_source=target.dns,
                 fwmark=FWMARK,
+                egress=target.egress,
             )
         except (WorkerGone, ValueError, OSError) as exc:
             # _shape stays unset: the next pass tries again.
@@ -230,7 +288,12 @@ class RelayManager:
         }
         if any(up for up, _ in self.links.values()):
             self._live_at = now
+            self.reason = ""
             return True
+        # No replica is up: say why (a proxy's status line, a certificate that
+        # does not verify), for the "no relay: ..." of unreachable peers.
+        errors = [f"{name}: {link['error']}" for name, link in links.items() if link.get("error")]
+        self.reason = "relay unreachable: " + "; ".join(sorted(errors)) if errors else ""
         return self._live_at is not None and now - self._live_at < RELAY_LOSS_GRACE_S
 
     def stop(self) -> None:

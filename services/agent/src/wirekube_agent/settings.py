@@ -32,6 +32,8 @@ class Settings:
     dns_server: str | None
     relay_service: str
     log_level: str
+    relay_ca_file: str | None = None
+    relay_proxy_credentials_file: str | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="namespace/name of the managed relay's Service",
     )
     p.add_argument("--log-level", default=env("WIREKUBE_LOG_LEVEL", "info"))
+    p.add_argument(
+        "--relay-ca-file",
+        default=env("WIREKUBE_RELAY_CA_FILE"),
+        help="PEM CA bundle for a TLS relay's certificate (default: the system store)",
+    )
+    p.add_argument(
+        "--relay-proxy-credentials-file",
+        default=env("WIREKUBE_RELAY_PROXY_CREDENTIALS_FILE"),
+        help="'user:password' for the HTTP proxy to the relay (a mounted Secret key)",
+    )
     return p
 
 
@@ -95,4 +107,6 @@ def from_args(args: argparse.Namespace) -> Settings:
         dns_server=args.dns_server,
         relay_service=args.relay_service,
         log_level=args.log_level,
+        relay_ca_file=args.relay_ca_file,
+        relay_proxy_credentials_file=args.relay_proxy_credentials_file,
     )

@@ -26,6 +26,8 @@ from wirekube_relay import limits as lim
 from wirekube_relay import timers
 from wirekube_relay.auth import AllowList, Authenticator
 from wirekube_relay.limits import Limits
+from wirekube_relay.mesh import MeshConfig, parse_peers
+from wirekube_relay.meshproto import load_secret
 from wirekube_relay.server import RelayServer
 from wirekube_relay.stats import RelayStats
 
@@ -40,6 +42,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="wirekube-relay", description=__doc__.splitlines()[0])
     a = p.add_argument
     a("--listen", default=_env("listen", "0.0.0.0:3478"), help="relay TCP address host:port")
+    a("--tls-listen", default=_env("tls-listen", ""), help="relay over TLS host:port ('' = off)")
+    a("--tls-cert-file", default=_env("tls-cert-file", ""), help="PEM certificate chain (TLS)")
+    a("--tls-key-file", default=_env("tls-key-file", ""), help="PEM private key (TLS)")
     a(
         "--admin-listen",
         default=_env("admin-listen", "127.0.0.1:9091"),
@@ -85,6 +90,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="registered keys at most; 0 = sized by the memory limit (limits.py)",
     )
     a("--ready-file", default=_env("ready-file", "") or None, help="write bound ports as JSON")
+    a(
+        "--mesh-secret-file",
+        default=_env("mesh-secret-file", "") or None,
+        help="pool secret for the replica mesh (docs/relay-mesh.md); unset: run alone",
+    )
+    a(
+        "--mesh-dns",
+        default=_env("mesh-dns", "") or None,
+        help="headless Service name listing the replicas (re-resolved every 30 s)",
+    )
+    a(
+        "--mesh-peers",
+        default=_env("mesh-peers", ""),
+        help="static replica list host:port,... (external pools)",
+    )
     a("--log-level", default=_env("log-level", "") or None)
     return p.parse_args(argv)
 
@@ -106,6 +126,37 @@ def _allowlist_enabled(mode: str) -> bool:
     return mode == "on"
 
 
+async def _start_tls(server: RelayServer, args: argparse.Namespace) -> asyncio.Server | None:
+    """The TLS listener beside the TCP one (tls.py), when --tls-listen is set."""
+    if not args.tls_listen:
+        return None
+    from wirekube_relay import tls  # noqa: PLC0415 - only with TLS
+
+    if not (args.tls_cert_file and args.tls_key_file):
+        raise SystemExit("--tls-listen needs --tls-cert-file and --tls-key-file")
+    context = tls.server_context(args.tls_cert_file, args.tls_key_file)
+    thost, tport = _split(args.tls_listen)
+    listener, _ = await tls.serve_tls(server, thost, tport, context)
+    return listener
+
+
+def mesh_config(args: argparse.Namespace, port: int) -> MeshConfig | None:
+    """The replica mesh settings, or None (no secret file: the relay runs alone)."""
+    if not args.mesh_secret_file:
+        if args.mesh_dns or args.mesh_peers:
+            log.warning("event=mesh-disabled reason='--mesh-dns/--mesh-peers without a secret'")
+        return None
+    with open(args.mesh_secret_file, "rb") as fh:
+        secret = load_secret(fh.read())
+    pod_ip = os.environ.get("POD_IP", "").strip()
+    return MeshConfig(
+        secret=secret,
+        static_peers=tuple(parse_peers(args.mesh_peers, port)),
+        dns_name=args.mesh_dns,
+        self_hosts=(pod_ip,) if pod_ip else (),
+    )
+
+
 async def run(args: argparse.Namespace) -> int:
     stats = RelayStats()
     allow = AllowList(_allowlist_enabled(args.allowlist))
@@ -125,8 +176,9 @@ async def run(args: argparse.Namespace) -> int:
 
     access = AdminAccess.configure(args.admin_listen, args.admin_token_file)
     host, port = _split(args.listen)
-    server = RelayServer(auth, stats, limits, host, port)
+    server = RelayServer(auth, stats, limits, host, port, mesh_config(args, port))
     bound = await server.start()
+    tls_listener = await _start_tls(server, args)
 
     watcher = None
     if allow.enabled:
@@ -175,12 +227,16 @@ async def run(args: argparse.Namespace) -> int:
 
     code = 0
     try:
-        await supervisor.run({"forwarder": forwarder, "allowlist-watch": allowlist_watch})
+        await supervisor.run(
+            {"forwarder": forwarder, "allowlist-watch": allowlist_watch, "mesh": server.mesh_closed}
+        )
     except supervisor.TaskFailed:
         code = 1
     log.info("event=shutdown code=%d", code)
     admin.set_serving(False)
     await server.stop()
+    if tls_listener is not None:
+        tls_listener.close()
     await asyncio.sleep(0.2)  # let CLOSE frames reach the clients
     if watcher is not None:
         watcher.stop()
@@ -207,6 +263,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         AdminAccess.configure(args.admin_listen, args.admin_token_file)
     except AdminConfigError as exc:
         log.error("event=config-error detail=%r", str(exc))
+        sys.exit(2)
+    try:
+        mesh_config(args, _split(args.listen)[1])
+    except (OSError, ValueError) as exc:
+        log.error("event=config-error detail=%r", f"mesh secret: {exc}")
         sys.exit(2)
     _raise_fd_limit()
     loop = _new_loop()

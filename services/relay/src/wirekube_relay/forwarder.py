@@ -82,6 +82,7 @@ from wirekube_relay.sources import SourceTable, TokenBucket
 
 if TYPE_CHECKING:
     from wirekube_relay.auth import Authenticator
+    from wirekube_relay.mesh import Mesh
     from wirekube_relay.stats import RelayStats
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,11 @@ _SEND = f.SEND
 _DATA_MASK = f.DATA_MASK
 _KEY = f.KEY_LEN
 _DATA_HDR = f.DATA_OVERHEAD
+# First byte of a replica link (meshproto.MESH_HELLO); never a client frame type.
+_MESH_HELLO = 0x40
+#: Free bytes kept before the first frame of every read: a replica link
+#: writes its MESH_DATA header (39 bytes) there instead of copying the run.
+HEADROOM = 64
 # Runs of identical headers shorter than this go frame by frame: the batch
 # rewrite's fixed cost (~70 slice operations) pays off from about here.
 _UNIFORM_MIN = 8
@@ -115,6 +121,8 @@ class Context:
     flush_scheduled: bool = False
     sources: SourceTable = field(default_factory=SourceTable)
     refusals: RefusalLog = field(default_factory=lambda: RefusalLog(log))
+    # the replica mesh (mesh.py), when the relay has a mesh secret
+    mesh: Mesh | None = None
 
     def __post_init__(self) -> None:
         self.sources.max_pending_per_source = self.limits.max_pending_per_source
@@ -187,6 +195,9 @@ class Stage:
 
 
 class RelayConnection(asyncio.BufferedProtocol):
+    # A replica link (mesh.MeshLink) is a sink too: runs to it are wrapped.
+    tunnel = False
+
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.max_payload = f.MAX_HANDSHAKE_PAYLOAD
@@ -209,6 +220,9 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.last_seen_reads = -1
         self.idle_since = self.created
         self.pinged = False
+        # nothing received for a while (sweep): a newer registration of our
+        # key on another replica then takes our frames (mesh.Mesh.route)
+        self.quiet = False
         # per-connection counters (frames/bytes received from / delivered to it)
         self.frames_in = 0
         self.bytes_in = 0
@@ -300,12 +314,12 @@ class RelayConnection(asyncio.BufferedProtocol):
             return
         start, end = self.start, self.end
         if start == end:
-            self.start = self.end = 0
+            self.start = self.end = HEADROOM
         elif len(self.buf) - end < f.HEADER_LEN + self.max_payload:
             # move the partial frame to the front (at most one frame, rare)
             n = end - start
-            self.buf[0:n] = bytes(self.mv[start:end])
-            self.start, self.end = 0, n
+            self.buf[HEADROOM : HEADROOM + n] = bytes(self.mv[start:end])
+            self.start, self.end = HEADROOM, HEADROOM + n
 
     def eof_received(self) -> bool:
         return False  # close the transport
@@ -386,7 +400,7 @@ class RelayConnection(asyncio.BufferedProtocol):
                 if t & _DATA_MASK == _SEND and (n > _KEY or (t == _SEND and n == _KEY)):
                     if run_key is None or not buf.startswith(run_key, i + 3):
                         if run_frames:
-                            self.deliver(run_key, self.mv[run_start:i], run_frames)  # type: ignore[arg-type]
+                            self.deliver(run_key, self.mv[run_start:i], run_frames, run_start)  # type: ignore[arg-type]
                             run_frames = 0
                         stride = j - i
                         if (
@@ -429,7 +443,7 @@ class RelayConnection(asyncio.BufferedProtocol):
                     run_frames += 1
                 else:
                     if run_frames:
-                        self.deliver(run_key, self.mv[run_start:i], run_frames)  # type: ignore[arg-type]
+                        self.deliver(run_key, self.mv[run_start:i], run_frames, run_start)  # type: ignore[arg-type]
                         run_frames = 0
                     run_key = None
                     self.start = j
@@ -438,7 +452,7 @@ class RelayConnection(asyncio.BufferedProtocol):
                         return  # throttled: the rest waits in the buffer
                 i = j
             if run_frames:
-                self.deliver(run_key, self.mv[run_start:i], run_frames)  # type: ignore[arg-type]
+                self.deliver(run_key, self.mv[run_start:i], run_frames, run_start)  # type: ignore[arg-type]
             self.start = i
         finally:
             self.count(self.frames_in - frames_before, self.bytes_in - bytes_before)
@@ -523,8 +537,13 @@ class RelayConnection(asyncio.BufferedProtocol):
         for key, group in groups.items():
             self.deliver(key, b"".join(group), len(group))
 
-    def deliver(self, key: bytes, data: memoryview | bytes, frames: int) -> None:
+    def deliver(self, key: bytes, data: memoryview | bytes, frames: int, at: int = -1) -> None:
         """Deliver ``frames`` frames (already rewritten) to ``key``'s connection.
+
+        ``at``: where ``data`` starts in our receive buffer (-1: elsewhere). A
+        replica link writes its header into the bytes just before it, which
+        are free once processed (``HEADROOM`` keeps room before a read's first
+        frame), and sends header and run from our buffer with one write.
 
         Interleaved senders make runs of one frame, so this is per frame: the
         checks on a destination (gone, closing, queue full, paused) are made
@@ -537,7 +556,11 @@ class RelayConnection(asyncio.BufferedProtocol):
         if isinstance(dst, str):
             self.drop(dst, frames, len(data))
             return
-        if dst.staged:
+        if dst.tunnel:
+            dst.wrap(key, data, frames, self.buf if at >= 0 else None, at)  # type: ignore[attr-defined]
+            if dst.writing_paused:
+                self.wait_for(dst)
+        elif dst.staged:
             dst.stage.add(data)
         elif len(data) >= timers.DIRECT_WRITE_MIN:
             assert dst.transport is not None  # admitted
@@ -552,8 +575,16 @@ class RelayConnection(asyncio.BufferedProtocol):
         dst.bytes_out += len(data)
 
     def admit(self, key: bytes) -> RelayConnection | str:
-        """The connection frames to ``key`` go to in this read, or why they are dropped."""
+        """The connection frames to ``key`` go to in this read, or why they are dropped.
+
+        With a replica mesh, a key registered on another replica (or whose
+        local connection went quiet after a newer registration elsewhere)
+        goes to that replica's link; frames that came over a replica link
+        are only ever delivered locally (at most one extra hop, no loops)."""
         dst = self.ctx.registry.table.get(key)
+        mesh = self.ctx.mesh
+        if mesh is not None and not self.tunnel and (dst is None or dst.quiet):
+            dst = mesh.route(key, dst)
         if dst is None:
             self.peer_gone(key)
             self.no_peer_keys += 1
@@ -738,6 +769,9 @@ class RelayConnection(asyncio.BufferedProtocol):
         ctx = self.ctx
         hs = self.handshake
         assert hs is not None
+        if ctx.mesh is not None and self.start < self.end and self.buf[self.start] == _MESH_HELLO:
+            ctx.mesh.adopt(self)  # another replica joining: the mesh takes the connection
+            return
         while True:
             stop = f.scan(self.buf, self.start, self.end, self.max_payload)
             if stop < 0:
@@ -786,10 +820,10 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.handshake = None
         self.max_payload = ctx.limits.max_payload
         rest = bytes(self.mv[self.start : self.end])
-        self.buf = bytearray(timers.RECV_BUFFER + f.HEADER_LEN + f.MAX_PAYLOAD)
+        self.buf = bytearray(HEADROOM + timers.RECV_BUFFER + f.HEADER_LEN + f.MAX_PAYLOAD)
         self.mv = memoryview(self.buf)
-        self.buf[: len(rest)] = rest
-        self.start, self.end = 0, len(rest)
+        self.buf[HEADROOM : HEADROOM + len(rest)] = rest
+        self.start, self.end = HEADROOM, HEADROOM + len(rest)
         ctx.pending -= 1
         if self.source_counted:
             ctx.sources.registered(self.ip)

@@ -90,6 +90,60 @@ class RelayCollector(Collector):
             )
             g.add_metric([], ctx.limits.max_registrations)
             yield g
+        yield from self.mesh_metrics()
+
+    def mesh_metrics(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Local vs replica-mesh forwarding, links and presence (docs/relay-mesh.md)."""
+        st = self.server.stats
+        mesh = self.server.mesh
+        frames = CounterMetricFamily(
+            "wirekube_relay_routed_frames",
+            "Data frames by path: from a local client to a local one, to another replica, "
+            "or from another replica to a local client.",
+            labels=["path"],
+        )
+        nbytes = CounterMetricFamily(
+            "wirekube_relay_routed_bytes", "Bytes of data frames by path.", labels=["path"]
+        )
+        frames.add_metric(["local"], st.frames_forwarded - st.mesh_frames_out)
+        frames.add_metric(["to-replica"], st.mesh_frames_out)
+        frames.add_metric(["from-replica"], st.mesh_frames_in)
+        nbytes.add_metric(["local"], st.bytes_forwarded - st.mesh_bytes_out)
+        nbytes.add_metric(["to-replica"], st.mesh_bytes_out)
+        nbytes.add_metric(["from-replica"], st.mesh_bytes_in)
+        yield frames
+        yield nbytes
+        g = GaugeMetricFamily("wirekube_relay_mesh_links_up", "Authenticated replica links.")
+        g.add_metric([], mesh.links_up() if mesh is not None else 0)
+        yield g
+        g = GaugeMetricFamily(
+            "wirekube_relay_mesh_presence_keys",
+            "Presence table size: keys registered here plus keys other replicas announced.",
+        )
+        g.add_metric([], len(mesh.presence) if mesh is not None else 0)
+        yield g
+        c = CounterMetricFamily(
+            "wirekube_relay_mesh_links_established",
+            "Replica links that came up to a replica that had none (duplicates swapped: not counted).",
+        )
+        c.add_metric([], st.mesh_links_established)
+        yield c
+        c = CounterMetricFamily(
+            "wirekube_relay_mesh_auth_failures",
+            "Refused replica handshakes, by reason.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(st.mesh_auth_failures.items()):
+            c.add_metric([reason], n)
+        yield c
+        c = CounterMetricFamily(
+            "wirekube_relay_mesh_links_closed",
+            "Replica links closed, by reason.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(st.mesh_closes.items()):
+            c.add_metric([reason], n)
+        yield c
 
 
 def serve_metrics(server: RelayServer, host: str, port: int) -> tuple[CollectorRegistry, int]:

@@ -17,24 +17,37 @@ The forwarder reads ``table`` (a plain dict) directly on the hot path.
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 C = TypeVar("C")
+
+
+class Listener(Protocol):
+    """Told of every change of ownership (the replica mesh announces them)."""
+
+    def registered(self, key: bytes) -> None: ...
+
+    def unregistered(self, key: bytes) -> None: ...
 
 
 class Registry(Generic[C]):
     def __init__(self) -> None:
         self.table: dict[bytes, C] = {}
+        self.listener: Listener | None = None
 
     def register(self, key: bytes, conn: C) -> C | None:
         """Make ``conn`` the owner of ``key``; returns the connection it replaced, if any."""
         old = self.table.get(key)
         self.table[key] = conn
+        if self.listener is not None:
+            self.listener.registered(key)
         return old if old is not conn else None
 
     def unregister(self, key: bytes, conn: C) -> bool:
         if self.table.get(key) is conn:
             del self.table[key]
+            if self.listener is not None:
+                self.listener.unregistered(key)
             return True
         return False
 

@@ -30,6 +30,7 @@ from wirekube_relay import limits, timers
 from wirekube_relay.auth import Authenticator
 from wirekube_relay.forwarder import Context, RelayConnection
 from wirekube_relay.limits import Limits
+from wirekube_relay.mesh import Mesh, MeshConfig
 from wirekube_relay.stats import RelayStats
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class RelayServer:
         limits: Limits,
         host: str = "0.0.0.0",
         port: int = 3478,
+        mesh_config: MeshConfig | None = None,
     ) -> None:
         self.auth = auth
         self.stats = stats
@@ -61,6 +63,8 @@ class RelayServer:
         self.host = host
         self.port = port
         self.ctx: Context | None = None
+        self.mesh_config = mesh_config
+        self.mesh: Mesh | None = None
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -80,6 +84,19 @@ class RelayServer:
             lambda: RelayConnection(ctx), sock=sock, backlog=4096
         )
         self.port = sock.getsockname()[1]
+        if self.mesh_config is not None:
+            cfg = self.mesh_config
+            own = {*cfg.self_hosts, *([self.host] if self.host not in ("0.0.0.0", "::") else [])}
+            self.mesh = Mesh(
+                ctx,
+                cfg.secret,
+                self.auth.relay_id,
+                self.port,
+                static_peers=cfg.static_peers,
+                dns_name=cfg.dns_name,
+                self_addresses=[(h, self.port) for h in own],
+            )
+            self.mesh.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="relay-sweeper")
         log.info(
             "event=listening address=%s:%d relay_id=%s", self.host, self.port, self.auth.relay_id
@@ -91,9 +108,18 @@ class RelayServer:
         assert self._sweeper is not None
         await self._sweeper
 
+    async def mesh_closed(self) -> None:
+        """Runs until the replica mesh task dies (a bug); forever without a mesh."""
+        if self.mesh is None:
+            await asyncio.Event().wait()
+        else:
+            await self.mesh.wait_closed()
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self.mesh is not None:
+            self.mesh.stop()
         if self.ctx is not None:
             for conn in list(self.ctx.connections):
                 conn.close("shutdown", f.CLOSE_SHUTTING_DOWN, "relay shutting down")
@@ -128,6 +154,7 @@ class RelayServer:
                 conn.idle_since = now
                 conn.pinged = False
             idle = now - conn.idle_since
+            conn.quiet = idle >= timers.QUIET_AFTER
             if idle >= lim.dead_timeout:
                 conn.fail("dead", f.CLOSE_TIMEOUT, f"nothing received for {idle:.0f}s")
                 continue

@@ -29,6 +29,15 @@ class RelayStats:
         # receivers marked stalled; connections paused for their own rate limit
         self.stalls = 0
         self.throttles = 0
+        # replica mesh: frames/bytes sent to other replicas (a part of
+        # frames_forwarded) and received from them for local clients
+        self.mesh_frames_out = 0
+        self.mesh_bytes_out = 0
+        self.mesh_frames_in = 0
+        self.mesh_bytes_in = 0
+        self.mesh_links_established = 0
+        self.mesh_auth_failures: Counter[str] = Counter()
+        self.mesh_closes: Counter[str] = Counter()
 
     def uptime(self) -> float:
         return time.monotonic() - self.started

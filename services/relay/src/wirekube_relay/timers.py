@@ -92,3 +92,66 @@ DEFAULT_MAX_PAYLOAD = 0xFFFF
 
 # Per-source, per-connection and relay-wide bounds (pending connections,
 # registrations, rates of control frames): limits.py.
+
+# --- replica mesh (mesh.py) -------------------------------------------------
+
+#: A registered connection from which nothing arrived for this long is
+#: "quiet": if its key registered on another replica after it, frames for the
+#: key follow that newer registration. Agents ping every second, so a live
+#: agent is never quiet; two seconds is two sweeps without a single read.
+QUIET_AFTER = 2.0
+
+#: Re-resolve the headless Service name this often (the mesh spec's 30 s:
+#: a new replica is dialled by the others within this, and it dials them at
+#: its own start at once).
+MESH_RESOLVE_INTERVAL = 30.0
+
+#: Until the pool name names another replica (a fresh pool: replicas appear in
+#: the headless Service only once ready), it is asked again this often.
+MESH_RESOLVE_RETRY = 2.0
+
+#: One DNS lookup of the pool name, at most (the cluster DNS answers in ms).
+MESH_RESOLVE_TIMEOUT = 5.0
+
+#: Discovery and link housekeeping (dials, pings, deadlines) run this often.
+MESH_TICK = 1.0
+
+#: TCP connect to another replica (same cluster network: fast or never).
+MESH_CONNECT_TIMEOUT = 3.0
+
+#: Each link is pinged once a second; a link silent for three seconds is dead
+#: and the keys announced over it are forgotten, so frames stop going to a
+#: replica that vanished without a FIN well within the 5 s failover budget.
+MESH_PING_INTERVAL = 1.0
+MESH_DEAD_AFTER = 3.0
+
+#: Redial backoff per address: from 0.5 s (a replica restarting is back in
+#: about a second) doubling to 5 s (a dead address costs one SYN per 5 s).
+MESH_BACKOFF_MIN = 0.5
+MESH_BACKOFF_MAX = 5.0
+
+#: Other replicas of one pool, at most (presence memory is bounded by this
+#: times MAX_CONNECTIONS keys).
+MESH_MAX_REPLICAS = 64
+
+#: Replica handshakes in progress at once, at most: a replica dials each
+#: other replica once, so anything beyond is not a pool member's doing.
+MESH_MAX_PENDING = 64
+
+#: A replica link's reader moves a partial frame to the front of its buffer
+#: once less than this is left to read into (reads stay large).
+MESH_MIN_READ = 64 * 1024
+
+#: A replica must finish its join (one round trip, two HMACs) within this;
+#: replicas share a cluster network, so anything slower is not one of them.
+MESH_HANDSHAKE_DEADLINE = 3.0
+
+#: Replica handshakes in progress from one address, at most: a replica dials
+#: each other replica once, so more from one address is not a replica.
+MESH_MAX_PENDING_PER_SOURCE = 4
+
+#: A replica link whose queue grows past this is closed (and redialled)
+#: rather than dropping a control frame: presence must not be lost. Data to
+#: it is dropped above DROP_LIMIT first, so only a link that is not draining
+#: at all gets here.
+MESH_CONTROL_LIMIT = 16 * 1024 * 1024

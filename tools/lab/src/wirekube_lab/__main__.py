@@ -133,7 +133,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(f"{topology.name}: valid")
         for h in hosts:
             print(
-                f"  {h['name']:<16} {h['role']:<6} {h['network']:<12} "
+                f"  {h['name']:<16} {h['role']:<13} {h['network']:<12} "
                 f"{', '.join(h['addresses']):<28} public {h['public_address']}"
             )
     return EXIT_OK

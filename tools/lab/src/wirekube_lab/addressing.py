@@ -110,6 +110,7 @@ class RouterPlan:
     wan_address: IPv4Address
     uplink: Port
     one_to_one: tuple[tuple[IPv4Address, IPv4Address], ...]  # (private, public)
+    proxies: tuple[IPv4Address, ...] = ()  # tls-only: the hosts that may open TCP 443 out
     wan_ifname: str = "wan0"
     lan_ifname: str = "lan0"
 
@@ -358,6 +359,9 @@ def plan_lab(topology: Topology, ids: RunIds, control: IPv4Network) -> LabPlan:
             wan_address=r.wan_address,
             uplink=r.uplink,
             one_to_one=tuple(one_to_one_pairs[r.network]),
+            proxies=tuple(
+                h.addresses[0] for h in hosts if h.network == r.network and h.role == "proxy"
+            ),
         )
         for r in routers.values()
     )

@@ -21,7 +21,7 @@ duplicate address detection delays and link-local noise.
 from __future__ import annotations
 
 from .addressing import CONTROL_IFINDEX, LabPlan
-from .nftrules import internet_ruleset, router_ruleset
+from .nftrules import balancer_ruleset, internet_ruleset, router_ruleset
 from .topology import INTERNET_CIDR
 
 
@@ -158,4 +158,9 @@ def _host_script(plan: LabPlan, name: str) -> str:
         f"link set {host.ifname} up",
         f"route add default via {host.gateway}",
     ]
+    if host.role == "load-balancer":
+        spec = plan.topology.host(name)
+        backends = [plan.host(b).address for b in spec.backends]
+        ruleset = balancer_ruleset(host.address, backends, spec.ports, spec.balance)
+        return _script(list(_COMMON_SYSCTLS + _FORWARDER_SYSCTLS), lines, ruleset)
     return _script(list(_COMMON_SYSCTLS), lines, None)

@@ -225,17 +225,19 @@ class Lab:
 
         ``stunServers`` defaults to port 3478 on the addresses of the first
         ``stun`` host; ``relay.external.endpoint`` (when the provider is
-        ``external``) to port 3478 of the first ``relay`` host.
+        ``external``) to port 3478 of the first ``load-balancer`` host, else
+        of the first ``relay`` host.
         """
         spec = copy.deepcopy(dict(self.topology.mesh))
         stun = self.hosts("stun")
         if "stunServers" not in spec and stun:
             spec["stunServers"] = [f"{a}:3478" for a in self.addresses(stun[0])]
         relay = spec.get("relay")
-        relays = self.hosts("relay")
+        relays = self.hosts("load-balancer") or self.hosts("relay")
         if isinstance(relay, dict) and relay.get("provider") == "external" and relays:
             external = relay.setdefault("external", {})
-            external.setdefault("endpoint", f"{self.address(relays[0])}:3478")
+            port = 443 if external.get("transport") == "tls" else 3478  # the relay's TLS port
+            external.setdefault("endpoint", f"{self.address(relays[0])}:{port}")
         return spec
 
     # ------------------------------------------------------------------ actions

@@ -10,6 +10,11 @@ namespace, talking to the API server as the agent's ServiceAccount with a
 token bound to a stand-in Pod on that node (``podidentity``: what the kubelet
 would give the agent's pod, and what the admission policy requires).
 
+Locked-down egress (egress.py): with ``relay.external.transport: tls`` the
+relay also serves TLS on 443 with a lab CA every agent trusts; ``proxy``
+hosts run tinyproxy, and the nodes of their network reach the relay through
+it (``HTTPS_PROXY`` + a credentials file).
+
 It also reads the result back the way a user would: the path table from each
 node's ``WireKubePeer.status.peerTransports`` and a ping matrix over node IPs.
 """
@@ -29,6 +34,14 @@ from kubernetes import client as k8s
 
 from wirekube_lab import firstreply, podidentity
 from wirekube_lab.controlplane import ControlPlane
+from wirekube_lab.egress import (
+    PROXY_PORT,
+    RELAY_TLS_PORT,
+    ProxyCredentials,
+    RelayTls,
+    tinyproxy_binary,
+    tinyproxy_config,
+)
 from wirekube_lab.lab import Lab
 from wirekube_lab.ping import PingResult
 from wirekube_lab.processes import LabProcess
@@ -44,6 +57,8 @@ LAB_ENDPOINT_SOURCES = "annotation,stun,ipv6,external-ip,internal"
 POLL_S = 0.25
 # How long the first-reply watchers keep asking (they stop once all answered).
 REPLY_WATCH_S = 90.0
+# With several relay hosts, they form one pool (docs/relay-mesh.md).
+RELAY_MESH_SECRET = "wirekube-lab-relay-pool-secret"
 
 
 def peer_name(host: str) -> str:
@@ -65,6 +80,10 @@ class MeshLab:
         self.started_wall = 0.0  # the same instant, time.time()
         self.reply_watchers: dict[str, LabProcess] = {}
         self.identities: dict[str, podidentity.PodIdentity] = {}  # running agents' pods
+        self._kubeconfig: Path | None = None
+        self.relay_tls: RelayTls | None = None  # with relay.external.transport tls
+        self.proxy_credentials = ProxyCredentials.generate()
+        self.proxies: dict[str, LabProcess] = {}  # tinyproxy by host
 
     # -- cluster objects ---------------------------------------------------------
     def apply_mesh(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -171,9 +190,11 @@ class MeshLab:
             "9090",
             "--endpoint-sources",
             LAB_ENDPOINT_SOURCES,
+            *self._egress_flags(host),
             *extra,
         ]
-        proc = self.lab.spawn(host, argv, env=LOG_ENV, name="agent", private_wireguard_dir=True)
+        env = LOG_ENV | self._egress_env(host)
+        proc = self.lab.spawn(host, argv, env=env, name="agent", private_wireguard_dir=True)
         self.agents[host] = proc
         return proc
 
@@ -195,7 +216,12 @@ class MeshLab:
             path.chmod(0o600)
         return path
 
-    def start_relay(self, host: str) -> LabProcess:
+    def start_relay(
+        self, host: str, extra: Sequence[str] = (), env: dict[str, str] | None = None
+    ) -> LabProcess:
+        """``wirekube-relay`` on ``host`` (allow-list on, admin gRPC with the
+        token of ``relay_admin_token_file``); ``extra`` flags and ``env`` are
+        added (a relay pool's ``--mesh-*`` flags and ``POD_IP``)."""
         kubeconfig = self.cp.kubeconfig_for_service_account(*RELAY_SA, lab=True)
         argv = [
             sys.executable,
@@ -213,10 +239,77 @@ class MeshLab:
             "on",
             "--kubeconfig",
             str(kubeconfig),
+            *extra,
         ]
-        proc = self.lab.spawn(host, argv, env=LOG_ENV, name="relay")
+        if self.relay_tls is not None:
+            argv += [
+                "--tls-listen",
+                f"0.0.0.0:{RELAY_TLS_PORT}",
+                "--tls-cert-file",
+                str(self.relay_tls.cert_file),
+                "--tls-key-file",
+                str(self.relay_tls.key_file),
+            ]
+        proc = self.lab.spawn(host, argv, env={**LOG_ENV, **(env or {})}, name="relay")
         self.services[host] = proc
         return proc
+
+    # -- locked-down egress ----------------------------------------------------------
+    def tls_relay(self) -> bool:
+        relay = self.lab.mesh_spec().get("relay") or {}
+        return bool((relay.get("external") or {}).get("transport") == "tls")
+
+    def proxy_of(self, host: str) -> str | None:
+        """The proxy host of ``host``'s network, if it has one."""
+        network = self.lab.topology.host(host).network
+        for name in self.lab.hosts("proxy"):
+            if self.lab.topology.host(name).network == network:
+                return name
+        return None
+
+    def proxy_credentials_file(self, host: str) -> Path:
+        return self.lab.host_dir(host) / "relay-proxy-credentials"
+
+    def _egress_flags(self, host: str) -> list[str]:
+        flags = []
+        if self.relay_tls is not None:
+            flags += ["--relay-ca-file", str(self.relay_tls.ca_file)]
+        if self.proxy_of(host) is not None:
+            path = self.proxy_credentials_file(host)
+            if not path.exists():
+                self.proxy_credentials.write(path)
+            flags += ["--relay-proxy-credentials-file", str(path)]
+        return flags
+
+    def _egress_env(self, host: str) -> dict[str, str]:
+        proxy = self.proxy_of(host)
+        if proxy is None:
+            return {}
+        return {"HTTPS_PROXY": f"http://{self.lab.address(proxy)}:{PROXY_PORT}"}
+
+    def start_proxy(self, host: str) -> LabProcess:
+        """tinyproxy on the host's own address, for its own network only."""
+        address = self.lab.address(host)
+        network = self.lab.topology.host(host).network
+        cidr = str(self.lab.plan.router(network).lan_cidr)
+        conf = self.lab.host_dir(host) / "tinyproxy.conf"
+        creds = self.proxy_credentials
+        conf.write_text(tinyproxy_config(address, cidr, creds.user, creds.password))
+        conf.chmod(0o600)
+        proc = self.lab.spawn(host, [tinyproxy_binary(), "-d", "-c", str(conf)], name="tinyproxy")
+        self.proxies[host] = proc
+        return proc
+
+    def pool_flags(self, host: str, relays: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """Flags and environment that make several relay hosts one pool (a
+        static peer list; the relay's own address is ``POD_IP``)."""
+        if len(relays) < 2:
+            return [], {}
+        secret = self.lab.workdir / "relay-mesh-secret"
+        secret.write_text(RELAY_MESH_SECRET + "\n")
+        peers = ",".join(f"{self.lab.address(r)}:3478" for r in relays)
+        flags = ["--mesh-secret-file", str(secret), "--mesh-peers", peers]
+        return flags, {"POD_IP": self.lab.address(host)}
 
     def start_stun(self, host: str) -> LabProcess:
         addresses = self.lab.addresses(host)
@@ -246,10 +339,16 @@ class MeshLab:
         start, for ``first_replies`` (the time-to-reachable figure)."""
         nodes = list(hosts) if hosts is not None else self.lab.hosts("node")
         self.apply_mesh()
+        if self.tls_relay() and self.relay_tls is None:
+            addresses = [self.lab.address(h) for h in self.lab.hosts("relay")]
+            self.relay_tls = RelayTls.create(self.lab.workdir / "relay-tls", addresses)
+        for host in self.lab.hosts("proxy"):
+            self.start_proxy(host)
         for host in self.lab.hosts("stun"):
             self.start_stun(host)
-        for host in self.lab.hosts("relay"):
-            self.start_relay(host)
+        relays = self.lab.hosts("relay")
+        for host in relays:
+            self.start_relay(host, *self.pool_flags(host, relays))
         for host in nodes:
             self.register_node(host)
         # In a cluster the relay and STUN services are running before a node's
@@ -257,6 +356,8 @@ class MeshLab:
         # does not include their Python start-up on the lab's shared cores.
         for host in [*self.lab.hosts("stun"), *self.lab.hosts("relay")]:
             self.wait_until(f"{host} listening", lambda h=host: self._listening(h), 30)
+        for host in self.proxies:
+            self.wait_until(f"{host} proxying", lambda h=host: self._proxy_listening(h), 30)
         if watch_replies:
             for host in nodes:
                 others = [self.lab.address(h) for h in nodes if h != host]
@@ -292,13 +393,25 @@ class MeshLab:
         out = self.lab.exec(host, ["ss", "-Hlntu", "sport = :3478"], check=False).stdout
         return bool(out.strip())
 
+    def _proxy_listening(self, host: str) -> bool:
+        proc = self.proxies[host]
+        if not proc.alive:
+            raise RuntimeError(f"tinyproxy on {host} exited {proc.returncode}")
+        out = self.lab.exec(host, ["ss", "-Hlnt", f"sport = :{PROXY_PORT}"], check=False).stdout
+        return bool(out.strip())
+
     def stop(self) -> None:
         """Stop every process, then delete the Nodes (and their peers) we made:
         the control plane may outlive this lab (one per test session)."""
         for host in list(self.agents):
             self.stop_agent(host)
-        for proc in [*self.services.values(), *self.reply_watchers.values()]:
+        for proc in [
+            *self.services.values(),
+            *self.reply_watchers.values(),
+            *self.proxies.values(),
+        ]:
             proc.stop()
+        self.proxies.clear()
         self.services.clear()
         self.reply_watchers.clear()
         for host in sorted(self.registered):

@@ -119,6 +119,9 @@ EXPECTED: dict[str, tuple[bool, bool, str | None, str | None]] = {
     "port-restricted": (True, True, EI, APD),
     "symmetric": (True, True, APD, APD),
     "tcp-only": (False, True, None, None),
+    # only the network's proxy hosts reach the internet (TCP 443): a node
+    # (the probing host) gets nothing out
+    "tls-only": (False, False, None, None),
     "one-to-one": (True, True, EI, EI),  # a node with public_ip behind a NAT router
 }
 

@@ -28,6 +28,12 @@ naming its purpose. NAT kinds (RFC 4787 terms: mapping / filtering):
     TCP keeps conntrack (port-restricted) behaviour on these routers.
 ``tcp-only``
     A firewall: only TCP leaves (masqueraded); all UDP and ICMP is dropped.
+``tls-only``
+    A locked-down site: only the network's ``proxy`` hosts may open TCP
+    connections out, and only to port 443 (masqueraded); everything else
+    from the LAN is dropped. Nodes reach the world through the proxy (HTTP
+    CONNECT), i.e. the relay over TLS on 443. The one exception is TCP to the
+    lab's API server door (100.64.0.1), which a real site reaches its own way.
 
 Nodes with ``public_ip`` behind a translating router get a static 1:1 NAT
 (DNAT/SNAT of a public address on ``wan0``; all inbound allowed). The LAN
@@ -35,6 +41,14 @@ reaches that public address too (hairpin NAT, as clouds route an instance's
 traffic to another instance's public IP): DNATed like inbound traffic, and
 source-NATed so the replies come back through the router, from the sender's
 own public address or else the router's (the NAT gateway's).
+
+A ``load-balancer`` host (one interface on the internet) DNATs each *new*
+TCP connection to its address and ports to one backend, chosen per
+connection by ``numgen`` (``random``, or ``inc`` for round-robin), keeping
+the port; conntrack keeps the connection on that backend. It also
+source-NATs what it forwarded to its own address, so the backend's replies
+come back through it (the backends see the balancer as the client, as behind
+a cloud load balancer that does not preserve client addresses).
 
 Unsolicited inbound packets to the router's WAN address are dropped in the
 input hook unless ``inbound_to_router`` is set. Dropping there matters: an
@@ -45,6 +59,9 @@ port; that breaks hole punching, exactly as on some real routers.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from ipaddress import IPv4Address
 
 from .addressing import APISERVER_ADDRESS, ControlLink, RouterPlan
 
@@ -191,6 +208,23 @@ def router_ruleset(router: RouterPlan) -> str:
         forward.append(
             _rule(f'iifname "{lan}" oifname "{wan}" meta l4proto tcp accept', "only TCP leaves")
         )
+    elif kind == "tls-only":
+        forward.append(
+            _rule(
+                f'iifname "{lan}" oifname "{wan}" ip daddr {APISERVER_ADDRESS} '
+                "meta l4proto tcp accept",
+                "the lab's API server door",
+            )
+        )
+        if router.proxies:
+            proxies = ", ".join(str(a) for a in router.proxies)
+            forward.append(
+                _rule(
+                    f'iifname "{lan}" oifname "{wan}" ip saddr {{ {proxies} }} '
+                    "tcp dport 443 accept",
+                    "only the proxy leaves, only to TLS",
+                )
+            )
     else:
         forward.append(_rule(f'iifname "{lan}" oifname "{wan}" accept', "outbound"))
     if kind == "public":
@@ -215,6 +249,31 @@ def router_ruleset(router: RouterPlan) -> str:
         _chain("input", "type filter hook input priority filter; policy accept;", inbound),
     ]
     return _table(sets + [c for c in chains if c])
+
+
+def balancer_ruleset(
+    address: IPv4Address, backends: Sequence[IPv4Address], ports: Sequence[int], balance: str
+) -> str:
+    """The ruleset of a load-balancer host: a backend per new TCP connection."""
+    gen = "inc" if balance == "round-robin" else "random"
+    choice = ", ".join(f"{i} : {b}" for i, b in enumerate(backends))
+    port_set = ", ".join(str(p) for p in ports)
+    pre = [
+        _rule(
+            f"ip daddr {address} tcp dport {{ {port_set} }} "
+            f"dnat ip to numgen {gen} mod {len(backends)} map {{ {choice} }}",
+            f"load-balancer: one backend per new connection ({balance})",
+        )
+    ]
+    post = [_rule("ct status dnat masquerade", "replies come back through the balancer")]
+    return _table(
+        [
+            _chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;", pre),
+            _chain(
+                "postrouting", "type nat hook postrouting priority srcnat; policy accept;", post
+            ),
+        ]
+    )
 
 
 def internet_ruleset(control: ControlLink) -> str:

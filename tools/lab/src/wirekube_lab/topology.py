@@ -6,9 +6,12 @@ A topology describes *what* the lab looks like, never *how* it is built:
   one router whose ``nat.kind`` decides how it translates and filters. The
   ``internet`` network is implicit and always present (198.18.0.0/16).
 * ``hosts``: machines on one network, with a role (node, relay, stun, dns,
-  plain), an optional fixed address, Kubernetes labels/annotations for nodes,
-  and ``public_ip: true`` for a node behind a NAT router that has a 1:1 public
-  address (the cloud "instance with a public IP").
+  plain, load-balancer), an optional fixed address, Kubernetes
+  labels/annotations for nodes, and ``public_ip: true`` for a node behind a
+  NAT router that has a 1:1 public address (the cloud "instance with a
+  public IP"). A ``load-balancer`` (on the internet) spreads new TCP
+  connections to its ``ports`` over its ``backends`` (relay hosts on the
+  internet), one backend per connection, like a cloud network load balancer.
 * ``mesh``: WireKubeMesh ``spec`` overrides for this lab (test-sized timers),
   kept as plain data for the services step.
 * ``expect.paths``: the expected steady-state path table, as data.
@@ -49,8 +52,11 @@ NAT_KINDS = (
     "port-restricted",
     "symmetric",
     "tcp-only",
+    "tls-only",
 )
-ROLES = ("node", "relay", "stun", "dns", "plain")
+ROLES = ("node", "relay", "stun", "dns", "plain", "load-balancer", "proxy")
+LB_BALANCES = ("random", "round-robin")
+LB_DEFAULT_PORTS = (3478,)
 PATH_MODES = ("direct", "relay", "none")
 VPN_LABEL = "wirekube.io/vpn-enabled"
 
@@ -105,6 +111,10 @@ class Host:
     public_address: IPv4Address | None = None
     labels: tuple[tuple[str, str], ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()
+    # load-balancer only: TCP ports spread over the backends, and how
+    backends: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    balance: str = "random"
 
     def key(self) -> str:
         return self.name
@@ -270,6 +280,9 @@ def _parse_host(name: object, value: object) -> Host:
             "public_address",
             "labels",
             "annotations",
+            "backends",
+            "ports",
+            "balance",
         ),
     )
     network = _str(doc.get("network"), f"{where}.network")
@@ -296,6 +309,7 @@ def _parse_host(name: object, value: object) -> Host:
         raise TopologyError(f"{where}: labels and annotations are only meaningful for role node")
     if role == "node":
         labels = {VPN_LABEL: "true", **labels}
+    backends, ports, balance = _parse_balancer(doc, where, role)
     return Host(
         name=nm,
         network=network,
@@ -306,7 +320,41 @@ def _parse_host(name: object, value: object) -> Host:
         public_address=public_address,
         labels=tuple(labels.items()),
         annotations=tuple(annotations.items()),
+        backends=backends,
+        ports=ports,
+        balance=balance,
     )
+
+
+def _parse_balancer(
+    doc: Mapping[str, Any], where: str, role: str
+) -> tuple[tuple[str, ...], tuple[int, ...], str]:
+    """``backends``, ``ports`` and ``balance`` of a load-balancer (names checked later)."""
+    keys = [k for k in ("backends", "ports", "balance") if k in doc]
+    if role != "load-balancer":
+        if keys:
+            raise TopologyError(f"{where}.{keys[0]}: only meaningful for role load-balancer")
+        return (), (), "random"
+    raw = doc.get("backends")
+    if not isinstance(raw, list) or not raw:
+        raise TopologyError(f"{where}.backends: a list of at least one relay host is required")
+    backends = tuple(_str(b, f"{where}.backends[{i}]") for i, b in enumerate(raw))
+    if len(set(backends)) != len(backends):
+        raise TopologyError(f"{where}.backends: a backend is listed twice")
+    raw_ports = doc.get("ports", list(LB_DEFAULT_PORTS))
+    if not isinstance(raw_ports, list) or not raw_ports:
+        raise TopologyError(f"{where}.ports: expected a non-empty list of TCP ports")
+    ports = tuple(_int(p, f"{where}.ports[{i}]") for i, p in enumerate(raw_ports))
+    if any(not 1 <= p <= 65535 for p in ports):
+        raise TopologyError(f"{where}.ports: ports are within 1..65535")
+    if len(set(ports)) != len(ports):
+        raise TopologyError(f"{where}.ports: a port is listed twice")
+    balance = _str(doc.get("balance", "random"), f"{where}.balance")
+    if balance not in LB_BALANCES:
+        raise TopologyError(
+            f"{where}.balance: unknown balance {balance!r} (one of {', '.join(LB_BALANCES)})"
+        )
+    return backends, ports, balance
 
 
 def _parse_mesh(value: object) -> Mapping[str, Any]:
@@ -414,6 +462,29 @@ def _check_references(topo: Topology) -> None:
             if addr in fixed:
                 raise TopologyError(f"{where}: address {addr} already used by {fixed[addr]}")
             fixed[addr] = host.name
+    _check_balancers(topo)
+
+
+def _check_balancers(topo: Topology) -> None:
+    """A load-balancer sits on the internet and balances over relay hosts there
+    (it forwards to their addresses directly, like a cloud NLB in the VPC)."""
+    roles = {h.name: h for h in topo.hosts}
+    for host in topo.hosts:
+        if host.role != "load-balancer":
+            continue
+        where = f"hosts.{host.name}"
+        if host.network != INTERNET:
+            raise TopologyError(f"{where}.network: a load-balancer is on the internet")
+        for name in host.backends:
+            backend = roles.get(name)
+            if backend is None:
+                raise TopologyError(f"{where}.backends: unknown host {name!r}")
+            if backend.role != "relay":
+                raise TopologyError(
+                    f"{where}.backends: {name!r} has role {backend.role}, not relay"
+                )
+            if backend.network != INTERNET:
+                raise TopologyError(f"{where}.backends: {name!r} is not on the internet")
 
 
 # --------------------------------------------------------------------------- scalars

@@ -24,22 +24,45 @@ DEFAULT_NAME = "default"
 RelayMode = Literal["auto", "always", "never"]
 RELAY_MODES: tuple[str, ...] = ("auto", "always", "never")
 RELAY_PROVIDERS: tuple[str, ...] = ("external", "managed")
+#: ``tls`` is ours beyond the seed: the same relay framing inside TLS (port 443
+#: through firewalls that pass only TLS).
+RELAY_TRANSPORTS: tuple[str, ...] = ("tcp", "tls")
 
 
 @dataclass(frozen=True)
 class ExternalRelay:
+    """``serverName`` and ``proxy`` are ours beyond the seed: the name a TLS
+    relay's certificate must carry (default: the endpoint's host) and an HTTP
+    CONNECT proxy URL (default: the agent's HTTPS_PROXY/NO_PROXY)."""
+
     endpoint: str
     transport: str = "tcp"
+    server_name: str | None = None
+    proxy: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str) -> ExternalRelay:
+        transport = get(d, "transport", str, "tcp", path)
+        if transport not in RELAY_TRANSPORTS:
+            raise InvalidObject(
+                f"{path}.transport", f"must be one of {', '.join(RELAY_TRANSPORTS)}"
+            )
         return cls(
             endpoint=get_required(d, "endpoint", str, path),
-            transport=get(d, "transport", str, "tcp", path),
+            transport=transport,
+            server_name=get(d, "serverName", str, None, path),  # type: ignore[arg-type]
+            proxy=get(d, "proxy", str, None, path),  # type: ignore[arg-type]
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "transport": self.transport}
+        return prune(
+            {
+                "endpoint": self.endpoint,
+                "transport": self.transport,
+                "serverName": self.server_name,
+                "proxy": self.proxy,
+            }
+        )
 
 
 @dataclass(frozen=True)

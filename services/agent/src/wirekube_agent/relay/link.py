@@ -17,6 +17,10 @@ Threads and ownership (STYLE.md rule 7: one owner per socket):
   down, which wakes both the reader and any blocked writer.
 
 ``register()`` is also usable on its own (tests and benchmarks use it).
+
+How the connection leaves the node (TLS, an HTTP CONNECT proxy) is the
+``Egress`` the link is given (egress.py); the link sees a stream with a
+socket's surface either way.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from collections.abc import Callable, Iterator
 from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential
 
 from wirekube_agent.relay import timers
+from wirekube_agent.relay.egress import Egress, open_stream
+from wirekube_agent.relay.tlsstream import TlsStream
 from wirekube_common.relayproto import frames as f
 from wirekube_common.relayproto.handshake import ClientHandshake, HandshakeError
 
@@ -83,8 +89,11 @@ class RelayRejected(Exception):
     """The relay closed the connection during registration (reason in the message)."""
 
 
+Stream = socket.socket | TlsStream
+
+
 def register(
-    sock: socket.socket, private_key: bytes, timeout: float = timers.HANDSHAKE_TIMEOUT
+    sock: Stream, private_key: bytes, timeout: float = timers.HANDSHAKE_TIMEOUT
 ) -> tuple[f.Ok, bytes]:
     """Run the registration handshake on a connected socket.
 
@@ -128,8 +137,10 @@ class RelayLink:
         on_state: Callable[[RelayLink], None] | None = None,
         fwmark: int | None = None,
         on_batch: BatchHandler | None = None,
+        egress: Egress | None = None,
     ) -> None:
         self.address = address
+        self.egress = egress or Egress()
         self.fwmark = fwmark
         self.name = f"{address[0]}:{address[1]}"
         self.private_key = private_key
@@ -137,7 +148,8 @@ class RelayLink:
         self.on_batch = on_batch or split_batch(on_frame)
         self.on_state = on_state
         self.up = False
-        self.sock: socket.socket | None = None
+        self.sock: Stream | None = None
+        self.last_error = ""  # why the last connect failed (a proxy's status line, TLS)
         self.last_rx = 0.0
         self.last_ping = 0.0
         self.max_payload = f.MAX_PAYLOAD
@@ -239,28 +251,41 @@ class RelayLink:
             if not self._stop.is_set():
                 self._stop.wait(timers.BACKOFF_MIN)
 
-    def _connect(self) -> tuple[socket.socket, bytes]:
+    def _connect(self) -> tuple[Stream, bytes]:
         if self._stop.is_set():
             raise InterruptedError("stopped")
-        sock = dial(self.address, timers.CONNECT_TIMEOUT, self.fwmark)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = open_stream(self.address, self.egress, dial, timers.CONNECT_TIMEOUT, self.fwmark)
+        except Exception as exc:
+            self.failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "event=relay-connect-failed relay=%s transport=%s via=%s error=%s",
+                self.name,
+                self.egress.transport,
+                self.egress.proxy.describe() if self.egress.proxy else "direct",
+                self.last_error,
+            )
+            raise
+        try:
             ok, leftover = register(sock, self.private_key)
         except Exception as exc:
             sock.close()
             self.failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("event=relay-register-failed relay=%s error=%s", self.name, exc)
             raise
         sock.settimeout(None)
         self.max_payload = ok.max_payload
+        self.last_error = ""
         return sock, leftover
 
-    def _serve(self, sock: socket.socket, leftover: bytes) -> None:
+    def _serve(self, sock: Stream, leftover: bytes) -> None:
         self.sock = sock
         self.last_rx = time.monotonic()
         self.up = True
         self.connects += 1
-        log.info("event=relay-up relay=%s", self.name)
+        log.info("event=relay-up relay=%s transport=%s", self.name, self.egress.transport)
         if self.on_state:
             self.on_state(self)
         try:
@@ -276,7 +301,7 @@ class RelayLink:
             if self.on_state:
                 self.on_state(self)
 
-    def _read_loop(self, sock: socket.socket, leftover: bytes) -> None:
+    def _read_loop(self, sock: Stream, leftover: bytes) -> None:
         buf = self._buf
         mv = memoryview(buf)
         size = len(buf)

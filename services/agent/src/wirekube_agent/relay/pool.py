@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wirekube_agent.relay import timers
+from wirekube_agent.relay.egress import Egress
 from wirekube_agent.relay.link import BatchHandler, FrameHandler, RelayLink, split_batch
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class RelayPool:
         dns_source: DnsSource | None = None,
         resolve_interval: float = timers.RESOLVE_INTERVAL,
         fwmark: int | None = None,
+        egress: Egress | None = None,
     ) -> None:
         if (addresses is None) == (dns_source is None):
             raise ValueError("give exactly one of addresses or dns_source")
@@ -100,6 +102,7 @@ class RelayPool:
 
         self.private_key = private_key
         self.fwmark = fwmark
+        self.egress = egress or Egress()  # TLS / proxy, the same for every replica
         self.public_key = wgkey.public_key(private_key)
         self.static = list(addresses) if addresses is not None else None
         self.dns = dns_source
@@ -219,6 +222,7 @@ class RelayPool:
                     on_state=self._link_state,
                     fwmark=self.fwmark,
                     on_batch=self._deliver_batch,
+                    egress=self.egress,
                 )
             new_links = [self.links[n] for n in added]
         for link in gone:

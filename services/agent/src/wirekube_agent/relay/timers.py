@@ -9,6 +9,14 @@ CONNECT_TIMEOUT = 3.0
 #: HELLO -> OK must complete within this (one RTT plus one X25519 each side).
 HANDSHAKE_TIMEOUT = 5.0
 
+#: An HTTP proxy's answer to CONNECT must arrive within this: it opens a TCP
+#: connection to the relay first, so a slow path is allowed, a hang is not.
+PROXY_TIMEOUT = 5.0
+
+#: TLS handshake with the relay (one round trip with TLS 1.3, two with 1.2,
+#: through a proxy perhaps): generous, but a relay that stalls it is retried.
+TLS_HANDSHAKE_TIMEOUT = 5.0
+
 #: The client PINGs each replica this often. A flow must move to a live
 #: replica within 5 s of a silent failure: PING_INTERVAL + DEAD_AFTER + the
 #: watchdog tick stays below that.

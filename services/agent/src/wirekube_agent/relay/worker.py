@@ -17,11 +17,11 @@ and ``RelayPool``: ``set_relayed_peers``, ``endpoint_for``, ``retarget``,
 over a stream socket pair: one JSON object per message, each behind a 4-byte
 length, request then reply; keys travel in base64:
 
-    {"op": "start", "key", "wg_port", "addresses" | "dns", "fwmark"} -> {}
+    {"op": "start", "key", "wg_port", "addresses" | "dns", "fwmark", "egress"} -> {}
     {"op": "peers", "keys": [...]}          -> {"endpoints": {key: [host, port]}}
     {"op": "retarget", "addresses" | "dns"} -> {}
     {"op": "live"}                          -> {"live": ["ip:port", ...]}
-    {"op": "links"}                         -> {"links": {"ip:port": {"up", "connects"}}}
+    {"op": "links"}                         -> {"links": {"ip:port": {"up", "connects", "error"}}}
     {"op": "stop"}                          -> {} (the worker then exits)
 
 A request the worker cannot carry out gets ``{"error": "..."}``. The worker
@@ -45,6 +45,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from wirekube_agent.relay.bridge import RelayBridge
+from wirekube_agent.relay.egress import Egress
 from wirekube_agent.relay.pool import DnsSource, RelayPool
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class BridgeWorker:
         dns_source: DnsSource | None = None,
         fwmark: int | None = None,
         timeout: float = CALL_TIMEOUT_S,
+        egress: Egress | None = None,
     ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
@@ -139,6 +141,7 @@ class BridgeWorker:
         self._endpoints: dict[bytes, tuple[str, int]] = {}
         start = {"op": "start", "key": _b64(private_key), "wg_port": wg_listen_port}
         start |= _source(addresses, dns_source) | {"fwmark": fwmark}
+        start["egress"] = (egress or Egress()).to_dict()
         try:
             self._call(start)
         except Exception:
@@ -231,6 +234,7 @@ class _Served:
                 addresses=addresses,
                 dns_source=dns,
                 fwmark=int(fwmark) if fwmark is not None else None,
+                egress=Egress.from_dict(msg.get("egress")),
             )
             self.bridge = RelayBridge(key, wg_listen_port=int(msg["wg_port"]), relay_pool=self.pool)
             self.bridge.start()
@@ -250,7 +254,7 @@ class _Served:
         if op == "links":
             return {
                 "links": {
-                    name: {"up": link.up, "connects": link.connects}
+                    name: {"up": link.up, "connects": link.connects, "error": link.last_error}
                     for name, link in dict(self.pool.links).items()
                 }
             }

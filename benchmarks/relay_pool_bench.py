@@ -1,0 +1,225 @@
+"""Relay pool on loopback: the same flow through one replica vs across two (replica mesh).
+
+Starts two real ``wirekube-relay`` replicas on 127.0.0.1 joined by the
+replica mesh (``--mesh-secret-file``, ``--mesh-peers``), then in one run:
+
+* **throughput**: one sender pushes 1400-byte SEND frames (``sendfile`` of a
+  prebuilt block, as ``relay_bench.py`` does) for ``--seconds`` to one
+  receiver registered on the *same* replica, then to one registered on the
+  *other* replica. Reported: frames/s delivered, the CPU of both relay
+  processes together (``/proc/<pid>/stat``), and relay CPU per delivered
+  frame; the ratio cross / same is the mesh's cost (target: at most 2x: the
+  cross path is two relays' work by construction, read + write each).
+* **latency**: a client pings a peer through the relay (SEND, the peer
+  echoes each RECV straight back) ``--pings`` times, same replica vs
+  across; reported: median and 90th percentile round trip and the added
+  median (target: under 0.2 ms).
+
+    uv run python benchmarks/relay_pool_bench.py [--seconds 5] [--pings 2000] [--size 1400]
+
+Loopback only; bounded in time; both replicas are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import relay_bench as rb
+
+from wirekube_common.relayproto import frames as f
+
+SECRET = "benchmark-pool-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_pool(tmp: str) -> list[tuple[subprocess.Popen[bytes], int]]:
+    ports = [free_port(), free_port()]
+    secret = os.path.join(tmp, "secret")
+    Path(secret).write_text(SECRET)
+    peers = ",".join(f"127.0.0.1:{p}" for p in ports)
+    out = []
+    for i, port in enumerate(ports):
+        ready = os.path.join(tmp, f"ready-{i}.json")
+        argv = [
+            sys.executable, "-m", "wirekube_relay", f"--listen=127.0.0.1:{port}",
+            "--admin-listen=127.0.0.1:0", "--metrics-listen=", "--allowlist=off",
+            f"--ready-file={ready}", "--log-level=warning", f"--relay-id=bench-{i}",
+            f"--mesh-secret-file={secret}", f"--mesh-peers={peers}",
+        ]  # fmt: skip
+        proc = subprocess.Popen(argv)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(ready):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("relay did not start")
+            time.sleep(0.05)
+        with open(ready) as fh:
+            json.load(fh)
+        out.append((proc, port))
+    return out
+
+
+def wait_for_mesh(ports: list[int]) -> None:
+    """A frame from a client on the first replica reaches one on the second."""
+    a, b = rb.connect(ports[0]), rb.connect(ports[1])
+    b.sock.settimeout(0.2)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        a.sock.sendall(f.encode_send(b.pub, b"probe"))
+        with contextlib.suppress(TimeoutError):
+            if b.sock.recv(4096):
+                a.sock.close()
+                b.sock.close()
+                return
+    raise SystemExit("the two replicas did not form a mesh")
+
+
+def throughput(
+    send_port: int, recv_port: int, pids: list[int], size: int, seconds: float
+) -> dict[str, float]:
+    rctl, rout, sctl, sout = mp.Queue(), mp.Queue(), mp.Queue(), mp.Queue()
+    procs = [mp.Process(target=rb.receiver_proc, args=(recv_port, rctl, rout), daemon=True)]
+    procs[0].start()
+    rkey = rout.get(timeout=30)
+    block, frames_per_block, _ = rb.build_block([rkey], size, batch=False)
+    procs.append(
+        mp.Process(target=rb.sender_proc, args=(send_port, block, sctl, sout), daemon=True)
+    )
+    procs[1].start()
+    skey = sout.get(timeout=30)
+
+    def mark() -> int:
+        rctl.put("mark")
+        nbytes, first = rout.get(timeout=30)
+        if first and first != skey:
+            raise SystemExit("the receiver's first frame is not stamped with the sender's key")
+        return int(nbytes)
+
+    time.sleep(0.5)  # warm up
+    r0, c0, t0 = mark(), sum(rb.cpu_seconds(p) for p in pids), time.monotonic()
+    time.sleep(seconds)
+    r1, c1, t1 = mark(), sum(rb.cpu_seconds(p) for p in pids), time.monotonic()
+    sctl.put("stop")
+    rctl.put("stop")
+    for p in procs:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+    frames = (r1 - r0) / len(block) * frames_per_block
+    return {
+        "frames_per_s": frames / (t1 - t0),
+        "cpu_pct": 100 * (c1 - c0) / (t1 - t0),
+        "cpu_us_per_frame": 1e6 * (c1 - c0) / max(frames, 1),
+    }
+
+
+def echo_proc(port: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Register, report the key, then answer every RECV with a SEND of it to its source."""
+    c = rb.connect(port)
+    out.put(c.pub)
+    parser = f.FrameParser()
+    with contextlib.suppress(OSError):
+        while data := c.sock.recv(65536):
+            parser.feed(data)
+            for ev in parser.events():
+                if isinstance(ev, f.Recv):
+                    c.sock.sendall(f.encode_send(ev.src, ev.packet))
+
+
+def latency(send_port: int, echo_port: int, pings: int, size: int) -> list[float]:
+    out: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+    echo = mp.Process(target=echo_proc, args=(echo_port, out), daemon=True)
+    echo.start()
+    peer = out.get(timeout=30)
+    c = rb.connect(send_port)
+    parser = f.FrameParser()
+    packet = bytes(size - f.DATA_OVERHEAD)
+    frame = f.encode_send(peer, packet)
+    rtts: list[float] = []
+    try:
+        for i in range(pings + 50):
+            t0 = time.perf_counter()
+            c.sock.sendall(frame)
+            while True:
+                parser.feed(c.sock.recv(65536))
+                if any(isinstance(ev, f.Recv) for ev in parser.events()):
+                    break
+            if i >= 50:  # the first ones warm up caches and the path
+                rtts.append(time.perf_counter() - t0)
+    finally:
+        c.sock.close()
+        echo.kill()
+        echo.join(5)
+    return rtts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--pings", type=int, default=2000)
+    ap.add_argument("--size", type=int, default=1400)
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="same/across measured alternately, medians kept"
+    )
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="wkpoolbench") as tmp:
+        pool = start_pool(tmp)
+        try:
+            ports = [port for _, port in pool]
+            pids = [proc.pid for proc, _ in pool]
+            wait_for_mesh(ports)
+            print(f"two replicas {ports} (pids {pids}), {args.size} B frames, {args.seconds:.0f} s")
+            # alternate the two paths so that load from elsewhere on the
+            # machine hits both alike; keep the median of each
+            runs: dict[str, list[dict[str, float]]] = {"same": [], "cross": []}
+            for _ in range(args.rounds):
+                runs["same"].append(throughput(ports[0], ports[0], pids, args.size, args.seconds))
+                runs["cross"].append(throughput(ports[0], ports[1], pids, args.size, args.seconds))
+            print(
+                f"{'path':<16}{'frames/s':>12}{'relay CPU':>11}{'CPU us/frame':>14}  (median of {args.rounds})"
+            )
+            med = {
+                path: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+                for path, rs in runs.items()
+            }
+            for name, path in (("same replica", "same"), ("across replicas", "cross")):
+                r = med[path]
+                per_run = ", ".join(f"{x['cpu_us_per_frame']:.2f}" for x in runs[path])
+                print(
+                    f"{name:<16}{r['frames_per_s']:>12,.0f}{r['cpu_pct']:>10.0f}%"
+                    f"{r['cpu_us_per_frame']:>14.2f}  ({per_run})"
+                )
+            ratio = med["cross"]["cpu_us_per_frame"] / med["same"]["cpu_us_per_frame"]
+            print(f"CPU per frame, across / same: {ratio:.2f}x (target <= 2x)")
+            rtt_same = latency(ports[0], ports[0], args.pings, args.size)
+            rtt_cross = latency(ports[0], ports[1], args.pings, args.size)
+            print(f"{'path':<16}{'RTT median':>12}{'RTT p90':>10}   ({args.pings} pings)")
+            for name, rtts in (("same replica", rtt_same), ("across replicas", rtt_cross)):
+                q = statistics.quantiles(rtts, n=10)
+                print(f"{name:<16}{statistics.median(rtts) * 1e3:>10.3f}ms{q[8] * 1e3:>8.3f}ms")
+            added = (statistics.median(rtt_cross) - statistics.median(rtt_same)) * 1e3
+            print(f"added median RTT across replicas: {added:.3f} ms (target < 0.2 ms)")
+        finally:
+            for proc, _ in pool:
+                proc.terminate()
+                proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()
