@@ -22,6 +22,7 @@ APT_PACKAGES+=(prometheus)
 # tinyproxy-bin: the lab's real HTTP CONNECT proxy (binary only, no system service).
 APT_PACKAGES+=(tinyproxy-bin)
 missing=()
+APT_PACKAGES+=(graphviz)  # wirekubectl graph --format svg (dot), tested against the lab
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done

@@ -586,7 +586,7 @@ class MeshDriver:
             )
         except TimeoutError:
             return False
-        self.reachable_after_s = round(max(mesh.first_replies().values()), 1)
+        self.reachable_after_s = round(max(mesh.first_replies().values(), default=0.0), 1)
         last: dict[str, str] = {}
         since = time.monotonic()
         deadline = since + timeout
