@@ -12,3 +12,10 @@ lab: bootstrap
 test: bootstrap
 	uv run ruff check .
 	uv run pytest
+
+# The service images (and the compose stack's control-plane image) with podman,
+# offline, on a Debian base built here: scripts/images.sh. IMAGES_SAVE=DIR also
+# writes docker-archives for `ctr -n k8s.io images import`.
+.PHONY: images
+images: bootstrap
+	scripts/images.sh $(if $(IMAGES_SAVE),--save $(IMAGES_SAVE))
