@@ -10,7 +10,9 @@
 #   2. uv, then the workspace (every service editable, from uv.lock).
 #   3. gRPC stubs from protos/.
 #   4. The real control plane (kube-apiserver, etcd, kubectl) built from the Go
-#      module proxy into a cache outside the repository.
+#      module proxy into a cache outside the repository; the same for the
+#      node binaries of the lab's kubelet mode (tools/kubenode/build.sh; apt:
+#      containerd, containernetworking-plugins, gcc + libc6-dev for pause).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,9 @@ export DEBIAN_FRONTEND=noninteractive
 APT_PACKAGES=(wireguard-go wireguard-tools nftables iptables conntrack iperf3 coturn
               stun-client tcpdump iputils-ping iproute2 procps docker-compose dnsmasq-base
               podman runc netavark aardvark-dns mmdebstrap qemu-user-static binfmt-support)
+# The lab's kubelet mode (wirekube-lab run --kube, tests/integration/kube):
+# containerd 1.6 + the CNI plugins on every lab node, a C compiler for pause.
+APT_PACKAGES+=(containerd containernetworking-plugins gcc libc6-dev)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -53,4 +58,10 @@ fi
 
 if [[ -x tools/controlplane/build.sh ]]; then
   tools/controlplane/build.sh
+fi
+
+# kubelet, kube-proxy, kube-scheduler, kube-controller-manager, CoreDNS and
+# pause for the lab's kubelet mode, cached like the control plane.
+if [[ -x tools/kubenode/build.sh ]]; then
+  tools/kubenode/build.sh
 fi

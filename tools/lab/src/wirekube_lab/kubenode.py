@@ -172,7 +172,9 @@ class KubeNode:
         return self.exec(argv, check=check, timeout=timeout)
 
     def import_image(self, archive: Path) -> None:
-        self.ctr(["images", "import", str(archive)], timeout=IMPORT_TIMEOUT_S)
+        # Content only: the CRI unpacks an image when a container first needs it
+        # (containerd 1.6, WithNewSnapshot), so a node unpacks only what it runs.
+        self.ctr(["images", "import", "--no-unpack", str(archive)], timeout=IMPORT_TIMEOUT_S)
 
     def tag_image(self, source: str, target: str) -> None:
         if source != target:

@@ -1,0 +1,121 @@
+"""The dev overlay on three real kubelet nodes of one flat network.
+
+One cluster serves the module; the tests run in file order and the last one
+removes a node.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from wirekube_lab.topology import load_topology
+
+from .conftest import HERE, KubeEnv, ordered_pairs, report
+
+# A DaemonSet rolling restart (maxUnavailable 1) of three agents on a busy
+# host: each new pod is Ready in ~5-15 s.
+ROLLOUT_TIMEOUT_S = 240.0
+# Peers of a deleted node go from the others' WireGuard within a few passes.
+PEER_GONE_TIMEOUT_S = 60.0
+
+
+def test_dev_overlay_every_pair_direct_and_pings_go_through_the_tunnel(flat_dev: KubeEnv) -> None:
+    env = flat_dev
+    expected = {f"{a}/{b}": m for (a, b), m in load_topology(HERE / "flat-3.yaml").expect_paths}
+    assert env.pair_paths() == expected
+    before = {n: env.mesh.wg_bytes(n) for n in env.nodes}
+    results = env.mesh.ping_results(env.nodes, count=5, interval=0.1)
+    after = {n: env.mesh.wg_bytes(n) for n in env.nodes}
+    lost = {f"{a}->{b}": r.lost for a, row in results.items() for b, r in row.items()}
+    rtt = {
+        f"{a}->{b}": round(r.rtt_avg_ms or -1, 2)
+        for a, row in results.items()
+        for b, r in row.items()
+    }
+    report("flat-3/dev ping lost", lost)
+    report("flat-3/dev ping rtt_avg_ms", rtt)
+    assert set(lost.values()) == {0}
+    # The pings went through WireGuard: every node's interface carried them.
+    for n in env.nodes:
+        assert after[n][0] > before[n][0] and after[n][1] > before[n][1], (n, before, after)
+    # Every workload of the overlay was scheduled and runs on a kubelet.
+    for app in (
+        "wirekube-agent",
+        "wirekube-relay",
+        "wirekube-gateway-controller",
+        "wirekube-stun-probe",
+    ):
+        pods = env.pods(app)
+        assert pods and all(p["status"]["phase"] == "Running" for p in pods), app
+    assert {p["spec"]["nodeName"] for p in env.pods("wirekube-agent")} == set(env.nodes)
+
+
+def test_rollout_restart_of_the_agents_under_continuous_ping(flat_dev: KubeEnv) -> None:
+    env = flat_dev
+    pairs = ordered_pairs(env.nodes)
+    pings = env.start_pings(pairs, seconds=ROLLOUT_TIMEOUT_S / 4)
+    time.sleep(2)
+    t0 = time.monotonic()
+    env.kubectl("rollout", "restart", "daemonset/wirekube-agent", "-n", "wirekube-system")
+    env.cluster.wait_rollout("daemonset/wirekube-agent", "wirekube-system", ROLLOUT_TIMEOUT_S)
+    rollout_s = round(time.monotonic() - t0, 1)
+    results = env.ping_losses(pings, timeout=ROLLOUT_TIMEOUT_S)
+    lost = {k: r.lost for k, r in results.items()}
+    report(
+        "flat-3/dev rollout restart",
+        {"rollout_s": rollout_s, "sent_per_pair": max(r.sent for r in results.values())},
+    )
+    report("flat-3/dev rollout restart lost pings (direct pairs)", lost)
+    env.wait_until(
+        "mesh back after the rollout",
+        lambda: (
+            env.pair_paths()
+            == {f"{a}/{b}": "direct" for i, a in enumerate(env.nodes) for b in env.nodes[i + 1 :]}
+        ),
+        60,
+    )
+    assert all(r.sent > 0 for r in results.values())
+    assert set(lost.values()) == {0}, lost
+
+
+def test_drain_and_delete_a_node(flat_dev: KubeEnv) -> None:
+    env = flat_dev
+    gone, rest = env.nodes[-1], env.nodes[:-1]
+    t0 = time.monotonic()
+    env.kubectl(
+        "drain",
+        gone,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=120s",
+        timeout=180,
+    )
+    drain_s = round(time.monotonic() - t0, 1)
+    # Only DaemonSet pods stay on a drained node; the evicted ones run elsewhere.
+    left = env.kubectl(
+        "get", "pods", "-A", "-o", "json", f"--field-selector=spec.nodeName={gone}"
+    ).stdout
+    owners = {
+        (p["metadata"].get("ownerReferences") or [{}])[0].get("kind")
+        for p in json.loads(left)["items"]
+    }
+    assert owners <= {"DaemonSet"}, owners
+    # Decommission: the node's kubelet goes, then its Node object.
+    env.cluster.remove_node(gone)
+    t1 = time.monotonic()
+    env.wait_until(
+        "the deleted node's peer gone from the others' WireGuard",
+        lambda: all(
+            env.mesh.peer(gone) is None and len(env.wg_peers(n)) == len(rest) - 1 for n in rest
+        ),
+        PEER_GONE_TIMEOUT_S,
+    )
+    report(
+        "flat-3/dev drain+delete",
+        {"drain_s": drain_s, "peer_gone_s": round(time.monotonic() - t1, 1)},
+    )
+    for app in ("wirekube-relay", "wirekube-gateway-controller"):
+        env.cluster.wait_rollout(f"deployment/{app}", "wirekube-system", 120)
+    results = env.mesh.ping_results(rest, count=3, interval=0.1)
+    assert all(r.ok for row in results.values() for r in row.values()), results
