@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from wirekube_lab.topology import load_topology
 
@@ -16,6 +17,11 @@ from .conftest import HERE, KubeEnv, ordered_pairs, report
 # A DaemonSet rolling restart (maxUnavailable 1) of three agents on a busy
 # host: each new pod is Ready in ~5-15 s.
 ROLLOUT_TIMEOUT_S = 240.0
+# The wedge test's liveness bound (production: 60 s) and how long the kubelet
+# may take to act on it: the bound, then 3 failed probes 10 s apart, plus a
+# loaded host's slack.
+WEDGE_STALL_S = 10
+WEDGE_RESTART_TIMEOUT_S = 120.0
 # Peers of a deleted node go from the others' WireGuard within a few passes.
 PEER_GONE_TIMEOUT_S = 60.0
 
@@ -77,6 +83,83 @@ def test_rollout_restart_of_the_agents_under_continuous_ping(flat_dev: KubeEnv) 
     )
     assert all(r.sent > 0 for r in results.values())
     assert set(lost.values()) == {0}, lost
+
+
+def _agent_pod(env: KubeEnv, node: str) -> dict[str, Any]:
+    return next(p for p in env.pods("wirekube-agent") if p["spec"]["nodeName"] == node)
+
+
+def _restarts(pod: dict[str, Any]) -> int:
+    statuses = pod["status"].get("containerStatuses") or [{}]
+    return int(statuses[0].get("restartCount", 0))
+
+
+def test_wedged_agent_control_loop_is_restarted_by_the_kubelet(flat_dev: KubeEnv) -> None:
+    """/livez fails while the loop is wedged (the HTTP server still answers) and the
+    kubelet restarts the container; the other nodes' agents are untouched."""
+    env = flat_dev
+    hook = (HERE / "wedge_hook.py").read_text()
+    wedge_in_pod = "/var/lib/wirekube/wedge"
+    patch = [
+        {
+            "op": "replace",
+            "path": "/spec/template/spec/containers/0/command",
+            "value": ["python3", "-c", hook, wedge_in_pod, str(WEDGE_STALL_S)],
+        }
+    ]
+    env.kubectl(
+        "patch",
+        "daemonset/wirekube-agent",
+        "-n",
+        "wirekube-system",
+        "--type=json",
+        "-p",
+        json.dumps(patch),
+    )
+    env.cluster.wait_rollout("daemonset/wirekube-agent", "wirekube-system", ROLLOUT_TIMEOUT_S)
+    node, others = env.nodes[0], env.nodes[1:]
+    pod = _agent_pod(env, node)
+    before = _restarts(pod)
+    others_before = {n: _restarts(_agent_pod(env, n)) for n in others}
+    wedge = env.cluster.nodes[node].path(wedge_in_pod)
+    wedge.write_text("")
+    t0 = time.monotonic()
+    try:
+        env.wait_until(
+            "the kubelet restarted the wedged agent",
+            lambda: _restarts(_agent_pod(env, node)) > before,
+            WEDGE_RESTART_TIMEOUT_S,
+        )
+    finally:
+        wedge.unlink(missing_ok=True)
+    restarted_s = round(time.monotonic() - t0, 1)
+    events = json.loads(
+        env.kubectl(
+            "get",
+            "events",
+            "-n",
+            "wirekube-system",
+            "-o",
+            "json",
+            f"--field-selector=involvedObject.name={pod['metadata']['name']}",
+        ).stdout
+    )["items"]
+    messages = [e.get("message", "") for e in events]
+    assert any("failed liveness probe, will be restarted" in m for m in messages), messages
+    assert any("Liveness probe failed" in m and "503" in m for m in messages), messages
+    env.wait_until(
+        "the restarted agent Ready",
+        lambda: all(
+            c.get("ready") for c in _agent_pod(env, node)["status"].get("containerStatuses", [])
+        ),
+        60,
+    )
+    report(
+        "flat-3/dev wedged agent",
+        {"stall_bound_s": WEDGE_STALL_S, "wedged_to_restarted_s": restarted_s},
+    )
+    assert {n: _restarts(_agent_pod(env, n)) for n in others} == others_before
+    env.wait_until("mesh direct again", lambda: set(env.pair_paths().values()) == {"direct"}, 60)
 
 
 def test_drain_and_delete_a_node(flat_dev: KubeEnv) -> None:

@@ -31,6 +31,7 @@ may run there), which saves a few hundred MB and seconds per node.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ipaddress
 import json
 import logging
@@ -63,6 +64,7 @@ SCHEDULER_USER = "system:kube-scheduler"
 CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 PROXY_USER = "system:kube-proxy"
 NODES_GROUP = "system:nodes"
+LIB_MODULES = Path("/lib/modules")
 
 
 class KubeClusterError(RuntimeError):
@@ -149,6 +151,7 @@ class KubeCluster:
         self.timings: dict[str, float] = {}
         self.image_names: dict[str, str] = {}  # image reference in the containerd -> archive
         self._bin_dir: Path | None = None
+        self._lib_modules_absent = False
 
     # ------------------------------------------------------------------ start
 
@@ -170,10 +173,14 @@ class KubeCluster:
     def start(self) -> None:
         t = t0 = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # The agent DaemonSet mounts /lib/modules (DirectoryOrCreate); a lab
+        # node shares the host's /lib, so the kubelet may create it on a host
+        # without modules. stop() removes it again if it is ours and empty.
+        self._lib_modules_absent = not LIB_MODULES.exists()
         self._bin_dir = ensure_node_binaries()
-        archives = service_image_archives(self.image_dir) if self.service_images else {}
-        self.timings["service_images_s"] = round(time.monotonic() - t, 1)
         t = self._timed("node_binaries_s", t)
+        archives = service_image_archives(self.image_dir) if self.service_images else {}
+        t = self._timed("service_images_s", t)
         self.cp = ControlPlane(
             self.workdir / "controlplane",
             log=self._log,
@@ -417,7 +424,7 @@ class KubeCluster:
 
     def wait_rollout(self, what: str, namespace: str, timeout: float) -> float:
         t0 = time.monotonic()
-        self.kubectl(
+        proc = self.kubectl(
             "rollout",
             "status",
             what,
@@ -425,8 +432,22 @@ class KubeCluster:
             namespace,
             f"--timeout={int(timeout)}s",
             timeout=timeout + 30,
+            check=False,
         )
+        if proc.returncode != 0:
+            raise KubeClusterError(
+                f"{what} not rolled out in {timeout:.0f}s: {proc.stderr.strip()}\n"
+                f"{self.diagnose(namespace)}"
+            )
         return time.monotonic() - t0
+
+    def diagnose(self, namespace: str) -> str:
+        """Pods and the latest events of a namespace, for a failure message."""
+        pods = self.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+        events = self.kubectl(
+            "get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False
+        ).stdout
+        return f"{pods}\n{chr(10).join(events.splitlines()[-25:])}"
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         out = self.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout
@@ -450,6 +471,9 @@ class KubeCluster:
             proc.stop(grace=5.0)
         if self.cp is not None:
             self.cp.stop()
+        if self._lib_modules_absent:
+            with contextlib.suppress(OSError):
+                LIB_MODULES.rmdir()
         for msg in errors:
             log.warning("kube cluster teardown: %s", msg)
 

@@ -224,9 +224,7 @@ class KubeNode:
         if (CGROUP_FS / "cgroup.controllers").exists():
             candidates = [CGROUP_FS / rel]
         else:
-            candidates = [
-                d / rel for d in CGROUP_FS.iterdir() if d.is_dir() and not d.is_symlink()
-            ]
+            candidates = [d / rel for d in CGROUP_FS.iterdir() if d.is_dir() and not d.is_symlink()]
         return [c for c in candidates if c.is_dir()]
 
     def cgroup_pids(self) -> set[int]:

@@ -1,18 +1,20 @@
-"""The production overlay on real kubelet nodes behind symmetric NATs and a TCP-only firewall.
+"""An overlay on real kubelet nodes behind symmetric NATs and a TCP-only firewall.
 
-One cluster serves the module (nat.yaml): paths exactly as the topology
-expects, relayed pairs through the relay pods, a rolling restart of the
-agents under a continuous ping, and the relay pods deleted.
+One cluster serves the module (nat.yaml, overlay ``conftest.NAT_OVERLAY``):
+paths exactly as the topology expects, relayed pairs through the relay pods,
+a rolling restart of the agents under a continuous ping, and the relay pods
+deleted.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
 from wirekube_lab.topology import load_topology
 
-from .conftest import HERE, KubeEnv, ordered_pairs, report
+from .conftest import HERE, NAT_OVERLAY, KubeEnv, ordered_pairs, report
 
 EXPECTED = {f"{a}/{b}": m for (a, b), m in load_topology(HERE / "nat.yaml").expect_paths}
 RELAYED = sorted(k for k, m in EXPECTED.items() if m == "relay")
@@ -53,13 +55,18 @@ def _pairs(keys: list[str]) -> list[tuple[str, str]]:
 
 
 def test_paths_exactly_as_expected_and_relayed_pairs_use_the_relay_pods(
-    nat_production: KubeEnv,
+    nat_cluster: KubeEnv,
 ) -> None:
-    env = nat_production
+    env = nat_cluster
     assert env.pair_paths() == EXPECTED
     relay_nodes = {p["spec"]["nodeName"] for p in env.pods("wirekube-relay")}
     assert relay_nodes == {PUBLIC_NODE}, relay_nodes
-    assert len(env.pods("wirekube-relay")) == 3
+    want = json.loads(
+        env.kubectl(
+            "get", "deployment/wirekube-relay", "-n", "wirekube-system", "-o", "json"
+        ).stdout
+    )["spec"]["replicas"]
+    assert len(env.pods("wirekube-relay")) == want
     before = _relay_frames(env)
     results = env.mesh.ping_results(env.nodes, count=5, interval=0.1)
     after = _relay_frames(env)
@@ -69,16 +76,16 @@ def test_paths_exactly_as_expected_and_relayed_pairs_use_the_relay_pods(
         for a, row in results.items()
         for b, r in row.items()
     }
-    report("nat/production ping lost", lost)
-    report("nat/production ping rtt_avg_ms", rtt)
-    report("nat/production relay frames during pings", after - before)
+    report(f"nat/{NAT_OVERLAY} ping lost", lost)
+    report(f"nat/{NAT_OVERLAY} ping rtt_avg_ms", rtt)
+    report(f"nat/{NAT_OVERLAY} relay frames during pings", after - before)
     assert set(lost.values()) == {0}, lost
     # 5 pings each way on each relayed pair: requests and replies, two frames per hop.
     assert after - before >= 2 * 5 * len(RELAYED), (before, after)
 
 
-def test_rollout_restart_of_the_agents_under_continuous_ping(nat_production: KubeEnv) -> None:
-    env = nat_production
+def test_rollout_restart_of_the_agents_under_continuous_ping(nat_cluster: KubeEnv) -> None:
+    env = nat_cluster
     pings = env.start_pings(ordered_pairs(env.nodes), seconds=ROLLOUT_TIMEOUT_S / 4)
     time.sleep(2)
     t0 = time.monotonic()
@@ -87,8 +94,8 @@ def test_rollout_restart_of_the_agents_under_continuous_ping(nat_production: Kub
     rollout_s = round(time.monotonic() - t0, 1)
     results = env.ping_losses(pings, timeout=ROLLOUT_TIMEOUT_S)
     lost = {k: r.lost for k, r in results.items()}
-    report("nat/production rollout restart", {"rollout_s": rollout_s})
-    report("nat/production rollout restart lost pings", lost)
+    report(f"nat/{NAT_OVERLAY} rollout restart", {"rollout_s": rollout_s})
+    report(f"nat/{NAT_OVERLAY} rollout restart lost pings", lost)
     env.wait_until("paths back after the rollout", lambda: env.pair_paths() == EXPECTED, 90)
     for key, mode in EXPECTED.items():
         a, b = key.split("/")
@@ -98,9 +105,9 @@ def test_rollout_restart_of_the_agents_under_continuous_ping(nat_production: Kub
 
 
 def test_relay_pods_deleted_relayed_pairs_back_soon_after_a_new_pod_is_ready(
-    nat_production: KubeEnv,
+    nat_cluster: KubeEnv,
 ) -> None:
-    env = nat_production
+    env = nat_cluster
     old = {p["metadata"]["name"] for p in env.pods("wirekube-relay")}
     env.kubectl(
         "delete",
@@ -131,6 +138,6 @@ def test_relay_pods_deleted_relayed_pairs_back_soon_after_a_new_pod_is_ready(
         "new_pod_ready_s": round(ready_at - t0, 1),
         "relayed_back_after_ready_s": round(back_at - ready_at, 1),
     }
-    report("nat/production relay pods deleted", figures)
+    report(f"nat/{NAT_OVERLAY} relay pods deleted", figures)
     assert back_at - ready_at <= RELAY_BACK_AFTER_READY_S, figures
     env.wait_until("paths as expected again", lambda: env.pair_paths() == EXPECTED, 60)
