@@ -45,7 +45,7 @@ from typing import Any
 import yaml
 
 from . import controlplane_pki as pki
-from . import kubeplan, ociarchive
+from . import dockerarchive, kubeplan, ociarchive
 from .controlplane import SERVICE_CIDR, ControlPlane, repo_root
 from .kubenode import KubeNode
 from .lab import Lab
@@ -180,6 +180,12 @@ class KubeCluster:
         self._bin_dir = ensure_node_binaries()
         t = self._timed("node_binaries_s", t)
         archives = service_image_archives(self.image_dir) if self.service_images else {}
+        merged = None
+        if archives:
+            merged = dockerarchive.merged(
+                [archives[s] for s in SERVICES],
+                next(iter(archives.values())).with_name(f"all-{ociarchive.host_arch()}.tar"),
+            )
         t = self._timed("service_images_s", t)
         self.cp = ControlPlane(
             self.workdir / "controlplane",
@@ -195,7 +201,7 @@ class KubeCluster:
         addon_archives = self._addon_archives()
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(plans)) as pool:
             futures = [
-                pool.submit(self._start_node, p, node_archives(p, addon_archives, archives))
+                pool.submit(self._start_node, p, node_archives(p, addon_archives, archives, merged))
                 for p in plans
             ]
             for f in futures:
@@ -374,10 +380,17 @@ class KubeCluster:
         for doc in yaml.safe_load_all(self.cp.kubectl("kustomize", str(kustomization)).stdout):
             spec = ((doc or {}).get("spec") or {}).get("template", {}).get("spec") or {}
             for c in [*spec.get("initContainers", []), *spec.get("containers", [])]:
-                ref = str(c["image"])
-                name = image_repository_name(ref)
-                if name in SERVICES:
-                    out[ref] = name
+                # A controller that makes workloads itself names their image in
+                # an environment variable (WIREKUBE_RELAY_IMAGE): tag it too.
+                refs = [str(c["image"])] + [
+                    str(e["value"])
+                    for e in c.get("env") or []
+                    if str(e.get("name", "")).endswith("_IMAGE") and e.get("value")
+                ]
+                for ref in refs:
+                    name = image_repository_name(ref)
+                    if name in SERVICES:
+                        out[ref] = name
         return out
 
     def apply_overlay(self, overlay: Path, stun_servers: list[str] | None = None) -> Path:
@@ -479,12 +492,16 @@ class KubeCluster:
 
 
 def node_archives(
-    plan: kubeplan.KubeNodePlan, addons: Mapping[str, Path], services: Mapping[str, Path]
+    plan: kubeplan.KubeNodePlan,
+    addons: Mapping[str, Path],
+    services: Mapping[str, Path],
+    merged: Path | None = None,
 ) -> list[Path]:
-    """The archives a node imports: a private (tainted) node runs only the agent."""
+    """The archives a node imports: a private (tainted) node runs only the agent;
+    the others take every service, from the merged archive when there is one."""
     if plan.taints:
         return [addons[kubeplan.PAUSE_IMAGE], *([services["agent"]] if "agent" in services else [])]
-    return [*addons.values(), *services.values()]
+    return [*addons.values(), *([merged] if merged else services.values())]
 
 
 def image_repository_name(reference: str) -> str:
