@@ -118,7 +118,10 @@ class KubeEnv:
         return proc.stdout.split() if proc.returncode == 0 else []
 
     def pair_paths(self) -> dict[str, str]:
-        return self.mesh.pair_paths(self.nodes)
+        """``{"a/b": mode}`` keyed like a topology's ``expect.paths`` (names sorted)."""
+        return {
+            "/".join(sorted(k.split("/"))): v for k, v in self.mesh.pair_paths(self.nodes).items()
+        }
 
     def all_pairs_answer(self, pairs: list[tuple[str, str]]) -> bool:
         def one(pair: tuple[str, str]) -> bool:
