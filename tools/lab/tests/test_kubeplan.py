@@ -118,3 +118,8 @@ def test_mount_script_binds_every_private_dir_and_mounts_runtime_tmpfs() -> None
         assert f"mount --bind /w/node/kube/{name} {target}" in script
     for target in kubeplan.PRIVATE_TMPFS:
         assert f"wklab-kube {target}" in script
+
+
+def test_only_our_cgroup_roots_of_dead_owners_are_stale() -> None:
+    names = ["wklab-10-abcde-k0", "wklab-11-fghij-k2", "kubepods", "wklab-10-abcde", "user.slice"]
+    assert kubeplan.stale_cgroup_roots(names, alive={11}) == ["wklab-10-abcde-k0"]

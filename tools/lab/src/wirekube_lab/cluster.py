@@ -47,7 +47,7 @@ import yaml
 from . import controlplane_pki as pki
 from . import dockerarchive, kubeplan, ociarchive
 from .controlplane import SERVICE_CIDR, ControlPlane, repo_root
-from .kubenode import KubeNode
+from .kubenode import KubeNode, sweep_cgroups
 from .lab import Lab
 from .processes import LabProcess
 
@@ -177,6 +177,7 @@ class KubeCluster:
         # node shares the host's /lib, so the kubelet may create it on a host
         # without modules. stop() removes it again if it is ours and empty.
         self._lib_modules_absent = not LIB_MODULES.exists()
+        sweep_cgroups()
         self._bin_dir = ensure_node_binaries()
         t = self._timed("node_binaries_s", t)
         archives = service_image_archives(self.image_dir) if self.service_images else {}

@@ -274,3 +274,45 @@ def _which(name: str) -> str:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     raise KubeNodeError(f"{name} is not installed (scripts/bootstrap.sh installs it)")
+
+
+def _hierarchies() -> list[Path]:
+    if (CGROUP_FS / "cgroup.controllers").exists():
+        return [CGROUP_FS]
+    return [d for d in CGROUP_FS.iterdir() if d.is_dir() and not d.is_symlink()]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_cgroups() -> list[str]:
+    """Kill what is left in node cgroups of dead lab runs and remove them."""
+    names = sorted({d.name for h in _hierarchies() for d in h.iterdir() if d.is_dir()})
+    owners = {int(n.split("-")[1]) for n in kubeplan.stale_cgroup_roots(names, alive=set())}
+    alive = {pid for pid in owners if _pid_alive(pid)}
+    stale = kubeplan.stale_cgroup_roots(names, alive)
+    for name in stale:
+        tops = [h / name for h in _hierarchies() if (h / name).is_dir()]
+        for top in tops:
+            for procs in top.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError, ValueError):
+                    for pid in procs.read_text().split():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(pid), signal.SIGKILL)
+        time.sleep(0.2)
+        for top in tops:
+            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=_depth, reverse=True):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            with contextlib.suppress(OSError):
+                top.rmdir()
+    if stale:
+        log.info("swept node cgroups of dead lab runs: %s", ", ".join(stale))
+    return stale

@@ -28,6 +28,7 @@ Choices, and why:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import PurePosixPath
@@ -347,3 +348,21 @@ def mount_script(node_root: PurePosixPath) -> str:
         lines.append(f"mkdir -p {target}")
         lines.append(f"mount -t tmpfs -o mode=0755 wklab-kube {target}")
     return "\n".join(lines) + "\n"
+
+
+_CGROUP_NAME = re.compile(r"^wklab-(\d+)-[a-z0-9]+-k\d+$")
+
+
+def stale_cgroup_roots(names: list[str], alive: set[int]) -> list[str]:
+    """Node cgroup roots (``wklab-<pid>-<run>-k<n>``) whose owner PID is not alive.
+
+    A lab killed with SIGKILL leaves its nodes' cgroups (and the containers in
+    them) behind; the next cluster start sweeps them, as the lab sweeps
+    namespaces. Only names that parse as ours are ever returned.
+    """
+    out = []
+    for name in names:
+        match = _CGROUP_NAME.match(name)
+        if match and int(match.group(1)) not in alive:
+            out.append(name)
+    return out
