@@ -9,7 +9,7 @@ bootstrap:
 lab: bootstrap
 	uv run wirekube-lab run $(TOPOLOGY)
 
-test: bootstrap
+test: bootstrap images
 	uv run ruff check .
 	uv run pytest
 
