@@ -6,7 +6,8 @@
 #      docker-compose (validates docker-compose.yml offline; no engine needed),
 #      dnsmasq (the lab's DNS server for relay-pool names); podman + runc +
 #      netavark/aardvark-dns + mmdebstrap (the images, scripts/images.sh) and
-#      qemu-user-static + binfmt-support (arm64 images on an amd64 host).
+#      qemu-user-static + binfmt-support + arch-test (arm64 images on an amd64
+#      host).
 #   2. uv, then the workspace (every service editable, from uv.lock).
 #   3. gRPC stubs from protos/.
 #   4. The real control plane (kube-apiserver, etcd, kubectl) built from the Go
@@ -19,7 +20,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 APT_PACKAGES=(wireguard-go wireguard-tools nftables iptables conntrack iperf3 coturn
               stun-client tcpdump iputils-ping iproute2 procps docker-compose dnsmasq-base
-              podman runc netavark aardvark-dns mmdebstrap qemu-user-static binfmt-support)
+              podman runc netavark aardvark-dns mmdebstrap qemu-user-static binfmt-support
+              arch-test)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

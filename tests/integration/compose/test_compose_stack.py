@@ -75,6 +75,10 @@ def free_prefix() -> str:
     raise AssertionError("no free /24 in 172.29.64.0/18 for the compose network")
 
 
+def volumes() -> set[str]:
+    return set(run(["podman", "volume", "ls", "-q"]).stdout.split())
+
+
 def netns() -> set[str]:
     return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
 
@@ -85,6 +89,7 @@ class Stack:
     prefix: str
     env: dict[str, str]
     netns_before: set[str]
+    volumes_before: set[str]
     up_seconds: float = 0.0
 
     def compose(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -135,7 +140,7 @@ def stack(images: None) -> Iterator[Stack]:
     prefix = free_prefix()
     project = f"wkc{uuid.uuid4().hex[:6]}"
     env = dict(os.environ, WIREKUBE_COMPOSE_NET=prefix)
-    s = Stack(project, prefix, env, netns())
+    s = Stack(project, prefix, env, netns(), volumes())
     started = time.monotonic()
     try:
         s.compose(
@@ -238,6 +243,8 @@ def test_down_leaves_nothing_behind(stack: Stack) -> None:
     """Runs last (module order): tears the stack down itself and checks."""
     stack.compose("-f", str(REPO / "docker-compose.yml"), "down", "-v", "-t", "5", timeout=120)
     assert stack.resources() == {"containers": [], "networks": [], "volumes": []}
+    # No anonymous volume either.
+    assert volumes() - stack.volumes_before == set()
     # Network namespaces podman made for the stack are gone (others' may come and go).
     live = {
         Path(p).name
