@@ -9,7 +9,7 @@ bootstrap:
 lab: bootstrap
 	uv run wirekube-lab run $(TOPOLOGY)
 
-test: bootstrap
+test: bootstrap images
 	uv run ruff check .
 	uv run pytest
 
@@ -19,3 +19,8 @@ test: bootstrap
 .PHONY: images
 images: bootstrap
 	scripts/images.sh $(if $(IMAGES_SAVE),--save $(IMAGES_SAVE))
+
+# arm64 images on an amd64 host through qemu-user-static (slow; on demand).
+.PHONY: images-arm64
+images-arm64: bootstrap
+	scripts/images.sh --arch arm64 $(if $(IMAGES_SAVE),--save $(IMAGES_SAVE))

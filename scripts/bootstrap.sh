@@ -6,7 +6,8 @@
 #      docker-compose (validates docker-compose.yml offline; no engine needed),
 #      dnsmasq (the lab's DNS server for relay-pool names); podman + runc +
 #      netavark/aardvark-dns + mmdebstrap (the images, scripts/images.sh) and
-#      qemu-user-static + binfmt-support (arm64 images on an amd64 host).
+#      qemu-user-static + binfmt-support + arch-test (arm64 images on an amd64
+#      host).
 #   2. uv, then the workspace (every service editable, from uv.lock).
 #   3. gRPC stubs from protos/.
 #   4. The real control plane (kube-apiserver, etcd, kubectl) built from the Go
@@ -21,7 +22,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 APT_PACKAGES=(wireguard-go wireguard-tools nftables iptables conntrack iperf3 coturn
               stun-client tcpdump iputils-ping iproute2 procps docker-compose dnsmasq-base
-              podman runc netavark aardvark-dns mmdebstrap qemu-user-static binfmt-support)
+              podman runc netavark aardvark-dns mmdebstrap qemu-user-static binfmt-support
+              arch-test)
 # The lab's kubelet mode (wirekube-lab run --kube, tests/integration/kube):
 # containerd 1.6 + the CNI plugins on every lab node, a C compiler for pause.
 APT_PACKAGES+=(containerd containernetworking-plugins gcc libc6-dev)

@@ -217,8 +217,25 @@ save_image() {  # save_image NAME REF...
   log "saved $out"
 }
 
+# --- another architecture: qemu-user-static through binfmt_misc ---------------
+ensure_emulation() {
+  local qemu
+  case "$arch" in
+    arm64) qemu=qemu-aarch64 ;;
+    *) log "no emulation recipe for $arch (arm64 is the one supported)"; exit 2 ;;
+  esac
+  [[ -e /proc/sys/fs/binfmt_misc/$qemu ]] && return 0
+  command -v update-binfmts >/dev/null \
+    || { log "qemu-user-static and binfmt-support are needed for $arch (scripts/bootstrap.sh)"; exit 2; }
+  [[ -e /proc/sys/fs/binfmt_misc/register ]] \
+    || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  update-binfmts --enable "$qemu"
+  [[ -e /proc/sys/fs/binfmt_misc/$qemu ]] || { log "could not register $qemu with binfmt_misc"; exit 2; }
+}
+
 command -v podman >/dev/null || { log "podman missing (scripts/bootstrap.sh installs it)"; exit 2; }
 ensure_podman_config
+[[ "$arch" == "$host_arch" ]] || ensure_emulation
 base="localhost/wirekube/base:${SUITE}-${arch}-$(base_key)"
 build_base "$base"
 
