@@ -477,19 +477,36 @@ class KubeCluster:
     # ------------------------------------------------------------------ stop
 
     def stop(self) -> None:
+        """Every step runs even when an earlier one failed (the first error is re-raised)."""
         errors: list[str] = []
+        failure: BaseException | None = None
+
+        def node_stop(node: KubeNode) -> list[str]:
+            try:
+                return node.stop()
+            except Exception as exc:  # reported below; the other nodes still stop
+                return [f"{node.plan.name}: {exc!r}"]
+
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(self.nodes))) as pool:
-            for errs in pool.map(lambda n: n.stop(), list(self.nodes.values())):
+            for errs in pool.map(node_stop, list(self.nodes.values())):
                 errors += errs
         for proc in self.components:
-            proc.stop(grace=5.0)
+            try:
+                proc.stop(grace=5.0)
+            except Exception as exc:
+                failure = failure or exc
         if self.cp is not None:
-            self.cp.stop()
+            try:
+                self.cp.stop()
+            except Exception as exc:
+                failure = failure or exc
         if self._lib_modules_absent:
             with contextlib.suppress(OSError):
                 LIB_MODULES.rmdir()
         for msg in errors:
             log.warning("kube cluster teardown: %s", msg)
+        if failure is not None:
+            raise failure
 
 
 def node_archives(

@@ -119,7 +119,9 @@ class KubeDriver:
         }
 
     def stop(self, lab: Lab) -> None:
-        if self.mesh is not None:
-            self.mesh.stop()
-        if self.cluster is not None:
-            self.cluster.stop()
+        try:
+            if self.mesh is not None:
+                self.mesh.stop()
+        finally:
+            if self.cluster is not None:
+                self.cluster.stop()

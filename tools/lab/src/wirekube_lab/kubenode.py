@@ -230,9 +230,7 @@ class KubeNode:
     def cgroup_pids(self) -> set[int]:
         pids: set[int] = set()
         for top in self.cgroup_dirs():
-            for procs in top.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError):
-                    pids.update(int(t) for t in procs.read_text().split())
+            pids |= _procs_under(top)
         return pids
 
     def stop(self) -> list[str]:
@@ -253,19 +251,28 @@ class KubeNode:
             if proc is not None:
                 proc.stop(grace=STOP_GRACE_S)
         for top in self.cgroup_dirs():
-            # Deepest first: a cgroup directory can only go once it has no children.
-            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=_depth, reverse=True):
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-            try:
-                top.rmdir()
-            except OSError as exc:
-                errors.append(f"{self.plan.name}: cgroup {top}: {exc}")
+            _remove_tree(top)
+            if top.exists():
+                errors.append(f"{self.plan.name}: cgroup {top} could not be removed")
         return errors
 
 
-def _depth(path: Path) -> int:
-    return len(path.parts)
+def _procs_under(top: Path) -> set[int]:
+    """PIDs in a cgroup subtree. The kubelet and runc remove cgroups while we
+    walk, so a directory that vanishes is skipped (os.walk ignores it)."""
+    pids: set[int] = set()
+    for dirpath, _, files in os.walk(top):
+        if "cgroup.procs" in files:
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(t) for t in (Path(dirpath) / "cgroup.procs").read_text().split())
+    return pids
+
+
+def _remove_tree(top: Path) -> None:
+    """rmdir a cgroup subtree, deepest first (a cgroup goes only once childless)."""
+    for dirpath, _, _ in os.walk(top, topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
 
 
 def _which(name: str) -> str:
@@ -301,18 +308,12 @@ def sweep_cgroups() -> list[str]:
     for name in stale:
         tops = [h / name for h in _hierarchies() if (h / name).is_dir()]
         for top in tops:
-            for procs in top.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError, ValueError):
-                    for pid in procs.read_text().split():
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(int(pid), signal.SIGKILL)
+            for pid in _procs_under(top):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
         for top in tops:
-            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=_depth, reverse=True):
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-            with contextlib.suppress(OSError):
-                top.rmdir()
+            _remove_tree(top)
     if stale:
         log.info("swept node cgroups of dead lab runs: %s", ", ".join(stale))
     return stale
