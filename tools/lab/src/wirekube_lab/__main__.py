@@ -70,7 +70,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         driver = load_driver(args.driver)
     try:
         ctx = run(topology, driver=driver, workdir=args.workdir, selftest=not args.no_selftest)
-    except (netops.NetopsError, OSError) as exc:
+    except (netops.NetopsError, OSError, RuntimeError) as exc:
+        # RuntimeError: a control plane or (--kube) a cluster that did not come up.
         print(f"wirekube-lab: the lab could not be built or run: {exc}", file=sys.stderr)
         return EXIT_ERROR
     doc = document(
