@@ -9,6 +9,18 @@ bootstrap:
 lab: bootstrap
 	uv run wirekube-lab run $(TOPOLOGY)
 
-test: bootstrap
+test: bootstrap images
 	uv run ruff check .
 	uv run pytest
+
+# The service images (and the compose stack's control-plane image) with podman,
+# offline, on a Debian base built here: scripts/images.sh. IMAGES_SAVE=DIR also
+# writes docker-archives for `ctr -n k8s.io images import`.
+.PHONY: images
+images: bootstrap
+	scripts/images.sh $(if $(IMAGES_SAVE),--save $(IMAGES_SAVE))
+
+# arm64 images on an amd64 host through qemu-user-static (slow; on demand).
+.PHONY: images-arm64
+images-arm64: bootstrap
+	scripts/images.sh --arch arm64 $(if $(IMAGES_SAVE),--save $(IMAGES_SAVE))

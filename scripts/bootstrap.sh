@@ -5,11 +5,16 @@
 #      iperf3, coturn + stun-client (interop peers), tcpdump, ping, and
 #      docker-compose (validates docker-compose.yml offline; no engine needed),
 #      dnsmasq (the lab's DNS server for relay-pool names), prometheus
-#      (promtool checks expositions and alert rules; a real server scrapes the lab).
+#      (promtool checks expositions and alert rules; a real server scrapes the lab);
+#      podman + runc + netavark/aardvark-dns + mmdebstrap (the images,
+#      scripts/images.sh) and qemu-user-static + binfmt-support + arch-test
+#      (arm64 images on an amd64 host).
 #   2. uv, then the workspace (every service editable, from uv.lock).
 #   3. gRPC stubs from protos/.
 #   4. The real control plane (kube-apiserver, etcd, kubectl) built from the Go
-#      module proxy into a cache outside the repository.
+#      module proxy into a cache outside the repository; the same for the
+#      node binaries of the lab's kubelet mode (tools/kubenode/build.sh; apt:
+#      containerd, containernetworking-plugins, gcc + libc6-dev for pause).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +22,12 @@ export UV_PYTHON_DOWNLOADS=never
 export DEBIAN_FRONTEND=noninteractive
 
 APT_PACKAGES=(wireguard-go wireguard-tools nftables iptables conntrack iperf3 coturn
-              stun-client tcpdump iputils-ping iproute2 procps docker-compose dnsmasq-base)
+              stun-client tcpdump iputils-ping iproute2 procps docker-compose dnsmasq-base
+              podman runc netavark aardvark-dns mmdebstrap qemu-user-static binfmt-support
+              arch-test)
+# The lab's kubelet mode (wirekube-lab run --kube, tests/integration/kube):
+# containerd 1.6 + the CNI plugins on every lab node, a C compiler for pause.
+APT_PACKAGES+=(containerd containernetworking-plugins gcc libc6-dev)
 APT_PACKAGES+=(prometheus)
 # tinyproxy-bin: the lab's real HTTP CONNECT proxy (binary only, no system service).
 APT_PACKAGES+=(tinyproxy-bin)
@@ -57,4 +67,10 @@ fi
 
 if [[ -x tools/controlplane/build.sh ]]; then
   tools/controlplane/build.sh
+fi
+
+# kubelet, kube-proxy, kube-scheduler, kube-controller-manager, CoreDNS and
+# pause for the lab's kubelet mode, cached like the control plane.
+if [[ -x tools/kubenode/build.sh ]]; then
+  tools/kubenode/build.sh
 fi

@@ -2,10 +2,13 @@
 docker-compose, whose `config` validates against the Compose specification
 schema offline, no Docker engine needed), and the Dockerfiles are consistent
 with the repository: COPY sources exist, the uv.lock export they run works,
-the entry point is the service's console script, only the agent runs as root."""
+the entry point is the service's console script, only the agent runs as root,
+and nothing names an architecture. (The stack itself runs in
+tests/integration/compose; the images are built by scripts/images.sh.)"""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 import subprocess
@@ -43,35 +46,64 @@ def compose(repo: Path, *args: str, file: Path | None = None) -> subprocess.Comp
     )
 
 
+AGENTS = {"agent-1", "agent-2", "agent-3"}
+
+
 def test_compose_file_is_valid(repo: Path) -> None:
+    """The stack tests/integration/compose brings up, as a Compose implementation
+    reads it: every service in its own network namespace on one internal
+    network with unique fixed addresses (so no port can clash and nothing is
+    published), agents with NET_ADMIN + NET_RAW, the tun device and the
+    sysctls, everything else hardened; STUN servers only inside the stack."""
     proc = compose(repo, "config", "-q")
     assert proc.returncode == 0, proc.stderr
     config = yaml.safe_load(compose(repo, "config").stdout)
     services = config["services"]
-    assert set(services) == {"relay-1", "relay-2", "stun-probe", "gateway-controller", "agent"}
+    assert set(services) == {
+        "etcd",
+        "apiserver",
+        "bootstrap",
+        "stun-probe",
+        "stun-probe-2",
+        "relay",
+        "gateway-controller",
+        *AGENTS,
+    }
     for name, svc in services.items():
-        dockerfile = svc["build"]["dockerfile"]
-        assert (repo / dockerfile).is_file(), (name, dockerfile)
-    agent = services["agent"]
-    assert sorted(agent["cap_add"]) == ["NET_ADMIN", "SYS_MODULE"]
-    assert agent["network_mode"] == "host"
-    published = sorted(
-        (p["published"], p["protocol"]) for s in services.values() for p in s.get("ports", [])
-    )
-    assert len(published) == len(set(published)), f"host port clash: {published}"
+        if "build" in svc:
+            assert (repo / svc["build"]["dockerfile"]).is_file(), name
+        assert "network_mode" not in svc and not svc.get("ports"), name
+        assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"], name
+    for name in AGENTS:
+        agent = services[name]
+        assert sorted(agent["cap_add"]) == ["NET_ADMIN", "NET_RAW"]
+        assert agent["devices"] == ["/dev/net/tun:/dev/net/tun"]
+        assert agent["environment"]["WIREKUBE_WIREGUARD_BACKEND"] == "userspace"
+        assert agent["environment"]["NODE_NAME"] == agent["hostname"]
+        assert agent["sysctls"]["net.ipv4.conf.default.disable_policy"] == "1"
+    assert all("cap_add" not in services[n] for n in set(services) - AGENTS)
+    network = config["networks"]["wirekube"]
+    assert network["internal"] is True
+    subnet = ipaddress.ip_network(network["ipam"]["config"][0]["subnet"])
+    addresses = [s["networks"]["wirekube"]["ipv4_address"] for s in services.values()]
+    assert len(addresses) == len(set(addresses)), addresses
+    assert all(ipaddress.ip_address(a) in subnet for a in addresses)
+    stun = services["bootstrap"]["environment"]["STUN_SERVERS"].split()
+    assert len(stun) == 2
+    assert all(ipaddress.ip_address(s.rsplit(":", 1)[0]) in subnet for s in stun)
 
 
 def test_compose_validator_rejects_a_broken_file(repo: Path, tmp_path: Path) -> None:
     """The validator is a real one: the same file with one error is refused."""
     broken = yaml.safe_load((repo / "docker-compose.yml").read_text())
-    broken["services"]["relay-1"]["replicas_typo"] = 2
-    broken["services"]["agent"]["cap_add"] = {"NET_ADMIN": True}
+    broken["services"]["relay"]["replicas_typo"] = 2
+    broken["services"]["agent-1"]["cap_add"] = {"NET_ADMIN": True}
     path = tmp_path / "docker-compose.yml"
     path.write_text(yaml.safe_dump(broken))
     proc = compose(repo, "config", "-q", file=path)
     assert proc.returncode != 0
-    assert "Unsupported config option for services.relay-1: 'replicas_typo'" in proc.stderr
-    assert "services.agent.cap_add contains an invalid type" in proc.stderr
+    assert "Unsupported config option for services.relay: 'replicas_typo'" in proc.stderr
+    assert "services.agent-1.cap_add contains an invalid type" in proc.stderr
 
 
 def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -132,3 +164,5 @@ def test_dockerfile(repo: Path, service: str) -> None:
         assert "wireguard-tools" in run and "wireguard-go" in run
     else:
         assert not user.startswith("0"), "non-root"
+    text = " ".join(f"{op} {args}" for op, args in steps)  # comments dropped
+    assert not re.search(r"amd64|x86_64|aarch64|arm64|--platform", text), "architecture-neutral"

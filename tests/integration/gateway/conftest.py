@@ -133,7 +133,7 @@ class GatewayEnv:
         ]  # fmt: skip
         proc = ControllerProcess(identity, argv, self.tmp / f"{identity}.log", port)
         self.controllers.append(proc)
-        wait_for(lambda: proc.http("/healthz")[0] == 200 or not proc.alive, 30, "controller up")
+        wait_for(lambda: proc.http("/readyz")[0] == 200 or not proc.alive, 30, "controller up")
         assert proc.alive, proc.log_text()
         return proc
 

@@ -62,7 +62,7 @@ def test_malformed_gateways_get_conditions_not_crashes(gateway_env: GatewayEnv) 
     )
 
     # The controller is fine, and fixing the world fixes the gateway.
-    assert ctl.alive and ctl.http("/healthz")[0] == 200
+    assert ctl.alive and ctl.http("/livez")[0] == 200
     env.create_peer(ghost2, "10.92.0.1/32")
     status = wait_reason(env, ghosts, "Active")
     assert status["activePeer"] == ghost2 and status["ready"] is True

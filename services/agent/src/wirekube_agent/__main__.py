@@ -9,7 +9,7 @@ import sys
 
 from prometheus_client import REGISTRY
 
-from wirekube_agent import keys
+from wirekube_agent import health, keys
 from wirekube_agent.cleanup import cleanup
 from wirekube_agent.gatewaymetrics import GatewayCollector
 from wirekube_agent.k8s.client import KubeApi
@@ -32,7 +32,8 @@ async def run_agent(settings: Settings) -> None:
     )
     REGISTRY.register(AgentCollector(reconciler))
     REGISTRY.register(GatewayCollector(reconciler))
-    serve_metrics(settings.metrics_port)
+    livez, readyz = health.checks(reconciler)
+    serve_metrics(settings.metrics_port, livez=livez, readyz=readyz)
     stop = reconciler.stop_threads
     tasks = {
         f"watch-{i.name}": functools.partial(run_informer, i, stop) for i in reconciler.informers

@@ -18,10 +18,18 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Endpoint = tuple[str, int]
 Transport = Literal["direct", "relay"]
 
-# The routing table and fwmark the agent owns ("WK" in ASCII). The initContainer
-# and `wirekube-agent cleanup` remove exactly these.
+# The routing table the agent owns ("WK" in ASCII) and its fwmark. The
+# initContainer and `wirekube-agent cleanup` remove exactly these (rules by
+# priority, so a node upgraded from the old mark is cleaned too).
 ROUTE_TABLE = 0x574B  # 22347
-FWMARK = 0x574B
+# Only low bits: kube-proxy (iptables) masquerades every packet whose mark has
+# 0x4000 set and drops 0x8000; Cilium owns 0x0F00, AWS VPC CNI 0x80, Calico and
+# Tailscale the upper half. The old 0x574B had kube-proxy's 0x4000 bit, so on
+# a real node every packet the agent marked -- WireGuard's to the relay bridge
+# on 127.0.0.1 included -- left through MASQUERADE --random-fully: the bridge
+# (a socket connected to 127.0.0.1:<listen port>) never saw a packet and no
+# relayed pair could ping (found by tests/integration/kube).
+FWMARK = 0x4B
 # Our ip rule priorities: before the main table (32766), after the local table
 # (0), and in a band no common CNI uses (Calico 0-99/32765, Cilium 9-2004,
 # Kilo 1, Tailscale 5210-5270).

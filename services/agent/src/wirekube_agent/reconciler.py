@@ -87,6 +87,9 @@ class Observed:
     reconcile_seconds: float = 0.0
     reconciles: int = 0
     api_writes: int = 0
+    synced_at: float | None = None  # monotonic; read by health.py
+    last_pass_at: float | None = None
+    last_pass_ok: bool = False
 
 
 class Reconciler:
@@ -183,13 +186,17 @@ class Reconciler:
 
     async def run(self) -> None:
         await asyncio.to_thread(self._wait_synced)
+        self.observed.synced_at = time.monotonic()
         while True:
             started = time.monotonic()
             try:
                 await asyncio.to_thread(self.reconcile)
+                self.observed.last_pass_ok = True
             except Exception:
+                self.observed.last_pass_ok = False
                 log.exception("reconcile failed; retrying on the next tick")
-            self.observed.reconcile_seconds = time.monotonic() - started
+            self.observed.last_pass_at = time.monotonic()
+            self.observed.reconcile_seconds = self.observed.last_pass_at - started
             self.observed.reconciles += 1
             try:
                 await asyncio.wait_for(self.wake.wait(), TICK_S)

@@ -105,3 +105,12 @@ LEARNED_ENDPOINT_TTL_S = 120.0
 # interval. It relists when the controller's choice in the mesh status
 # changes (the controller watches the Nodes) and otherwise this often.
 RELAY_NODES_REFRESH_S = 300.0
+
+# -- health (/livez, /readyz) -------------------------------------------------------
+# Liveness fails when the control loop has not finished a pass for this long.
+# A pass runs at least every second (reconciler.TICK_S) and a slow one takes a
+# few seconds (wireguard-go start-up is bounded by USERSPACE_START_TIMEOUT_S,
+# STUN and IMDS by their own timeouts), so a minute without a pass is a wedged
+# loop, not a busy one; with the DaemonSet's probe (period 10 s, 3 failures)
+# the kubelet restarts a wedged agent within about 90 s.
+LIVENESS_PASS_STALL_S = 60.0

@@ -16,11 +16,12 @@ from prometheus_client import CollectorRegistry
 
 from wirekube_common import logs, supervisor
 from wirekube_common.kube.watch import run_informer
+from wirekube_common.metrics import MetricsServer
 from wirekube_gateway.election import Elector
 from wirekube_gateway.kube import ControllerApi
 from wirekube_gateway.leader import LeaderElection
 from wirekube_gateway.managedrelay.reconciler import ManagedRelayController
-from wirekube_gateway.metrics import ControllerCollector, HttpServer, liveness
+from wirekube_gateway.metrics import ControllerCollector, liveness, readiness
 from wirekube_gateway.peergc import PeerCollector
 from wirekube_gateway.reconciler import Controller
 from wirekube_gateway.settings import Settings, SettingsError, build_parser, from_args
@@ -46,8 +47,12 @@ async def run_controller(settings: Settings) -> None:
     if settings.metrics_port:
         registry = CollectorRegistry()
         registry.register(ControllerCollector(controller))
-        http = HttpServer(
-            settings.metrics_address, settings.metrics_port, registry, liveness(controller)
+        http = MetricsServer(
+            settings.metrics_address,
+            settings.metrics_port,
+            registry,
+            liveness(controller),
+            readiness(controller),
         ).start()
     log.info(
         "starting",

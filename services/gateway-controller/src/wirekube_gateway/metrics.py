@@ -1,23 +1,21 @@
-"""Prometheus metrics and liveness on one HTTP port (:9090 by default).
+"""Prometheus metrics and health on one HTTP port (:9090 by default).
 
 ``/metrics``: a custom collector reads the controller's last pass at scrape
 time, so a deleted gateway or peer disappears from the output at once (no
 stale label sets) and the reconcile loop does no metric bookkeeping.
 
-``/healthz``: 200 while both the reconcile loop and the election loop keep
+``/livez``: 200 while both the reconcile loop and the election loop keep
 making progress (each within ``STALL_S``), 503 otherwise. A standby is
 healthy; leadership is a metric, not a liveness condition (restarting a
-healthy standby would only lose its warm caches).
+healthy standby would only lose its warm caches). ``/readyz``: alive and every
+informer has synced. The server is the shared one (wirekube_common.metrics).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -130,51 +128,25 @@ def liveness(
         if now - controller.election.last_attempt > STALL_S:
             stalled.append("leader-election")
         if stalled:
-            return False, f"stalled: {', '.join(stalled)}\n"
+            return False, f"stalled: {', '.join(stalled)}"
         role = "leader" if controller.election.is_leader() else "standby"
-        return True, f"ok ({role})\n"
+        return True, f"ok ({role})"
 
     return check
 
 
-class HttpServer:
-    """/metrics and /healthz from a daemon thread."""
+def readiness(
+    controller: Controller, clock: Callable[[], float] = time.monotonic
+) -> Callable[[], tuple[bool, str]]:
+    alive = liveness(controller, clock)
 
-    def __init__(
-        self,
-        address: str,
-        port: int,
-        registry: CollectorRegistry,
-        health: Callable[[], tuple[bool, str]],
-    ) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    body, code, ctype = generate_latest(registry), 200, CONTENT_TYPE_LATEST
-                elif path in ("/healthz", "/livez", "/readyz"):
-                    ok, text = health()
-                    body, code, ctype = text.encode(), 200 if ok else 503, "text/plain"
-                else:
-                    body, code, ctype = b"not found\n", 404, "text/plain"
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    def check() -> tuple[bool, str]:
+        ok, why = alive()
+        if not ok:
+            return ok, why
+        waiting = [i.name for i in controller.informers if not i.synced.is_set()]
+        if waiting:
+            return False, f"informers not synced: {', '.join(waiting)}"
+        return True, why
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass  # scrapes every few seconds are not news
-
-        self.server = ThreadingHTTPServer((address, port), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
-
-    def start(self) -> HttpServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    return check

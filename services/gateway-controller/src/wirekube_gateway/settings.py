@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port",
         type=int,
         default=DEFAULT_METRICS_PORT,
-        help="/metrics and /healthz port (0: none)",
+        help="/metrics, /livez and /readyz port (0: none)",
     )
     p.add_argument("--lease-duration", type=float, default=LEASE_DURATION_S, metavar="SECONDS")
     p.add_argument("--renew-deadline", type=float, default=RENEW_DEADLINE_S, metavar="SECONDS")

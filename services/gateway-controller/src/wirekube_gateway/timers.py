@@ -51,7 +51,7 @@ DEFAULT_FAILURE_THRESHOLD = 3
 DEFAULT_INTERVAL_S = 30
 
 # -- liveness ----------------------------------------------------------------
-# /healthz fails when the reconcile or election loop made no progress for this
+# /livez fails when the reconcile or election loop made no progress for this
 # long (a wedged process); the kubelet probes every 20 s.
 STALL_S = 30.0
 

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from wirekube_common import logs, supervisor
+from wirekube_common.heartbeat import Heartbeat
 from wirekube_relay import limits as lim
 from wirekube_relay import timers
 from wirekube_relay.auth import AllowList, Authenticator
@@ -190,12 +191,13 @@ async def run(args: argparse.Namespace) -> int:
     from wirekube_relay.admin_grpc import serve_admin  # noqa: PLC0415 - grpc import is slow
 
     admin = serve_admin(server, args.admin_listen, access)
+    heartbeat = Heartbeat()
     metrics_port = 0
     if args.metrics_listen:
         from wirekube_relay.metrics import serve_metrics  # noqa: PLC0415
 
         mhost, mport = _split(args.metrics_listen)
-        _, metrics_port = serve_metrics(server, mhost, mport)
+        _, metrics_port = serve_metrics(server, mhost, mport, heartbeat)
 
     if args.ready_file:
         tmp = args.ready_file + ".tmp"
@@ -228,7 +230,12 @@ async def run(args: argparse.Namespace) -> int:
     code = 0
     try:
         await supervisor.run(
-            {"forwarder": forwarder, "allowlist-watch": allowlist_watch, "mesh": server.mesh_closed}
+            {
+                "forwarder": forwarder,
+                "allowlist-watch": allowlist_watch,
+                "mesh": server.mesh_closed,
+                "heartbeat": heartbeat.run,
+            }
         )
     except supervisor.TaskFailed:
         code = 1

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import start_http_server
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from wirekube_common.heartbeat import Heartbeat
+from wirekube_common.metrics import Check, MetricsServer
 from wirekube_relay.server import RelayServer
 
 
@@ -146,9 +147,31 @@ class RelayCollector(Collector):
         yield c
 
 
-def serve_metrics(server: RelayServer, host: str, port: int) -> tuple[CollectorRegistry, int]:
-    """Expose /metrics on host:port (port 0 picks one); returns the registry and port."""
+def health_checks(server: RelayServer, heartbeat: Heartbeat) -> tuple[Check, Check]:
+    """/livez: the event loop turns. /readyz: it turns, the relay port accepts,
+    and the allow-list (when enabled) has synced (before that every peer would
+    be refused)."""
+
+    def ready() -> tuple[bool, str]:
+        alive, why = heartbeat.check()
+        if not alive:
+            return alive, why
+        if not server.listening:
+            return False, f"not listening on {server.host}:{server.port}"
+        if server.auth.allowlist.enabled and not server.auth.allowlist.ready:
+            return False, "allow-list not synced from the API server yet"
+        return True, f"ok: listening on {server.host}:{server.port}"
+
+    return heartbeat.check, ready
+
+
+def serve_metrics(
+    server: RelayServer, host: str, port: int, heartbeat: Heartbeat
+) -> tuple[CollectorRegistry, int]:
+    """Expose /metrics, /livez, /readyz on host:port (port 0 picks one);
+    returns the registry and port."""
     registry = CollectorRegistry()
     registry.register(RelayCollector(server))
-    httpd, _thread = start_http_server(port, addr=host, registry=registry)
-    return registry, httpd.server_port
+    livez, readyz = health_checks(server, heartbeat)
+    http = MetricsServer(host, port, registry, livez, readyz).start()
+    return registry, http.port

@@ -103,6 +103,11 @@ class RelayServer:
         )
         return self.port
 
+    @property
+    def listening(self) -> bool:
+        """Is the listening socket accepting? (Read by /readyz from another thread.)"""
+        return self._server is not None and self._server.is_serving()
+
     async def wait_closed(self) -> None:
         """Runs until the sweeper dies (a bug) or the server is stopped."""
         assert self._sweeper is not None

@@ -5,7 +5,11 @@ Tasks (one supervisor; the first to fail stops the process non-zero):
 * ``stun``   -- the UDP/TCP server (``server.StunServer.serve``);
 * ``health`` -- waits until every socket is bound, then serves the standard
   gRPC health service as SERVING; on shutdown it flips to NOT_SERVING first
-  so load balancers stop sending before the sockets close.
+  so load balancers stop sending before the sockets close;
+* ``heartbeat`` -- stamps the event loop's progress for ``/livez``.
+
+The metrics port also serves ``/livez`` (the event loop turns) and ``/readyz``
+(it turns and every socket is bound).
 
 SIGTERM/SIGINT stop everything cleanly and the process exits 0.
 """
@@ -19,6 +23,7 @@ from collections.abc import Sequence
 
 from wirekube_common import logs, supervisor
 from wirekube_common.grpcserver import start_grpc_server
+from wirekube_common.heartbeat import Heartbeat
 from wirekube_common.metrics import serve_metrics
 from wirekube_stunprobe import limits
 from wirekube_stunprobe.metrics import Metrics
@@ -32,8 +37,24 @@ HEALTH_SERVICE_NAME = "wirekube.stunprobe.v1.StunProbe"
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     metrics = Metrics()
-    serve_metrics(settings.metrics_port, settings.metrics_address, registry=metrics.registry)
     server = StunServer(settings, metrics)
+    heartbeat = Heartbeat()
+
+    def ready() -> tuple[bool, str]:
+        alive, why = heartbeat.check()
+        if not alive:
+            return alive, why
+        if not server.started.is_set():
+            return False, "STUN sockets not bound yet"
+        return True, "ok: STUN sockets bound"
+
+    serve_metrics(
+        settings.metrics_port,
+        settings.metrics_address,
+        registry=metrics.registry,
+        livez=heartbeat.check,
+        readyz=ready,
+    )
 
     async def health() -> None:
         await server.started.wait()
@@ -49,7 +70,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
             grpc_server.set_serving(False)
             grpc_server.stop(grace=limits.SHUTDOWN_GRACE_SECONDS)
 
-    await supervisor.run({"stun": server.serve, "health": health}, stop)
+    await supervisor.run({"stun": server.serve, "health": health, "heartbeat": heartbeat.run}, stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

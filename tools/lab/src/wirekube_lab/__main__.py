@@ -3,6 +3,7 @@
 Subcommands::
 
     wirekube-lab run TOPOLOGY.yaml [--json] [--workdir DIR] [--driver MOD:ATTR] [--no-selftest]
+    wirekube-lab run TOPOLOGY.yaml --kube OVERLAY [...]  # kubelets + `kubectl apply -k`
     wirekube-lab validate TOPOLOGY.yaml [--json]   # parse + address plan, no root needed
     wirekube-lab sweep                              # remove namespaces of dead lab runs
     wirekube-lab up TOPOLOGY.yaml [--state-dir DIR] # build it and leave it running
@@ -50,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         "wirekube_lab.pipeline:NoMesh builds the network only)",
     )
     p_run.add_argument("--no-selftest", action="store_true", help="skip the NAT self-test")
+    p_run.add_argument(
+        "--kube",
+        metavar="OVERLAY",
+        help="real Kubernetes nodes (kubelet + containerd on every node host), then "
+        "`kubectl apply -k` of this overlay (a name under deploy/kustomize/overlays or a "
+        "directory); replaces --driver",
+    )
     p_val = sub.add_parser("validate", help="parse a topology and print its address plan")
     p_val.add_argument("topology", type=Path)
     p_val.add_argument("--json", action="store_true")
@@ -74,10 +82,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     topology = load_topology(args.topology)
-    driver = load_driver(args.driver)
+    if args.kube:
+        from .kubedriver import KubeDriver  # noqa: PLC0415 - only this mode needs it
+
+        driver = KubeDriver(args.kube)
+    else:
+        driver = load_driver(args.driver)
     try:
         ctx = run(topology, driver=driver, workdir=args.workdir, selftest=not args.no_selftest)
-    except (netops.NetopsError, OSError) as exc:
+    except (netops.NetopsError, OSError, RuntimeError) as exc:
+        # RuntimeError: a control plane or (--kube) a cluster that did not come up.
         print(f"wirekube-lab: the lab could not be built or run: {exc}", file=sys.stderr)
         return EXIT_ERROR
     doc = document(

@@ -222,6 +222,7 @@ class ControlPlane:
         bind_address: str = "0.0.0.0",
         startup_timeout: float = STARTUP_TIMEOUT_S,
         log: Callable[[str], None] = _stderr,
+        extra_apiserver_args: Sequence[str] = (),
     ) -> None:
         self._own_workdir = workdir is None
         if workdir is None:
@@ -237,6 +238,7 @@ class ControlPlane:
         self._bind_address = bind_address
         self._startup_timeout = startup_timeout
         self._log = log
+        self._extra_apiserver_args = tuple(extra_apiserver_args)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
         self.port = 0
@@ -333,6 +335,9 @@ class ControlPlane:
                 path.chmod(0o600)
         self._admin = admin
         self._ca_pem = ca.cert_pem
+        # Kept so the lab's kubelet mode can issue node and component
+        # client certificates (system:node:<name>, system:kube-proxy, ...).
+        self.ca = ca
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"{name}.log").open("ab")
@@ -417,6 +422,7 @@ class ControlPlane:
                     "--allow-privileged=true",
                     "--profiling=false",
                     "--v=1",
+                    *self._extra_apiserver_args,
                 ],
             )
             try:

@@ -1,0 +1,201 @@
+"""The dev overlay on three real kubelet nodes of one flat network.
+
+One cluster serves the module; the tests run in file order and the last one
+removes a node.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from wirekube_lab.topology import load_topology
+
+from .conftest import HERE, KubeEnv, ordered_pairs, report
+
+# A DaemonSet rolling restart (maxUnavailable 1) of three agents on a busy
+# host: each new pod is Ready in ~5-15 s.
+ROLLOUT_TIMEOUT_S = 240.0
+# The wedge test's liveness bound (production: 60 s) and how long the kubelet
+# may take to act on it: the bound, then 3 failed probes 10 s apart, plus a
+# loaded host's slack.
+WEDGE_STALL_S = 10
+WEDGE_RESTART_TIMEOUT_S = 120.0
+# Peers of a deleted node go from the others' WireGuard within a few passes.
+PEER_GONE_TIMEOUT_S = 60.0
+
+
+def test_dev_overlay_every_pair_direct_and_pings_go_through_the_tunnel(flat_dev: KubeEnv) -> None:
+    env = flat_dev
+    expected = {f"{a}/{b}": m for (a, b), m in load_topology(HERE / "flat-3.yaml").expect_paths}
+    assert env.pair_paths() == expected
+    before = {n: env.mesh.wg_bytes(n) for n in env.nodes}
+    results = env.mesh.ping_results(env.nodes, count=5, interval=0.1)
+    after = {n: env.mesh.wg_bytes(n) for n in env.nodes}
+    lost = {f"{a}->{b}": r.lost for a, row in results.items() for b, r in row.items()}
+    rtt = {
+        f"{a}->{b}": round(r.rtt_avg_ms or -1, 2)
+        for a, row in results.items()
+        for b, r in row.items()
+    }
+    report("flat-3/dev ping lost", lost)
+    report("flat-3/dev ping rtt_avg_ms", rtt)
+    assert set(lost.values()) == {0}
+    # The pings went through WireGuard: every node's interface carried them.
+    for n in env.nodes:
+        assert after[n][0] > before[n][0] and after[n][1] > before[n][1], (n, before, after)
+    # Every workload of the overlay was scheduled and runs on a kubelet.
+    for app in (
+        "wirekube-agent",
+        "wirekube-relay",
+        "wirekube-gateway-controller",
+        "wirekube-stun-probe",
+    ):
+        pods = env.pods(app)
+        assert pods and all(p["status"]["phase"] == "Running" for p in pods), app
+    assert {p["spec"]["nodeName"] for p in env.pods("wirekube-agent")} == set(env.nodes)
+
+
+def test_rollout_restart_of_the_agents_under_continuous_ping(flat_dev: KubeEnv) -> None:
+    env = flat_dev
+    pairs = ordered_pairs(env.nodes)
+    pings = env.start_pings(pairs, seconds=ROLLOUT_TIMEOUT_S / 4)
+    time.sleep(2)
+    t0 = time.monotonic()
+    env.kubectl("rollout", "restart", "daemonset/wirekube-agent", "-n", "wirekube-system")
+    env.cluster.wait_rollout("daemonset/wirekube-agent", "wirekube-system", ROLLOUT_TIMEOUT_S)
+    rollout_s = round(time.monotonic() - t0, 1)
+    results = env.ping_losses(pings, timeout=ROLLOUT_TIMEOUT_S)
+    lost = {k: r.lost for k, r in results.items()}
+    report(
+        "flat-3/dev rollout restart",
+        {"rollout_s": rollout_s, "sent_per_pair": max(r.sent for r in results.values())},
+    )
+    report("flat-3/dev rollout restart lost pings (direct pairs)", lost)
+    env.wait_until(
+        "mesh back after the rollout",
+        lambda: set(env.pair_paths().values()) == {"direct"},
+        60,
+    )
+    assert all(r.sent > 0 for r in results.values())
+    assert set(lost.values()) == {0}, lost
+
+
+def _agent_pod(env: KubeEnv, node: str) -> dict[str, Any]:
+    return next(p for p in env.pods("wirekube-agent") if p["spec"]["nodeName"] == node)
+
+
+def _restarts(pod: dict[str, Any]) -> int:
+    statuses = pod["status"].get("containerStatuses") or [{}]
+    return int(statuses[0].get("restartCount", 0))
+
+
+def test_wedged_agent_control_loop_is_restarted_by_the_kubelet(flat_dev: KubeEnv) -> None:
+    """/livez fails while the loop is wedged (the HTTP server still answers) and the
+    kubelet restarts the container; the other nodes' agents are untouched."""
+    env = flat_dev
+    hook = (HERE / "wedge_hook.py").read_text()
+    wedge_in_pod = "/var/lib/wirekube/wedge"
+    patch = [
+        {
+            "op": "replace",
+            "path": "/spec/template/spec/containers/0/command",
+            "value": ["python3", "-c", hook, wedge_in_pod, str(WEDGE_STALL_S)],
+        }
+    ]
+    env.kubectl(
+        "patch",
+        "daemonset/wirekube-agent",
+        "-n",
+        "wirekube-system",
+        "--type=json",
+        "-p",
+        json.dumps(patch),
+    )
+    env.cluster.wait_rollout("daemonset/wirekube-agent", "wirekube-system", ROLLOUT_TIMEOUT_S)
+    node, others = env.nodes[0], env.nodes[1:]
+    pod = _agent_pod(env, node)
+    before = _restarts(pod)
+    others_before = {n: _restarts(_agent_pod(env, n)) for n in others}
+    wedge = env.cluster.nodes[node].path(wedge_in_pod)
+    wedge.write_text("")
+    t0 = time.monotonic()
+    try:
+        env.wait_until(
+            "the kubelet restarted the wedged agent",
+            lambda: _restarts(_agent_pod(env, node)) > before,
+            WEDGE_RESTART_TIMEOUT_S,
+        )
+    finally:
+        wedge.unlink(missing_ok=True)
+    restarted_s = round(time.monotonic() - t0, 1)
+    events = json.loads(
+        env.kubectl(
+            "get",
+            "events",
+            "-n",
+            "wirekube-system",
+            "-o",
+            "json",
+            f"--field-selector=involvedObject.name={pod['metadata']['name']}",
+        ).stdout
+    )["items"]
+    messages = [e.get("message", "") for e in events]
+    assert any("failed liveness probe, will be restarted" in m for m in messages), messages
+    assert any("Liveness probe failed" in m and "503" in m for m in messages), messages
+    env.wait_until(
+        "the restarted agent Ready",
+        lambda: all(
+            c.get("ready") for c in _agent_pod(env, node)["status"].get("containerStatuses", [])
+        ),
+        60,
+    )
+    report(
+        "flat-3/dev wedged agent",
+        {"stall_bound_s": WEDGE_STALL_S, "wedged_to_restarted_s": restarted_s},
+    )
+    assert {n: _restarts(_agent_pod(env, n)) for n in others} == others_before
+    env.wait_until("mesh direct again", lambda: set(env.pair_paths().values()) == {"direct"}, 60)
+
+
+def test_drain_and_delete_a_node(flat_dev: KubeEnv) -> None:
+    env = flat_dev
+    gone, rest = env.nodes[-1], env.nodes[:-1]
+    t0 = time.monotonic()
+    env.kubectl(
+        "drain",
+        gone,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=120s",
+        timeout=180,
+    )
+    drain_s = round(time.monotonic() - t0, 1)
+    # Only DaemonSet pods stay on a drained node; the evicted ones run elsewhere.
+    left = env.kubectl(
+        "get", "pods", "-A", "-o", "json", f"--field-selector=spec.nodeName={gone}"
+    ).stdout
+    owners = {
+        (p["metadata"].get("ownerReferences") or [{}])[0].get("kind")
+        for p in json.loads(left)["items"]
+    }
+    assert owners <= {"DaemonSet"}, owners
+    # Decommission: the node's kubelet goes, then its Node object.
+    env.cluster.remove_node(gone)
+    t1 = time.monotonic()
+    env.wait_until(
+        "the deleted node's peer gone from the others' WireGuard",
+        lambda: all(
+            env.mesh.peer(gone) is None and len(env.wg_peers(n)) == len(rest) - 1 for n in rest
+        ),
+        PEER_GONE_TIMEOUT_S,
+    )
+    report(
+        "flat-3/dev drain+delete",
+        {"drain_s": drain_s, "peer_gone_s": round(time.monotonic() - t1, 1)},
+    )
+    for app in ("wirekube-relay", "wirekube-gateway-controller"):
+        env.cluster.wait_rollout(f"deployment/{app}", "wirekube-system", 120)
+    results = env.mesh.ping_results(rest, count=3, interval=0.1)
+    assert all(r.ok for row in results.values() for r in row.values()), results
