@@ -142,12 +142,13 @@ build_mounts=()
 [[ -f "$HOST_CA" ]] && build_mounts=(-v "$HOST_CA:$HOST_CA:ro")
 
 # An image is rebuilt only when its inputs changed: their content hash (every
-# file git tracks or would track under the paths it copies, the Dockerfile and
-# the base) is a label on the image. Podman's layer cache would get there too,
+# file git tracks or would track under the paths it copies, tests aside, which
+# includes the Dockerfile; and the base) is a label on the image. Podman's layer cache would get there too,
 # but spends ~10 s per image re-hashing the context to find that out.
 inputs_key() {  # inputs_key PATH...
   { printf '%s\n' "$base" "$arch"
-    git ls-files -z -co --exclude-standard -- "$@" | sort -z | xargs -0 sha256sum
+    # Tests are copied into the build stage but never into an image.
+    git ls-files -z -co --exclude-standard -- "$@" ':(exclude)*/tests/*' | sort -z | xargs -0 sha256sum
   } | sha256sum | cut -c1-16
 }
 
