@@ -86,3 +86,9 @@ REACT_COOLDOWN_S = PROBE_BURST_S + 2 * PONG_FRESH_S + 1.0
 RELAY_LOSS_GRACE_S = 5.0
 # Addresses a peer's probes came from are kept as candidates this long.
 LEARNED_ENDPOINT_TTL_S = 120.0
+
+# Key rotation: the agent switches its interface to the new key when its own
+# watch shows the key published (about when every other agent sees it). A
+# watch that stays silent must not leave the node on a key nobody accepts
+# any more for longer than this.
+KEY_SWITCH_TIMEOUT_S = 5.0

@@ -1,0 +1,118 @@
+"""When this node's WireGuard key pair is replaced, and what gets recorded. Pure.
+
+Two triggers (docs/keyrotation.md):
+
+* a request: an admin (or ``wirekubectl rotate-key``) sets the annotation
+  ``wirekube.io/rotate-key`` on the Node to any new value (a request id, a
+  timestamp). Each distinct value rotates once.
+* a period: ``spec.keyRotationIntervalHours`` of the mesh. The key is
+  replaced once it is that old.
+
+What was done is recorded on the node's own WireKubePeer, in the same write
+that publishes the new public key (one write: the record and the key can never
+disagree): the request handled and when the key was made. A restarted agent
+reads both back, so it neither rotates again for a request it already handled
+nor resets the period. The admission policy lets an agent write its own peer's
+annotations, and no one else's.
+
+The switch itself (``reconciler``): the new key is stored in the state dir,
+published, and the interface, the path prober and the relay registration move
+to it when the agent's own watch shows the published key, i.e. about when
+every other agent (and the relay's allow-list) sees it too, so the moment the
+two ends disagree is as short as the watch fan-out allows.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+REQUEST_ANNOTATION = "wirekube.io/rotate-key"  # on the Node
+HANDLED_ANNOTATION = "wirekube.io/key-rotation-handled"  # on the WireKubePeer
+ROTATED_AT_ANNOTATION = "wirekube.io/key-rotated-at"  # on the WireKubePeer, RFC 3339
+
+# Annotation values are bounded by the API server (256 KiB for all of them);
+# a request id longer than a label value's worst case is not a request id.
+MAX_REQUEST_LEN = 253
+# The floor of the period, whatever the mesh says (the CRD's minimum, 0.001 h):
+# below a few seconds the next rotation could start before every agent has
+# swapped in the previous key.
+MIN_INTERVAL_S = 3.6
+
+Reason = Literal["requested", "periodic"]
+
+
+@dataclass(frozen=True)
+class Facts:
+    requested: str | None  # the Node annotation's value
+    handled: str | None  # the last request this node handled
+    key_made_at: float | None  # when the published key was made (None: unknown)
+    interval_s: float | None  # the mesh's period (None: no periodic rotation)
+
+
+def facts(
+    node_annotations: Mapping[str, str],
+    own_peer: Mapping[str, Any],
+    interval_hours: float | None,
+) -> Facts:
+    """Read the triggers and the record. A malformed record counts as absent;
+    the key's age then falls back to the peer's creation time."""
+    meta = own_peer.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    requested = node_annotations.get(REQUEST_ANNOTATION)
+    if requested is not None and (not requested.strip() or len(requested) > MAX_REQUEST_LEN):
+        requested = None
+    made = parse_time(annotations.get(ROTATED_AT_ANNOTATION)) or parse_time(
+        meta.get("creationTimestamp")
+    )
+    interval = None
+    if interval_hours is not None and interval_hours > 0:
+        interval = max(interval_hours * 3600.0, MIN_INTERVAL_S)
+    handled = annotations.get(HANDLED_ANNOTATION)
+    return Facts(requested, handled if isinstance(handled, str) else None, made, interval)
+
+
+def due(f: Facts, now: float) -> Reason | None:
+    """Why the key must be replaced now, or None.
+
+    A request the node never handled rotates, whatever the period. With no
+    record at all of a handled request, a request that is already there is
+    still new: the annotation was set for this node, and the record is only
+    written by a rotation.
+    """
+    if f.requested is not None and f.requested != f.handled:
+        return "requested"
+    periodic = f.interval_s is not None and f.key_made_at is not None
+    if periodic and now - f.key_made_at >= f.interval_s:  # type: ignore[operator]
+        return "periodic"
+    return None
+
+
+def record(f: Facts, now: float) -> dict[str, str]:
+    """The peer annotations a rotation at ``now`` writes with the new key."""
+    out = {ROTATED_AT_ANNOTATION: format_time(now)}
+    if f.requested is not None:
+        out[HANDLED_ANNOTATION] = f.requested
+    return out
+
+
+def format_time(t: float) -> str:
+    return (
+        datetime.datetime.fromtimestamp(t, tz=datetime.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def parse_time(text: object) -> float | None:
+    if not isinstance(text, str) or len(text) > 64:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.timestamp()
