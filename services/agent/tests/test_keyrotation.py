@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import pytest
 
-from wirekube_agent import diff, keyrotation, keys, paths, topology
+from wirekube_agent import diff, keyrotation, keys, paths, status, topology
 from wirekube_agent.model import FWMARK
 from wirekube_agent.prober import Prober, Target
 from wirekube_common import wgkey
-from wirekube_common.crd import MeshSpec
+from wirekube_common.crd import MeshSpec, PeerStatus
 from wirekube_common.crd.base import InvalidObject
 from wirekube_common.wireguard.types import DeviceState, PeerState
 
@@ -251,3 +251,22 @@ def test_the_mesh_field_parses_and_round_trips() -> None:
     for bad in (0, -1, "daily", True):
         with pytest.raises(InvalidObject):
             MeshSpec.from_dict({"keyRotationIntervalHours": bad})
+
+
+def test_the_first_handshake_under_a_new_key_is_published_at_once() -> None:
+    """``rotate-key --wait`` reads it: lastHandshake normally moves only by a
+    minute or more; after our key switched, the first handshake goes out."""
+    up = {"node-b": paths.PathState("direct", "up", 0.0, None)}
+    prev = PeerStatus(last_handshake=status.rfc3339(T0))
+    local = status.LocalReport()
+    later = T0 + 20.0
+    assert (
+        status.derive(up, {"node-b": later}, local, prev, later).last_handshake
+        == prev.last_handshake
+    )
+    switched = T0 + 10.0
+    new = status.derive(up, {"node-b": later}, local, prev, later, fresh_after=switched)
+    assert new.last_handshake == status.rfc3339(later)
+    # a handshake from before the switch proves nothing
+    old = status.derive(up, {"node-b": T0 + 5.0}, local, prev, later, fresh_after=switched)
+    assert old.last_handshake == prev.last_handshake

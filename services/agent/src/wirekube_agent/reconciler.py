@@ -104,6 +104,7 @@ class Reconciler:
         self._active_key = private_key
         self._rotation_patch: dict[str, Any] | None = None  # written, not yet accepted
         self._rotation_published_at = 0.0
+        self._key_switched_at = 0.0
         self.key_rotations = 0
         self.peer_name = peer_name_for_node(settings.node_name)
         self.wake = Wakeup()
@@ -488,6 +489,7 @@ class Reconciler:
         if not seen and now - self._rotation_published_at < KEY_SWITCH_TIMEOUT_S:
             return
         self._active_key = self.private_key
+        self._key_switched_at = now
         self.dataplane.set_private_key(self.private_key)
         self.net.prober.set_private_key(self.private_key)
         self.relays.rekey(self.private_key)
@@ -598,7 +600,9 @@ class Reconciler:
             internal_endpoint=format_endpoint((str(ip), mesh.listen_port)) if ip else None,
             public_ip=self._public_ip() or None,
         )
-        new = status.derive(self.paths, self.observed.handshakes, local, current, now)
+        new = status.derive(
+            self.paths, self.observed.handshakes, local, current, now, self._key_switched_at
+        )
         # Our copy of our own object may be stale (see status.baseline).
         rv = str((existing.get("metadata") or {}).get("resourceVersion", ""))
         base = status.baseline(current, rv, self._status_written)
