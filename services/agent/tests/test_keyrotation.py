@@ -270,3 +270,24 @@ def test_the_first_handshake_under_a_new_key_is_published_at_once() -> None:
     # a handshake from before the switch proves nothing
     old = status.derive(up, {"node-b": T0 + 5.0}, local, prev, later, fresh_after=switched)
     assert old.last_handshake == prev.last_handshake
+
+
+def test_reinitiate_once_by_the_lower_key_when_no_handshake_came() -> None:
+    low, high = key(1), key(9)
+    since = T0
+    early = since + keyrotation.REINITIATE_AFTER_S / 2
+    late = since + keyrotation.REINITIATE_AFTER_S
+    # too early: still pending, nothing re-created
+    assert keyrotation.reinitiate({high: since}, {}, low, early) == (frozenset(), {high: since})
+    # due, and we hold the lower key: re-create, once (nothing left pending)
+    assert keyrotation.reinitiate({high: since}, {high: since - 30}, low, late) == (
+        frozenset({high}),
+        {},
+    )
+    # due, but the other side holds the lower key: it re-creates, we do not
+    assert keyrotation.reinitiate({low: since}, {}, high, late) == (frozenset(), {})
+    # a handshake under the new keys came: done
+    assert keyrotation.reinitiate({high: since}, {high: since + 0.01}, low, late) == (
+        frozenset(),
+        {},
+    )

@@ -114,9 +114,13 @@ class Outage:
     sent: int
     lost: int
     longest_gap_s: float  # between the send times of consecutive answered pings
+    lost_at: tuple[float, ...] = ()  # send times of the lost pings (estimated)
 
     def __str__(self) -> str:
         return f"{self.lost} lost of {self.sent}, longest gap {self.longest_gap_s:.2f}s"
+
+    def lost_since(self, t0: float) -> str:
+        return " ".join(f"{t - t0:+.1f}" for t in self.lost_at)
 
 
 class Ping:
@@ -127,14 +131,23 @@ class Ping:
         argv = ["ping", "-n", "-D", "-O", "-i", str(PING_INTERVAL_S), "-W", "2"]
         self.proc: LabProcess = lab.spawn(src, [*argv, lab.address(dst)], name=f"ping-{dst}")
 
-    def stop(self) -> Outage:
-        time.sleep(2.0)  # the last requests' replies (-W 2)
+    def interrupt(self) -> None:
         self.proc.signal(signal.SIGINT)
+
+    def result(self) -> Outage:
         try:
             self.proc.wait(10)
         finally:
             self.proc.stop()
         return outage(self.proc.log_text())
+
+
+def stop_all(pings: dict[tuple[str, str], Ping]) -> dict[tuple[str, str], Outage]:
+    """Stop every ping at once (after the last requests' replies: -W 2)."""
+    time.sleep(2.0)
+    for p in pings.values():
+        p.interrupt()
+    return {pair: p.result() for pair, p in pings.items()}
 
 
 def outage(text: str) -> Outage:
@@ -148,14 +161,19 @@ def outage(text: str) -> Outage:
             seen.add(seq)
         elif m := _NO_ANSWER.match(line.strip()):
             seen.add(int(m.group(2)))
-    if not seen:
-        return Outage(0, 0, float("inf"))
-    first, last = min(seen), max(seen)
+    if not replied:
+        return Outage(len(seen), len(seen), float("inf"))
+    first, last = min(seen | replied.keys()), max(seen | replied.keys())
     sent = last - first + 1
-    lost = sum(1 for s in range(first, last + 1) if s not in replied)
+    base_seq = min(replied)
+    base = replied[base_seq]
+    lost = [s for s in range(first, last + 1) if s not in replied]
     times = [replied[s] for s in sorted(replied)]
+    # A loss after the last answer is a gap too (until the last request).
+    times.append(base + (last - base_seq) * PING_INTERVAL_S)
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    return Outage(sent, lost, max(gaps, default=float("inf")))
+    lost_at = tuple(base + (s - base_seq) * PING_INTERVAL_S for s in lost)
+    return Outage(sent, len(lost), max(gaps, default=0.0), lost_at)
 
 
 @dataclass
@@ -203,10 +221,11 @@ def both_ways(node: str) -> list[tuple[str, str]]:
     return [p for other in NODES if other != node for p in ((node, other), (other, node))]
 
 
-def report(title: str, outages: dict[tuple[str, str], Outage]) -> None:
+def report(title: str, outages: dict[tuple[str, str], Outage], t0: float) -> None:
     print(f"\n== {title}: outage per direction (10 pings/s)")
     for (a, b), o in sorted(outages.items()):
-        print(f"  {a} -> {b}: {o}")
+        lost = f" (lost at t0{o.lost_since(t0)}s)" if o.lost else ""
+        print(f"  {a} -> {b}: {o}{lost}")
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +258,7 @@ def test_requested_rotation_loses_at_most_one_ping_per_direction(kr: RotationLab
 
     pings = kr.pings(both_ways(ROTATING))
     time.sleep(3.0)  # traffic on every path first
+    t0 = time.time()
     mesh.core.patch_node(ROTATING, {"metadata": {"annotations": {REQUEST_ANNOTATION: "req-1"}}})
     took = mesh.wait_until(
         "every node swapped in the new key",
@@ -246,8 +266,8 @@ def test_requested_rotation_loses_at_most_one_ping_per_direction(kr: RotationLab
         SWAP_TIMEOUT_S,
     )
     time.sleep(4.0)  # and traffic on the new key for a while
-    outages = {pair: p.stop() for pair, p in pings.items()}
-    report(f"{ROTATING} rotated its key at t0 (swapped everywhere within {took:.1f}s)", outages)
+    outages = stop_all(pings)
+    report(f"{ROTATING} rotated its key at t0 (swapped everywhere within {took:.1f}s)", outages, t0)
 
     new_pub = kr.key_of(ROTATING)
     assert new_pub != old_pub
@@ -293,6 +313,7 @@ def test_periodic_rotation_rotates_every_node_and_loses_at_most_one_ping(
     before = {h: kr.key_of(h) for h in NODES}
     pings = kr.pings([*both_ways(ROTATING), (HOME, CLOUD2), (CLOUD2, HOME), (PUB, HOME)])
     time.sleep(3.0)
+    t0 = time.time()
     mesh.apply_mesh({"keyRotationIntervalHours": PERIOD_HOURS})
     try:
         took = mesh.wait_until(
@@ -309,8 +330,8 @@ def test_periodic_rotation_rotates_every_node_and_loses_at_most_one_ping(
         SWAP_TIMEOUT_S,
     )
     time.sleep(4.0)
-    outages = {pair: p.stop() for pair, p in pings.items()}
-    report(f"periodic rotation of every node (all rotated within {took:.1f}s)", outages)
+    outages = stop_all(pings)
+    report(f"periodic rotation of every node (all rotated within {took:.1f}s)", outages, t0)
     assert all(rotated[h] != before[h] for h in NODES)
     assert kr.paths() == EXPECTED, mesh.wireguard_dump(NODES)
     worst = {pair: o for pair, o in outages.items() if o.lost > MAX_LOST}

@@ -41,6 +41,15 @@ MAX_REQUEST_LEN = 253
 # swapped in the previous key.
 MIN_INTERVAL_S = 3.6
 
+# After a key change (ours, or a peer's), a pair whose first initiation under
+# the new keys was dropped (it reached the other end before that end switched
+# or swapped, or the relay before the new key was registered there) would wait
+# out WireGuard's 5 s REKEY_TIMEOUT. Re-creating the peer makes WireGuard
+# initiate again at once (``initiate`` explains why). After this long without
+# a handshake under the new keys: a lab handshake takes milliseconds, a relay
+# re-registration tens of them, so a session that is coming has come by then.
+REINITIATE_AFTER_S = 0.4
+
 Reason = Literal["requested", "periodic"]
 
 
@@ -116,3 +125,29 @@ def parse_time(text: object) -> float | None:
     if parsed.tzinfo is None:
         return None
     return parsed.timestamp()
+
+
+def reinitiate(
+    changed_at: Mapping[bytes, float],
+    handshakes: Mapping[bytes, float],
+    own_key: bytes,
+    now: float,
+) -> tuple[frozenset[bytes], dict[bytes, float]]:
+    """Peers to re-create once after a key change, and the changes still pending.
+
+    ``changed_at``: peer key -> when its entry started to need a handshake
+    under new keys (our switch, or the swap to its new key). Done once a
+    handshake came after it; otherwise, after ``REINITIATE_AFTER_S``, the side
+    with the lower public key re-creates the peer (only one side: two
+    re-created peers cross their initiations, see ``initiate``), once.
+    """
+    restart: set[bytes] = set()
+    pending: dict[bytes, float] = {}
+    for key, since in changed_at.items():
+        if handshakes.get(key, 0.0) >= since:
+            continue
+        if now - since < REINITIATE_AFTER_S:
+            pending[key] = since
+        elif own_key < key:
+            restart.add(key)
+    return frozenset(restart), pending

@@ -105,6 +105,7 @@ class Reconciler:
         self._rotation_patch: dict[str, Any] | None = None  # written, not yet accepted
         self._rotation_published_at = 0.0
         self._key_switched_at = 0.0
+        self._rekeyed: dict[bytes, float] = {}  # keyrotation.reinitiate's changed_at
         self.key_rotations = 0
         self.peer_name = peer_name_for_node(settings.node_name)
         self.wake = Wakeup()
@@ -293,7 +294,8 @@ class Reconciler:
             relay_endpoints=relay_endpoints,
             control_destinations=[api_ip] if api_ip else [],
         )
-        self.dataplane.apply(desired, device, now, self._restarts(peers, device, now))
+        restarts = self._restarts(peers, device, now) | self._rotation_restarts(device, now)
+        self.dataplane.apply(desired, device, now, restarts)
         try:
             self.gateway_node.ensure(gateway_plan.duties, mesh.interface_name, now)
         except Exception:
@@ -490,9 +492,12 @@ class Reconciler:
             return
         self._active_key = self.private_key
         self._key_switched_at = now
+        # The relay links first: their re-registration takes a round trip or
+        # two, the interface switch none.
+        self.relays.rekey(self.private_key)
         self.dataplane.set_private_key(self.private_key)
         self.net.prober.set_private_key(self.private_key)
-        self.relays.rekey(self.private_key)
+        self._expect_handshakes([p.public_key for p in self.observed.peers.values()], now)
         log.info(
             "switched to the new WireGuard key%s",
             "" if seen else " (our watch never showed it published)",
@@ -512,6 +517,30 @@ class Reconciler:
                     extra={"public_key": wgkey.encode(peer.public_key)},
                 )
                 self.net.prober.peer_rotated(before.public_key, peer.public_key)
+                self._expect_handshakes([peer.public_key], self.clock())
+
+    def _expect_handshakes(self, peer_keys: list[bytes], now: float) -> None:
+        """These peers need a handshake under new keys: follow them up
+        (``_rotation_restarts``), with a pass when the follow-up is due."""
+        for key in peer_keys:
+            self._rekeyed[key] = now
+        timer = threading.Timer(keyrotation.REINITIATE_AFTER_S + 0.05, self.wake.set)
+        timer.daemon = True
+        timer.start()
+
+    def _rotation_restarts(self, device: DeviceState, now: float) -> frozenset[bytes]:
+        if not self._rekeyed:
+            return frozenset()
+        handshakes = {k: s.last_handshake for k, s in device.peers.items()}
+        restart, self._rekeyed = keyrotation.reinitiate(
+            self._rekeyed, handshakes, self.public_key, now
+        )
+        for key in restart:
+            log.info(
+                "re-creating WireGuard peer %s to initiate now (no handshake since a key rotation)",
+                wgkey.encode(key),
+            )
+        return restart
 
     def _register(self, node: NodeInfo) -> None:
         if self._rotation_patch is not None:
