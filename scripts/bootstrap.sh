@@ -20,6 +20,7 @@ APT_PACKAGES=(wireguard-go wireguard-tools nftables iptables conntrack iperf3 co
               stun-client tcpdump iputils-ping iproute2 procps docker-compose dnsmasq-base)
 APT_PACKAGES+=(prometheus)
 missing=()
+APT_PACKAGES+=(graphviz)  # wirekubectl graph --format svg (dot), tested against the lab
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done

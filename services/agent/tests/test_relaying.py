@@ -3,6 +3,7 @@ import ipaddress
 from wirekube_agent.relaying import RelayManager, relay_target
 from wirekube_agent.timers import RELAY_LOSS_GRACE_S
 from wirekube_common.crd import MeshSpec
+from wirekube_common.relayaddress import NodeAddresses
 
 from .helpers import node
 
@@ -64,6 +65,22 @@ def test_managed_order_external_ip_then_lb_then_nodeport_never_cluster_ip() -> N
     t = relay_target(m, N, cluster_ip_only)
     assert not t.configured and "NodePort" in t.reason
     assert not relay_target(m, N, None).configured
+
+
+def test_managed_node_port_prefers_another_nodes_external_ip_and_the_controllers_choice() -> None:
+    m = mesh(provider="managed", managed={"port": 3478})
+    others = [
+        NodeAddresses("b", ("10.0.0.2",), ("203.0.113.2",)),
+        NodeAddresses("c", ("10.0.0.3",), ("203.0.113.3",)),
+    ]
+    # This node (N) is NAT'd: InternalIP only; a node ExternalIP wins.
+    assert relay_target(m, N, service(), nodes=others).addresses == (("203.0.113.2", 31478),)
+    # The controller's choice (mesh status) is kept while it is valid ...
+    kept = relay_target(m, N, service(), nodes=others, current="203.0.113.3")
+    assert kept.addresses == (("203.0.113.3", 31478),)
+    # ... and ignored when it is not an ExternalIP of a usable node.
+    gone = relay_target(m, N, service(), nodes=others, current="198.51.100.1")
+    assert gone.addresses == (("203.0.113.2", 31478),)
 
 
 class _Worker:

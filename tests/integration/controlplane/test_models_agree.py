@@ -44,6 +44,11 @@ SPECS: list[tuple[str, str, dict[str, Any] | None]] = [
         },
     ),
     ("peer-minimal", "WireKubePeer", {"publicKey": KEY}),
+    (
+        "mesh-managed-external-ips",
+        "WireKubeMesh",
+        {"relay": {"provider": "managed", "managed": {"externalIPs": ["198.51.100.4"]}}},
+    ),
 ]
 CASES = SPECS + [
     (p.stem, (d := yaml.safe_load(p.read_text()))["kind"], d["spec"]) for p in EXAMPLES
@@ -79,6 +84,30 @@ STATUSES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
             "natFiltering": "address-dependent",
             "transportMode": "mixed",
             "peerTransports": {"node-a": "direct", "node-b": "relay"},
+            "peerPaths": {
+                "node-a": {
+                    "transport": "direct",
+                    "phase": "up",
+                    "rule": "cone-symmetric",
+                    "reason": "probe-answered",
+                    "since": "2026-01-01T00:00:00Z",
+                    "endpoint": "198.51.100.7:51820",
+                    "rttMs": 1.25,
+                    "candidates": [
+                        {"endpoint": "198.51.100.7:51820", "lastAnswer": "2026-01-01T00:00:05Z"},
+                        {"endpoint": "10.0.0.7:51820"},
+                    ],
+                },
+                "node-b": {
+                    "transport": "relay",
+                    "phase": "up",
+                    "rule": "symmetric-symmetric",
+                    "reason": "direct-failed",
+                    "since": "2026-01-01T00:00:00Z",
+                    "failures": 2,
+                    "nextAttempt": "2026-01-01T00:00:15Z",
+                },
+            },
             "endpointDiscoveryMethod": "external-ip",
             "lastHandshake": "2026-01-01T00:00:00Z",
             "internalEndpoint": "10.0.0.5:51820",

@@ -88,6 +88,14 @@ def test_mesh_columns(objects: Any) -> None:
     header, row = _table(cp.kubectl("get", "wkm", name).stdout)
     assert header == ["NAME", "MODE", "PROVIDER", "PORT", "AGE"]
     assert row[:4] == [name, "always", "managed", "51820"]
+    # The managed relay's address (status extension) only in the wide view.
+    cp.kubectl(
+        "patch", "wkm", name, "--subresource=status", "--type=merge",
+        "-p", '{"status": {"relay": {"address": "203.0.113.7:31478", "source": "NodePort"}}}',
+    )  # fmt: skip
+    header, row = _table(cp.kubectl("get", "wkm", name, "-o", "wide").stdout)
+    assert header == ["NAME", "MODE", "PROVIDER", "PORT", "AGE", "RELAY"]
+    assert row[-1] == "203.0.113.7:31478"
 
 
 def test_short_names_and_category(control_plane: Any) -> None:

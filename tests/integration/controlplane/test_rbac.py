@@ -91,15 +91,32 @@ MATRIX: list[tuple[str, str, str, str, bool]] = [
     ("gateway-controller", "create", "leases.coordination.k8s.io", "default", False),
     ("gateway-controller", "create", "leases.coordination.k8s.io", "kube-system", False),
     ("gateway-controller", "create", "events", "default", True),
-    # ... and garbage-collects the peers of nodes that left (peergc): delete
-    # peers, read nodes; never write nodes.
+    # ... garbage-collects the peers of nodes that left (peergc): delete
+    # peers, read nodes; never write nodes ...
     ("gateway-controller", "delete", "wirekubepeers.wirekube.io", "", True),
+    ("gateway-controller", "delete", "nodes", "", False),
+    ("gateway-controller", "deletecollection", "wirekubepeers.wirekube.io", "", False),
+    # ... and runs the managed relay: reads meshes and nodes, writes mesh status.
     ("gateway-controller", "list", "nodes", "", True),
     ("gateway-controller", "watch", "nodes", "", True),
     ("gateway-controller", "patch", "nodes", "", False),
-    ("gateway-controller", "delete", "nodes", "", False),
-    ("gateway-controller", "deletecollection", "wirekubepeers.wirekube.io", "", False),
-    ("gateway-controller", "list", "wirekubemeshes.wirekube.io", "", False),
+    ("gateway-controller", "patch", "nodes/status", "", False),
+    ("gateway-controller", "list", "wirekubemeshes.wirekube.io", "", True),
+    ("gateway-controller", "watch", "wirekubemeshes.wirekube.io", "", True),
+    ("gateway-controller", "patch", "wirekubemeshes.wirekube.io/status", "", True),
+    ("gateway-controller", "patch", "wirekubemeshes.wirekube.io", "", False),
+    ("gateway-controller", "update", "wirekubemeshes.wirekube.io", "", False),
+    ("gateway-controller", "delete", "wirekubemeshes.wirekube.io", "", False),
+    ("gateway-controller", "list", "deployments.apps", NS, True),
+    ("gateway-controller", "watch", "services", NS, True),
+    ("gateway-controller", "list", "poddisruptionbudgets.policy", NS, True),
+    ("gateway-controller", "list", "deployments.apps", "default", False),
+    ("gateway-controller", "list", "secrets", NS, False),
+    ("gateway-controller", "watch", "secrets", NS, False),
+    ("gateway-controller", "create", "secrets", NS, True),
+    ("gateway-controller", "create", "secrets", "default", False),
+    ("gateway-controller", "list", "pods", NS, False),
+    ("gateway-controller", "create", "pods", NS, False),
     # stun-probe: nothing at all.
     ("stun-probe", "get", "wirekubepeers.wirekube.io", "", False),
     ("stun-probe", "list", "wirekubemeshes.wirekube.io", "", False),
@@ -130,6 +147,46 @@ def test_can_i(
     proc = control_plane.kubectl(*args, check=False)
     assert proc.stdout.strip() == ("yes" if allowed else "no"), proc.stdout + proc.stderr
     assert proc.returncode == (0 if allowed else 1)
+
+
+# The managed relay's objects, by name: (verb, resource, name, namespace, allowed).
+NAMED: list[tuple[str, str, str, str, bool]] = [
+    *[(v, "deployments.apps", "wirekube-relay", NS, True)
+      for v in ("get", "create", "patch", "delete")],
+    *[(v, "services", n, NS, True)
+      for v in ("get", "create", "patch", "delete")
+      for n in ("wirekube-relay", "wirekube-relay-pool")],
+    *[(v, "poddisruptionbudgets.policy", "wirekube-relay", NS, True)
+      for v in ("get", "create", "patch", "delete")],
+    ("get", "secrets", "wirekube-relay-mesh", NS, True),
+    ("delete", "secrets", "wirekube-relay-mesh", NS, True),
+    ("patch", "secrets", "wirekube-relay-mesh", NS, False),
+    ("update", "secrets", "wirekube-relay-mesh", NS, False),
+    ("get", "secrets", "wirekube-agent-token", NS, False),
+    ("delete", "secrets", "other", NS, False),
+    ("patch", "deployments.apps", "wirekube-gateway-controller", NS, False),
+    ("delete", "deployments.apps", "wirekube-stun-probe", NS, False),
+    ("update", "deployments.apps", "wirekube-relay", NS, False),
+    ("patch", "deployments.apps", "wirekube-relay", "default", False),
+    ("patch", "services", "wirekube-stun-probe", NS, False),
+    ("delete", "services", "kubernetes", "default", False),
+    ("patch", "poddisruptionbudgets.policy", "other", NS, False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "name", "namespace", "allowed"),
+    NAMED,
+    ids=[f"{v}-{r.split('.')[0]}-{n}-in-{ns}-{'yes' if a else 'no'}" for v, r, n, ns, a in NAMED],
+)
+def test_gateway_controller_owns_only_the_managed_relay(
+    control_plane: Any, verb: str, resource: str, name: str, namespace: str, allowed: bool
+) -> None:
+    proc = control_plane.kubectl(
+        "auth", "can-i", verb, f"{resource}/{name}", f"--namespace={namespace}",
+        f"--as={sa_user('gateway-controller')}", check=False,
+    )  # fmt: skip
+    assert proc.stdout.strip() == ("yes" if allowed else "no"), proc.stdout + proc.stderr
 
 
 def test_stun_probe_has_no_wirekube_or_core_permissions(control_plane: Any) -> None:
@@ -463,6 +520,32 @@ def test_gateway_controller_real_requests(as_sa: Any, objects: Any, world: dict[
     assert objects.get("WireKubeGateway", world["gateway"])["spec"]["peerRefs"] == [world["peer"]]
     # Peer garbage collection: the controller deletes a departed node's peer.
     assert ok(as_sa(g, "delete", "wkp", world["peer"]))
+
+
+def test_gateway_controller_real_requests_for_the_managed_relay(as_sa: Any) -> None:
+    """Server-side applies of the relay's own objects pass (dry run: nothing
+    is left behind in the shared namespace); anything else is refused."""
+    g = "gateway-controller"
+
+    def apply(obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return as_sa(g, "apply", "--server-side", "--field-manager=wirekube-gateway-controller",
+                     "--dry-run=server", "-f", "-", input=json.dumps(obj))  # fmt: skip
+
+    def service(name: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+                "spec": {"clusterIP": "None", "ports": [{"port": 3478}]}}  # fmt: skip
+
+    assert ok(apply(service("wirekube-relay-pool")))
+    assert forbidden(apply(service("wirekube-something-else")), g)
+    secret = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "wirekube-relay-mesh", "namespace": NS},
+              "stringData": {"secret": "x"}}  # fmt: skip
+    created = as_sa(g, "create", "--dry-run=server", "-f", "-", input=json.dumps(secret))
+    assert ok(created), created.stderr
+    assert forbidden(as_sa(g, "get", "secrets", "-n", NS), g)
+    assert forbidden(as_sa(g, "get", "deployments", "wirekube-gateway-controller", "-n", NS), g)
+    assert ok(as_sa(g, "get", "deployments", "-n", NS, "-l", "app.kubernetes.io/name=x"))
+    assert ok(as_sa(g, "get", "wkm"))
 
 
 def test_stun_probe_real_requests(as_sa: Any, world: dict[str, str]) -> None:

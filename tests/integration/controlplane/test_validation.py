@@ -206,6 +206,12 @@ INVALID_SPECS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         {"relay": {"managed": {"port": 0}}},
         ["spec.relay.managed.port in body should be greater than or equal to 1"],
     ),
+    (
+        "mesh-managed-external-ip-not-an-ip",
+        "mesh",
+        {"relay": {"managed": {"externalIPs": ["relay.example.com"]}}},
+        ["spec.relay.managed.externalIPs[0]: Invalid value", "must be an IPv4 or IPv6 address"],
+    ),
     # --- WireKubePeer
     ("peer-missing-public-key", "peer", {"publicKey": None}, ["spec.publicKey: Required value"]),
     (
@@ -402,6 +408,18 @@ VALID_SPECS: list[tuple[str, str, dict[str, Any]]] = [
             "mtu": 9000,
             "interfaceName": "wk0.mesh-15char",
             "relay": {"mode": "never", "managed": {"replicas": 0, "serviceType": "NodePort"}},
+        },
+    ),
+    (
+        "mesh-managed-external-ips",
+        "mesh",
+        {
+            "relay": {
+                "managed": {
+                    "serviceType": "ClusterIP",
+                    "externalIPs": ["198.51.100.4", "2001:db8::4"],
+                }
+            }
         },
     ),
     ("peer-dns-endpoint", "peer", {"endpoint": "node-1.example.com:51820"}),

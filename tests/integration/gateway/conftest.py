@@ -126,6 +126,9 @@ class GatewayEnv:
             "--lease-namespace", NS,
             "--metrics-address", "127.0.0.1",
             "--metrics-port", str(port),
+            # The managed relay reconciles the cluster's one WireKubeMesh;
+            # gateway tests leave it alone (test_managed_relay turns it on).
+            "--managed-relay", "off",
             *extra,
         ]  # fmt: skip
         proc = ControllerProcess(identity, argv, self.tmp / f"{identity}.log", port)

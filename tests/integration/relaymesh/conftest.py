@@ -229,7 +229,9 @@ class RelayMesh:
     def stats(self, *relays: str) -> dict[str, Any]:
         """Metrics + admin of relay hosts, read from rm-x over the lab's internet."""
         ips = [self.lab.address(r) for r in relays or RELAYS]
-        out = self.lab.exec("rm-x", [sys.executable, str(LABCLIENT), "stats", *ips], timeout=60)
+        token = str(self.mesh.relay_admin_token_file)
+        argv = [sys.executable, str(LABCLIENT), "stats", "--admin-token-file", token, *ips]
+        out = self.lab.exec("rm-x", argv, timeout=60)
         by_ip = json.loads(out.stdout)
         return {r: by_ip[self.lab.address(r)] for r in relays or RELAYS}
 

@@ -10,7 +10,7 @@ Subcommands:
 
 * ``stats IP...``: per relay, the Prometheus metrics (``:9090/metrics``,
   flattened to ``{"name{labels}": value}``), ``GetStats`` and ``ListPeers``
-  (``:9091``).
+  (``:9091``, with the bearer token of ``--admin-token-file``).
 * ``attack IP``: the hostile clients of the relay issue, one after the
   other, each reporting the close code the relay answered with; the idle
   connection flood reports the relay's connection gauge while it is held.
@@ -62,7 +62,7 @@ def metrics(ip: str) -> dict[str, float]:
     return out
 
 
-def admin(ip: str) -> dict[str, Any]:
+def admin(ip: str, token: str | None = None) -> dict[str, Any]:
     import grpc  # noqa: PLC0415 - only this subcommand needs it
 
     from wirekube_common.protos.wirekube.relay.v1 import (  # noqa: PLC0415
@@ -70,10 +70,11 @@ def admin(ip: str) -> dict[str, Any]:
         admin_pb2_grpc,
     )
 
+    auth = [("authorization", f"Bearer {token}")] if token else None
     with grpc.insecure_channel(f"{ip}:{ADMIN_PORT}") as chan:
         stub = admin_pb2_grpc.RelayAdminStub(chan)
-        st = stub.GetStats(admin_pb2.GetStatsRequest(), timeout=5)
-        peers = stub.ListPeers(admin_pb2.ListPeersRequest(), timeout=5).peers
+        st = stub.GetStats(admin_pb2.GetStatsRequest(), timeout=5, metadata=auth)
+        peers = stub.ListPeers(admin_pb2.ListPeersRequest(), timeout=5, metadata=auth).peers
     return {
         "connections": st.connections,
         "registered_peers": st.registered_peers,
@@ -98,9 +99,10 @@ def admin(ip: str) -> dict[str, Any]:
 
 def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    token = Path(args.admin_token_file).read_text().strip() if args.admin_token_file else None
     for ip in args.relays:
         try:
-            out[ip] = {"metrics": metrics(ip), **admin(ip)}
+            out[ip] = {"metrics": metrics(ip), **admin(ip, token)}
         except Exception as exc:  # a dead replica is a result, not a crash
             out[ip] = {"error": f"{type(exc).__name__}: {exc}"}
     return out
@@ -207,6 +209,7 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("stats")
     st.add_argument("relays", nargs="+")
+    st.add_argument("--admin-token-file", help="the lab relays' admin bearer token")
     at = sub.add_parser("attack")
     at.add_argument("relay")
     at.add_argument("--victim", required=True, help="base64 public key of a mesh node")

@@ -185,7 +185,9 @@ def test_hostile_clients_change_nothing_for_the_mesh(relay_mesh: Any) -> None:
     assert results["oversized_header"] == f.CLOSE_FRAME_TOO_LARGE
     assert results["oversized_hello"] == f.CLOSE_FRAME_TOO_LARGE
     idle = results["idle"]
-    assert idle["opened"] == 1000 and idle["relay_gauge"] >= 1000, idle
+    # one address holds at most its per-source share of pending connections
+    # (64); the rest were closed at once (issue 14)
+    assert idle["opened"] == 1000 and 64 <= idle["relay_gauge"] < 100, idle
     assert idle["relay_gauge_after_close"] < 50, idle
 
     # nobody registered, nobody was evicted: rm-a and rm-b kept their connections

@@ -55,9 +55,12 @@ def start_grpc_server(
     registrars: Iterable[Registrar],
     service_names: Iterable[str] = (),
     max_workers: int = 4,
+    interceptors: Iterable[grpc.ServerInterceptor] = (),
 ) -> GrpcServer:
     """Bind ``address`` ("host:port"; port 0 picks a free port), register, start, report SERVING."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=list(interceptors)
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for register in registrars:

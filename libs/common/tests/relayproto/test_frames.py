@@ -176,3 +176,12 @@ def test_fuzz_data_round_trip(items: list[tuple[bytes, bytes]]) -> None:
     while (stop := f.scan(wire, pos, len(wire), f.MAX_PAYLOAD)) > 0:
         pos, count = stop, count + 1
     assert (pos, count) == (len(wire), len(items))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=32, max_size=32))
+def test_fuzz_canonical_keys(key: bytes) -> None:
+    n = int.from_bytes(key, "little")
+    assert f.is_canonical_key(key) == (n < 2**255 - 19)
+    if key[31] & 0x80:
+        assert not f.is_canonical_key(key)

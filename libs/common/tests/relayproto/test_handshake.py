@@ -144,3 +144,31 @@ def test_client_rejects_stale_challenge_when_configured() -> None:
     )
     with pytest.raises(HandshakeError):
         client.on_challenge(ch, NOW)
+
+
+def test_transcript_bytes_are_exactly_the_spec() -> None:
+    c, e, n = bytes(range(32)), bytes(range(32, 64)), bytes(range(64, 96))
+    got = transcript(1, c, e, n, 0x0102030405060708, "relay-ä")
+    rid = "relay-ä".encode()
+    assert got == (
+        b"wirekube-relay" + b"\x01" + c + e + n + bytes(range(1, 9)) + bytes((len(rid),)) + rid
+    )
+
+
+def test_a_long_relay_id_is_hashed_as_it_was_sent() -> None:
+    """The identity is cut to 64 UTF-8 bytes on a character boundary, the same
+    way for CHALLENGE and for the transcript (a multi-byte name still registers)."""
+    priv = wgkey.generate_private_key()
+    server = ServerHandshake("ü" * 40)  # 80 bytes
+    assert run(ClientHandshake(priv), server) == wgkey.public_key(priv)
+    assert len(server.relay_id.encode()) <= f.MAX_RELAY_ID_LEN
+
+
+def test_non_canonical_spelling_of_a_key_is_refused() -> None:
+    priv = wgkey.generate_private_key()
+    alias = bytearray(wgkey.public_key(priv))
+    alias[31] |= 0x80
+    server = ServerHandshake("r")
+    with pytest.raises(HandshakeError) as err:
+        server.on_hello(f.Hello(f.VERSION, bytes(alias)), NOW)
+    assert err.value.reason == "non-canonical-key" and err.value.code == f.CLOSE_AUTH_FAILED

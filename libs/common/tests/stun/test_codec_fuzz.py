@@ -24,7 +24,7 @@ from wirekube_common.stun.codec import (
     UnknownAttributes,
     XorMappedAddress,
 )
-from wirekube_common.stun.framing import StreamSplitter
+from wirekube_common.stun.framing import StreamError, StreamSplitter
 
 ips = st.one_of(
     st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address),
@@ -131,3 +131,30 @@ def test_stream_splitter_garbage_only_stun_error(data: bytes) -> None:
                 _decode_or_error(whole)
     except StunDecodeError:
         pass
+
+
+def _split(data: bytes, chunk: int) -> list[object]:
+    splitter = StreamSplitter(max_message=548)
+    out: list[object] = []
+    try:
+        for i in range(0, len(data), chunk):
+            out.extend(splitter.feed(data[i : i + chunk]))
+    except StreamError as exc:
+        out.extend(exc.complete)  # whole before the fault, however the bytes came
+        out.append("error")
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.lists(messages, max_size=3), st.data()))
+def test_stream_splitter_whole_or_bytewise_same_outcome(data: object) -> None:
+    """Any stream splits the same (or fails with StunDecodeError at the same
+    point) whether it arrives whole or a byte at a time."""
+    if isinstance(data, list):
+        stream = b"".join(codec.encode(m) for m in data)
+    elif isinstance(data, bytes):
+        stream = data
+    else:  # a valid message with garbage after it
+        msg = data.draw(messages)  # type: ignore[attr-defined]
+        stream = codec.encode(msg) + data.draw(st.binary(max_size=40))  # type: ignore[attr-defined]
+    assert _split(stream, max(1, len(stream))) == _split(stream, 1)

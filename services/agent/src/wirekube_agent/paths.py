@@ -44,6 +44,39 @@ from wirekube_agent.timers import (
 
 Phase = Literal["probing", "up", "down"]
 Prediction = Literal["direct", "relay", "unknown"]
+# Which rule of ``classify`` applies to a pair (published per peer in
+# ``status.peerPaths[].rule``; docs/why-relayed.md explains each one).
+Rule = Literal[
+    "same-network",
+    "tcp-only",
+    "public",
+    "cone-cone",
+    "cone-symmetric",
+    "symmetric-port-restricted",
+    "symmetric-symmetric",
+    "unknown",
+]
+# Why the path is what it is (``status.peerPaths[].reason``): set by ``step``
+# from the same decision that chose the transport.
+Reason = Literal[
+    "mode-always",  # relay.mode always pins the relay
+    "mode-never",  # relay.mode never: direct only
+    "no-relay",  # mode auto, but no relay to be had: direct only
+    "probe-answered",  # a direct probe was answered at the WireGuard port
+    "direct-failed",  # a direct path died (failures counts them); retried later
+    "predicted-relay",  # the published NAT facts rule direct out; retried anyway
+    "probing",  # relayed while direct probes have not been answered (yet)
+]
+RULE_PREDICTION: dict[str, Prediction] = {
+    "same-network": "direct",
+    "tcp-only": "relay",
+    "public": "direct",
+    "cone-cone": "direct",
+    "cone-symmetric": "direct",
+    "symmetric-port-restricted": "relay",
+    "symmetric-symmetric": "relay",
+    "unknown": "unknown",
+}
 
 # Filtering kinds that let a symmetric peer's fresh mapping in once we have
 # sent anything to its IP (full cone / address-restricted).
@@ -83,24 +116,29 @@ def facts_of(peer: RemotePeer) -> NatFacts:
 
 def predict(a: NatFacts, b: NatFacts) -> Prediction:
     """Can these two sides talk directly? From published facts only."""
+    return RULE_PREDICTION[classify(a, b)]
+
+
+def classify(a: NatFacts, b: NatFacts) -> Rule:
+    """The rule that decides ``predict`` for this pair (symmetric in a, b)."""
     if a.public_ip and a.public_ip == b.public_ip:
-        return "direct"  # same NAT: same network, internal addresses
+        return "same-network"  # same NAT: same network, internal addresses
     if "blocked" in (a.filtering, b.filtering):
-        return "relay"  # UDP does not get out of one side (tcp-only zone)
+        return "tcp-only"  # UDP does not get out of one side (tcp-only zone)
     if "none" in (a.mapping, b.mapping):
-        return "direct"  # a public address is reachable by anyone
+        return "public"  # a public address is reachable by anyone
     if a.nat_type == b.nat_type == "cone":
-        return "direct"  # simultaneous open between stable mappings
+        return "cone-cone"  # simultaneous open between stable mappings
     for x, y in ((a, b), (b, a)):
         if x.nat_type == "symmetric" and y.nat_type == "cone":
             # The symmetric side's new mapping gets through only a filter
             # that does not insist on the exact source port.
             if y.filtering in _OPEN_FILTERING:
-                return "direct"
+                return "cone-symmetric"
             if y.filtering == "address-and-port-dependent":
-                return "relay"
+                return "symmetric-port-restricted"
     if a.nat_type == b.nat_type == "symmetric":
-        return "relay"
+        return "symmetric-symmetric"
     return "unknown"
 
 
@@ -189,6 +227,10 @@ class PathState:
     # peer published its endpoint, its probes came from a new address) is
     # worth a burst at once instead of at the next retry.
     probed: tuple[Endpoint, ...] = ()
+    # Why (see ``Rule``/``Reason``): what the published facts say of the pair,
+    # and which branch of ``step`` put the peer on this transport.
+    rule: Rule = "unknown"
+    reason: Reason = "probing"
 
     @property
     def routed(self) -> bool:
@@ -207,7 +249,39 @@ def step(
     now: float,
     learned: Iterable[Endpoint] = (),
 ) -> PathState:
-    """Advance one peer's path. Returns ``prev`` itself when nothing changed."""
+    """Advance one peer's path, with the rule and reason that decided it.
+    Returns ``prev`` itself when nothing changed."""
+    state = _step(prev, peer, local, probe, last_handshake, policy, now, learned)
+    rule = classify(local, facts_of(peer))
+    why = replace(state, rule=rule, reason=_reason(state, rule, policy))
+    return prev if prev is not None and prev == why else why
+
+
+def _reason(state: PathState, rule: Rule, policy: PathPolicy) -> Reason:
+    """Which branch of ``_step`` holds the peer where it is."""
+    if policy.relay_mode == "always":
+        return "mode-always"
+    if not policy.relay_first:
+        return "mode-never" if policy.relay_mode == "never" else "no-relay"
+    if state.transport == "direct":
+        return "probe-answered"
+    if state.failures > 0:
+        return "direct-failed"
+    if RULE_PREDICTION[rule] == "relay":
+        return "predicted-relay"
+    return "probing"
+
+
+def _step(
+    prev: PathState | None,
+    peer: RemotePeer,
+    local: LocalFacts,
+    probe: ProbeView,
+    last_handshake: float,
+    policy: PathPolicy,
+    now: float,
+    learned: Iterable[Endpoint] = (),
+) -> PathState:
     fresh_handshake = last_handshake > 0 and now - last_handshake < HANDSHAKE_FRESH_S
     # Never call an answer fresh for longer than the fallback deadline, or a
     # path that just died could be "upgraded" to again at once.
@@ -295,7 +369,9 @@ def step(
                 # one); a path that died waits for the retry (hysteresis).
                 state.burst_until if unproven else 0.0,
                 now + policy.direct_retry_interval_s,
-                state.failures + 1,
+                # Only a path that worked and died is a failure (what `why`
+                # reports as direct-failed); an unproven one never worked.
+                state.failures if unproven else state.failures + 1,
                 probed=cands,
             )
         kept = best if best is not None else state.endpoint

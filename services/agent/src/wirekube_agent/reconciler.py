@@ -26,6 +26,8 @@ from wirekube_agent import initiate, keyrotation, keys, pathplan, paths, registr
 from wirekube_agent.cleanup import cleanup
 from wirekube_agent.dataplane import DataPlane
 from wirekube_agent.endpoint import Discovery, discover
+from wirekube_agent.events import REASON as PATH_CHANGED
+from wirekube_agent.events import EventBudget, admit, changes
 from wirekube_agent.gatewaynode import GatewayNode
 from wirekube_agent.gateways import GatewayCache
 from wirekube_agent.k8s import translate
@@ -43,13 +45,16 @@ from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
 from wirekube_agent.nettasks import NetTasks
 from wirekube_agent.peerstats import PeerStats, Traffic
+from wirekube_agent.prober import Rtt
 from wirekube_agent.relaying import RelayManager, RelayTarget, relay_target
 from wirekube_agent.settings import Settings
 from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
     KEY_SWITCH_TIMEOUT_S,
     RECONCILE_DEBOUNCE_S,
+    RELAY_NODES_REFRESH_S,
     RESYNC_INTERVAL_S,
+    STATUS_DETAIL_SAMPLE_S,
 )
 from wirekube_agent.topology import desired_state, select_peers, with_gateway_routes
 from wirekube_agent.wg import Backend, select
@@ -57,6 +62,7 @@ from wirekube_common import wgkey
 from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
 from wirekube_common.gwhealth.reporter import GatewayHealthReporter, KubeLeaseWriter
 from wirekube_common.kube.watch import Informer
+from wirekube_common.relayaddress import NodeAddresses, needs_nodes, status_host
 from wirekube_common.stun.nat import NatReport
 from wirekube_common.wakeup import Wakeup
 from wirekube_common.wireguard.types import DeviceState, format_endpoint
@@ -120,7 +126,13 @@ class Reconciler:
         self.relays = RelayManager(private_key)
         self._relay_service: dict[str, Any] | None = None
         self._relay_service_at = -RESYNC_INTERVAL_S
+        self._relay_nodes: list[NodeAddresses] = []
+        self._relay_nodes_at = -RELAY_NODES_REFRESH_S
+        self._relay_nodes_for: tuple[str | None] | None = None  # the status host listed for
         self.paths: dict[str, paths.PathState] = {}
+        self._probes: dict[str, status.PeerProbe] = {}  # for status.peerPaths
+        self._probes_at = float("-inf")
+        self._event_budget = EventBudget()
         self._restarted: dict[bytes, set[initiate.Reason]] = {}  # each reason acted on once
         self._probing_since: dict[bytes, float] = {}  # initiate.PeerFacts.probing_since
         self._rx_seen: dict[bytes, tuple[int, float]] = {}  # rx_bytes, since when
@@ -263,17 +275,20 @@ class Reconciler:
         relay_endpoints: dict[bytes, Endpoint] = self.relays.endpoints(by_key)
         nat = self.net.netcheck.report
         prober = self.net.prober
+        views = {k: prober.view(k) for k in by_key}
         planned = pathplan.plan(
             peers,
             self.paths,
             self._local_facts(node, nat),
-            {k: prober.view(k) for k in by_key},
+            views,
             {k: prober.learned(k, now) for k in by_key},
             handshakes,
             policy,
             relay_endpoints,
             now,
         )
+        paths_changed = planned.paths != self.paths
+        self._record_path_events(planned.paths, now)
         self._log_path_changes(planned.paths)
         traffic = {
             by_key[k]: Traffic(self.dataplane.added_at.get(k), s.rx_bytes, s.tx_bytes)
@@ -283,6 +298,21 @@ class Reconciler:
         self.stats.update(self.paths, planned.paths, handshakes, traffic, now)
         self.paths = planned.paths
         prober.set_targets(planned.targets)
+        # Probe details only ride along with status writes (status.should_write):
+        # sampled at every path change and every STATUS_DETAIL_SAMPLE_S; between
+        # samples status.peer_path answers from its cache.
+        if paths_changed or now - self._probes_at >= STATUS_DETAIL_SAMPLE_S:
+            self._probes_at = now
+            self._probes = {
+                name: status.PeerProbe(
+                    planned.targets[k].candidates,
+                    views[k].answered,
+                    _seconds(prober.rtt(k, "direct")),
+                    _seconds(prober.rtt(k, "relay")),
+                )
+                for k, name in by_key.items()
+                if k in planned.targets
+            }
         api_ip = self.api.server_address()
         desired = desired_state(
             interface=mesh.interface_name,
@@ -377,6 +407,28 @@ class Reconciler:
                     why,
                 )
 
+    def _record_path_events(self, new: dict[str, paths.PathState], now: float) -> None:
+        """Path changes as Events on our own WireKubePeer (``events``)."""
+        found = changes(self.paths, new)
+        self._event_budget, admitted = admit(self._event_budget, found, now)
+        if not admitted:
+            return
+        own = self.peers_informer.get(self.peer_name) or {}
+        uid = str((own.get("metadata") or {}).get("uid", ""))
+        for event in admitted:
+            try:
+                self.api.record_event(
+                    "WireKubePeer",
+                    self.peer_name,
+                    uid,
+                    PATH_CHANGED,
+                    event.message,
+                    warning=event.warning,
+                )
+                self.observed.api_writes += 1
+            except Exception as exc:  # events are best effort
+                log.debug("cannot record event: %s", exc)
+
     def _local_facts(self, node: NodeInfo, nat: NatReport) -> paths.LocalFacts:
         return paths.LocalFacts(
             public_ip=self._public_ip(),
@@ -399,7 +451,26 @@ class Reconciler:
                         "cannot read relay Service %s: %s", self.settings.relay_service, exc
                     )
             service = self._relay_service
-        return relay_target(mesh, node, service, self.settings.dns_server)
+        current = status_host(self.mesh_informer.get(self.settings.mesh_name))
+        age = now - self._relay_nodes_at
+        moved = self._relay_nodes_for != (current,) and age >= RESYNC_INTERVAL_S
+        if needs_nodes(service) and (moved or age >= RELAY_NODES_REFRESH_S):
+            # A NodePort: the address may be another node's ExternalIP
+            # (wirekube_common.relayaddress; see the timer for how often).
+            self._relay_nodes_at = now  # a failed list is retried at the resync pace
+            try:
+                self._relay_nodes = [NodeAddresses.from_object(n) for n in self.api.list_nodes()]
+                self._relay_nodes_for = (current,)
+            except Exception as exc:
+                log.warning("cannot list Nodes for the relay's NodePort: %s", exc)
+        return relay_target(
+            mesh,
+            node,
+            service,
+            self.settings.dns_server,
+            nodes=self._relay_nodes if needs_nodes(service) else (),
+            current=current,
+        )
 
     def _mesh(self) -> MeshSpec:
         obj = self.mesh_informer.get(self.settings.mesh_name)
@@ -629,12 +700,18 @@ class Reconciler:
             internal_endpoint=format_endpoint((str(ip), mesh.listen_port)) if ip else None,
             public_ip=self._public_ip() or None,
         )
-        new = status.derive(
-            self.paths, self.observed.handshakes, local, current, now, self._key_switched_at
-        )
         # Our copy of our own object may be stale (see status.baseline).
         rv = str((existing.get("metadata") or {}).get("resourceVersion", ""))
         base = status.baseline(current, rv, self._status_written)
+        new = status.derive(
+            self.paths,
+            self.observed.handshakes,
+            local,
+            base,
+            now,
+            self._probes,
+            fresh_after=self._key_switched_at,
+        )
         if not status.should_write(base, new, self._status_budget, now):
             return
         patch = registration.merge_patch(base.to_dict(), new.to_dict())
@@ -682,3 +759,7 @@ class Reconciler:
         self.net.prober.set_targets({})
         self.net.configure(0, ())
         self.participating = False
+
+
+def _seconds(rtt: Rtt | None) -> float | None:
+    return rtt.seconds if rtt is not None else None

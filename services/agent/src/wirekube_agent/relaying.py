@@ -6,10 +6,13 @@ there is none. Providers:
 
 * ``external``: ``spec.relay.external.endpoint``; a DNS name is re-resolved
   every 30 s (a headless Service for a relay pool), an IP is used as is.
-* ``managed``: the relay Service's externally reachable address, in this
-  order: ``spec.externalIPs``, ``status.loadBalancer.ingress``, a NodePort
-  on this node's address. Never the ClusterIP: on a hybrid or NAT'd node
-  that is reachable only through the mesh the relay is there to build.
+* ``managed``: the relay Service's externally reachable address, chosen by
+  the rule the controller also uses for the mesh's ``status.relay``
+  (``wirekube_common.relayaddress``): ``spec.externalIPs``, then
+  ``status.loadBalancer.ingress``, then a NodePort on a node's address —
+  a node ExternalIP (the one in the mesh status while it stays valid) over
+  this node's InternalIP. Never the ClusterIP: on a hybrid or NAT'd node that
+  is reachable only through the mesh the relay is there to build.
 
 ``RelayManager`` owns the bridge (and its pool), which runs in a worker
 process, and rebuilds it when the target or the WireGuard port changes or
@@ -33,6 +36,7 @@ from wirekube_agent.relay import DnsSource
 from wirekube_agent.relay.worker import BridgeWorker, WorkerGone
 from wirekube_agent.timers import RELAY_LOSS_GRACE_S
 from wirekube_common.crd import MeshSpec
+from wirekube_common.relayaddress import NodeAddresses, choose
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +78,11 @@ def relay_target(
     node: NodeInfo,
     service: Mapping[str, Any] | None = None,
     dns_server: str | None = None,
+    nodes: Iterable[NodeAddresses] = (),
+    current: str | None = None,
 ) -> RelayTarget:
+    """``nodes``: every Node (only needed for a NodePort; this node is always
+    a candidate); ``current``: the host the controller chose (mesh status)."""
     relay = mesh.relay
     if relay.mode == "never":
         return RelayTarget(reason="relay mode is never")
@@ -92,33 +100,19 @@ def relay_target(
         return RelayTarget(dns=DnsSource(host, port, nameservers=servers))
     if provider == "managed":
         port = relay.managed.port if relay.managed else 3478
-        return _managed(service, node, port)
+        own = NodeAddresses(
+            node.name,
+            tuple(str(ip) for ip in node.internal_ips),
+            tuple(str(ip) for ip in node.external_ips),
+        )
+        others = [n for n in nodes if n.name != node.name]
+        address = choose(service, [own, *others], port, local=node.name, current=current)
+        if not address.found:
+            return RelayTarget(reason=address.reason)
+        if address.is_ip:
+            return RelayTarget(addresses=((address.host, address.port),))
+        return RelayTarget(dns=DnsSource(address.host, address.port))
     return RelayTarget(reason="no relay provider configured")
-
-
-def _managed(service: Mapping[str, Any] | None, node: NodeInfo, port: int) -> RelayTarget:
-    if not service:
-        return RelayTarget(reason="managed relay Service not found")
-    spec = service.get("spec") or {}
-    ports = spec.get("ports") or []
-    match = next((p for p in ports if p.get("port") == port), ports[0] if ports else None)
-    if match is None:
-        return RelayTarget(reason="managed relay Service has no ports")
-    service_port = int(match.get("port", port))
-    for ip in spec.get("externalIPs") or []:
-        return RelayTarget(addresses=((str(ip), service_port),))
-    for ingress in (service.get("status") or {}).get("loadBalancer", {}).get("ingress") or []:
-        if ingress.get("ip"):
-            return RelayTarget(addresses=((str(ingress["ip"]), service_port),))
-        if ingress.get("hostname"):
-            return RelayTarget(dns=DnsSource(str(ingress["hostname"]), service_port))
-    node_port = match.get("nodePort")
-    address = node.primary_ip if not node.external_ips else node.external_ips[0]
-    if node_port and address is not None:
-        return RelayTarget(addresses=((str(address), int(node_port)),))
-    return RelayTarget(
-        reason="managed relay Service has no external IP, load-balancer ingress or NodePort"
-    )
 
 
 def _describe(target: RelayTarget) -> str:

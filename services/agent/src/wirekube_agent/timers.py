@@ -30,6 +30,18 @@ STATUS_SPACING_S = 0.5
 # lastHandshake alone changes every ~2 minutes per session; publishing only when
 # it moved by this much keeps it useful without a write per rekey.
 STATUS_HANDSHAKE_GRANULARITY_S = 60.0
+# status.peerPaths' details (phase, since, probe RTT and answers, the next
+# retry) change with every probe and never cause a write themselves (a quiet
+# mesh writes nothing); they ride along with writes made for other reasons.
+# The agent samples them this often, and at every path change, so what rides
+# along is at most this old, and between samples the entries come from a cache.
+STATUS_DETAIL_SAMPLE_S = 60.0
+# status.peerPaths lists each peer's probe candidates only up to this many
+# peers: an entry is ~200 bytes without them and ~350 with them, and the whole
+# object must stay well inside etcd's 1.5 MiB request limit at the CRD's 4096
+# peers (4096 x 200 B = 0.8 MiB). Small meshes, where `why` is read most, get
+# the detail.
+STATUS_CANDIDATES_MAX_PEERS = 256
 
 # (Watch timeouts live with the informer: wirekube_common.kube.watch.)
 
@@ -92,3 +104,10 @@ LEARNED_ENDPOINT_TTL_S = 120.0
 # watch that stays silent must not leave the node on a key nobody accepts
 # any more for longer than this.
 KEY_SWITCH_TIMEOUT_S = 5.0
+
+# A NodePort relay's address may be another node's ExternalIP, so the agent
+# lists the Nodes (wirekube_common.relayaddress) — from the API server's watch
+# cache, but every agent doing it every resync would cost O(nodes^2) per
+# interval. It relists when the controller's choice in the mesh status
+# changes (the controller watches the Nodes) and otherwise this often.
+RELAY_NODES_REFRESH_S = 300.0

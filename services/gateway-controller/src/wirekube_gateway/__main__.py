@@ -19,6 +19,7 @@ from wirekube_common.kube.watch import run_informer
 from wirekube_gateway.election import Elector
 from wirekube_gateway.kube import ControllerApi
 from wirekube_gateway.leader import LeaderElection
+from wirekube_gateway.managedrelay.reconciler import ManagedRelayController
 from wirekube_gateway.metrics import ControllerCollector, HttpServer, liveness
 from wirekube_gateway.peergc import PeerCollector
 from wirekube_gateway.reconciler import Controller
@@ -35,6 +36,12 @@ async def run_controller(settings: Settings) -> None:
     )
     controller = Controller(api, election, settings.health_namespace, failback=settings.failback)
     peer_gc = PeerCollector(api, election, settings.peer_gc_grace_s, peers=controller.peers)
+    relay = settings.managed_relay and ManagedRelayController(  # its own connection pool
+        ControllerApi(settings.kubeconfig).new_rest,
+        election,
+        settings.managed_relay,
+        settings.mesh_name,
+    )
     http = None
     if settings.metrics_port:
         registry = CollectorRegistry()
@@ -58,6 +65,8 @@ async def run_controller(settings: Settings) -> None:
     tasks["reconcile"] = controller.run
     tasks["leader-election"] = election.run
     tasks.update(peer_gc.tasks(controller.stop_threads))
+    if relay:
+        tasks.update(relay.tasks())
     try:
         await supervisor.run(tasks)
     finally:
@@ -65,6 +74,8 @@ async def run_controller(settings: Settings) -> None:
         for informer in controller.informers:
             informer.stop()
         peer_gc.stop()
+        if relay:
+            relay.stop()
         if http is not None:
             http.stop()
 

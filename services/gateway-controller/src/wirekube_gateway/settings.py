@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from wirekube_common.gwhealth.report import NAMESPACE as HEALTH_NAMESPACE
 from wirekube_common.metrics import DEFAULT_METRICS_PORT
+from wirekube_gateway.managedrelay.desired import RelayConfig
 from wirekube_gateway.timers import (
     LEASE_DURATION_S,
     PEER_GC_GRACE_S,
@@ -24,6 +25,10 @@ from wirekube_gateway.timers import (
 
 DEFAULT_LEASE = "wirekube-gateway-controller"
 DEFAULT_NAMESPACE = "wirekube-system"
+# The relay image when the Deployment does not say (WIREKUBE_RELAY_IMAGE): the
+# release this controller belongs to. The base manifests set it explicitly.
+DEFAULT_RELAY_IMAGE = "wirekube/relay:0.1.0"
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
 
 class SettingsError(ValueError):
@@ -44,6 +49,8 @@ class Settings:
     retry_period_s: float
     failback: bool
     peer_gc_grace_s: float = PEER_GC_GRACE_S
+    managed_relay: RelayConfig | None = None  # None: --managed-relay off
+    mesh_name: str = "default"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +112,33 @@ def build_parser() -> argparse.ArgumentParser:
         "labelled wirekube.io/vpn-enabled=true) after this long; 0 disables (default: "
         "%(default)s)",
     )
+    p.add_argument(
+        "--managed-relay",
+        choices=["on", "off"],
+        default=env("WIREKUBE_MANAGED_RELAY") or "on",
+        help="run the managed-relay reconciler (WireKubeMesh spec.relay.managed -> the relay "
+        "Deployment, Services, Secret and PodDisruptionBudget)",
+    )
+    p.add_argument(
+        "--mesh-name",
+        default=env("WIREKUBE_MESH_NAME") or "default",
+        help="the WireKubeMesh whose spec.relay.managed is reconciled",
+    )
+    p.add_argument(
+        "--relay-namespace",
+        default=env("WIREKUBE_RELAY_NAMESPACE") or env("POD_NAMESPACE") or DEFAULT_NAMESPACE,
+        help="where the managed relay's objects live (default: $POD_NAMESPACE)",
+    )
+    p.add_argument(
+        "--relay-image",
+        default=env("WIREKUBE_RELAY_IMAGE") or DEFAULT_RELAY_IMAGE,
+        help="the managed relay's container image (default: $WIREKUBE_RELAY_IMAGE)",
+    )
+    p.add_argument(
+        "--relay-image-pull-policy",
+        choices=PULL_POLICIES,
+        default=env("WIREKUBE_RELAY_IMAGE_PULL_POLICY") or "IfNotPresent",
+    )
     p.add_argument("--log-level", default=None)
     return p
 
@@ -130,4 +164,22 @@ def from_args(args: argparse.Namespace) -> Settings:
         retry_period_s=args.retry_period,
         failback=args.failback == "hold",
         peer_gc_grace_s=args.peer_gc_grace,
+        managed_relay=_relay_config(args),
+        mesh_name=args.mesh_name,
+    )
+
+
+def _relay_config(args: argparse.Namespace) -> RelayConfig | None:
+    if args.managed_relay not in ("on", "off"):  # from the environment: argparse skips it
+        raise SettingsError("WIREKUBE_MANAGED_RELAY must be on or off")
+    if args.managed_relay == "off":
+        return None
+    if not args.relay_image or any(c.isspace() for c in args.relay_image):
+        raise SettingsError("--relay-image must be a non-empty image reference")
+    if args.relay_image_pull_policy not in PULL_POLICIES:
+        raise SettingsError(f"--relay-image-pull-policy must be one of {PULL_POLICIES}")
+    return RelayConfig(
+        namespace=args.relay_namespace,
+        image=args.relay_image,
+        image_pull_policy=args.relay_image_pull_policy,
     )

@@ -69,3 +69,11 @@ PEER_GC_TICK_S = 1.0
 # selector) is worked off over several seconds, each one logged, rather than
 # in one burst against the API server.
 PEER_GC_MAX_DELETES_PER_PASS = 10
+
+# -- managed relay -------------------------------------------------------------
+# The mesh Secret is read (one GET, never listed or watched: the controller may
+# read no other Secret) at most this often, so a deleted Secret is re-created
+# within this. One GET of one object by the leader every 10 s costs nothing.
+SECRET_CHECK_S = 10.0
+# Random bytes in the relay pool's shared secret: 256 bits, a MAC key's size.
+MESH_SECRET_BYTES = 32

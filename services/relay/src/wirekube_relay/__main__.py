@@ -22,9 +22,10 @@ import sys
 from collections.abc import Sequence
 
 from wirekube_common import logs, supervisor
+from wirekube_relay import limits as lim
 from wirekube_relay import timers
 from wirekube_relay.auth import AllowList, Authenticator
-from wirekube_relay.forwarder import Limits
+from wirekube_relay.limits import Limits
 from wirekube_relay.server import RelayServer
 from wirekube_relay.stats import RelayStats
 
@@ -39,7 +40,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="wirekube-relay", description=__doc__.splitlines()[0])
     a = p.add_argument
     a("--listen", default=_env("listen", "0.0.0.0:3478"), help="relay TCP address host:port")
-    a("--admin-listen", default=_env("admin-listen", "0.0.0.0:9091"), help="gRPC host:port")
+    a(
+        "--admin-listen",
+        default=_env("admin-listen", "127.0.0.1:9091"),
+        help="admin gRPC host:port; loopback by default, any other address needs a token",
+    )
+    a(
+        "--admin-token-file",
+        default=_env("admin-token-file", "") or None,
+        help="file holding the bearer token admin calls must carry (required off loopback)",
+    )
     a("--metrics-listen", default=_env("metrics-listen", "0.0.0.0:9090"), help="'' disables")
     a("--relay-id", default=_env("relay-id", socket.gethostname()))
     a(
@@ -57,7 +67,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     a("--keepalive", type=float, default=float(_env("keepalive", str(timers.KEEPALIVE_INTERVAL))))
     a("--dead-timeout", type=float, default=float(_env("dead-timeout", str(timers.DEAD_TIMEOUT))))
-    a("--max-pending", type=int, default=int(_env("max-pending", str(timers.MAX_PENDING))))
+    a("--max-pending", type=int, default=int(_env("max-pending", str(lim.MAX_PENDING))))
+    a(
+        "--max-pending-per-source",
+        type=int,
+        default=int(_env("max-pending-per-source", str(lim.MAX_PENDING_PER_SOURCE))),
+    )
+    a(
+        "--max-connections-per-source",
+        type=int,
+        default=int(_env("max-connections-per-source", str(lim.MAX_CONNECTIONS_PER_SOURCE))),
+    )
+    a(
+        "--max-registrations",
+        type=int,
+        default=int(_env("max-registrations", "0")),
+        help="registered keys at most; 0 = sized by the memory limit (limits.py)",
+    )
     a("--ready-file", default=_env("ready-file", "") or None, help="write bound ports as JSON")
     a("--log-level", default=_env("log-level", "") or None)
     return p.parse_args(argv)
@@ -90,7 +116,14 @@ async def run(args: argparse.Namespace) -> int:
         dead_timeout=args.dead_timeout,
         registration_deadline=args.registration_deadline,
         max_pending=args.max_pending,
+        max_registrations=args.max_registrations
+        or lim.default_max_registrations(lim.memory_budget()),
+        max_pending_per_source=args.max_pending_per_source,
+        max_connections_per_source=args.max_connections_per_source,
     )
+    from wirekube_relay.admin_grpc import AdminAccess  # noqa: PLC0415 - grpc import is slow
+
+    access = AdminAccess.configure(args.admin_listen, args.admin_token_file)
     host, port = _split(args.listen)
     server = RelayServer(auth, stats, limits, host, port)
     bound = await server.start()
@@ -104,7 +137,7 @@ async def run(args: argparse.Namespace) -> int:
 
     from wirekube_relay.admin_grpc import serve_admin  # noqa: PLC0415 - grpc import is slow
 
-    admin = serve_admin(server, args.admin_listen)
+    admin = serve_admin(server, args.admin_listen, access)
     metrics_port = 0
     if args.metrics_listen:
         from wirekube_relay.metrics import serve_metrics  # noqa: PLC0415
@@ -120,11 +153,14 @@ async def run(args: argparse.Namespace) -> int:
             )
         os.replace(tmp, args.ready_file)
     log.info(
-        "event=ready relay_port=%d admin_port=%d metrics_port=%d allowlist=%s",
+        "event=ready relay_port=%d admin_port=%d metrics_port=%d allowlist=%s "
+        "max_registrations=%d admin_token=%s",
         bound,
         admin.port,
         metrics_port,
         allow.enabled,
+        limits.max_registrations,
+        access.token is not None,
     )
 
     async def forwarder() -> None:
@@ -165,6 +201,13 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logs.configure("relay", args.log_level)
+    from wirekube_relay.admin_grpc import AdminAccess, AdminConfigError  # noqa: PLC0415
+
+    try:
+        AdminAccess.configure(args.admin_listen, args.admin_token_file)
+    except AdminConfigError as exc:
+        log.error("event=config-error detail=%r", str(exc))
+        sys.exit(2)
     _raise_fd_limit()
     loop = _new_loop()
     try:

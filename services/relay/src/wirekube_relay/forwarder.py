@@ -45,9 +45,20 @@ is written for clarity.
   destination costs one 32-byte key copy for the dict lookup (in a scattered
   block, that and a memoryview per frame).
 
+* **Bounded under abuse, off the hot path** (numbers and reasons in
+  limits.py): per-source accounting at accept and HELLO (sources.py); a
+  stall timer per pause releases senders ``stall_limit`` after a receiver
+  stopped draining; PINGs and lookups of unknown keys are budgeted per
+  connection (token buckets made on first use; the unknown-key charge is one
+  check per read that had any), and a connection over budget is not read for
+  a while (``throttle``), then closed; control replies are dropped, not
+  queued, for a client that does not read. Forwarding to registered keys
+  pays none of this.
+
 Before registration the same buffer is parsed with a small frame limit and the
 handshake is driven through ``relayproto.handshake``; any protocol error or a
-failed proof closes the connection with a logged reason.
+failed proof closes the connection with a reason, logged rate-limited
+(refusals.py).
 """
 
 from __future__ import annotations
@@ -62,8 +73,12 @@ from typing import TYPE_CHECKING
 from wirekube_common import wgkey
 from wirekube_common.relayproto import frames as f
 from wirekube_common.relayproto.handshake import HandshakeError, ServerHandshake
+from wirekube_relay import limits as lim
 from wirekube_relay import timers
+from wirekube_relay.limits import Limits
+from wirekube_relay.refusals import RefusalLog
 from wirekube_relay.registry import Registry
+from wirekube_relay.sources import SourceTable, TokenBucket
 
 if TYPE_CHECKING:
     from wirekube_relay.auth import Authenticator
@@ -80,15 +95,7 @@ _DATA_HDR = f.DATA_OVERHEAD
 _UNIFORM_MIN = 8
 
 
-@dataclass
-class Limits:
-    max_payload: int = timers.DEFAULT_MAX_PAYLOAD
-    keepalive: float = timers.KEEPALIVE_INTERVAL
-    dead_timeout: float = timers.DEAD_TIMEOUT
-    registration_deadline: float = timers.REGISTRATION_DEADLINE
-    max_pending: int = timers.MAX_PENDING
-    max_connections: int = timers.MAX_CONNECTIONS
-    stall_limit: float = timers.STALL_LIMIT
+__all__ = ["Context", "Limits", "RelayConnection", "Stage"]
 
 
 @dataclass
@@ -106,6 +113,12 @@ class Context:
     # connection that was ready (see ``schedule_flush``)
     dirty: list[RelayConnection] = field(default_factory=list)
     flush_scheduled: bool = False
+    sources: SourceTable = field(default_factory=SourceTable)
+    refusals: RefusalLog = field(default_factory=lambda: RefusalLog(log))
+
+    def __post_init__(self) -> None:
+        self.sources.max_pending_per_source = self.limits.max_pending_per_source
+        self.sources.max_connections_per_source = self.limits.max_connections_per_source
 
     def schedule_flush(self) -> None:
         """Write the staged frames after this round of reads.
@@ -186,6 +199,8 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.key: bytes | None = None
         self.handshake: ServerHandshake | None = ctx.auth.new_handshake()
         self.remote = "?"
+        self.ip = ""
+        self.source_counted = False
         self.created = ctx.loop.time()
         self.registered_at = 0.0
         self.closing = False
@@ -202,8 +217,18 @@ class RelayConnection(asyncio.BufferedProtocol):
         # backpressure
         self.writing_paused = False
         self.write_paused_at = 0.0
+        self.stall_timer: asyncio.TimerHandle | None = None
         self.stalled = False
         self.reading_paused = False
+        # rate limits on what a client can make the relay do (limits.py),
+        # created on first use: most connections never need them
+        self.pings: TokenBucket | None = None
+        self.gone_notices: TokenBucket | None = None
+        self.no_peer: TokenBucket | None = None
+        self.no_peer_keys = 0
+        self.strikes = 0
+        self.strike_at = 0.0
+        self.throttled = False
         self.blocked_on: set[RelayConnection] = set()
         self.waiters: set[RelayConnection] = set()
         # small runs to this connection, written once per loop round
@@ -225,6 +250,7 @@ class RelayConnection(asyncio.BufferedProtocol):
         ctx = self.ctx
         peer = transport.get_extra_info("peername")
         self.remote = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.ip = str(peer[0]) if peer else "?"
         ctx.stats.connections_total += 1
         ctx.connections.add(self)
         ctx.pending += 1
@@ -237,6 +263,22 @@ class RelayConnection(asyncio.BufferedProtocol):
             or ctx.pending > ctx.limits.max_pending
         ):
             self.fail("overloaded", f.CLOSE_OVERLOADED, "too many connections")
+            return
+        refused = ctx.sources.opened(self.ip)
+        if refused is not None:
+            ctx.sources.forget_if_idle(self.ip)
+            self.fail(f"overloaded:{refused}", f.CLOSE_OVERLOADED, "too many connections")
+            return
+        self.source_counted = True
+
+    def release_source(self) -> None:
+        """Give back this connection's per-source slots (idempotent). Called on
+        close, and by whoever takes the transport over from this protocol
+        (a replica link adopted by the mesh) so that its address's count
+        does not keep a connection that is no longer ours."""
+        if self.source_counted:
+            self.source_counted = False
+            self.ctx.sources.closed(self.ip, pending=self.key is None)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.mv[self.end :]
@@ -244,6 +286,10 @@ class RelayConnection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self.end += nbytes
         self.rx_reads += 1
+        self.process()
+
+    def process(self) -> None:
+        """Handle the complete frames in the buffer; keep a partial one."""
         try:
             if self.key is not None:
                 self.forward()
@@ -266,11 +312,29 @@ class RelayConnection(asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
-        self.write_paused_at = self.ctx.loop.time()
+        loop = self.ctx.loop
+        self.write_paused_at = loop.time()
+        # its own timer, not the 1 s sweep: senders held by us are released
+        # stall_limit after the pause, not up to a sweep interval later
+        self.stall_timer = loop.call_later(self.ctx.limits.stall_limit, self.mark_stalled)
 
     def resume_writing(self) -> None:
         self.writing_paused = False
         self.stalled = False
+        if self.stall_timer is not None:
+            self.stall_timer.cancel()
+            self.stall_timer = None
+        self.release_waiters()
+
+    def mark_stalled(self) -> None:
+        """Still above the high-water mark ``stall_limit`` after the pause:
+        release our senders; frames to us are dropped until we drain."""
+        self.stall_timer = None
+        if not self.writing_paused or self.closing or self.stalled:
+            return
+        self.stalled = True
+        self.ctx.stats.stalls += 1
+        log.info("event=receiver-stalled key=%s remote=%s", _key_text(self.key), self.remote)
         self.release_waiters()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -281,6 +345,10 @@ class RelayConnection(asyncio.BufferedProtocol):
             ctx.pending -= 1
         else:
             ctx.registry.unregister(self.key, self)
+        self.release_source()
+        if self.stall_timer is not None:
+            self.stall_timer.cancel()
+            self.stall_timer = None
         self.release_waiters()
         for dst in self.blocked_on:
             dst.waiters.discard(self)
@@ -314,7 +382,8 @@ class RelayConnection(asyncio.BufferedProtocol):
                 if j > end:
                     break
                 t = buf[i]
-                if t & _DATA_MASK == _SEND and n >= _KEY:  # SEND or SEND_BATCH
+                # SEND or SEND_BATCH (a batch with no entry is refused in control)
+                if t & _DATA_MASK == _SEND and (n > _KEY or (t == _SEND and n == _KEY)):
                     if run_key is None or not buf.startswith(run_key, i + 3):
                         if run_frames:
                             self.deliver(run_key, self.mv[run_start:i], run_frames)  # type: ignore[arg-type]
@@ -365,8 +434,8 @@ class RelayConnection(asyncio.BufferedProtocol):
                     run_key = None
                     self.start = j
                     self.control(t, i, j)
-                    if self.closing:
-                        return
+                    if self.closing or self.throttled:
+                        return  # throttled: the rest waits in the buffer
                 i = j
             if run_frames:
                 self.deliver(run_key, self.mv[run_start:i], run_frames)  # type: ignore[arg-type]
@@ -376,6 +445,8 @@ class RelayConnection(asyncio.BufferedProtocol):
             self.sinks.clear()
             if self.ctx.dirty:
                 self.ctx.schedule_flush()
+            if self.no_peer_keys:
+                self.charge_no_peer()
 
     def uniform_run(self, i: int, stride: int, most: int) -> int:
         """How many of the ``most`` frames from ``i`` on carry exactly the header
@@ -485,6 +556,7 @@ class RelayConnection(asyncio.BufferedProtocol):
         dst = self.ctx.registry.table.get(key)
         if dst is None:
             self.peer_gone(key)
+            self.no_peer_keys += 1
             return "no-peer"
         tr = dst.transport
         if dst.closing or tr is None or tr.is_closing():
@@ -510,6 +582,63 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.dropped_frames += frames
         self.dropped_bytes += nbytes
 
+    def charge_no_peer(self) -> None:
+        """Unknown keys looked up in this read (one lookup per key and read,
+        however many frames went to it), against this connection's budget
+        (limits.NO_PEER_*); over it, ``over_budget``."""
+        frames, self.no_peer_keys = self.no_peer_keys, 0
+        now = self.ctx.loop.time()
+        bucket = self.no_peer
+        if bucket is None:
+            bucket = self.no_peer = TokenBucket.full(lim.NO_PEER_RATE, lim.NO_PEER_BURST, now)
+        bucket.take(now, 0.0)  # refill
+        bucket.tokens -= frames  # may go into debt: the frames were already read
+        if bucket.tokens < 0:
+            self.over_budget("no-peer", now, -bucket.tokens / bucket.rate)
+
+    def over_budget(self, what: str, now: float, seconds: float) -> None:
+        """This connection exceeded its budget for ``what``: stop reading it for
+        ``seconds`` (at least ``THROTTLE_MIN``), so its flood costs only its
+        own throughput. The ``RATE_LIMIT_STRIKES``-th time in a row (strikes
+        are forgotten after ``STRIKES_FORGOTTEN`` of good behaviour) it is
+        closed with CLOSE(rate-limited)."""
+        if now - self.strike_at > timers.STRIKES_FORGOTTEN:
+            self.strikes = 0
+        self.strikes += 1
+        self.strike_at = now
+        if self.strikes >= lim.RATE_LIMIT_STRIKES:
+            self.fail(f"rate-limited:{what}", f.CLOSE_RATE_LIMITED, f"too many {what} frames")
+            return
+        self.throttle(max(seconds, timers.THROTTLE_MIN))
+
+    def throttle(self, seconds: float) -> None:
+        """Stop reading this connection for ``seconds`` (its own rate limit)."""
+        tr = self.transport
+        if self.closing or tr is None or self.throttled:
+            return
+        self.throttled = True
+        self.ctx.stats.throttles += 1
+        if not self.reading_paused:
+            self.reading_paused = True
+            tr.pause_reading()
+        self.ctx.loop.call_later(seconds, self.unthrottle)
+
+    def unthrottle(self) -> None:
+        """The penalty is over: handle the frames left in the buffer, read again."""
+        self.throttled = False
+        if self.closing:
+            return
+        if self.end - self.start >= f.HEADER_LEN:
+            self.process()
+        self.maybe_resume_reading()
+
+    def maybe_resume_reading(self) -> None:
+        if self.blocked_on or self.throttled or not self.reading_paused or self.closing:
+            return
+        if self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
     def count(self, frames: int, nbytes: int) -> None:
         """The relay's counters for one read: what came in (``deliver`` counted
         it) less what was dropped went on."""
@@ -529,15 +658,21 @@ class RelayConnection(asyncio.BufferedProtocol):
     def release_waiters(self) -> None:
         for w in self.waiters:
             w.blocked_on.discard(self)
-            if not w.blocked_on and w.reading_paused and not w.closing and w.transport:
-                w.reading_paused = False
-                w.transport.resume_reading()
+            w.maybe_resume_reading()
         self.waiters.clear()
 
     def peer_gone(self, key: bytes) -> None:
         now = self.ctx.loop.time()
         last = self.peer_gone_at.get(key)
         if last is not None and now - last < timers.PEER_GONE_INTERVAL:
+            return
+        bucket = self.gone_notices
+        if bucket is None:
+            bucket = self.gone_notices = TokenBucket.full(
+                lim.PEER_GONE_RATE, lim.PEER_GONE_BURST, now
+            )
+        if not bucket.take(now):
+            self.ctx.stats.control_dropped["peer-gone-rate"] += 1
             return
         if len(self.peer_gone_at) > 1024:
             self.peer_gone_at.clear()
@@ -550,19 +685,48 @@ class RelayConnection(asyncio.BufferedProtocol):
         if ftype == f.PING:
             ev = f.decode_payload(ftype, bytes(self.mv[i + 3 : j]))
             assert isinstance(ev, f.Ping)
+            now = self.ctx.loop.time()
+            bucket = self.pings
+            if bucket is None:
+                bucket = self.pings = TokenBucket.full(lim.PING_RATE, lim.PING_BURST, now)
+            if not bucket.take(now):
+                # unanswered (a PONG it would not read anyway); the rest of
+                # its frames wait until the penalty is over
+                self.ctx.stats.control_dropped["ping-rate"] += 1
+                self.over_budget("ping", now, 1.0 / bucket.rate)
+                return
             self.send_control(f.encode_pong(ev.data))
         elif ftype == f.PONG:
             f.decode_payload(ftype, bytes(self.mv[i + 3 : j]))
         elif ftype == f.CLOSE:
             ev = f.decode_payload(ftype, bytes(self.mv[i + 3 : j]))
             assert isinstance(ev, f.Close)
-            self.close("client-close", None, ev.reason or "closed by client")
+            self.client_closed(ev)
+        elif ftype & _DATA_MASK == _SEND:
+            raise f.ProtocolError("data frame shorter than its key, or a batch without entries")
         else:
             raise f.ProtocolError(f"unexpected frame type 0x{ftype:02x} after registration")
 
+    def client_closed(self, ev: f.Close) -> None:
+        """The client said CLOSE: answered with CLOSE(normal), then closed."""
+        log.info(
+            "event=client-close key=%s remote=%s code=%s reason=%r",
+            _key_text(self.key),
+            self.remote,
+            f.close_name(ev.code),
+            ev.reason,
+        )
+        self.close("client-close", f.CLOSE_NORMAL, "closed by client")
+
     def send_control(self, data: bytes) -> None:
+        """Queue a control frame to this client, unless its queue is already
+        over ``CONTROL_QUEUE_LIMIT`` (it is not reading): then it is dropped
+        and counted, so no client can make the relay buffer replies unbounded."""
         tr = self.transport
         if tr is not None and not self.closing and not tr.is_closing():
+            if tr.get_write_buffer_size() + self.stage.size > lim.CONTROL_QUEUE_LIMIT:
+                self.ctx.stats.control_dropped["queue-full"] += 1
+                return
             if self.staged:  # keep ordering with frames staged in this round
                 self.stage.add(data)
             else:
@@ -584,16 +748,30 @@ class RelayConnection(asyncio.BufferedProtocol):
             try:
                 if isinstance(ev, f.Hello):
                     assert self.transport is not None
+                    refused = ctx.sources.hello(self.ip, ctx.loop.time())
+                    if refused is not None:
+                        ctx.stats.auth_failures[refused] += 1
+                        self.fail(
+                            f"rate-limited:{refused}",
+                            f.CLOSE_RATE_LIMITED,
+                            "too many registration attempts from this address",
+                        )
+                        return
                     self.transport.write(hs.on_hello(ev, _wall_time()))
                 elif isinstance(ev, f.Proof):
                     key = hs.on_proof(ev)
                     ctx.auth.admit(key)
+                    if (
+                        len(ctx.registry) >= ctx.limits.max_registrations
+                        and ctx.registry.get(key) is None
+                    ):
+                        raise HandshakeError("registration-cap", f.CLOSE_OVERLOADED)
                     self.registered(key)
                     if self.start < self.end:
                         self.forward()
                     return
                 elif isinstance(ev, f.Close):
-                    self.close("client-close", None, ev.reason)
+                    self.client_closed(ev)
                     return
                 else:
                     raise HandshakeError("unexpected-frame", f.CLOSE_PROTOCOL_ERROR)
@@ -613,6 +791,8 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.buf[: len(rest)] = rest
         self.start, self.end = 0, len(rest)
         ctx.pending -= 1
+        if self.source_counted:
+            ctx.sources.registered(self.ip)
         ctx.stats.registrations += 1
         self.registered_at = ctx.loop.time()
         self.idle_since = self.registered_at
@@ -628,7 +808,11 @@ class RelayConnection(asyncio.BufferedProtocol):
     # --- closing ---------------------------------------------------------------
 
     def fail(self, reason: str, code: int, message: str) -> None:
-        log.warning("event=reject remote=%s reason=%s detail=%r", self.remote, reason, message)
+        """Close for a refusal or a fault of the client's: counted by reason,
+        logged rate-limited and summarised (refusals.py)."""
+        self.ctx.refusals.refused(
+            self.ctx.loop.time(), reason, self.remote, f"{f.close_name(code)}: {message}"
+        )
         self.close(reason, code, message)
 
     def close(self, reason: str, code: int | None, message: str) -> None:
@@ -638,10 +822,11 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.ctx.stats.closes[reason.split(":", maxsplit=1)[0]] += 1
         if self.key is not None:
             log.info(
-                "event=close key=%s remote=%s reason=%s",
+                "event=close key=%s remote=%s reason=%s code=%s",
                 wgkey.encode(self.key),
                 self.remote,
                 reason,
+                f.close_name(code) if code is not None else "none",
             )
             self.ctx.registry.unregister(self.key, self)
         tr = self.transport
@@ -658,6 +843,10 @@ class RelayConnection(asyncio.BufferedProtocol):
             self.stage.write_to(self.transport)
         else:
             self.stage.clear()
+
+
+def _key_text(key: bytes | None) -> str:
+    return wgkey.encode(key) if key is not None else "-"
 
 
 def _wall_time() -> float:

@@ -64,6 +64,32 @@ class RelayCollector(Collector):
         for reason, n in sorted(st.closes.items()):
             c.add_metric([reason], n)
         yield c
+        c = CounterMetricFamily(
+            "wirekube_relay_control_frames_dropped",
+            "Control replies (PONG, PEER_GONE) not sent: rate limit or client not reading.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(st.control_dropped.items()):
+            c.add_metric([reason], n)
+        yield c
+        c = CounterMetricFamily(
+            "wirekube_relay_receiver_stalls", "Receivers marked stalled (senders released)."
+        )
+        c.add_metric([], st.stalls)
+        yield c
+        c = CounterMetricFamily(
+            "wirekube_relay_throttles",
+            "Connections paused for their own rate limit (frames to unknown keys).",
+        )
+        c.add_metric([], st.throttles)
+        yield c
+        ctx = self.server.ctx
+        if ctx is not None:
+            g = GaugeMetricFamily(
+                "wirekube_relay_max_registrations", "Registration cap of this relay."
+            )
+            g.add_metric([], ctx.limits.max_registrations)
+            yield g
 
 
 def serve_metrics(server: RelayServer, host: str, port: int) -> tuple[CollectorRegistry, int]:

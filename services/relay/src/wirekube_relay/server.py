@@ -8,8 +8,9 @@ socket and everything that happens on a timer rather than per read:
   ``keepalive`` seconds and closing of those silent for ``dead_timeout``
   (activity is a per-read counter bumped by the forwarder, so the hot path
   never reads the clock),
-* marking receivers "stalled" (write-paused longer than ``stall_limit``) so
-  their senders are released (see forwarder.py),
+* closing receivers that stayed stalled (reading nothing) for
+  ``STALLED_CLOSE`` (marking them stalled is the forwarder's own timer),
+* ending the refusal-log interval and forgetting refilled per-source buckets,
 * closing connections of keys removed from the allow-list.
 
 ``snapshot()`` gives a consistent copy of the peer table for the admin API;
@@ -24,11 +25,11 @@ import os
 import socket
 from dataclasses import dataclass
 
-from wirekube_common import wgkey
 from wirekube_common.relayproto import frames as f
-from wirekube_relay import timers
+from wirekube_relay import limits, timers
 from wirekube_relay.auth import Authenticator
-from wirekube_relay.forwarder import Context, Limits, RelayConnection
+from wirekube_relay.forwarder import Context, RelayConnection
+from wirekube_relay.limits import Limits
 from wirekube_relay.stats import RelayStats
 
 log = logging.getLogger(__name__)
@@ -111,13 +112,15 @@ class RelayServer:
         ctx = self.ctx
         assert ctx is not None
         lim = self.limits
+        ctx.refusals.roll(now)
+        ctx.sources.prune(now)
+        expired: list[RelayConnection] = []
         for conn in list(ctx.connections):
             if conn.closing:
                 continue
             if conn.key is None:
                 if now - conn.created > lim.registration_deadline:
-                    ctx.stats.auth_failures["deadline"] += 1
-                    conn.fail("auth:deadline", f.CLOSE_TIMEOUT, "registration deadline passed")
+                    expired.append(conn)
                 continue
             conn.stage.trim()
             if conn.rx_reads != conn.last_seen_reads:
@@ -131,18 +134,24 @@ class RelayServer:
             if idle >= lim.keepalive and not conn.pinged:
                 conn.pinged = True
                 conn.send_control(f.encode_ping(os.urandom(8)))
-            if (
-                conn.writing_paused
-                and not conn.stalled
-                and now - conn.write_paused_at > lim.stall_limit
-            ):
-                conn.stalled = True
-                log.warning(
-                    "event=receiver-stalled key=%s remote=%s",
-                    wgkey.encode(conn.key),
-                    conn.remote,
-                )
-                conn.release_waiters()
+            if conn.stalled and now - conn.write_paused_at > timers.STALLED_CLOSE:
+                stuck = now - conn.write_paused_at
+                conn.fail("too-slow", f.CLOSE_TOO_SLOW, f"read nothing for {stuck:.0f}s")
+
+        self._expire(expired)
+
+    def _expire(self, conns: list[RelayConnection]) -> None:
+        """Close connections past their registration deadline, a chunk per loop
+        turn: thousands accepted together expire together, and closing them
+        in one go stalled the loop (and every honest pair) for 180-300 ms."""
+        ctx = self.ctx
+        assert ctx is not None
+        for conn in conns[: limits.EXPIRE_CHUNK]:
+            if not conn.closing:
+                ctx.stats.auth_failures["deadline"] += 1
+                conn.fail("auth:deadline", f.CLOSE_TIMEOUT, "registration deadline passed")
+        if len(conns) > limits.EXPIRE_CHUNK:
+            self.loop.call_soon(self._expire, conns[limits.EXPIRE_CHUNK :])
 
     def _keys_removed_threadsafe(self, keys: set[bytes]) -> None:
         self.loop.call_soon_threadsafe(self._close_keys, keys)

@@ -24,6 +24,11 @@ class RelayStats:
         self.closes: Counter[str] = Counter()
         self.registrations = 0
         self.connections_total = 0
+        # control frames not sent, by reason (peer-gone-rate, queue-full)
+        self.control_dropped: Counter[str] = Counter()
+        # receivers marked stalled; connections paused for their own rate limit
+        self.stalls = 0
+        self.throttles = 0
 
     def uptime(self) -> float:
         return time.monotonic() - self.started

@@ -1,4 +1,6 @@
-"""Every duration and limit the relay uses, each with the reason for its value."""
+"""Every duration and buffer size the relay uses, each with the reason for its value.
+
+Bounds on what one client or address may use are in limits.py."""
 
 from __future__ import annotations
 
@@ -24,8 +26,30 @@ SWEEP_INTERVAL = 1.0
 #: A receiver whose transport stays above its high-water mark this long is
 #: "stalled": its senders are released from backpressure and frames to it are
 #: dropped instead, so one slow or hostile receiver cannot stall a sender's
-#: traffic to everyone else.
-STALL_LIMIT = 2.0
+#: traffic to everyone else. A timer per pause (not the 1 s sweep) marks it,
+#: so senders are released after this plus the loop's latency; 1.5 s keeps
+#: the spec's promise (released within 2 s) with room for a loaded host, and
+#: is still far above a healthy receiver's drain time (1 MiB in < 10 ms).
+STALL_LIMIT = 1.5
+
+#: A receiver stalled (reading nothing) this long is closed with
+#: CLOSE(too-slow): frames to it were being dropped anyway, and its queue
+#: (up to DROP_LIMIT) is memory held for nobody. Below DEAD_TIMEOUT, so a
+#: client that sends but never reads cannot keep a full queue alive.
+STALLED_CLOSE = 20.0
+
+#: Refusal log lines are summarised per this interval (refusals.py).
+REFUSAL_LOG_INTERVAL = 10.0
+
+#: A connection over its PING or unknown-key budget is not read for at least
+#: this long: long enough that a flooder gets a few reads a second at most,
+#: short enough that an honest client that overshot once (a burst of frames
+#: to a peer that just left) hardly notices.
+THROTTLE_MIN = 1.0
+
+#: Rate-limit strikes older than this are forgotten: a client is closed only
+#: for a flood that goes on, not for occasional bursts over minutes.
+STRIKES_FORGOTTEN = 10.0
 
 #: At most one PEER_GONE notice per destination key per connection per this
 #: interval: enough for a client to fail over, never a reflection amplifier.
@@ -66,9 +90,5 @@ STAGE_KEEP = 1024 * 1024
 #: 16-bit length field and, before registration, by MAX_HANDSHAKE_PAYLOAD.
 DEFAULT_MAX_PAYLOAD = 0xFFFF
 
-#: Connections that have not registered yet, at most. New ones beyond are
-#: closed at once (counted as auth failure "overloaded").
-MAX_PENDING = 4096
-
-#: All connections, at most.
-MAX_CONNECTIONS = 65536
+# Per-source, per-connection and relay-wide bounds (pending connections,
+# registrations, rates of control frames): limits.py.

@@ -47,7 +47,14 @@ MAX_TCP_MESSAGE = 2048
 TCP_IDLE_SECONDS = 10.0
 # Concurrent TCP connections: STUN over TCP is a fallback used by few clients;
 # this bounds file descriptors and memory during a connection flood.
-MAX_TCP_CONNECTIONS = 256
+MAX_TCP_CONNECTIONS = 512
+# Concurrent TCP connections from one source IP. A client needs one at a
+# time (request, answer, close); 16 leaves room for a NAT with several nodes
+# probing at once, while one address can hold at most 16/512 (3 %) of the
+# slots: before this bound, one source holding idle connections left a
+# second source 1 answer in 24. Beyond it a connection is closed at once,
+# counted (drops reason "tcp-source-connections"), not logged.
+MAX_TCP_PER_SOURCE = 16
 
 # SOFTWARE is optional; the budget check drops it first anyway.
 SOFTWARE = "wirekube-stun-probe"

@@ -84,6 +84,7 @@ class DropReason(StrEnum):
     GLOBAL_LIMIT = "global-limit"
     TCP_FRAMING = "tcp-framing"
     TCP_CONNECTIONS = "tcp-connections"
+    TCP_SOURCE_CONNECTIONS = "tcp-source-connections"
     SEND_FAILED = "send-failed"
 
 

@@ -9,7 +9,8 @@ Thin I/O around ``responder.respond`` (pure) and ``ratelimit.SourceLimiter``
   Extra ``--also-listen`` addresses get a plain single-socket table each.
 * TCP: a listener on the primary address (and extras); the byte stream is
   split into messages by ``framing.StreamSplitter`` with a small size bound,
-  a connection cap and an idle timeout (see ``limits``).
+  a connection cap, a per-source-IP connection cap and an idle timeout (see
+  ``limits``); refused connections are closed at once and counted.
 
 Order of checks per request: rate limits (per source IP, then global) →
 responder (spoofed source, decode, method, attributes, amplification
@@ -26,9 +27,8 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
-from wirekube_common.stun.codec import StunDecodeError
 from wirekube_common.stun.endpoint import Endpoint, IPAddress
-from wirekube_common.stun.framing import StreamSplitter
+from wirekube_common.stun.framing import StreamError, StreamSplitter
 from wirekube_stunprobe import limits
 from wirekube_stunprobe.metrics import Metrics
 from wirekube_stunprobe.ratelimit import SourceLimiter, Verdict
@@ -99,6 +99,7 @@ class StunServer:
         self._udp: dict[tuple[int, SocketIndex], asyncio.DatagramTransport] = {}
         self._tcp: list[asyncio.Server] = []
         self._tcp_conns = 0
+        self._tcp_per_source: dict[IPAddress, int] = {}
         self.started = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -218,6 +219,12 @@ class StunServer:
             writer.close()
             return
         src = Endpoint.from_sockaddr(peer)
+        held = self._tcp_per_source.get(src.ip, 0)
+        if held >= limits.MAX_TCP_PER_SOURCE:
+            self.metrics.drops.labels("tcp", DropReason.TCP_SOURCE_CONNECTIONS.value).inc()
+            writer.close()
+            return
+        self._tcp_per_source[src.ip] = held + 1
         self._tcp_conns += 1
         self.metrics.tcp_connections.set(self._tcp_conns)
         splitter = StreamSplitter(max_message=limits.MAX_TCP_MESSAGE)
@@ -228,9 +235,14 @@ class StunServer:
                     return
                 try:
                     messages = splitter.feed(chunk)
-                except StunDecodeError:
+                except StreamError as exc:
+                    # the requests whole before the garbage are answered, as
+                    # they would be had the garbage come in a later read
+                    for message in exc.complete:
+                        self._on_tcp_message(message, src, t_i, writer)
                     self.metrics.requests.labels("tcp").inc()
                     self.metrics.drops.labels("tcp", DropReason.TCP_FRAMING.value).inc()
+                    await writer.drain()
                     return
                 for message in messages:
                     self._on_tcp_message(message, src, t_i, writer)
@@ -239,6 +251,9 @@ class StunServer:
             return
         finally:
             self._tcp_conns -= 1
+            left = self._tcp_per_source.pop(src.ip) - 1
+            if left:
+                self._tcp_per_source[src.ip] = left
             self.metrics.tcp_connections.set(self._tcp_conns)
             writer.close()
             with contextlib.suppress(Exception):

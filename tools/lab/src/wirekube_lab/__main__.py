@@ -5,11 +5,16 @@ Subcommands::
     wirekube-lab run TOPOLOGY.yaml [--json] [--workdir DIR] [--driver MOD:ATTR] [--no-selftest]
     wirekube-lab validate TOPOLOGY.yaml [--json]   # parse + address plan, no root needed
     wirekube-lab sweep                              # remove namespaces of dead lab runs
+    wirekube-lab up TOPOLOGY.yaml [--state-dir DIR] # build it and leave it running
+    wirekube-lab exec NODE -- CMD [ARGS...]         # run CMD in a host's or router's namespace
+    wirekube-lab down [--state-dir DIR]             # remove it (also what a killed up left)
 
 ``run`` prints one JSON document with ``--json`` (shape in ``docs/lab.md``)
 or readable tables otherwise, and exits 0 when everything passed, 1 when a
 check failed (NAT self-test, steady state, expected paths), 2 on a bad
 topology or usage, 3 when the lab could not be built. Logs go to stderr.
+``up``/``exec``/``down`` are described in ``wirekube_lab.session``; ``exec``
+exits with the command's status.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from . import netops
+from . import netops, session
 from .addressing import plan_lab
 from .naming import RunIds
 from .pipeline import load_driver, run
@@ -49,6 +54,21 @@ def _parser() -> argparse.ArgumentParser:
     p_val.add_argument("topology", type=Path)
     p_val.add_argument("--json", action="store_true")
     sub.add_parser("sweep", help="remove namespaces left by dead lab runs")
+    state_help = (
+        f"one lab per directory (default $WIREKUBE_LAB_STATE_DIR or {session.DEFAULT_STATE_DIR})"
+    )
+    p_up = sub.add_parser("up", help="build a topology and leave it running")
+    p_up.add_argument("topology", type=Path)
+    p_up.add_argument("--state-dir", type=Path, help=state_help)
+    p_exec = sub.add_parser("exec", help="run a command in a lab host's or router's namespace")
+    p_exec.add_argument("host", metavar="NODE")
+    p_exec.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    p_exec.add_argument("--state-dir", type=Path, help=state_help)
+    p_down = sub.add_parser("down", help="remove the lab (also what a killed up left)")
+    p_down.add_argument("--state-dir", type=Path, help=state_help)
+    p_keep = sub.add_parser("keep", help=argparse.SUPPRESS)  # the keeper process of `up`
+    p_keep.add_argument("topology", type=Path)
+    p_keep.add_argument("--state-dir", type=Path, required=True)
     return parser
 
 
@@ -119,6 +139,37 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _split_dashes(argv: list[str]) -> tuple[list[str], bool, list[str]]:
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], True, argv[i + 1 :]
+    return argv, False, []
+
+
+def _cmd_session(args: argparse.Namespace) -> int:
+    directory = session.state_dir(args.state_dir)
+    try:
+        if args.command == "up":
+            return session.up(args.topology, directory)
+        if args.command == "keep":
+            return session.keep(args.topology, directory)
+        if args.command == "exec":
+            # Options given after NODE land in the remainder: take them from
+            # its part before "--" (NODE --state-dir DIR -- CMD).
+            head, sep, tail = _split_dashes(args.argv)
+            if sep:
+                extra = argparse.ArgumentParser(prog="wirekube-lab exec", add_help=False)
+                extra.add_argument("--state-dir", type=Path)
+                opts = extra.parse_args(head)
+                if opts.state_dir is not None:
+                    directory = opts.state_dir
+            return session.exec_in(directory, args.host, tail if sep else head)
+        return session.down(directory)
+    except session.SessionError as exc:
+        print(f"wirekube-lab: {exc}", file=sys.stderr)
+        return EXIT_USAGE if args.command != "up" else EXIT_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -131,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "validate":
             return _cmd_validate(args)
+        if args.command in ("up", "exec", "down", "keep"):
+            return _cmd_session(args)
         swept = netops.sweep()
         print(f"removed {len(swept)} namespaces of dead lab runs")
         return EXIT_OK

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -184,6 +185,16 @@ class MeshLab:
             identity.revoke(self.cp)
         return code
 
+    @property
+    def relay_admin_token_file(self) -> Path:
+        """The bearer token of the lab relays' admin gRPC, which listens on the
+        relay host's lab address (off loopback a relay requires one)."""
+        path = self.lab.workdir / "relay-admin-token"
+        if not path.exists():
+            path.write_text(secrets.token_hex(16) + "\n")
+            path.chmod(0o600)
+        return path
+
     def start_relay(self, host: str) -> LabProcess:
         kubeconfig = self.cp.kubeconfig_for_service_account(*RELAY_SA, lab=True)
         argv = [
@@ -194,6 +205,8 @@ class MeshLab:
             "0.0.0.0:3478",
             "--admin-listen",
             "0.0.0.0:9091",
+            "--admin-token-file",
+            str(self.relay_admin_token_file),
             "--metrics-listen",
             "0.0.0.0:9090",
             "--allowlist",
@@ -460,7 +473,7 @@ class MeshDriver:
             )
         except TimeoutError:
             return False
-        self.reachable_after_s = round(max(mesh.first_replies().values()), 1)
+        self.reachable_after_s = round(max(mesh.first_replies().values(), default=0.0), 1)
         last: dict[str, str] = {}
         since = time.monotonic()
         deadline = since + timeout

@@ -21,8 +21,10 @@ from wirekube_common.crd.mesh import ExternalRelay, ManagedRelay, Mesh, MeshSpec
 from wirekube_common.crd.peer import (
     NODE_LABEL,
     Peer,
+    PeerPath,
     PeerSpec,
     PeerStatus,
+    ProbeCandidate,
     derive_transport_mode,
     peer_name_for_node,
 )
@@ -45,8 +47,10 @@ __all__ = [
     "MeshSpec",
     "ObjectMeta",
     "Peer",
+    "PeerPath",
     "PeerSpec",
     "PeerStatus",
+    "ProbeCandidate",
     "RelaySpec",
     "derive_transport_mode",
     "peer_name_for_node",

@@ -44,9 +44,15 @@ class ExternalRelay:
 
 @dataclass(frozen=True)
 class ManagedRelay:
+    """``spec.relay.managed``. ``externalIPs`` is an extension beyond the seed
+    (docs/managed-relay.md): the addresses given to the relay Service's
+    ``spec.externalIPs``, which a ``ClusterIP`` relay needs to be reachable at
+    all (agents never use a ClusterIP)."""
+
     replicas: int = 1
     service_type: str = "LoadBalancer"
     port: int = 3478
+    external_ips: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str) -> ManagedRelay:
@@ -54,10 +60,18 @@ class ManagedRelay:
             replicas=get(d, "replicas", int, 1, path),
             service_type=get(d, "serviceType", str, "LoadBalancer", path),
             port=get(d, "port", int, 3478, path),
+            external_ips=get_str_list(d, "externalIPs", path),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"replicas": self.replicas, "serviceType": self.service_type, "port": self.port}
+        out: dict[str, Any] = {
+            "replicas": self.replicas,
+            "serviceType": self.service_type,
+            "port": self.port,
+        }
+        if self.external_ips:
+            out["externalIPs"] = list(self.external_ips)
+        return out
 
 
 @dataclass(frozen=True)

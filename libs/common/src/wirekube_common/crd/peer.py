@@ -78,6 +78,100 @@ class PeerSpec:
         )
 
 
+# Bounds of ``status.peerPaths`` (the CRD schema enforces the same).
+MAX_PEER_PATHS = 4096
+MAX_CANDIDATES = 4
+
+
+@dataclass(frozen=True)
+class ProbeCandidate:
+    """One direct candidate of a peer and when a probe to it was last answered."""
+
+    endpoint: str
+    last_answer: str | None = None  # RFC 3339; None: never answered (recently)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], path: str) -> ProbeCandidate:
+        return cls(
+            endpoint=get_required(d, "endpoint", str, path),
+            last_answer=get(d, "lastAnswer", str, None, path),  # type: ignore[arg-type]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return prune({"endpoint": self.endpoint, "lastAnswer": self.last_answer})
+
+
+@dataclass(frozen=True)
+class PeerPath:
+    """Why the path to one peer is what it is (``status.peerPaths[name]``).
+
+    ``rule`` is what both sides' published NAT facts say of the pair
+    (same-network, tcp-only, public, cone-cone, cone-symmetric,
+    symmetric-port-restricted, symmetric-symmetric, unknown); ``reason`` is
+    the branch of the agent's path decision that holds it there (mode-always,
+    mode-never, no-relay, probe-answered, direct-failed, predicted-relay,
+    probing). docs/why-relayed.md lists them in words.
+    """
+
+    transport: str  # direct | relay
+    phase: str  # probing | up | down
+    rule: str
+    reason: str
+    since: str | None = None  # RFC 3339: when this transport began
+    failures: int = 0  # direct paths to this peer that died (consecutive count)
+    endpoint: str | None = None  # the direct endpoint in use or tried
+    next_attempt: str | None = None  # RFC 3339: the next direct probe burst (relayed)
+    rtt_ms: float | None = None  # the last probe's round trip on the path in use
+    candidates: tuple[ProbeCandidate, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], path: str) -> PeerPath:
+        raw = d.get("candidates") or []
+        if not isinstance(raw, list) or not all(isinstance(c, Mapping) for c in raw):
+            raise InvalidObject(f"{path}.candidates", "expected a list of objects")
+        return cls(
+            transport=get_required(d, "transport", str, path),
+            phase=get(d, "phase", str, "", path),
+            rule=get(d, "rule", str, "unknown", path),
+            reason=get(d, "reason", str, "", path),
+            since=get(d, "since", str, None, path),  # type: ignore[arg-type]
+            failures=get(d, "failures", int, 0, path),
+            endpoint=get(d, "endpoint", str, None, path),  # type: ignore[arg-type]
+            next_attempt=get(d, "nextAttempt", str, None, path),  # type: ignore[arg-type]
+            rtt_ms=get(d, "rttMs", float, None, path),  # type: ignore[arg-type]
+            candidates=tuple(
+                ProbeCandidate.from_dict(c, f"{path}.candidates[{i}]") for i, c in enumerate(raw)
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return prune(
+            {
+                "transport": self.transport,
+                "phase": self.phase,
+                "rule": self.rule,
+                "reason": self.reason,
+                "since": self.since,
+                "failures": self.failures or None,
+                "endpoint": self.endpoint,
+                "nextAttempt": self.next_attempt,
+                "rttMs": self.rtt_ms,
+                "candidates": [c.to_dict() for c in self.candidates] or None,
+            }
+        )
+
+
+def get_peer_paths(d: Mapping[str, Any], path: str) -> dict[str, PeerPath]:
+    value = d.get("peerPaths")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Mapping) for k, v in value.items()
+    ):
+        raise InvalidObject(f"{path}.peerPaths", "expected a map of objects")
+    return {k: PeerPath.from_dict(v, f"{path}.peerPaths.{k}") for k, v in value.items()}
+
+
 @dataclass(frozen=True)
 class PeerStatus:
     connected: bool | None = None
@@ -92,6 +186,8 @@ class PeerStatus:
     public_ip: str | None = None
     observed_generation: int | None = None
     conditions: tuple[Mapping[str, Any], ...] = ()
+    # Why each peer's path is what it is (ours beyond the seed's reference).
+    peer_paths: Mapping[str, PeerPath] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str = "status") -> PeerStatus:
@@ -108,6 +204,7 @@ class PeerStatus:
             public_ip=get(d, "publicIP", str, None, path),  # type: ignore[arg-type]
             observed_generation=get(d, "observedGeneration", int, None, path),  # type: ignore[arg-type]
             conditions=get_conditions(d, path),
+            peer_paths=get_peer_paths(d, path),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +222,11 @@ class PeerStatus:
                 "publicIP": self.public_ip,
                 "observedGeneration": self.observed_generation,
                 "conditions": [dict(c) for c in self.conditions] if self.conditions else None,
+                "peerPaths": (
+                    {k: v.to_dict() for k, v in self.peer_paths.items()}
+                    if self.peer_paths
+                    else None
+                ),
             }
         )
 

@@ -54,8 +54,9 @@ class ClusterConfig:
     auth_headers: Callable[[], dict[str, str]] | None = None
 
 
-def load(kubeconfig: str | None) -> ClusterConfig:
-    """The kubeconfig at ``kubeconfig``, or the in-cluster config when None."""
+def load(kubeconfig: str | None, context: str | None = None) -> ClusterConfig:
+    """The kubeconfig at ``kubeconfig`` (its ``context``, default the current
+    one), or the in-cluster config when None."""
     if kubeconfig is None:
         return in_cluster(os.environ, SERVICE_ACCOUNT_DIR)
     path = Path(kubeconfig)
@@ -65,9 +66,9 @@ def load(kubeconfig: str | None) -> ClusterConfig:
         raise ConfigError(f"kubeconfig {path}: {exc}") from exc
     if not isinstance(document, dict):
         raise ConfigError(f"kubeconfig {path}: not a mapping")
-    cluster, user = select_context(document, str(path))
+    cluster, user = select_context(document, str(path), context)
     if set(user) - STATIC_USER_FIELDS:
-        return _from_library(str(path))
+        return _from_library(str(path), context)
     return from_kubeconfig(cluster, user, path.parent)
 
 
@@ -90,9 +91,9 @@ def in_cluster(env: Mapping[str, str], sa_dir: Path) -> ClusterConfig:
 
 
 def select_context(
-    document: Mapping[str, Any], where: str
+    document: Mapping[str, Any], where: str, context: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The current context's cluster and user entries."""
+    """The cluster and user entries of ``context`` (default: the current context)."""
 
     def named(section: str, name: Any) -> dict[str, Any]:
         for entry in document.get(section) or []:
@@ -101,7 +102,7 @@ def select_context(
                 return body if isinstance(body, dict) else {}
         raise ConfigError(f"kubeconfig {where}: no {section[:-1]} named {name!r}")
 
-    current = document.get("current-context")
+    current = context or document.get("current-context")
     if not current:
         raise ConfigError(f"kubeconfig {where}: no current-context")
     context = named("contexts", current)
@@ -153,12 +154,12 @@ def _read(path: Path) -> bytes:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
 
 
-def _from_library(kubeconfig: str) -> ClusterConfig:
+def _from_library(kubeconfig: str, context: str | None = None) -> ClusterConfig:
     """Exec plugins and auth providers: the kubernetes package runs them."""
     from kubernetes import client, config  # noqa: PLC0415 - heavy; only for these kubeconfigs
 
     cfg = client.Configuration()
-    config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
 
     def headers() -> dict[str, str]:
         # auth_settings() runs the refresh hook (a new exec token when expired).

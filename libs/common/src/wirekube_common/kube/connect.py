@@ -108,8 +108,8 @@ class Auth:
 class Connection:
     """The API server: ``request`` sends one HTTP request over the shared pool."""
 
-    def __init__(self, kubeconfig: str | None) -> None:
-        self.config = load(kubeconfig)
+    def __init__(self, kubeconfig: str | None, context: str | None = None) -> None:
+        self.config = load(kubeconfig, context)
         self.host: str = self.config.server
         self.requests = 0
         self._auth = Auth(self.config)

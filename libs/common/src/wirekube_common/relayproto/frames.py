@@ -79,6 +79,41 @@ CLOSE_FRAME_TOO_LARGE = 6
 CLOSE_SHUTTING_DOWN = 7
 CLOSE_OVERLOADED = 8
 CLOSE_UNSUPPORTED_VERSION = 9
+CLOSE_RATE_LIMITED = 10
+CLOSE_TOO_SLOW = 11
+
+#: Every close code by the name logs and metrics use (docs/relay-protocol.md).
+CLOSE_NAMES = {
+    CLOSE_NORMAL: "normal",
+    CLOSE_PROTOCOL_ERROR: "protocol-error",
+    CLOSE_AUTH_FAILED: "auth-failed",
+    CLOSE_NOT_ALLOWED: "not-allowed",
+    CLOSE_REPLACED: "replaced",
+    CLOSE_TIMEOUT: "timeout",
+    CLOSE_FRAME_TOO_LARGE: "frame-too-large",
+    CLOSE_SHUTTING_DOWN: "shutting-down",
+    CLOSE_OVERLOADED: "overloaded",
+    CLOSE_UNSUPPORTED_VERSION: "unsupported-version",
+    CLOSE_RATE_LIMITED: "rate-limited",
+    CLOSE_TOO_SLOW: "too-slow",
+}
+
+
+def close_name(code: int) -> str:
+    """The name of a close code; unknown codes (a newer peer) as ``code-N``."""
+    return CLOSE_NAMES.get(code, f"code-{code}")
+
+
+#: X25519 public keys are u-coordinates mod p = 2^255 - 19, little-endian. A
+#: key with the top bit set, or >= p, names the same point as a canonical one
+#: (X25519 ignores the bit and reduces mod p): accepting it would give one
+#: private key two identities. Only canonical keys (< p) are valid.
+_P25519 = (1 << 255) - 19
+
+
+def is_canonical_key(key: bytes | bytearray | memoryview) -> bool:
+    return len(key) == KEY_LEN and int.from_bytes(key, "little") < _P25519
+
 
 PING_DATA_LEN = 8
 
@@ -207,6 +242,11 @@ def _short_text(text: str, limit: int) -> bytes:
     return raw.decode("utf-8", "ignore").encode("utf-8")
 
 
+def short_text(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes on a character boundary (as sent)."""
+    return _short_text(text, limit).decode("utf-8")
+
+
 def encode_challenge(ephemeral: bytes, nonce: bytes, timestamp: int, relay_id: str) -> bytes:
     _check_key(ephemeral)
     if len(nonce) != NONCE_LEN:
@@ -256,7 +296,9 @@ def encode_recv_batch(src: bytes, packets: list[bytes] | tuple[bytes, ...]) -> b
 
 
 def split_batch(body: bytes | bytearray | memoryview) -> list[bytes]:
-    """The packets of a batch body (the payload after the key); ProtocolError if malformed."""
+    """The packets of a batch body (the payload after the key); ProtocolError if malformed:
+    no entry at all, a truncated entry header, or an entry that overruns the
+    frame. (A zero-length entry is a zero-length datagram: valid, as in SEND.)"""
     out: list[bytes] = []
     k, end = 0, len(body)
     if end == 0:
@@ -343,6 +385,8 @@ def decode_payload(ftype: int, p: bytes) -> Event:
     if ftype == HELLO:
         if n != len(MAGIC) + 1 + KEY_LEN or p[: len(MAGIC)] != MAGIC:
             raise ProtocolError("malformed hello")
+        # a non-canonical key is not a format error: the handshake refuses it
+        # (auth-failed), so that the reason is the same whatever the version
         return Hello(p[len(MAGIC)], bytes(p[len(MAGIC) + 1 :]))
     if ftype == CHALLENGE:
         fixed = 1 + KEY_LEN + NONCE_LEN + 8

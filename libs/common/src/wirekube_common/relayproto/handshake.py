@@ -10,6 +10,9 @@ Sans-IO, used by both ends. The exchange (see docs/relay-protocol.md)::
 
     transcript = "wirekube-relay" | version | C | E | N | T (8 bytes BE) | len(R) | R
 
+    (version: the byte sent in CHALLENGE, which equals HELLO's; R: the UTF-8
+    bytes of the relay identity exactly as sent in CHALLENGE, at most 64)
+
 Why this is sound:
 
 * Only the holder of ``c`` (the private key of ``C``) or of ``e`` can compute
@@ -20,6 +23,9 @@ Why this is sound:
 * Low-order public keys would make the shared secret predictable (all zero);
   ``cryptography`` refuses such an exchange and we treat it as a failed proof.
 * The MAC is compared in constant time.
+* Only canonical keys register (``frames.is_canonical_key``): X25519 ignores
+  the top bit and reduces mod p, so a second spelling of a key would be a
+  second identity for one private key.
 
 The WireGuard static key is used here for a second purpose (authenticating to
 the relay). The MAC is keyed by a per-connection DH output and bound to a
@@ -54,6 +60,8 @@ def transcript(
     version: int, client_key: bytes, ephemeral: bytes, nonce: bytes, timestamp: int, relay_id: str
 ) -> bytes:
     rid = relay_id.encode("utf-8")
+    if len(rid) > f.MAX_RELAY_ID_LEN:
+        raise HandshakeError("relay-id-too-long", f.CLOSE_PROTOCOL_ERROR)
     return b"".join(
         (
             LABEL,
@@ -106,7 +114,7 @@ class ClientHandshake:
         except ValueError as exc:
             raise HandshakeError("bad-ephemeral") from exc
         data = transcript(
-            f.VERSION, self.public_key, ch.ephemeral, ch.nonce, ch.timestamp, ch.relay_id
+            ch.version, self.public_key, ch.ephemeral, ch.nonce, ch.timestamp, ch.relay_id
         )
         self.state = "proof-sent"
         return f.encode_proof(compute_mac(shared, data))
@@ -135,7 +143,9 @@ class ServerHandshake:
     """
 
     def __init__(self, relay_id: str, random: object = None) -> None:
-        self.relay_id = relay_id[: f.MAX_RELAY_ID_LEN]
+        # cut as CHALLENGE cuts it (bytes, on a character boundary): the
+        # transcript must hold exactly the identity the client received
+        self.relay_id = f.short_text(relay_id, f.MAX_RELAY_ID_LEN)
         self._random = random or os.urandom
         self._eph: X25519PrivateKey | None = None
         self._pending: PendingChallenge | None = None
@@ -147,6 +157,8 @@ class ServerHandshake:
             raise HandshakeError("hello-twice", f.CLOSE_PROTOCOL_ERROR)
         if hello.version != f.VERSION:
             raise HandshakeError("version", f.CLOSE_UNSUPPORTED_VERSION)
+        if not f.is_canonical_key(hello.key):
+            raise HandshakeError("non-canonical-key")
         self._eph = X25519PrivateKey.generate()
         nonce = self._random(f.NONCE_LEN)  # type: ignore[operator]
         self._pending = PendingChallenge(hello.key, _public(self._eph), nonce, int(now))

@@ -19,8 +19,19 @@ from wirekube_common.stun.codec import (
 )
 
 
+class StreamError(StunDecodeError):
+    """The stream lost framing. ``complete`` holds the messages that were
+    whole before the fault in the same ``feed`` call, so that the outcome
+    does not depend on how the bytes were cut into reads."""
+
+    def __init__(self, message: str, complete: list[bytes]) -> None:
+        super().__init__(message)
+        self.complete = complete
+
+
 class StreamSplitter:
-    """Incremental splitter; raises ``StunDecodeError`` on a bad header.
+    """Incremental splitter; raises ``StreamError`` (a ``StunDecodeError``) on a
+    bad header, carrying the messages completed before it in that call.
 
     After an error the stream has lost framing and must be closed.
     """
@@ -38,9 +49,14 @@ class StreamSplitter:
         self._buf += data
         out: list[bytes] = []
         while len(self._buf) >= HEADER_LEN:
-            total = HEADER_LEN + check_header(bytes(self._buf[:HEADER_LEN]), self._allow_classic)
+            try:
+                total = HEADER_LEN + check_header(
+                    bytes(self._buf[:HEADER_LEN]), self._allow_classic
+                )
+            except StunDecodeError as exc:
+                raise StreamError(str(exc), out) from exc
             if total > self._max:
-                raise StunDecodeError(f"message of {total} bytes exceeds {self._max}")
+                raise StreamError(f"message of {total} bytes exceeds {self._max}", out)
             if len(self._buf) < total:
                 break
             out.append(bytes(self._buf[:total]))

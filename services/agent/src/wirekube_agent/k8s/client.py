@@ -80,6 +80,14 @@ class KubeApi:
     def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get_or_none(f"/api/v1/namespaces/{namespace}/services/{name}")
 
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """Every Node, from the API server's watch cache (resourceVersion=0:
+        no etcd read, however many agents ask)."""
+        result = self.rest.call(
+            "GET", nodes_path(), [("resourceVersion", "0")], timeout=self.timeout
+        )
+        return list(result.get("items") or [])
+
     # -- writes --------------------------------------------------------------
     def create_peer(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.rest.call("POST", custom_path(PEERS), body=body, timeout=self.timeout)

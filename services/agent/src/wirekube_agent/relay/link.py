@@ -60,10 +60,14 @@ def split_batch(on_frame: FrameHandler) -> BatchHandler:
 
 def batch_entries(entries: memoryview) -> Iterator[memoryview | None]:
     """The packets of a RECV_BATCH payload after its key (2-byte length, packet;
-    repeated). None marks an entry that overruns the frame: the sender's batch
-    is malformed and nothing after it is trusted."""
+    repeated). None marks a malformed batch (docs/relay-protocol.md: no entry
+    at all, an entry that overruns the frame, or a truncated length at its
+    end): the sender's batch is malformed and nothing after it is trusted."""
     k = 0
     end = len(entries)
+    if end == 0:
+        yield None
+        return
     while k + 2 <= end:
         a = k + 2
         k = a + ((entries[k] << 8) | entries[k + 1])
@@ -71,6 +75,8 @@ def batch_entries(entries: memoryview) -> Iterator[memoryview | None]:
             yield None
             return
         yield entries[a:k]
+    if k != end:
+        yield None
 
 
 class RelayRejected(Exception):
@@ -106,7 +112,9 @@ def register(
                 rest = parser._buf[parser._pos :]
                 return ev, bytes(rest)
             elif isinstance(ev, f.Close):
-                raise RelayRejected(f"relay refused registration: {ev.reason} (code {ev.code})")
+                raise RelayRejected(
+                    f"relay refused registration: {ev.reason} (code {ev.code}, {f.close_name(ev.code)})"
+                )
             else:
                 raise HandshakeError("unexpected-frame", f.CLOSE_PROTOCOL_ERROR)
 
@@ -361,7 +369,9 @@ class RelayLink:
         elif isinstance(ev, f.PeerGone):
             self.peer_gone[ev.key] = time.monotonic()
         elif isinstance(ev, f.Close):
-            raise ConnectionResetError(f"relay closed: {ev.reason} (code {ev.code})")
+            raise ConnectionResetError(
+                f"relay closed: {ev.reason} (code {ev.code}, {f.close_name(ev.code)})"
+            )
         elif isinstance(ev, f.Pong):
             pass
         else:

@@ -1,0 +1,1 @@
+"""wirekubectl: the WireKube mesh as its operators see it, from the Kubernetes API."""
