@@ -9,7 +9,8 @@ server, so the rotating node ``kr-cloud`` has both kinds of pairs::
     kr-cloud <-> kr-cloud2  relay  (symmetric <-> symmetric, different VPCs)
 
 During a 10-per-second ping from ``kr-cloud`` to every other node and back,
-``kr-cloud``'s key is rotated through the Node annotation. Measured from
+``kr-cloud``'s key is rotated with ``wirekubectl rotate-key --wait`` (the
+Node annotation). Measured from
 outside the agents: lost pings and the longest gap between answered pings,
 per direction; asserted: at most one lost ping per direction, every pair on
 the path it had before, the old key in no WireGuard (not as a peer, not as a
@@ -20,6 +21,7 @@ Then a restart of the agent does not rotate again, and a periodic rotation
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import re
 import signal
@@ -32,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from wirekube_cli.__main__ import main as wirekubectl
 from wirekube_lab.controlplane import ControlPlane
 from wirekube_lab.lab import Lab
 from wirekube_lab.mesh import MeshLab, peer_name
@@ -87,6 +90,7 @@ PERIOD_HOURS = 0.005
 
 REQUEST_ANNOTATION = "wirekube.io/rotate-key"
 HANDLED_ANNOTATION = "wirekube.io/key-rotation-handled"
+ROTATED_AT_ANNOTATION = "wirekube.io/key-rotated-at"
 
 # A relay registration (proof of key possession) with the key read on stdin,
 # run inside a lab host: prints ACCEPTED or REFUSED <reason>.
@@ -254,12 +258,19 @@ def test_requested_rotation_loses_at_most_one_ping_per_direction(kr: RotationLab
     # agent's link, replaced by this probe, reconnects before the pings).
     assert kr.relay_register(ROTATING, old_priv) == "ACCEPTED"
     mesh.wait_until("paths settle", lambda: kr.paths() == EXPECTED, 30)
+    kubeconfig = ["--kubeconfig", str(mesh.cp.kubeconfig)]
+    assert wirekubectl(["rotate-key", "kr-nowhere", *kubeconfig]) == 6  # unknown node
     time.sleep(2.0)
 
     pings = kr.pings(both_ways(ROTATING))
     time.sleep(3.0)  # traffic on every path first
     t0 = time.time()
-    mesh.core.patch_node(ROTATING, {"metadata": {"annotations": {REQUEST_ANNOTATION: "req-1"}}})
+    # The request as an operator makes it: wirekubectl sets the Node
+    # annotation and, with --wait, returns once the new key is published and
+    # a handshake under it is reported.
+    argv = ["rotate-key", ROTATING, "--wait", "--timeout", "30", "--request-id", "req-1"]
+    assert wirekubectl([*argv, *kubeconfig]) == 0
+    waited = time.time() - t0
     took = mesh.wait_until(
         "every node swapped in the new key",
         lambda: kr.swapped_everywhere(ROTATING, old_pub),
@@ -267,7 +278,7 @@ def test_requested_rotation_loses_at_most_one_ping_per_direction(kr: RotationLab
     )
     time.sleep(4.0)  # and traffic on the new key for a while
     outages = stop_all(pings)
-    report(f"{ROTATING} rotated its key at t0 (swapped everywhere within {took:.1f}s)", outages, t0)
+    report(f"{ROTATING} rotated its key at t0 (rotate-key --wait took {waited:.1f}s)", outages, t0)
 
     new_pub = kr.key_of(ROTATING)
     assert new_pub != old_pub
@@ -289,7 +300,10 @@ def test_requested_rotation_loses_at_most_one_ping_per_direction(kr: RotationLab
     # ... and not by the relay.
     refused = kr.relay_register(ROTATING, old_priv)
     assert refused.startswith("REFUSED") and "not-allowed" in refused, refused
-    print(f"relay, old key: {refused}; swapped everywhere {took:.1f}s after the request")
+    print(
+        f"relay, old key: {refused}; rotate-key --wait returned after {waited:.1f}s, "
+        f"every WireGuard swapped {took:.1f}s after that"
+    )
 
 
 def test_a_restarted_agent_does_not_rotate_again(kr: RotationLab) -> None:
@@ -309,6 +323,13 @@ def test_periodic_rotation_rotates_every_node_and_loses_at_most_one_ping(
     kr: RotationLab,
 ) -> None:
     mesh = kr.mesh
+    # Every key older than the period, so every node rotates in the same
+    # moment (the harder case: both ends of every pair at once).
+    annotations = (mesh.peer(ROTATING) or {}).get("metadata", {}).get("annotations") or {}
+    made = annotations.get(ROTATED_AT_ANNOTATION)
+    if made:
+        made_at = datetime.datetime.fromisoformat(made.replace("Z", "+00:00")).timestamp()
+        time.sleep(max(0.0, made_at + PERIOD_HOURS * 3600 + 1.0 - time.time()))
     mesh.wait_until("paths settle", lambda: kr.paths() == EXPECTED, 30)
     before = {h: kr.key_of(h) for h in NODES}
     pings = kr.pings([*both_ways(ROTATING), (HOME, CLOUD2), (CLOUD2, HOME), (PUB, HOME)])
