@@ -284,6 +284,8 @@ def test_requested_rotation_loses_at_most_one_ping_per_direction(kr: RotationLab
     assert new_pub != old_pub
     peer = mesh.peer(ROTATING) or {}
     assert (peer["metadata"].get("annotations") or {}).get(HANDLED_ANNOTATION) == "req-1"
+    assert mesh.agent_metric(ROTATING, "wirekube_key_rotations_total") == 1
+    assert mesh.agent_metric(PUB, "wirekube_key_rotations_total") == 0
     new_priv = kr.private_key_file(ROTATING).read_text().strip()
     assert new_priv != old_priv
     # Every pair kept its path: direct stayed direct, relay stayed relay.

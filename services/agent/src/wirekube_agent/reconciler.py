@@ -88,6 +88,7 @@ class Observed:
     reconcile_seconds: float = 0.0
     reconciles: int = 0
     api_writes: int = 0
+    key_rotations: int = 0  # our own key pair replaced (keyrotation)
 
 
 class Reconciler:
@@ -112,7 +113,6 @@ class Reconciler:
         self._rotation_published_at = 0.0
         self._key_switched_at = 0.0
         self._rekeyed: dict[bytes, float] = {}  # keyrotation.reinitiate's changed_at
-        self.key_rotations = 0
         self.peer_name = peer_name_for_node(settings.node_name)
         self.wake = Wakeup()
         self.stop_threads = threading.Event()
@@ -547,7 +547,7 @@ class Reconciler:
         self._rotation_patch = None
         self._rotation_published_at = now
         self.observed.api_writes += 1
-        self.key_rotations += 1
+        self.observed.key_rotations += 1
 
     def _follow_published_key(self, now: float) -> None:
         """Move the interface, the prober and the relay links to the new key
