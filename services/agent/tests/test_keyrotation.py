@@ -291,3 +291,40 @@ def test_reinitiate_once_by_the_lower_key_when_no_handshake_came() -> None:
         frozenset(),
         {},
     )
+
+
+def other(name: str, made: float) -> dict[str, object]:
+    return {
+        "metadata": {
+            "name": name,
+            "creationTimestamp": keyrotation.format_time(T0),
+            "annotations": {keyrotation.ROTATED_AT_ANNOTATION: keyrotation.format_time(made)},
+        }
+    }
+
+
+def test_periodic_rotations_take_turns_lowest_name_first() -> None:
+    now = T0 + 2 * HOUR
+    lower, higher = other("node-0", T0), other("node-z", T0)
+    # we (node-a) are due, node-0 too and first in line: wait
+    f = keyrotation.facts({}, own_peer(), 1.0, {"node-0": lower, "node-z": higher})
+    assert keyrotation.due(f, now) is None
+    # node-0 rotated just now: still wait (every agent swaps it in first)
+    just = {"node-0": other("node-0", now - 0.5), "node-z": higher}
+    assert keyrotation.due(keyrotation.facts({}, own_peer(), 1.0, just), now) is None
+    # once the spacing passed it is our turn (node-z waits for us)
+    later = now - 0.5 + keyrotation.ROTATION_SPACING_S
+    assert keyrotation.due(keyrotation.facts({}, own_peer(), 1.0, just), later) == "periodic"
+    # our own object in the list changes nothing
+    f = keyrotation.facts({}, own_peer(), 1.0, {"node-a": own_peer()})
+    assert keyrotation.due(f, now) == "periodic"
+
+
+def test_a_request_does_not_wait_for_its_turn() -> None:
+    f = keyrotation.facts(
+        {keyrotation.REQUEST_ANNOTATION: "r"},
+        own_peer(),
+        1.0,
+        {"node-0": other("node-0", T0 + 2 * HOUR)},
+    )
+    assert keyrotation.due(f, T0 + 2 * HOUR) == "requested"

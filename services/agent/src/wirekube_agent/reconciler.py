@@ -524,7 +524,12 @@ class Reconciler:
         if self._rotation_patch is None:
             if self._active_key != self.private_key:
                 return  # the previous rotation is not in effect yet
-            facts = keyrotation.facts(node.annotations, existing, mesh.key_rotation_interval_hours)
+            facts = keyrotation.facts(
+                node.annotations,
+                existing,
+                mesh.key_rotation_interval_hours,
+                self.peers_informer.snapshot(),
+            )
             reason = keyrotation.due(facts, now)
             if reason is None:
                 return
