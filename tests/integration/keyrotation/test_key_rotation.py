@@ -124,6 +124,17 @@ class Outage:
     def __str__(self) -> str:
         return f"{self.lost} lost of {self.sent}, longest gap {self.longest_gap_s:.2f}s"
 
+    def episodes(self) -> list[int]:
+        """Lost pings per outage: runs of losses less than a second apart."""
+        runs: list[int] = []
+        last = None
+        for t in self.lost_at:
+            if last is None or t - last > 1.0:
+                runs.append(0)
+            runs[-1] += 1
+            last = t
+        return runs
+
     def lost_since(self, t0: float) -> str:
         return " ".join(f"{t - t0:+.1f}" for t in self.lost_at)
 
@@ -367,8 +378,16 @@ def test_periodic_rotation_rotates_every_node_and_loses_at_most_one_ping(
     report(f"periodic rotation of every node (all rotated within {took:.1f}s)", outages, t0, NODES)
     assert all(rotated[h] != before[h] for h in NODES)
     assert kr.paths() == EXPECTED, mesh.wireguard_dump(NODES)
-    worst = {pair: o for pair, o in outages.items() if o.lost > MAX_LOST}
-    assert not worst, f"lost more than {MAX_LOST} ping(s): {worst}\n{mesh.wireguard_dump(NODES)}"
+    # Every node rotated, one after the other: each direction lives through
+    # the rotations of both its ends, and each may cost it one ping.
+    worst = {
+        pair: o.episodes()
+        for pair, o in outages.items()
+        if len(o.episodes()) > 2 or any(n > MAX_LOST for n in o.episodes())
+    }
+    assert not worst, (
+        f"lost more than {MAX_LOST} ping(s) in one rotation: {worst}\n{mesh.wireguard_dump(NODES)}"
+    )
     for host in NODES:
         dump = kr.wg_dump(host)
         stale = [peer_name(h) for h in NODES if before[h] in dump]

@@ -242,7 +242,6 @@ class Reconciler:
             mesh.listen_port,
             mesh.stun_servers if "stun" in self.settings.endpoint_sources else (),
         )
-        self._follow_published_key(now)
         self._rotate_key(node, mesh, now)
         self._discover(node, mesh, now)
         self._register(node)
@@ -324,6 +323,11 @@ class Reconciler:
             relay_endpoints=relay_endpoints,
             control_destinations=[api_ip] if api_ip else [],
         )
+        # Our own key switches here, at the point of the pass where the other
+        # agents swap our peer entry (their apply, right below): each side's
+        # pass reacts to the same watch event, so the two ends switch within
+        # a few ms of each other instead of a pass's length apart.
+        self._follow_published_key(now)
         restarts = self._restarts(peers, device, now) | self._rotation_restarts(device, now)
         self.dataplane.apply(desired, device, now, restarts)
         try:
