@@ -162,6 +162,8 @@ class RelayLink:
         self.drops_tx = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._rekey_until = 0.0  # monotonic; retry fast until then (``rekey``)
+        self._kick = threading.Event()  # ends a backoff early (``rekey``, ``stop``)
         self._buf = bytearray(timers.DOWNLINK_BUFFER + f.HEADER_LEN + f.MAX_PAYLOAD)
         self._thread = threading.Thread(target=self._run, name=f"relay-{self.name}", daemon=True)
 
@@ -172,10 +174,21 @@ class RelayLink:
 
     def stop(self) -> None:
         self._stop.set()
+        self._kick.set()
         self.kill()
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
+
+    def rekey(self, private_key: bytes) -> None:
+        """Register under a new key (key rotation): drop the connection and
+        reconnect at once with the new key, retrying quickly while the relay
+        does not admit it yet. The old key's registration ends with its
+        connection."""
+        self.private_key = private_key
+        self._rekey_until = time.monotonic() + timers.REKEY_RETRY_FOR
+        self._kick.set()
+        self.kill()
 
     def kill(self) -> None:
         sock = self.sock
@@ -241,6 +254,7 @@ class RelayLink:
             stop=stop_when_event_set(self._stop),
             retry=retry_if_exception_type(Exception),
             reraise=False,
+            sleep=self._sleep,
         )
         while not self._stop.is_set():
             try:
@@ -248,10 +262,33 @@ class RelayLink:
             except Exception:
                 return  # stopped while retrying
             self._serve(sock, leftover)
-            if not self._stop.is_set():
-                self._stop.wait(timers.BACKOFF_MIN)
+            if not self._stop.is_set() and self._rekey_until <= time.monotonic():
+                self._sleep(timers.BACKOFF_MIN)
+
+    def _sleep(self, seconds: float) -> None:
+        """Back off, but wake at once for ``rekey`` or ``stop``."""
+        if self._kick.wait(seconds):
+            self._kick.clear()
 
     def _connect(self) -> tuple[Stream, bytes]:
+        """Connect and register. Right after ``rekey``, retry every
+        ``REKEY_RETRY`` (the relay may admit the new key a moment after us)
+        instead of backing off, until ``REKEY_RETRY_FOR`` ran out."""
+        while True:
+            try:
+                got = self._connect_once()
+            except InterruptedError:
+                raise
+            except Exception:
+                if time.monotonic() >= self._rekey_until:
+                    raise
+                if self._stop.wait(timers.REKEY_RETRY):
+                    raise InterruptedError("stopped") from None
+                continue
+            self._rekey_until = 0.0
+            return got
+
+    def _connect_once(self) -> tuple[Stream, bytes]:
         if self._stop.is_set():
             raise InterruptedError("stopped")
         try:

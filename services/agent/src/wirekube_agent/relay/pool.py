@@ -144,6 +144,17 @@ class RelayPool:
         if self._watchdog.is_alive():
             self._watchdog.join(2.0)
 
+    def rekey(self, private_key: bytes) -> None:
+        """Every link re-registers under a new key (key rotation)."""
+        from wirekube_common import wgkey  # noqa: PLC0415 - as in __init__
+
+        with self._lock:
+            self.private_key = private_key
+            self.public_key = wgkey.public_key(private_key)
+            links = list(self.links.values())
+        for link in links:
+            link.rekey(private_key)
+
     def retarget(
         self,
         addresses: Sequence[tuple[str, int]] | None = None,

@@ -41,6 +41,14 @@ RESOLVE_TIMEOUT = 3.0
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 5.0
 
+#: After a key rotation the link re-registers under the new key at once, and
+#: while the relay refuses it (its allow-list follows the WireKubePeers through
+#: its own watch, which can trail ours by a few tens of ms) it retries this
+#: often instead of backing off: every retry here is a relayed pair's outage.
+REKEY_RETRY = 0.02
+#: ...for at most this long; then the ordinary backoff takes over.
+REKEY_RETRY_FOR = 3.0
+
 #: Frames for one replica are gathered into one buffer of this size and written
 #: with one sendall; larger batches amortise the per-syscall cost.
 UPLINK_BATCH = 256 * 1024
