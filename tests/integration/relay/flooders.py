@@ -14,6 +14,10 @@ runs for SECONDS (hard bound) and prints one JSON line of what it did:
   reconnects when closed.
 * ``pending``: from SOURCE_IP, keeps as many unauthenticated connections open
   as it can (reopening each as soon as the relay closes it).
+* ``expire``: opens COUNT (fifth argument) unauthenticated connections at
+  once, spread over SOURCES (sixth) addresses 127.0.1.1.., sends nothing on
+  them and waits until the relay has closed every one (its registration
+  deadline); reports when the first and the last were closed.
 * ``stall``: registers a receiver that never reads and a sender that writes
   bulk frames to it, each followed by a tick to the key given as the fifth
   argument (hex): the ticks' arrival shows how long the sender was held.
@@ -154,6 +158,51 @@ def pending(addr: tuple[str, int], seconds: float, source: str) -> dict[str, obj
     return {"opened": opened, "closed_by_relay": closed_by_relay, "peak_held": peak}
 
 
+def expire(addr: tuple[str, int], seconds: float, count: int, sources: int) -> dict[str, object]:
+    """Open ``count`` silent connections from ``sources`` addresses together
+    and time the relay closing them (monotonic: comparable with the test's)."""
+    import resource  # noqa: PLC0415
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, count + 256)), hard))
+    deadline = time.monotonic() + seconds
+    sel = selectors.DefaultSelector()
+    for i in range(count):
+        s = socket.socket()
+        s.bind((f"127.0.1.{1 + i % sources}", 0))
+        s.setblocking(False)
+        try:
+            s.connect(addr)
+        except BlockingIOError:
+            pass
+        sel.register(s, selectors.EVENT_READ)
+    opened_at = time.monotonic()
+    closes: list[float] = []
+    while len(closes) < count and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.05):
+            s = key.fileobj
+            assert isinstance(s, socket.socket)
+            try:
+                data = s.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                closes.append(time.monotonic())
+                sel.unregister(s)
+                s.close()
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
+    return {
+        "opened": count,
+        "opened_at": opened_at,
+        "closed_by_relay": len(closes),
+        "first_close": min(closes, default=0.0),
+        "last_close": max(closes, default=0.0),
+    }
+
+
 def stall(addr: tuple[str, int], seconds: float, tick_key: bytes) -> dict[str, object]:
     deadline = time.monotonic() + seconds
     receiver_priv = wgkey.generate_private_key()
@@ -185,6 +234,8 @@ def main() -> None:
     addr = (host, port)
     if mode == "pending":
         result = pending(addr, seconds, sys.argv[5] if len(sys.argv) > 5 else "127.0.0.1")
+    elif mode == "expire":
+        result = expire(addr, seconds, int(sys.argv[5]), int(sys.argv[6]))
     elif mode == "stall":
         result = stall(addr, seconds, bytes.fromhex(sys.argv[5]))
     else:

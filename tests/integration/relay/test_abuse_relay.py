@@ -338,6 +338,52 @@ def test_stalled_receiver_releases_its_sender_within_the_spec(
     assert flow.loss() == 0
 
 
+EXPIRING = 4000  # connections accepted together, as in the issue
+EXPIRING_SOURCES = 80  # 50 per address: under the per-source pending cap (64)
+DEADLINE = 3.0  # the relay's registration deadline here (10 s by default)
+
+
+def test_mass_registration_expiry_does_not_stall_the_loop(relay_factory, flooders) -> None:
+    """4,000 unauthenticated connections from 80 addresses accepted together
+    and expired together (their registration deadline): the relay closes them
+    a chunk per loop turn, so an honest pair's relayed round trip never stalls
+    (max < 50 ms; before the chunking the loop stalled 180-300 ms)."""
+    relay = relay_factory(f"--registration-deadline={DEADLINE}")
+    pair = EchoPair(relay.address)
+    try:
+        t0 = time.monotonic()
+        time.sleep(2)
+        t1 = time.monotonic()
+        fl = flooders("expire", relay.address, 20, str(EXPIRING), str(EXPIRING_SOURCES))
+        result = fl.result()
+        time.sleep(1)
+        t2 = time.monotonic()
+    finally:
+        pair.stop()
+    base = pair.window(t0, t1)
+    # every probe sent from half a second before the deadline (a probe in
+    # flight when the sweep starts closing sees the whole stall) until the
+    # flooder saw the last close; the flooder's own view of the first close
+    # can lag on a busy machine, so the deadline, not it, opens the window
+    opened = float(result["opened_at"])
+    during = pair.window(opened + DEADLINE - 0.5, float(result["last_close"]) + 0.1)
+    accepting = pair.window(opened - 0.1, opened + DEADLINE - 0.5)
+    closes = stats_closes(relay)
+    print(
+        f"expiry of {result['closed_by_relay']} connections over "
+        f"{(float(result['last_close']) - float(result['first_close'])) * 1e3:.0f} ms: honest "
+        f"rtt max {max(during) * 1e3:.1f} ms, p99 {p99(during) * 1e3:.2f} ms "
+        f"({len(during)} probes); baseline max {max(base) * 1e3:.1f} ms, p99 "
+        f"{p99(base) * 1e3:.2f} ms; while accepting them max {max(accepting) * 1e3:.1f} ms; "
+        f"relay closes {closes}"
+    )
+    assert result["closed_by_relay"] == EXPIRING, result
+    assert closes.get("auth", 0) >= EXPIRING, closes  # the deadline closed them
+    assert pair.answered() >= pair.sent - 1
+    assert len(during) > 20 and t2 > float(result["last_close"])
+    assert max(during) < 0.050, f"honest round trip stalled {max(during) * 1e3:.0f} ms"
+
+
 def test_one_private_key_is_one_identity(relay_factory) -> None:
     """The same key with its top bit set (X25519 ignores that bit) is refused:
     it cannot register as a second identity or replace the first."""
