@@ -31,6 +31,7 @@ Loopback only: HOST must be a 127.0.0.0/8 address.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -171,10 +172,8 @@ def expire(addr: tuple[str, int], seconds: float, count: int, sources: int) -> d
         s = socket.socket()
         s.bind((f"127.0.1.{1 + i % sources}", 0))
         s.setblocking(False)
-        try:
+        with contextlib.suppress(BlockingIOError):
             s.connect(addr)
-        except BlockingIOError:
-            pass
         sel.register(s, selectors.EVENT_READ)
     opened_at = time.monotonic()
     closes: list[float] = []
