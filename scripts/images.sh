@@ -93,7 +93,7 @@ runtime = \"runc\"
 }
 
 version_of() {  # the version in a pyproject.toml
-  sed -n 's/^version = "\(.*\)"$/\1/p' "$1" | head -n1
+  sed -n 's/^version = "\(.*\)"$/\1/p' "$1" | sed -n 1p
 }
 
 # --- 1. base ------------------------------------------------------------------

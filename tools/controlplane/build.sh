@@ -115,7 +115,7 @@ fi
 # Smoke-check every binary before publishing the cache.
 "${tmp}/bin/kube-apiserver" --version >&2
 "${tmp}/bin/kubectl" version --client=true >&2
-"${tmp}/bin/etcd" --version | head -n 1 >&2
+"${tmp}/bin/etcd" --version | sed -n 1p >&2  # sed reads to the end: head would SIGPIPE the binary (pipefail: exit 141)
 
 mkdir -p "${CACHE_ROOT}/${KEY}"
 if ! mv -T "${tmp}/bin" "${DEST}" 2>/dev/null; then

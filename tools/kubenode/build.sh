@@ -114,7 +114,7 @@ strip "${tmp}/bin/pause" 2>/dev/null || true
 "${tmp}/bin/kube-proxy" --version >&2
 "${tmp}/bin/kube-scheduler" --version >&2
 "${tmp}/bin/kube-controller-manager" --version >&2
-"${tmp}/bin/coredns" -version | head -n 1 >&2
+"${tmp}/bin/coredns" -version | sed -n 1p >&2  # sed reads to the end: head would SIGPIPE the binary (pipefail: exit 141)
 "${tmp}/bin/pause" -v >&2
 
 mkdir -p "${CACHE_ROOT}/${KEY}"
