@@ -17,7 +17,10 @@ from .test_manifests import OVERLAYS, render
 def test_workloads_probe_livez_and_readyz(control_plane: Any, repo: Path, overlay: str) -> None:
     objs = render(control_plane, repo, overlay)
     workloads = [o for (kind, _), o in objs.items() if kind in ("Deployment", "DaemonSet")]
-    assert len(workloads) >= 3
+    # the relay is no manifest of any overlay: the controller creates it from the
+    # mesh spec (managedrelay/desired.py, probed the same way, unit-tested there)
+    names = {o["metadata"]["name"] for o in workloads}
+    assert {"wirekube-agent", "wirekube-gateway-controller"} <= names, names
     for obj in workloads:
         for c in obj["spec"]["template"]["spec"]["containers"]:
             where = (obj["metadata"]["name"], c["name"])
