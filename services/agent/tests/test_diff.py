@@ -1,7 +1,7 @@
 import ipaddress
 import socket
 
-from wirekube_agent import diff
+from wirekube_agent.dataplane import diff
 from wirekube_agent.model import DesiredState, Route, Rule, WgPeer
 from wirekube_common.wireguard.types import DeviceState, PeerState
 

@@ -13,11 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from wirekube_agent import gatewaynode
-from wirekube_agent.gatewaymetrics import GatewayCollector
-from wirekube_agent.gatewaynode import GatewayNode
-from wirekube_agent.gateways import GatewayPlan
-from wirekube_agent.natrules import Observed, rules_for
+from wirekube_agent.gateway import forwarding as gatewaynode
+from wirekube_agent.gateway.cache import GatewayPlan
+from wirekube_agent.gateway.forwarding import GatewayNode
+from wirekube_agent.gateway.metrics import GatewayCollector
+from wirekube_agent.gateway.natrules import Observed, rules_for
 from wirekube_agent.netlink import nft
 from wirekube_agent.timers import RESYNC_INTERVAL_S
 from wirekube_common.gateway import GatewayDuty

@@ -10,12 +10,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from wirekube_agent import diff
-from wirekube_agent.gateways import EMPTY, GatewayCache, plan
+from wirekube_agent.dataplane import diff
+from wirekube_agent.dataplane.desired import desired_state, select_peers, with_gateway_routes
+from wirekube_agent.gateway.cache import EMPTY, GatewayCache, plan
 from wirekube_agent.k8s.translate import peer_from_object
 from wirekube_agent.model import FWMARK, Route
-from wirekube_agent.paths import PathState
-from wirekube_agent.topology import desired_state, select_peers, with_gateway_routes
+from wirekube_agent.paths.rules import PathState
 from wirekube_common.crd import Gateway, Peer
 from wirekube_common.wireguard.types import DeviceState, PeerState
 

@@ -9,9 +9,14 @@ from dataclasses import replace
 
 import pytest
 
-from wirekube_agent import diff, keyrotation, keys, paths, status, topology
+from wirekube_agent.dataplane import desired as topology
+from wirekube_agent.dataplane import diff
+from wirekube_agent.keys import rotation as keyrotation
+from wirekube_agent.keys import store as keys
 from wirekube_agent.model import FWMARK
-from wirekube_agent.prober import Prober, Target
+from wirekube_agent.paths import rules as paths
+from wirekube_agent.paths.prober import Prober, Target
+from wirekube_agent.status import peerstatus as status
 from wirekube_common import wgkey
 from wirekube_common.crd import MeshSpec, PeerStatus
 from wirekube_common.crd.base import InvalidObject

@@ -22,14 +22,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from wirekube_agent import initiate, keyrotation, keys, pathplan, paths, registration, status
 from wirekube_agent.cleanup import cleanup
-from wirekube_agent.dataplane import DataPlane
-from wirekube_agent.endpoint import Discovery, discover
-from wirekube_agent.events import REASON as PATH_CHANGED
-from wirekube_agent.events import EventBudget, admit, changes
-from wirekube_agent.gatewaynode import GatewayNode
-from wirekube_agent.gateways import GatewayCache
+from wirekube_agent.dataplane.apply import DataPlane
+from wirekube_agent.dataplane.desired import desired_state, select_peers, with_gateway_routes
+from wirekube_agent.endpoint import registration
+from wirekube_agent.endpoint.discovery import Discovery, discover
+from wirekube_agent.endpoint.tasks import NetTasks
+from wirekube_agent.gateway.cache import GatewayCache
+from wirekube_agent.gateway.forwarding import GatewayNode
 from wirekube_agent.k8s import translate
 from wirekube_agent.k8s.client import (
     GATEWAYS,
@@ -41,13 +41,20 @@ from wirekube_agent.k8s.client import (
     nodes_path,
 )
 from wirekube_agent.k8s.parsed import ParsedCache
+from wirekube_agent.keys import rotation as keyrotation
+from wirekube_agent.keys import store as keys
 from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
-from wirekube_agent.nettasks import NetTasks
+from wirekube_agent.paths import initiate
+from wirekube_agent.paths import plan as pathplan
+from wirekube_agent.paths import rules as paths
+from wirekube_agent.paths.prober import Rtt
 from wirekube_agent.peerstats import PeerStats, Traffic
-from wirekube_agent.prober import Rtt
 from wirekube_agent.relaying import RelayManager, RelayTarget, local_egress, relay_target
 from wirekube_agent.settings import Settings
+from wirekube_agent.status import peerstatus as status
+from wirekube_agent.status.events import REASON as PATH_CHANGED
+from wirekube_agent.status.events import EventBudget, admit, changes
 from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
     KEY_SWITCH_TIMEOUT_S,
@@ -56,7 +63,6 @@ from wirekube_agent.timers import (
     RESYNC_INTERVAL_S,
     STATUS_DETAIL_SAMPLE_S,
 )
-from wirekube_agent.topology import desired_state, select_peers, with_gateway_routes
 from wirekube_agent.wg import Backend, select
 from wirekube_common import wgkey
 from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
@@ -526,7 +532,7 @@ class Reconciler:
             )
         self.discovery = found
 
-    # -- key rotation (keyrotation.py) ----------------------------------------------
+    # -- key rotation (keys/rotation.py) --------------------------------------------
     def _rotate_key(self, node: NodeInfo, mesh: MeshSpec, now: float) -> None:
         """Make and publish a new key pair when asked or due; the interface
         follows once the new key is seen published (``_follow_published_key``)."""

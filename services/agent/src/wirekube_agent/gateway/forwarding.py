@@ -30,7 +30,7 @@ import logging
 import os
 from collections.abc import Iterable
 
-from wirekube_agent import natrules
+from wirekube_agent.gateway import natrules
 from wirekube_agent.netlink import nft
 from wirekube_agent.timers import RESYNC_INTERVAL_S
 from wirekube_common.gateway import GatewayDuty

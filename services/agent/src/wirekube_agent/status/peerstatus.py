@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wirekube_agent.model import Endpoint
-from wirekube_agent.paths import PathState
+from wirekube_agent.paths.rules import PathState
 from wirekube_agent.timers import (
     HANDSHAKE_FRESH_S,
     STATUS_BURST,

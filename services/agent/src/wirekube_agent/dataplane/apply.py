@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 from pyroute2 import IPRoute
 
-from wirekube_agent import diff
+from wirekube_agent.dataplane import diff
+from wirekube_agent.dataplane.sysctl import apply_interface_sysctls
 from wirekube_agent.model import FWMARK, DesiredState, Endpoint, Route, Rule
 from wirekube_agent.netlink import routes, rules
-from wirekube_agent.sysctl import apply_interface_sysctls
 from wirekube_agent.timers import RESYNC_INTERVAL_S
 from wirekube_agent.wg import Backend
 from wirekube_common.crd import MeshSpec

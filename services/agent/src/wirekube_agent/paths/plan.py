@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wirekube_agent.model import Endpoint, RemotePeer
-from wirekube_agent.paths import (
+from wirekube_agent.paths.prober import Target
+from wirekube_agent.paths.rules import (
     LocalFacts,
     PathPolicy,
     PathState,
@@ -20,7 +21,6 @@ from wirekube_agent.paths import (
     candidates,
     step,
 )
-from wirekube_agent.prober import Target
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from wirekube_agent import disco
 from wirekube_agent.model import Endpoint
-from wirekube_agent.paths import ProbeView
+from wirekube_agent.paths import disco
+from wirekube_agent.paths.rules import ProbeView
 from wirekube_agent.peerstats import Histogram
 from wirekube_agent.timers import HEARTBEAT_S, LEARNED_ENDPOINT_TTL_S, PROBE_INTERVAL_S
 from wirekube_common import wgkey

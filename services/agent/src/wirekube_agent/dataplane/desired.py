@@ -29,7 +29,7 @@ from wirekube_agent.model import (
     Rule,
     WgPeer,
 )
-from wirekube_agent.paths import PathState
+from wirekube_agent.paths.rules import PathState
 from wirekube_agent.timers import DEFAULT_PERSISTENT_KEEPALIVE_S
 
 MAIN_TABLE = 254
