@@ -15,7 +15,8 @@ from wirekube_agent.keys import rotation as keyrotation
 from wirekube_agent.keys import store as keys
 from wirekube_agent.model import FWMARK
 from wirekube_agent.paths import rules as paths
-from wirekube_agent.paths.prober import Prober, Target
+from wirekube_agent.paths.prober import Prober
+from wirekube_agent.paths.rules import Target
 from wirekube_agent.status import peerstatus as status
 from wirekube_common import wgkey
 from wirekube_common.crd import MeshSpec, PeerStatus

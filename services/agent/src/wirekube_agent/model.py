@@ -103,13 +103,21 @@ class Route:
         return (self.table, self.dst)
 
 
+# Linux's address family numbers (socket.AF_INET, socket.AF_INET6), spelled out
+# so that the pure modules that build rules need not import ``socket``; netlink
+# reports the same numbers back, so the diff compares like with like.
+AF_INET = 2
+AF_INET6 = 10
+FAMILY_OF_VERSION = {4: AF_INET, 6: AF_INET6}
+
+
 @dataclass(frozen=True)
 class Rule:
     """An ip rule we own, identified by family, priority and destination."""
 
     priority: int
     table: int
-    family: int  # socket.AF_INET / AF_INET6
+    family: int  # AF_INET / AF_INET6, as below
     fwmark: int | None = None
     dst: IPNetwork | None = None
 

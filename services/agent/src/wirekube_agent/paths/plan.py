@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wirekube_agent.model import Endpoint, RemotePeer
-from wirekube_agent.paths.prober import Target
 from wirekube_agent.paths.rules import (
     LocalFacts,
     PathPolicy,
     PathState,
     ProbeView,
+    Target,
     candidates,
     step,
 )
