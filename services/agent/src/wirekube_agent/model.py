@@ -13,9 +13,10 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from wirekube_common.wireguard.types import Endpoint
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-Endpoint = tuple[str, int]
 Transport = Literal["direct", "relay"]
 
 # The routing table the agent owns ("WK" in ASCII) and its fwmark. The
