@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from wirekube_agent import decide
 from wirekube_agent.cleanup import cleanup
 from wirekube_agent.dataplane.apply import DataPlane
-from wirekube_agent.dataplane.desired import desired_state, select_peers, with_gateway_routes
 from wirekube_agent.endpoint import registration
 from wirekube_agent.endpoint.discovery import Discovery, discover
 from wirekube_agent.endpoint.tasks import NetTasks
@@ -46,7 +46,6 @@ from wirekube_agent.keys import store as keys
 from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
 from wirekube_agent.paths import initiate
-from wirekube_agent.paths import plan as pathplan
 from wirekube_agent.paths import rules as paths
 from wirekube_agent.paths.prober import Rtt
 from wirekube_agent.peerstats import PeerStats, Traffic
@@ -54,7 +53,7 @@ from wirekube_agent.relaying import RelayManager, RelayTarget, local_egress, rel
 from wirekube_agent.settings import Settings
 from wirekube_agent.status import peerstatus as status
 from wirekube_agent.status.events import REASON as PATH_CHANGED
-from wirekube_agent.status.events import EventBudget, admit, changes
+from wirekube_agent.status.events import EventBudget, PathEvent, admit
 from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
     KEY_SWITCH_TIMEOUT_S,
@@ -258,58 +257,60 @@ class Reconciler:
         self._rotate_key(node, mesh, now)
         self._discover(node, mesh, now)
         self._register(node)
-        peers, warnings = select_peers(self._remote_peers(), self.public_key, node)
-        for name, why in warnings:
-            self._reject_once(name, why)
-        self._note_rotated_peers(peers)
+        # -- which peers (pure: decide.accept) ----------------------------------
         gateway_plan = self.gateways.plan(self.peer_name, self.peers_informer.snapshot)
-        peers, problems = with_gateway_routes(peers, gateway_plan.routes, node)
-        self._log_gateway_problems(problems)
+        accepted = decide.accept(self._remote_peers(), self.public_key, node, gateway_plan.routes)
+        for name, why in accepted.rejected:
+            self._reject_once(name, why)
+        self._note_rotated_peers(accepted.peers)
+        self._log_gateway_problems(accepted.gateway_problems)
+        peers, by_key = accepted.peers, accepted.keys
 
+        # -- observe ---------------------------------------------------------------
         device = self.dataplane.observe()
-        by_key = {p.public_key: n for n, p in peers.items()}
-        handshakes = {by_key[k]: s.last_handshake for k, s in device.peers.items() if k in by_key}
+        # The relay links' target comes from the mesh spec (``relaying``);
+        # every peer keeps its bridge socket while a relay is configured, so
+        # fallback is instant and call-me-maybe probes can reach it.
+        self.relays.ensure(self._relay_target(mesh, node, now), mesh.listen_port)
+        relay_endpoints: dict[bytes, Endpoint] = self.relays.endpoints(by_key)
+        nat = self.net.netcheck.report
+        prober = self.net.prober
+        api_ip = self.api.server_address()
+        seen = decide.Observation(
+            now=now,
+            node=node,
+            mesh=mesh,
+            peers=peers,
+            device=device,
+            local=self._local_facts(node, nat),
+            views={k: prober.view(k) for k in by_key},
+            learned={k: prober.learned(k, now) for k in by_key},
+            relay_available=self.relays.available,
+            relay_endpoints=relay_endpoints,
+            control_destinations=(api_ip,) if api_ip else (),
+        )
+
+        # -- decide (pure) -----------------------------------------------------------
+        decision = decide.decide(seen, self.paths)
+
+        # -- apply -------------------------------------------------------------------
+        handshakes = decision.handshakes
         self.observed.device, self.observed.handshakes, self.observed.peers = (
             device,
             handshakes,
             peers,
         )
-
-        self.relays.ensure(self._relay_target(mesh, node, now), mesh.listen_port)
-        policy = paths.PathPolicy(
-            relay_mode=mesh.relay.mode,
-            relay_available=self.relays.available,
-            handshake_timeout_s=mesh.relay.handshake_timeout_seconds,
-            direct_retry_interval_s=mesh.relay.direct_retry_interval_seconds,
-        )
-        # Every peer keeps its bridge socket while a relay is configured:
-        # fallback is then instant and call-me-maybe probes can reach it.
-        relay_endpoints: dict[bytes, Endpoint] = self.relays.endpoints(by_key)
-        nat = self.net.netcheck.report
-        prober = self.net.prober
-        views = {k: prober.view(k) for k in by_key}
-        planned = pathplan.plan(
-            peers,
-            self.paths,
-            self._local_facts(node, nat),
-            views,
-            {k: prober.learned(k, now) for k in by_key},
-            handshakes,
-            policy,
-            relay_endpoints,
-            now,
-        )
-        paths_changed = planned.paths != self.paths
-        self._record_path_events(planned.paths, now)
-        self._log_path_changes(planned.paths)
+        paths_changed = decision.paths_changed(self.paths)
+        self._record_path_events(decision.path_changes, now)
+        self._log_path_changes(decision.paths)
         traffic = {
             by_key[k]: Traffic(self.dataplane.added_at.get(k), s.rx_bytes, s.tx_bytes)
             for k, s in device.peers.items()
             if k in by_key
         }
-        self.stats.update(self.paths, planned.paths, handshakes, traffic, now)
-        self.paths = planned.paths
-        prober.set_targets(planned.targets)
+        self.stats.update(self.paths, decision.paths, handshakes, traffic, now)
+        self.paths = decision.paths
+        prober.set_targets(decision.probe_targets)
         # Probe details only ride along with status writes (status.should_write):
         # sampled at every path change and every STATUS_DETAIL_SAMPLE_S; between
         # samples status.peer_path answers from its cache.
@@ -317,25 +318,15 @@ class Reconciler:
             self._probes_at = now
             self._probes = {
                 name: status.PeerProbe(
-                    planned.targets[k].candidates,
-                    views[k].answered,
+                    decision.probe_targets[k].candidates,
+                    seen.views[k].answered,
                     _seconds(prober.rtt(k, "direct")),
                     _seconds(prober.rtt(k, "relay")),
                 )
                 for k, name in by_key.items()
-                if k in planned.targets
+                if k in decision.probe_targets
             }
-        api_ip = self.api.server_address()
-        desired = desired_state(
-            interface=mesh.interface_name,
-            listen_port=mesh.listen_port,
-            mtu=mesh.mtu,
-            node=node,
-            peers=peers,
-            paths=self.paths,
-            relay_endpoints=relay_endpoints,
-            control_destinations=[api_ip] if api_ip else [],
-        )
+        desired = decision.desired
         # Our own key switches here, at the point of the pass where the other
         # agents swap our peer entry (their apply, right below): each side's
         # pass reacts to the same watch event, so the two ends switch within
@@ -424,9 +415,9 @@ class Reconciler:
                     why,
                 )
 
-    def _record_path_events(self, new: dict[str, paths.PathState], now: float) -> None:
-        """Path changes as Events on our own WireKubePeer (``events``)."""
-        found = changes(self.paths, new)
+    def _record_path_events(self, found: list[PathEvent], now: float) -> None:
+        """Path changes (``decide``) as Events on our own WireKubePeer, within
+        the Event budget (``status.events``)."""
         self._event_budget, admitted = admit(self._event_budget, found, now)
         if not admitted:
             return
