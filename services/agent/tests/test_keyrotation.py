@@ -174,7 +174,7 @@ def test_a_rotated_peer_is_swapped_in_place(
     )
     applied = {k: p.endpoint for k, p in before.peers.items()}
     after = state(new)
-    ops = diff.plan(after, have, before.routes, before.rules, applied, key(1), FWMARK)
+    ops = diff.operations(after, have, before.routes, before.rules, applied, key(1), FWMARK)
     assert ops.wireguard is not None
     assert ops.wireguard.private_key is None  # our own interface is untouched
     removed = [p.public_key for p in ops.wireguard.peers if p.remove]
@@ -209,7 +209,7 @@ def test_our_own_rotation_changes_only_the_private_key() -> None:
         },
     )
     applied = {k: p.endpoint for k, p in want.peers.items()}
-    ops = diff.plan(want, have, want.routes, want.rules, applied, key(7), FWMARK)
+    ops = diff.operations(want, have, want.routes, want.rules, applied, key(7), FWMARK)
     assert ops.wireguard is not None
     assert ops.wireguard.private_key == key(7)
     assert ops.wireguard.peers == ()

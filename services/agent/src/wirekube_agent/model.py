@@ -1,7 +1,7 @@
 """The agent's vocabulary: validated peers, desired WireGuard state, routes, rules.
 
 Everything here is a frozen value. CRD dicts become ``RemotePeer`` in
-``k8s.translate`` (the only place that validates them); ``topology`` turns the
+``k8s.translate`` (the only place that validates them); ``dataplane.desired`` turns the
 remote peers plus local facts into a ``DesiredState``; ``diff`` compares that with
 what the kernel reports. Keys are raw bytes, addresses are ``ipaddress``
 objects, so equality is semantic, not textual.

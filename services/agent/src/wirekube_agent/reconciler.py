@@ -29,7 +29,7 @@ from wirekube_agent.endpoint import registration
 from wirekube_agent.endpoint.discovery import Discovery, discover
 from wirekube_agent.endpoint.tasks import NetTasks
 from wirekube_agent.gateway.cache import GatewayCache
-from wirekube_agent.gateway.forwarding import GatewayNode
+from wirekube_agent.gateway.forwarding import Forwarding
 from wirekube_agent.k8s import translate
 from wirekube_agent.k8s.client import (
     GATEWAYS,
@@ -113,7 +113,7 @@ class Reconciler:
         self.clock = clock
         # The key we publish; ``_active_key`` is the one the interface, the
         # prober and the relay links use. They differ only during a rotation,
-        # until our watch shows the new public key published (``keyrotation``).
+        # until our watch shows the new public key published (``keys.rotation``).
         self.private_key = private_key
         self.public_key = wgkey.public_key(private_key)
         self._active_key = private_key
@@ -176,10 +176,10 @@ class Reconciler:
             field_selector=f"metadata.name={settings.node_name}",
         )
         # WireKubeGateways (read-only): clients route their CIDRs to the active
-        # peer, the active peer forwards (``gateways``, ``gatewaynode``), and a
+        # peer, the active peer forwards (``gateway.cache``, ``gateway.forwarding``), and a
         # gateway peer health-checks its targets (a supervisor task fed here).
         self.gateways = GatewayCache()
-        self.gateway_node = GatewayNode(settings.sysctl_root)
+        self.forwarding = Forwarding(settings.sysctl_root)
         self.gateway_health = GatewayHealthReporter(self.peer_name, KubeLeaseWriter(api.new_rest()))
         self._gateway_problems: tuple[str, ...] = ()
         self.gateways_informer = Informer(
@@ -258,8 +258,8 @@ class Reconciler:
         self._discover(node, mesh, now)
         self._register(node)
         # -- which peers (pure: decide.accept) ----------------------------------
-        gateway_plan = self.gateways.plan(self.peer_name, self.peers_informer.snapshot)
-        accepted = decide.accept(self._remote_peers(), self.public_key, node, gateway_plan.routes)
+        assignment = self.gateways.assignment(self.peer_name, self.peers_informer.snapshot)
+        accepted = decide.accept(self._remote_peers(), self.public_key, node, assignment.routes)
         for name, why in accepted.rejected:
             self._reject_once(name, why)
         self._note_rotated_peers(accepted.peers)
@@ -335,7 +335,7 @@ class Reconciler:
         restarts = self._restarts(peers, device, now) | self._rotation_restarts(device, now)
         self.dataplane.apply(desired, device, now, restarts)
         try:
-            self.gateway_node.ensure(gateway_plan.duties, mesh.interface_name, now)
+            self.forwarding.ensure(assignment.duties, mesh.interface_name, now)
         except Exception:
             log.exception("gateway forwarding failed; retrying on the next pass")
         self._write_status(node, mesh, nat, now)
@@ -765,7 +765,7 @@ class Reconciler:
             self.peer_name,
         )
         self.dataplane.teardown()
-        self.gateway_node.teardown()
+        self.forwarding.teardown()
         self.relays.stop()
         self.paths.clear()
         # No more path probes or STUN rounds from a node outside the mesh:

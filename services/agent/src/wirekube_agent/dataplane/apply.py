@@ -89,7 +89,7 @@ class DataPlane:
                 have_rules: list[Rule] = rules.observed(ipr)
             else:
                 have_routes, have_rules = list(desired.routes), list(desired.rules)
-            ops = diff.plan(
+            ops = diff.operations(
                 desired,
                 device,
                 have_routes,

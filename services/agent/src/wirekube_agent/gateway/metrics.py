@@ -36,7 +36,7 @@ class GatewayCollector(Collector):
         self.r = reconciler
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        node = self.r.gateway_node
+        node = self.r.forwarding
         active = GaugeMetricFamily(
             "wirekube_gateway_active",
             "1 for each WireKubeGateway this node is the active peer of",
