@@ -160,7 +160,7 @@ def test_seed_topologies_first_pass_relays_and_probes_only_what_can_go_direct(
 ) -> None:
     for me, them in ((a, b), (b, a)):
         seen = observe(sites, me, now=100.0)
-        decision = decide.decide(seen, {})
+        decision = decide.decide(seen, decide.Memory())
         path = decision.paths[them]
         peer = seen.peers[them]
         # Relay first: routed through the relay from the first packet.
@@ -182,11 +182,11 @@ def test_seed_topologies_second_pass_follows_the_network(
 ) -> None:
     """The network answers the probes of exactly the pairs the seed calls
     direct, on the first candidate (internal address behind one NAT)."""
-    first = decide.decide(observe(sites, a, now=100.0), {})
+    first = decide.decide(observe(sites, a, now=100.0), decide.Memory())
     cands = first.probe_targets[observe(sites, a, 100.0).peers[b].public_key].candidates
     answered = {b: cands[0]} if expected == "direct" else {}
     seen = observe(sites, a, now=101.0, answered=answered)
-    decision = decide.decide(seen, first.paths)
+    decision = decide.decide(seen, first.memory)
     path = decision.paths[b]
     wg = decision.desired.peers[seen.peers[b].public_key]
     assert path.transport == expected
@@ -201,7 +201,7 @@ def test_seed_topologies_second_pass_follows_the_network(
 
 def test_same_nat_candidates_start_with_the_internal_address() -> None:
     sites, _ = TOPOLOGIES["1 all private (cloud NAT)"]
-    decision = decide.decide(observe(sites, "node-1", 100.0), {})
+    decision = decide.decide(observe(sites, "node-1", 100.0), decide.Memory())
     assert decision.probe_targets[key(2)].candidates[0] == ("10.1.0.2", 51820)
     assert decision.probe_targets[key(3)].candidates[0] == ("198.18.2.1", 51820)
 
@@ -209,13 +209,13 @@ def test_same_nat_candidates_start_with_the_internal_address() -> None:
 def test_without_a_relay_paths_are_direct_and_unrouted_until_proven() -> None:
     sites, _ = TOPOLOGIES["2 mixed (private + public)"]
     seen = observe(sites, "node-2", 100.0, relay_available=False)
-    decision = decide.decide(seen, {})
+    decision = decide.decide(seen, decide.Memory())
     assert {p.transport for p in decision.paths.values()} == {"direct"}
     assert not any(p.routed for p in decision.paths.values())
     assert decision.desired.routes == frozenset()
     # A handshake on the guessed endpoint proves it: routed on the next pass.
     later = observe(sites, "node-2", 102.0, handshakes={"node-3": 101.5}, relay_available=False)
-    after = decide.decide(later, decision.paths)
+    after = decide.decide(later, decision.memory)
     assert after.paths["node-3"].phase == "up"
     assert after.handshakes["node-3"] == 101.5
     assert any(r.dst == ipaddress.ip_network("10.2.0.3/32") for r in after.desired.routes)
@@ -225,7 +225,7 @@ def test_mode_always_keeps_every_peer_on_the_relay_even_when_probes_answer() -> 
     sites, _ = TOPOLOGIES["1 all private (cloud NAT)"]
     mesh = replace(MeshSpec(), relay=RelaySpec(mode="always"))
     seen = observe(sites, "node-1", 100.0, answered={"node-2": ("10.1.0.2", 51820)}, mesh=mesh)
-    decision = decide.decide(seen, {})
+    decision = decide.decide(seen, decide.Memory())
     assert {p.transport for p in decision.paths.values()} == {"relay"}
     assert not any(t.burst for t in decision.probe_targets.values())
 
@@ -252,6 +252,60 @@ def test_the_api_server_is_never_routed_into_the_tunnel() -> None:
         observe(sites, "node-1", 100.0),
         control_destinations=(ipaddress.ip_address("10.2.0.3"),),
     )
-    decision = decide.decide(seen, {})
+    decision = decide.decide(seen, decide.Memory())
     control = [r for r in decision.desired.rules if r.dst == ipaddress.ip_network("10.2.0.3/32")]
     assert len(control) == 1 and control[0].table == 254  # the main table
+
+
+def initiation_pass(
+    memory: decide.Memory, now: float, rx_bytes: int, last_ping: float, own: int = 1
+) -> decide.Decision:
+    """node-1 (key ``own``) and node-2 (key 2), added at t=0, no handshake yet."""
+    sites, _ = TOPOLOGIES["1 all private (cloud NAT)"]
+    seen = observe({k: v for k, v in sites.items() if k != "node-3"}, "node-1", now)
+    peer = key(2)
+    return decide.decide(
+        replace(
+            seen,
+            own_key=key(own),
+            added_at={peer: 0.0},
+            device=DeviceState(peers={peer: PeerState(peer, rx_bytes=rx_bytes)}),
+            views={peer: ProbeView(last_ping=last_ping)},
+        ),
+        memory,
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        # (now, rx_bytes, last probe from its agent) per pass -> restarts per pass
+        ([(0.2, 0, 0.1), (0.7, 0, 0.6), (1.0, 0, 0.9)], [None, "silent", None]),
+        ([(0.2, 0, 0.0), (3.0, 0, 0.0)], [None, None]),  # its agent never probed: wait
+        (
+            [(0.1, 148, 0.0), (0.6, 148, 0.5), (1.2, 148, 1.1), (2.5, 148, 2.4)],
+            [None, None, "crossed", None],
+        ),
+        ([(0.1, 148, 0.0), (0.9, 296, 0.8), (1.5, 296, 1.4)], [None, None, None]),  # more came
+    ],
+)
+def test_restart_to_initiate_once_per_reason(
+    rows: list[tuple[float, int, float]], expected: list[str | None]
+) -> None:
+    memory = decide.Memory()
+    got: list[str | None] = []
+    for now, rx, ping in rows:
+        decision = initiation_pass(memory, now, rx, ping)
+        reasons = [r for _, r in decision.initiations]
+        assert decision.restarts == (frozenset({key(2)}) if reasons else frozenset())
+        got.append(reasons[0] if reasons else None)
+        memory = decision.memory
+    assert got == expected
+
+
+def test_only_the_lower_key_restarts() -> None:
+    memory = decide.Memory()
+    for now, ping in ((0.2, 0.1), (0.7, 0.6)):
+        decision = initiation_pass(memory, now, 0, ping, own=9)  # our key 9 > theirs 2
+        assert decision.restarts == frozenset()
+        memory = decision.memory

@@ -13,26 +13,26 @@ that port when the peer is relayed. So:
   peers this node configures, conflicts resolved, gateway CIDRs added, and
   what to report about the ones left out; the bridge then takes exactly
   ``Acceptance.keys``;
-* ``decide(Observation, previous paths) -> Decision`` — every peer's path,
-  what the prober should probe, the path changes worth an Event, and the
-  desired WireGuard device, routes and rules (which ``dataplane.apply``
-  diffs against the kernel).
+* ``decide(Observation, Memory) -> Decision`` — every peer's path, what the
+  prober should probe, the path changes worth an Event, the peers to
+  re-create so WireGuard initiates now, and the desired WireGuard device,
+  routes and rules (which ``dataplane.apply`` diffs against the kernel).
+  ``Decision.memory`` is the next pass's ``Memory``.
 
 What stays in the reconciler: actors with memory of their own that this
 slice has not yet turned into data (key rotation, endpoint discovery and
-registration, the restart-to-initiate rule's per-peer memory, status-write
-budgets). Their pure rules live in ``keys.rotation``, ``endpoint.*``,
-``paths.initiate`` and ``status.*``.
+registration, status-write budgets). Their pure rules live in
+``keys.rotation``, ``endpoint.*`` and ``status.*``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wirekube_agent.dataplane.desired import desired_state, select_peers, with_gateway_routes
 from wirekube_agent.model import DesiredState, Endpoint, IPAddress, IPNetwork, NodeInfo, RemotePeer
-from wirekube_agent.paths import plan
+from wirekube_agent.paths import initiate, plan
 from wirekube_agent.paths.rules import LocalFacts, PathPolicy, PathState, ProbeView, Target
 from wirekube_agent.status.events import PathEvent, changes
 from wirekube_common.crd import MeshSpec
@@ -81,6 +81,17 @@ class Observation:
     relay_available: bool
     relay_endpoints: Mapping[bytes, Endpoint]  # the bridge's port per peer
     control_destinations: tuple[IPAddress, ...] = ()  # the API server: never tunnelled
+    own_key: bytes = b""  # our published public key (the lower key initiates)
+    added_at: Mapping[bytes, float] = field(default_factory=dict)  # when we created each peer
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What one decision hands the next: the paths and the initiation rule's
+    per-peer memory (``paths.initiate``)."""
+
+    paths: Mapping[str, PathState] = field(default_factory=dict)
+    initiation: initiate.Memory = field(default_factory=initiate.Memory)
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,14 @@ class Decision:
     probe_targets: dict[bytes, Target]  # the prober's work until the next pass
     path_changes: list[PathEvent]  # candidates for Events (rate-limited when applied)
     desired: DesiredState
+    # Peers to re-create so WireGuard initiates now (``paths.initiate``), and why.
+    restarts: frozenset[bytes] = frozenset()
+    initiations: list[tuple[str, initiate.Reason]] = field(default_factory=list)
+    initiation: initiate.Memory = field(default_factory=initiate.Memory)
+
+    @property
+    def memory(self) -> Memory:
+        return Memory(self.paths, self.initiation)
 
     def paths_changed(self, previous: Mapping[str, PathState]) -> bool:
         return self.paths != previous
@@ -106,8 +125,9 @@ def policy_of(mesh: MeshSpec, relay_available: bool) -> PathPolicy:
     )
 
 
-def decide(seen: Observation, previous: Mapping[str, PathState]) -> Decision:
-    """Paths, probe targets, Events and the desired device for one pass."""
+def decide(seen: Observation, memory: Memory) -> Decision:
+    """Paths, probe targets, Events, restarts and the desired device for one pass."""
+    previous = memory.paths
     by_key = {p.public_key: n for n, p in seen.peers.items()}
     handshakes = {by_key[k]: s.last_handshake for k, s in seen.device.peers.items() if k in by_key}
     planned = plan.plan(
@@ -131,10 +151,22 @@ def decide(seen: Observation, previous: Mapping[str, PathState]) -> Decision:
         relay_endpoints=seen.relay_endpoints,
         control_destinations=list(seen.control_destinations),
     )
+    restarts, initiations, initiation = initiate.restarts(
+        memory.initiation,
+        {n: p.public_key for n, p in seen.peers.items()},
+        seen.device.peers,
+        seen.added_at,
+        seen.views,
+        seen.own_key,
+        seen.now,
+    )
     return Decision(
         handshakes=handshakes,
         paths=planned.paths,
         probe_targets=planned.targets,
         path_changes=changes(previous, planned.paths),
         desired=desired,
+        restarts=restarts,
+        initiations=initiations,
+        initiation=initiation,
     )

@@ -141,9 +141,7 @@ class Reconciler:
         self._probes: dict[str, status.PeerProbe] = {}  # for status.peerPaths
         self._probes_at = float("-inf")
         self._event_budget = EventBudget()
-        self._restarted: dict[bytes, set[initiate.Reason]] = {}  # each reason acted on once
-        self._probing_since: dict[bytes, float] = {}  # initiate.PeerFacts.probing_since
-        self._rx_seen: dict[bytes, tuple[int, float]] = {}  # rx_bytes, since when
+        self._initiation = initiate.Memory()  # decide's restart-to-initiate memory
         self.discovery = Discovery(None, None)
         self._discovered_at = 0.0
         self._discovered_for: tuple[NodeInfo, int, int] | None = None
@@ -288,10 +286,12 @@ class Reconciler:
             relay_available=self.relays.available,
             relay_endpoints=relay_endpoints,
             control_destinations=(api_ip,) if api_ip else (),
+            own_key=self.public_key,
+            added_at=self.dataplane.added_at,
         )
 
         # -- decide (pure) -----------------------------------------------------------
-        decision = decide.decide(seen, self.paths)
+        decision = decide.decide(seen, decide.Memory(self.paths, self._initiation))
 
         # -- apply -------------------------------------------------------------------
         handshakes = decision.handshakes
@@ -332,7 +332,10 @@ class Reconciler:
         # pass reacts to the same watch event, so the two ends switch within
         # a few ms of each other instead of a pass's length apart.
         self._follow_published_key(now)
-        restarts = self._restarts(peers, device, now) | self._rotation_restarts(device, now)
+        self._initiation = decision.initiation
+        for name, reason in decision.initiations:
+            log.info("re-creating WireGuard peer %s to initiate now (%s)", name, WHY[reason])
+        restarts = decision.restarts | self._rotation_restarts(device, now)
         self.dataplane.apply(desired, device, now, restarts)
         try:
             self.forwarding.ensure(assignment.duties, mesh.interface_name, now)
@@ -345,46 +348,6 @@ class Reconciler:
             for problem in problems:
                 log.warning("%s", problem)
             self._gateway_problems = tuple(problems)
-
-    def _restarts(
-        self, peers: dict[str, RemotePeer], device: DeviceState, now: float
-    ) -> frozenset[bytes]:
-        """Peers to re-create so WireGuard initiates at once (``initiate``)."""
-        out = set()
-        for name, peer in peers.items():
-            key = peer.public_key
-            added = self.dataplane.added_at.get(key)
-            state = device.peers.get(key)
-            if added is None or state is None:
-                continue
-            seen = self._rx_seen.get(key)
-            if seen is None or seen[0] != state.rx_bytes:
-                seen = self._rx_seen[key] = (state.rx_bytes, added if seen is None else now)
-            we_initiate = self.public_key < key
-            if not initiate.eligible(state.last_handshake, we_initiate):
-                continue
-            last_ping = self.net.prober.view(key).last_ping
-            if last_ping > added:
-                self._probing_since.setdefault(key, last_ping)
-            facts = initiate.PeerFacts(
-                added,
-                state.last_handshake,
-                state.rx_bytes,
-                max(seen[1], added),
-                self._probing_since.get(key),
-                we_initiate,
-            )
-            reason = initiate.due(facts, now)
-            done = self._restarted.setdefault(key, set())
-            if reason is not None and reason not in done:
-                log.info("re-creating WireGuard peer %s to initiate now (%s)", name, WHY[reason])
-                out.add(key)
-                done.add(reason)
-        keys = {p.public_key for p in peers.values()}
-        self._restarted = {k: v for k, v in self._restarted.items() if k in keys}
-        self._probing_since = {k: t for k, t in self._probing_since.items() if k in keys}
-        self._rx_seen = {k: v for k, v in self._rx_seen.items() if k in keys}
-        return frozenset(out)
 
     def _log_path_changes(self, new: dict[str, paths.PathState]) -> None:
         for name, path in new.items():
