@@ -36,6 +36,7 @@ from wirekube_agent.paths import initiate, plan
 from wirekube_agent.paths.rules import LocalFacts, PathPolicy, PathState, ProbeView, Target
 from wirekube_agent.status.events import PathEvent, changes
 from wirekube_common.crd import MeshSpec
+from wirekube_common.gateway import GatewayDuty
 from wirekube_common.wireguard.types import DeviceState
 
 
@@ -82,6 +83,7 @@ class Observation:
     relay_endpoints: Mapping[bytes, Endpoint]  # the bridge's port per peer
     control_destinations: tuple[IPAddress, ...] = ()  # the API server: never tunnelled
     own_key: bytes = b""  # our published public key (the lower key initiates)
+    gateway_duties: tuple[GatewayDuty, ...] = ()  # as the active peer of some gateways
     added_at: Mapping[bytes, float] = field(default_factory=dict)  # when we created each peer
 
 
@@ -107,6 +109,9 @@ class Decision:
     restarts: frozenset[bytes] = frozenset()
     initiations: list[tuple[str, initiate.Reason]] = field(default_factory=list)
     initiation: initiate.Memory = field(default_factory=initiate.Memory)
+    # Forwarding and SNAT this node does as a gateway's active peer (what the
+    # gateways assign it, ``gateway.cache``; ``gateway.forwarding`` applies).
+    gateway_duties: tuple[GatewayDuty, ...] = ()
 
     @property
     def memory(self) -> Memory:
@@ -169,4 +174,5 @@ def decide(seen: Observation, memory: Memory) -> Decision:
         restarts=restarts,
         initiations=initiations,
         initiation=initiation,
+        gateway_duties=seen.gateway_duties,
     )

@@ -287,6 +287,7 @@ class Reconciler:
             relay_endpoints=relay_endpoints,
             control_destinations=(api_ip,) if api_ip else (),
             own_key=self.public_key,
+            gateway_duties=assignment.duties,
             added_at=self.dataplane.added_at,
         )
 
@@ -338,7 +339,7 @@ class Reconciler:
         restarts = decision.restarts | self._rotation_restarts(device, now)
         self.dataplane.apply(desired, device, now, restarts)
         try:
-            self.forwarding.ensure(assignment.duties, mesh.interface_name, now)
+            self.forwarding.ensure(decision.gateway_duties, mesh.interface_name, now)
         except Exception:
             log.exception("gateway forwarding failed; retrying on the next pass")
         self._write_status(node, mesh, nat, now)
