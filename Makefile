@@ -11,6 +11,7 @@ lab: bootstrap
 
 test: bootstrap images
 	uv run ruff check .
+	uv run lint-imports
 	uv run pytest
 
 # The service images (and the compose stack's control-plane image) with podman,

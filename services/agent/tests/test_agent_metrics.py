@@ -11,12 +11,12 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from wirekube_agent.endpoint import Discovery
+from wirekube_agent.endpoint.discovery import Discovery
 from wirekube_agent.metrics import AgentCollector
 from wirekube_agent.model import RemotePeer
-from wirekube_agent.paths import PathState
+from wirekube_agent.paths.prober import Prober
+from wirekube_agent.paths.rules import PathState, Target
 from wirekube_agent.peerstats import PeerStats, Traffic
-from wirekube_agent.prober import Prober, Target
 from wirekube_agent.reconciler import Observed
 from wirekube_common import wgkey
 from wirekube_common.stun.nat import Filtering, Mapping, NatReport, NatType

@@ -1,7 +1,7 @@
 import ipaddress
 import socket
 
-from wirekube_agent import diff
+from wirekube_agent.dataplane import diff
 from wirekube_agent.model import DesiredState, Route, Rule, WgPeer
 from wirekube_common.wireguard.types import DeviceState, PeerState
 
@@ -34,14 +34,14 @@ def device(*peers: PeerState) -> DeviceState:
 def test_in_sync_is_empty() -> None:
     want = desired([wgp(2, ("10.0.0.2", 51820), [NET2])])
     have = device(PeerState(key(2), ("10.0.0.2", 51820), frozenset([NET2]), 25))
-    ops = diff.plan(want, have, [], [], {key(2): ("10.0.0.2", 51820)}, PRIV, 0x574B)
+    ops = diff.operations(want, have, [], [], {key(2): ("10.0.0.2", 51820)}, PRIV, 0x574B)
     assert ops.empty
 
 
 def test_adding_one_peer_touches_only_that_peer() -> None:
     want = desired([wgp(2, ("10.0.0.2", 51820), [NET2]), wgp(3, ("10.0.0.3", 51820), [NET3])])
     have = device(PeerState(key(2), ("10.0.0.2", 51820), frozenset([NET2]), 25))
-    ops = diff.plan(want, have, [], [], {key(2): ("10.0.0.2", 51820)}, PRIV, 0x574B)
+    ops = diff.operations(want, have, [], [], {key(2): ("10.0.0.2", 51820)}, PRIV, 0x574B)
     assert ops.wireguard is not None
     assert [p.public_key for p in ops.wireguard.peers] == [key(3)]
     (p,) = ops.wireguard.peers
@@ -51,7 +51,7 @@ def test_adding_one_peer_touches_only_that_peer() -> None:
 
 def test_removed_peer_is_removed() -> None:
     have = device(PeerState(key(2), None, frozenset([NET2]), 25))
-    ops = diff.plan(desired([]), have, [], [], {}, PRIV, 0x574B)
+    ops = diff.operations(desired([]), have, [], [], {}, PRIV, 0x574B)
     assert ops.wireguard is not None
     assert [(p.public_key, p.remove) for p in ops.wireguard.peers] == [(key(2), True)]
 
@@ -59,11 +59,11 @@ def test_removed_peer_is_removed() -> None:
 def test_roamed_endpoint_is_not_fought() -> None:
     want = desired([wgp(2, ("198.18.0.2", 51820), [NET2])])
     roamed = device(PeerState(key(2), ("198.18.0.2", 40123), frozenset([NET2]), 25))
-    ops = diff.plan(want, roamed, [], [], {key(2): ("198.18.0.2", 51820)}, PRIV, 0x574B)
+    ops = diff.operations(want, roamed, [], [], {key(2): ("198.18.0.2", 51820)}, PRIV, 0x574B)
     assert ops.empty
     # ...but a change of *our* choice is applied, alone
     want2 = desired([wgp(2, ("198.18.0.9", 51820), [NET2])])
-    ops2 = diff.plan(want2, roamed, [], [], {key(2): ("198.18.0.2", 51820)}, PRIV, 0x574B)
+    ops2 = diff.operations(want2, roamed, [], [], {key(2): ("198.18.0.2", 51820)}, PRIV, 0x574B)
     assert ops2.wireguard is not None
     (p,) = ops2.wireguard.peers
     assert (p.endpoint, p.allowed_ips, p.persistent_keepalive) == (
@@ -81,7 +81,7 @@ def test_device_settings_and_routes_and_rules() -> None:
     foreign_prio_rule = Rule(31170, 254, socket.AF_INET, fwmark=0x574B)
     want = desired([], routes=[r2], rules=[rule])
     have = DeviceState(None, 0, 0, {})
-    ops = diff.plan(want, have, [stale], [foreign_prio_rule], {}, PRIV, 0x574B)
+    ops = diff.operations(want, have, [stale], [foreign_prio_rule], {}, PRIV, 0x574B)
     assert ops.wireguard is not None
     assert (ops.wireguard.private_key, ops.wireguard.listen_port, ops.wireguard.fwmark) == (
         PRIV,
@@ -95,7 +95,7 @@ def test_device_settings_and_routes_and_rules() -> None:
 def test_changed_route_source_is_replaced() -> None:
     old = Route(NET2, "wire_kube", ipaddress.ip_address("10.0.0.1"))
     new = Route(NET2, "wire_kube", ipaddress.ip_address("10.0.0.9"))
-    ops = diff.plan(desired([], routes=[new]), device(), [old], [], {}, PRIV, 0x574B)
+    ops = diff.operations(desired([], routes=[new]), device(), [old], [], {}, PRIV, 0x574B)
     assert ops.routes_replace == (new,) and ops.routes_delete == ()
 
 
@@ -104,13 +104,13 @@ def test_roaming_across_transports_is_corrected() -> None:
     want = desired([wgp(2, ("198.18.0.2", 51820), [NET2])])
     # we chose direct; the peer still relays, so WireGuard roamed back to the bridge
     roamed = device(PeerState(key(2), bridge, frozenset([NET2]), 25))
-    ops = diff.plan(want, roamed, [], [], {key(2): ("198.18.0.2", 51820)}, PRIV, 0x574B)
+    ops = diff.operations(want, roamed, [], [], {key(2): ("198.18.0.2", 51820)}, PRIV, 0x574B)
     assert ops.wireguard is not None
     assert ops.wireguard.peers[0].endpoint == ("198.18.0.2", 51820)
     # and the other way round
     want_relay = desired([wgp(2, bridge, [NET2])])
     direct = device(PeerState(key(2), ("198.18.0.2", 40123), frozenset([NET2]), 25))
-    ops = diff.plan(want_relay, direct, [], [], {key(2): bridge}, PRIV, 0x574B)
+    ops = diff.operations(want_relay, direct, [], [], {key(2): bridge}, PRIV, 0x574B)
     assert ops.wireguard is not None and ops.wireguard.peers[0].endpoint == bridge
 
 
@@ -121,7 +121,7 @@ def test_restart_recreates_only_that_peer() -> None:
         PeerState(key(3), ("198.18.0.3", 51820), frozenset([NET3]), 25),
     )
     applied = {key(2): ("198.18.0.2", 51820), key(3): ("198.18.0.3", 51820)}
-    ops = diff.plan(want, have, [], [], applied, PRIV, 0x574B, restart=[key(2), key(9)])
+    ops = diff.operations(want, have, [], [], applied, PRIV, 0x574B, restart=[key(2), key(9)])
     assert ops.wireguard is not None
     assert [(p.public_key, p.remove) for p in ops.wireguard.peers] == [
         (key(2), True),

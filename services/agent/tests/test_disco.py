@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wirekube_agent import disco
+from wirekube_agent.paths import disco
 from wirekube_common import wgkey
 
 A_PRIV, B_PRIV = wgkey.generate_private_key(), wgkey.generate_private_key()

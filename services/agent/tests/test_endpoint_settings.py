@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from wirekube_agent import endpoint
+from wirekube_agent.endpoint import discovery as endpoint
 from wirekube_agent.settings import SettingsError, build_parser, from_args
 
 from .helpers import node

@@ -13,11 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from wirekube_agent import gatewaynode
-from wirekube_agent.gatewaymetrics import GatewayCollector
-from wirekube_agent.gatewaynode import GatewayNode
-from wirekube_agent.gateways import GatewayPlan
-from wirekube_agent.natrules import Observed, rules_for
+from wirekube_agent.gateway import forwarding as gatewaynode
+from wirekube_agent.gateway.cache import GatewayAssignment
+from wirekube_agent.gateway.forwarding import Forwarding
+from wirekube_agent.gateway.metrics import GatewayCollector
+from wirekube_agent.gateway.natrules import Observed, rules_for
 from wirekube_agent.netlink import nft
 from wirekube_agent.timers import RESYNC_INTERVAL_S
 from wirekube_common.gateway import GatewayDuty
@@ -77,7 +77,7 @@ def test_a_node_without_duties_checks_once_then_never_runs_nft(
     fake: FakeNft, tmp_path: Path
 ) -> None:
     fwd = sysctl_root(tmp_path)
-    node = GatewayNode(str(tmp_path))
+    node = Forwarding(str(tmp_path))
     for t in range(0, 100, 5):
         node.ensure([], "wire_kube", float(t))
     assert fake.lists == 1 and fake.scripts == []
@@ -88,7 +88,7 @@ def test_duty_turns_forwarding_on_adds_rules_and_undoes_both_when_it_ends(
     fake: FakeNft, tmp_path: Path
 ) -> None:
     fwd = sysctl_root(tmp_path)
-    node = GatewayNode(str(tmp_path))
+    node = Forwarding(str(tmp_path))
     node.ensure([DUTY], "wire_kube", 0.0)
     assert fwd.read_text() == "1"
     assert len(fake.scripts) == 1 and "snat ip to 172.20.1.11" in fake.scripts[0]
@@ -111,7 +111,7 @@ def test_duty_turns_forwarding_on_adds_rules_and_undoes_both_when_it_ends(
 
 def test_forwarding_already_on_is_left_on(fake: FakeNft, tmp_path: Path) -> None:
     fwd = sysctl_root(tmp_path, "1")
-    node = GatewayNode(str(tmp_path))
+    node = Forwarding(str(tmp_path))
     node.ensure([DUTY], "wire_kube", 0.0)
     node.ensure([], "wire_kube", 1.0)
     assert fwd.read_text().strip() == "1"
@@ -119,7 +119,7 @@ def test_forwarding_already_on_is_left_on(fake: FakeNft, tmp_path: Path) -> None
 
 def test_a_failing_nft_is_retried_per_resync_not_per_pass(fake: FakeNft, tmp_path: Path) -> None:
     sysctl_root(tmp_path)
-    node = GatewayNode(str(tmp_path))
+    node = Forwarding(str(tmp_path))
     fake.fail = "Error: Could not process rule: Operation not permitted"
     node.ensure([DUTY], "wire_kube", 0.0)
     lists = fake.lists
@@ -133,7 +133,7 @@ def test_a_failing_nft_is_retried_per_resync_not_per_pass(fake: FakeNft, tmp_pat
 
 def test_teardown_removes_the_table_and_restores_forwarding(fake: FakeNft, tmp_path: Path) -> None:
     fwd = sysctl_root(tmp_path)
-    node = GatewayNode(str(tmp_path))
+    node = Forwarding(str(tmp_path))
     node.ensure([DUTY], "wire_kube", 0.0)
     node.teardown()
     assert not fake.table.table and fwd.read_text() == "0"
@@ -143,15 +143,15 @@ def test_gateway_metrics_from_the_node_the_plan_and_the_reporter(
     fake: FakeNft, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sysctl_root(tmp_path)
-    node = GatewayNode(str(tmp_path))
+    node = Forwarding(str(tmp_path))
     node.ensure([DUTY], "wire_kube", 0.0)
     snat = next(r for r in node.applied or () if r.purpose == "snat")
     monkeypatch.setattr(gatewaynode.nft, "rule_counters", lambda: {snat.comment: (3, 180)})
     health = ProbeHealth(1).record(True, 1.0)
     reconciler = SimpleNamespace(
-        gateway_node=node,
+        forwarding=node,
         gateways=SimpleNamespace(
-            last=GatewayPlan({"node-b1": (ipaddress.ip_network("172.20.1.0/24"),)}, ())
+            last=GatewayAssignment({"node-b1": (ipaddress.ip_network("172.20.1.0/24"),)}, ())
         ),
         gateway_health=SimpleNamespace(health=lambda: {"vpc-b": health}, writes=4),
     )

@@ -1,6 +1,6 @@
 """WireKubeGateways on the agent: client routes and gateway duties (pure).
 
-From CRD objects through ``GatewayCache.plan``, ``select_peers`` +
+From CRD objects through ``GatewayCache.assignment``, ``select_peers`` +
 ``with_gateway_routes`` and ``desired_state`` to the WireGuard/route diff a
 failover produces.
 """
@@ -10,12 +10,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from wirekube_agent import diff
-from wirekube_agent.gateways import EMPTY, GatewayCache, plan
+from wirekube_agent.dataplane import diff
+from wirekube_agent.dataplane.desired import desired_state, select_peers, with_gateway_routes
+from wirekube_agent.gateway.cache import EMPTY, GatewayCache, assign
 from wirekube_agent.k8s.translate import peer_from_object
 from wirekube_agent.model import FWMARK, Route
-from wirekube_agent.paths import PathState
-from wirekube_agent.topology import desired_state, select_peers, with_gateway_routes
+from wirekube_agent.paths.rules import PathState
 from wirekube_common.crd import Gateway, Peer
 from wirekube_common.wireguard.types import DeviceState, PeerState
 
@@ -65,9 +65,9 @@ def models(objs: dict[str, dict[str, Any]]) -> dict[str, Peer]:
 
 def test_a_client_routes_the_cidrs_via_the_active_peer_others_get_nothing() -> None:
     gws = [Gateway.from_dict(gw_obj())]
-    mine = plan(ME, gws, models(PEERS))
+    mine = assign(ME, gws, models(PEERS))
     assert mine.routes == {"node-b1": (CIDR,)} and mine.duties == ()
-    b1 = plan("node-b1", gws, models(PEERS))
+    b1 = assign("node-b1", gws, models(PEERS))
     assert b1.routes == {}
     (duty,) = b1.duties
     assert (duty.gateway, duty.cidrs, duty.snat, duty.snat_source) == (
@@ -76,16 +76,16 @@ def test_a_client_routes_the_cidrs_via_the_active_peer_others_get_nothing() -> N
         True,
         "172.20.1.11",
     )
-    assert plan("node-b2", gws, models(PEERS)) == EMPTY  # the standby: nothing
+    assert assign("node-b2", gws, models(PEERS)) == EMPTY  # the standby: nothing
     # clientRefs limit the clients; no activePeer, nothing for anyone
     only_a2 = [Gateway.from_dict(gw_obj(clientRefs=["node-a2"]))]
-    assert plan(ME, only_a2, models(PEERS)).routes == {}
-    assert plan("node-a2", only_a2, models(PEERS)).routes == {"node-b1": (CIDR,)}
-    assert plan(ME, [Gateway.from_dict(gw_obj(active=None))], models(PEERS)) == EMPTY
-    assert plan("node-unknown", gws, models(PEERS)) == EMPTY
+    assert assign(ME, only_a2, models(PEERS)).routes == {}
+    assert assign("node-a2", only_a2, models(PEERS)).routes == {"node-b1": (CIDR,)}
+    assert assign(ME, [Gateway.from_dict(gw_obj(active=None))], models(PEERS)) == EMPTY
+    assert assign("node-unknown", gws, models(PEERS)) == EMPTY
 
 
-def test_cache_parses_once_skips_malformed_and_memoises_the_plan() -> None:
+def test_cache_parses_once_skips_malformed_and_memoises_the_assignment() -> None:
     cache = GatewayCache()
     bad = gw_obj("broken", rv="7")
     del bad["spec"]["routes"]
@@ -97,21 +97,21 @@ def test_cache_parses_once_skips_malformed_and_memoises_the_plan() -> None:
         reads.append(1)
         return dict(PEERS)
 
-    first = cache.plan(ME, snapshot)
+    first = cache.assignment(ME, snapshot)
     assert first.routes == {"node-b1": (CIDR,)}
-    assert cache.plan(ME, snapshot) is first  # nothing changed: memoised
+    assert cache.assignment(ME, snapshot) is first  # nothing changed: memoised
     # failover: a new status is a new plan
     cache.update({"vpc-b": gw_obj(active="node-b2", rv="2")})
-    assert cache.plan(ME, snapshot).routes == {"node-b2": (CIDR,)}
+    assert cache.assignment(ME, snapshot).routes == {"node-b2": (CIDR,)}
     # a peer changed (new resourceVersion): re-planned from the new object
     changed = dict(PEERS)
     changed["node-a1"] = peer_obj("node-a1", 1, "172.20.1.50")  # now inside VPC B: same-CIDR
     changed["node-a1"]["metadata"]["resourceVersion"] = "2"
-    assert cache.plan(ME, lambda: changed).routes == {}
+    assert cache.assignment(ME, lambda: changed).routes == {}
     # no gateways: the peer cache is never even read
     cache.update({})
     reads.clear()
-    assert cache.plan(ME, snapshot) == EMPTY and reads == []
+    assert cache.assignment(ME, snapshot) == EMPTY and reads == []
 
 
 def accepted(
@@ -194,7 +194,7 @@ def test_failover_is_one_wireguard_change_and_no_route_change() -> None:
     before = state({"node-b1": (CIDR,)}, paths)
     after = state({"node-b2": (CIDR,)}, paths)
     endpoints = {k: p.endpoint for k, p in before.peers.items()}
-    ops = diff.plan(
+    ops = diff.operations(
         after, device_from(before), before.routes, before.rules, endpoints, key(1), FWMARK
     )
     assert ops.wireguard is not None

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from wirekube_agent import initiate
-from wirekube_agent.initiate import CROSSED_S, SETTLE_S, PeerFacts
+from wirekube_agent.paths import initiate
+from wirekube_agent.paths.initiate import CROSSED_S, SETTLE_S, PeerFacts
 
 
 def facts(**changes: object) -> PeerFacts:

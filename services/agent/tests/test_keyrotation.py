@@ -9,9 +9,15 @@ from dataclasses import replace
 
 import pytest
 
-from wirekube_agent import diff, keyrotation, keys, paths, status, topology
+from wirekube_agent.dataplane import desired as topology
+from wirekube_agent.dataplane import diff
+from wirekube_agent.keys import rotation as keyrotation
+from wirekube_agent.keys import store as keys
 from wirekube_agent.model import FWMARK
-from wirekube_agent.prober import Prober, Target
+from wirekube_agent.paths import rules as paths
+from wirekube_agent.paths.prober import Prober
+from wirekube_agent.paths.rules import Target
+from wirekube_agent.status import peerstatus as status
 from wirekube_common import wgkey
 from wirekube_common.crd import MeshSpec, PeerStatus
 from wirekube_common.crd.base import InvalidObject
@@ -168,7 +174,7 @@ def test_a_rotated_peer_is_swapped_in_place(
     )
     applied = {k: p.endpoint for k, p in before.peers.items()}
     after = state(new)
-    ops = diff.plan(after, have, before.routes, before.rules, applied, key(1), FWMARK)
+    ops = diff.operations(after, have, before.routes, before.rules, applied, key(1), FWMARK)
     assert ops.wireguard is not None
     assert ops.wireguard.private_key is None  # our own interface is untouched
     removed = [p.public_key for p in ops.wireguard.peers if p.remove]
@@ -203,7 +209,7 @@ def test_our_own_rotation_changes_only_the_private_key() -> None:
         },
     )
     applied = {k: p.endpoint for k, p in want.peers.items()}
-    ops = diff.plan(want, have, want.routes, want.rules, applied, key(7), FWMARK)
+    ops = diff.operations(want, have, want.routes, want.rules, applied, key(7), FWMARK)
     assert ops.wireguard is not None
     assert ops.wireguard.private_key == key(7)
     assert ops.wireguard.peers == ()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wirekube_agent.natrules import (
+from wirekube_agent.gateway.natrules import (
     COMMENT_MAX,
     NftRule,
     Observed,

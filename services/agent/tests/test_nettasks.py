@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wirekube_agent.nettasks import NetTasks
+from wirekube_agent.endpoint.tasks import NetTasks
 from wirekube_common import wgkey
 
 

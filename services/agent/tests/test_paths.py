@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from wirekube_agent.paths import (
+from wirekube_agent.paths.rules import (
     LocalFacts,
     NatFacts,
     PathPolicy,

@@ -1,5 +1,6 @@
-from wirekube_agent import registration, status
-from wirekube_agent.paths import PathState
+from wirekube_agent.endpoint import registration
+from wirekube_agent.paths.rules import PathState
+from wirekube_agent.status import peerstatus as status
 from wirekube_common.crd import PeerStatus
 
 from .helpers import b64, node

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wirekube_agent.paths import PathState
+from wirekube_agent.paths.rules import PathState
 from wirekube_agent.peerstats import Histogram, PeerStats, Traffic, path_of
 
 RELAY_UP = PathState("relay", "up", 0.0, None)

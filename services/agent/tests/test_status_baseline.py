@@ -1,6 +1,6 @@
 """Status writes when the informer's copy of our own object is stale."""
 
-from wirekube_agent.status import WriteBudget, Written, baseline, should_write
+from wirekube_agent.status.peerstatus import WriteBudget, Written, baseline, should_write
 from wirekube_common.crd import PeerStatus
 
 DIRECT = PeerStatus(transport_mode="direct", peer_transports={"node-b": "direct"})

@@ -1,9 +1,9 @@
 import ipaddress
 import socket
 
+from wirekube_agent.dataplane.desired import desired_state, select_peers
 from wirekube_agent.model import FWMARK, ROUTE_TABLE, Route
-from wirekube_agent.paths import PathState
-from wirekube_agent.topology import desired_state, select_peers
+from wirekube_agent.paths.rules import PathState
 
 from .helpers import key, node, remote
 

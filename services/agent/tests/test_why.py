@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from wirekube_agent import events, status
-from wirekube_agent.paths import (
+from wirekube_agent.paths.rules import (
     LocalFacts,
     NatFacts,
     PathPolicy,
@@ -16,6 +15,8 @@ from wirekube_agent.paths import (
     predict,
     step,
 )
+from wirekube_agent.status import events
+from wirekube_agent.status import peerstatus as status
 from wirekube_common.crd import PeerStatus
 
 from .helpers import remote

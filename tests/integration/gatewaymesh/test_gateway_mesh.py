@@ -30,7 +30,7 @@ from wirekube_lab.mesh import peer_name
 
 ROUND_TRIP = """
 import json
-from wirekube_agent import natrules
+from wirekube_agent.gateway import natrules
 from wirekube_agent.netlink import nft
 from wirekube_common.gateway import GatewayDuty
 

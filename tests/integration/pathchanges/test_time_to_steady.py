@@ -202,7 +202,7 @@ def test_time_to_steady_state(
         print(f"over the {REACHABLE_TARGET_S}s target: {over}")
     # Asserted with one WireGuard handshake retry of slack: now and then a
     # pair's first initiation is lost in a way neither agent may repair without
-    # risking worse (see wirekube_agent.initiate), and WireGuard retries after
+    # risking worse (see wirekube_agent.paths.initiate), and WireGuard retries after
     # REKEY_TIMEOUT. Every other run meets the target; misses are printed.
     late = {
         f"{a}/{b}": since(t, agents_started)

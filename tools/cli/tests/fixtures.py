@@ -148,7 +148,9 @@ def mesh_objects(
                 },
                 "peerPaths": {
                     "node-zone-6": tcp(),
-                    "node-cloud-2": path("relay", "symmetric-symmetric", "predicted-relay", rttMs=12.0),
+                    "node-cloud-2": path(
+                        "relay", "symmetric-symmetric", "predicted-relay", rttMs=12.0
+                    ),
                 },
             },
         ),

@@ -9,10 +9,11 @@ import sys
 
 from prometheus_client import REGISTRY
 
-from wirekube_agent import health, keys
+from wirekube_agent import health
 from wirekube_agent.cleanup import cleanup
-from wirekube_agent.gatewaymetrics import GatewayCollector
+from wirekube_agent.gateway.metrics import GatewayCollector
 from wirekube_agent.k8s.client import KubeApi
+from wirekube_agent.keys import store as keys
 from wirekube_agent.metrics import AgentCollector
 from wirekube_agent.reconciler import Reconciler
 from wirekube_agent.settings import Settings, SettingsError, build_parser, from_args

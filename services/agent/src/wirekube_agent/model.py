@@ -1,7 +1,7 @@
 """The agent's vocabulary: validated peers, desired WireGuard state, routes, rules.
 
 Everything here is a frozen value. CRD dicts become ``RemotePeer`` in
-``k8s.translate`` (the only place that validates them); ``topology`` turns the
+``k8s.translate`` (the only place that validates them); ``dataplane.desired`` turns the
 remote peers plus local facts into a ``DesiredState``; ``diff`` compares that with
 what the kernel reports. Keys are raw bytes, addresses are ``ipaddress``
 objects, so equality is semantic, not textual.
@@ -13,9 +13,10 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from wirekube_common.wireguard.types import Endpoint
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-Endpoint = tuple[str, int]
 Transport = Literal["direct", "relay"]
 
 # The routing table the agent owns ("WK" in ASCII) and its fwmark. The
@@ -103,13 +104,21 @@ class Route:
         return (self.table, self.dst)
 
 
+# Linux's address family numbers (socket.AF_INET, socket.AF_INET6), spelled out
+# so that the pure modules that build rules need not import ``socket``; netlink
+# reports the same numbers back, so the diff compares like with like.
+AF_INET = 2
+AF_INET6 = 10
+FAMILY_OF_VERSION = {4: AF_INET, 6: AF_INET6}
+
+
 @dataclass(frozen=True)
 class Rule:
     """An ip rule we own, identified by family, priority and destination."""
 
     priority: int
     table: int
-    family: int  # socket.AF_INET / AF_INET6
+    family: int  # AF_INET / AF_INET6, as below
     fwmark: int | None = None
     dst: IPNetwork | None = None
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from wirekube_agent.paths import PathState
+from wirekube_agent.paths.rules import PathState
 
 Path = Literal["direct", "relay", "down"]
 PATHS: tuple[Path, ...] = ("direct", "relay", "down")

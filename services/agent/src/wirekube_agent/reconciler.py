@@ -22,14 +22,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from wirekube_agent import initiate, keyrotation, keys, pathplan, paths, registration, status
+from wirekube_agent import decide
 from wirekube_agent.cleanup import cleanup
-from wirekube_agent.dataplane import DataPlane
-from wirekube_agent.endpoint import Discovery, discover
-from wirekube_agent.events import REASON as PATH_CHANGED
-from wirekube_agent.events import EventBudget, admit, changes
-from wirekube_agent.gatewaynode import GatewayNode
-from wirekube_agent.gateways import GatewayCache
+from wirekube_agent.dataplane.apply import DataPlane
+from wirekube_agent.endpoint import registration
+from wirekube_agent.endpoint.discovery import Discovery, discover
+from wirekube_agent.endpoint.tasks import NetTasks
+from wirekube_agent.gateway.cache import GatewayCache
+from wirekube_agent.gateway.forwarding import Forwarding
 from wirekube_agent.k8s import translate
 from wirekube_agent.k8s.client import (
     GATEWAYS,
@@ -41,13 +41,19 @@ from wirekube_agent.k8s.client import (
     nodes_path,
 )
 from wirekube_agent.k8s.parsed import ParsedCache
+from wirekube_agent.keys import rotation as keyrotation
+from wirekube_agent.keys import store as keys
 from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
-from wirekube_agent.nettasks import NetTasks
+from wirekube_agent.paths import initiate
+from wirekube_agent.paths import rules as paths
+from wirekube_agent.paths.prober import Rtt
 from wirekube_agent.peerstats import PeerStats, Traffic
-from wirekube_agent.prober import Rtt
 from wirekube_agent.relaying import RelayManager, RelayTarget, local_egress, relay_target
 from wirekube_agent.settings import Settings
+from wirekube_agent.status import peerstatus as status
+from wirekube_agent.status.events import REASON as PATH_CHANGED
+from wirekube_agent.status.events import EventBudget, PathEvent, admit
 from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
     KEY_SWITCH_TIMEOUT_S,
@@ -56,7 +62,6 @@ from wirekube_agent.timers import (
     RESYNC_INTERVAL_S,
     STATUS_DETAIL_SAMPLE_S,
 )
-from wirekube_agent.topology import desired_state, select_peers, with_gateway_routes
 from wirekube_agent.wg import Backend, select
 from wirekube_common import wgkey
 from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
@@ -108,7 +113,7 @@ class Reconciler:
         self.clock = clock
         # The key we publish; ``_active_key`` is the one the interface, the
         # prober and the relay links use. They differ only during a rotation,
-        # until our watch shows the new public key published (``keyrotation``).
+        # until our watch shows the new public key published (``keys.rotation``).
         self.private_key = private_key
         self.public_key = wgkey.public_key(private_key)
         self._active_key = private_key
@@ -136,9 +141,7 @@ class Reconciler:
         self._probes: dict[str, status.PeerProbe] = {}  # for status.peerPaths
         self._probes_at = float("-inf")
         self._event_budget = EventBudget()
-        self._restarted: dict[bytes, set[initiate.Reason]] = {}  # each reason acted on once
-        self._probing_since: dict[bytes, float] = {}  # initiate.PeerFacts.probing_since
-        self._rx_seen: dict[bytes, tuple[int, float]] = {}  # rx_bytes, since when
+        self._initiation = initiate.Memory()  # decide's restart-to-initiate memory
         self.discovery = Discovery(None, None)
         self._discovered_at = 0.0
         self._discovered_for: tuple[NodeInfo, int, int] | None = None
@@ -171,10 +174,10 @@ class Reconciler:
             field_selector=f"metadata.name={settings.node_name}",
         )
         # WireKubeGateways (read-only): clients route their CIDRs to the active
-        # peer, the active peer forwards (``gateways``, ``gatewaynode``), and a
+        # peer, the active peer forwards (``gateway.cache``, ``gateway.forwarding``), and a
         # gateway peer health-checks its targets (a supervisor task fed here).
         self.gateways = GatewayCache()
-        self.gateway_node = GatewayNode(settings.sysctl_root)
+        self.forwarding = Forwarding(settings.sysctl_root)
         self.gateway_health = GatewayHealthReporter(self.peer_name, KubeLeaseWriter(api.new_rest()))
         self._gateway_problems: tuple[str, ...] = ()
         self.gateways_informer = Informer(
@@ -252,58 +255,63 @@ class Reconciler:
         self._rotate_key(node, mesh, now)
         self._discover(node, mesh, now)
         self._register(node)
-        peers, warnings = select_peers(self._remote_peers(), self.public_key, node)
-        for name, why in warnings:
+        # -- which peers (pure: decide.accept) ----------------------------------
+        assignment = self.gateways.assignment(self.peer_name, self.peers_informer.snapshot)
+        accepted = decide.accept(self._remote_peers(), self.public_key, node, assignment.routes)
+        for name, why in accepted.rejected:
             self._reject_once(name, why)
-        self._note_rotated_peers(peers)
-        gateway_plan = self.gateways.plan(self.peer_name, self.peers_informer.snapshot)
-        peers, problems = with_gateway_routes(peers, gateway_plan.routes, node)
-        self._log_gateway_problems(problems)
+        self._note_rotated_peers(accepted.peers)
+        self._log_gateway_problems(accepted.gateway_problems)
+        peers, by_key = accepted.peers, accepted.keys
 
+        # -- observe ---------------------------------------------------------------
         device = self.dataplane.observe()
-        by_key = {p.public_key: n for n, p in peers.items()}
-        handshakes = {by_key[k]: s.last_handshake for k, s in device.peers.items() if k in by_key}
+        # The relay links' target comes from the mesh spec (``relaying``);
+        # every peer keeps its bridge socket while a relay is configured, so
+        # fallback is instant and call-me-maybe probes can reach it.
+        self.relays.ensure(self._relay_target(mesh, node, now), mesh.listen_port)
+        relay_endpoints: dict[bytes, Endpoint] = self.relays.endpoints(by_key)
+        nat = self.net.netcheck.report
+        prober = self.net.prober
+        api_ip = self.api.server_address()
+        seen = decide.Observation(
+            now=now,
+            node=node,
+            mesh=mesh,
+            peers=peers,
+            device=device,
+            local=self._local_facts(node, nat),
+            views={k: prober.view(k) for k in by_key},
+            learned={k: prober.learned(k, now) for k in by_key},
+            relay_available=self.relays.available,
+            relay_endpoints=relay_endpoints,
+            control_destinations=(api_ip,) if api_ip else (),
+            own_key=self.public_key,
+            gateway_duties=assignment.duties,
+            added_at=self.dataplane.added_at,
+        )
+
+        # -- decide (pure) -----------------------------------------------------------
+        decision = decide.decide(seen, decide.Memory(self.paths, self._initiation))
+
+        # -- apply -------------------------------------------------------------------
+        handshakes = decision.handshakes
         self.observed.device, self.observed.handshakes, self.observed.peers = (
             device,
             handshakes,
             peers,
         )
-
-        self.relays.ensure(self._relay_target(mesh, node, now), mesh.listen_port)
-        policy = paths.PathPolicy(
-            relay_mode=mesh.relay.mode,
-            relay_available=self.relays.available,
-            handshake_timeout_s=mesh.relay.handshake_timeout_seconds,
-            direct_retry_interval_s=mesh.relay.direct_retry_interval_seconds,
-        )
-        # Every peer keeps its bridge socket while a relay is configured:
-        # fallback is then instant and call-me-maybe probes can reach it.
-        relay_endpoints: dict[bytes, Endpoint] = self.relays.endpoints(by_key)
-        nat = self.net.netcheck.report
-        prober = self.net.prober
-        views = {k: prober.view(k) for k in by_key}
-        planned = pathplan.plan(
-            peers,
-            self.paths,
-            self._local_facts(node, nat),
-            views,
-            {k: prober.learned(k, now) for k in by_key},
-            handshakes,
-            policy,
-            relay_endpoints,
-            now,
-        )
-        paths_changed = planned.paths != self.paths
-        self._record_path_events(planned.paths, now)
-        self._log_path_changes(planned.paths)
+        paths_changed = decision.paths_changed(self.paths)
+        self._record_path_events(decision.path_changes, now)
+        self._log_path_changes(decision.paths)
         traffic = {
             by_key[k]: Traffic(self.dataplane.added_at.get(k), s.rx_bytes, s.tx_bytes)
             for k, s in device.peers.items()
             if k in by_key
         }
-        self.stats.update(self.paths, planned.paths, handshakes, traffic, now)
-        self.paths = planned.paths
-        prober.set_targets(planned.targets)
+        self.stats.update(self.paths, decision.paths, handshakes, traffic, now)
+        self.paths = decision.paths
+        prober.set_targets(decision.probe_targets)
         # Probe details only ride along with status writes (status.should_write):
         # sampled at every path change and every STATUS_DETAIL_SAMPLE_S; between
         # samples status.peer_path answers from its cache.
@@ -311,34 +319,27 @@ class Reconciler:
             self._probes_at = now
             self._probes = {
                 name: status.PeerProbe(
-                    planned.targets[k].candidates,
-                    views[k].answered,
+                    decision.probe_targets[k].candidates,
+                    seen.views[k].answered,
                     _seconds(prober.rtt(k, "direct")),
                     _seconds(prober.rtt(k, "relay")),
                 )
                 for k, name in by_key.items()
-                if k in planned.targets
+                if k in decision.probe_targets
             }
-        api_ip = self.api.server_address()
-        desired = desired_state(
-            interface=mesh.interface_name,
-            listen_port=mesh.listen_port,
-            mtu=mesh.mtu,
-            node=node,
-            peers=peers,
-            paths=self.paths,
-            relay_endpoints=relay_endpoints,
-            control_destinations=[api_ip] if api_ip else [],
-        )
+        desired = decision.desired
         # Our own key switches here, at the point of the pass where the other
         # agents swap our peer entry (their apply, right below): each side's
         # pass reacts to the same watch event, so the two ends switch within
         # a few ms of each other instead of a pass's length apart.
         self._follow_published_key(now)
-        restarts = self._restarts(peers, device, now) | self._rotation_restarts(device, now)
+        self._initiation = decision.initiation
+        for name, reason in decision.initiations:
+            log.info("re-creating WireGuard peer %s to initiate now (%s)", name, WHY[reason])
+        restarts = decision.restarts | self._rotation_restarts(device, now)
         self.dataplane.apply(desired, device, now, restarts)
         try:
-            self.gateway_node.ensure(gateway_plan.duties, mesh.interface_name, now)
+            self.forwarding.ensure(decision.gateway_duties, mesh.interface_name, now)
         except Exception:
             log.exception("gateway forwarding failed; retrying on the next pass")
         self._write_status(node, mesh, nat, now)
@@ -348,46 +349,6 @@ class Reconciler:
             for problem in problems:
                 log.warning("%s", problem)
             self._gateway_problems = tuple(problems)
-
-    def _restarts(
-        self, peers: dict[str, RemotePeer], device: DeviceState, now: float
-    ) -> frozenset[bytes]:
-        """Peers to re-create so WireGuard initiates at once (``initiate``)."""
-        out = set()
-        for name, peer in peers.items():
-            key = peer.public_key
-            added = self.dataplane.added_at.get(key)
-            state = device.peers.get(key)
-            if added is None or state is None:
-                continue
-            seen = self._rx_seen.get(key)
-            if seen is None or seen[0] != state.rx_bytes:
-                seen = self._rx_seen[key] = (state.rx_bytes, added if seen is None else now)
-            we_initiate = self.public_key < key
-            if not initiate.eligible(state.last_handshake, we_initiate):
-                continue
-            last_ping = self.net.prober.view(key).last_ping
-            if last_ping > added:
-                self._probing_since.setdefault(key, last_ping)
-            facts = initiate.PeerFacts(
-                added,
-                state.last_handshake,
-                state.rx_bytes,
-                max(seen[1], added),
-                self._probing_since.get(key),
-                we_initiate,
-            )
-            reason = initiate.due(facts, now)
-            done = self._restarted.setdefault(key, set())
-            if reason is not None and reason not in done:
-                log.info("re-creating WireGuard peer %s to initiate now (%s)", name, WHY[reason])
-                out.add(key)
-                done.add(reason)
-        keys = {p.public_key for p in peers.values()}
-        self._restarted = {k: v for k, v in self._restarted.items() if k in keys}
-        self._probing_since = {k: t for k, t in self._probing_since.items() if k in keys}
-        self._rx_seen = {k: v for k, v in self._rx_seen.items() if k in keys}
-        return frozenset(out)
 
     def _log_path_changes(self, new: dict[str, paths.PathState]) -> None:
         for name, path in new.items():
@@ -418,9 +379,9 @@ class Reconciler:
                     why,
                 )
 
-    def _record_path_events(self, new: dict[str, paths.PathState], now: float) -> None:
-        """Path changes as Events on our own WireKubePeer (``events``)."""
-        found = changes(self.paths, new)
+    def _record_path_events(self, found: list[PathEvent], now: float) -> None:
+        """Path changes (``decide``) as Events on our own WireKubePeer, within
+        the Event budget (``status.events``)."""
         self._event_budget, admitted = admit(self._event_budget, found, now)
         if not admitted:
             return
@@ -526,7 +487,7 @@ class Reconciler:
             )
         self.discovery = found
 
-    # -- key rotation (keyrotation.py) ----------------------------------------------
+    # -- key rotation (keys/rotation.py) --------------------------------------------
     def _rotate_key(self, node: NodeInfo, mesh: MeshSpec, now: float) -> None:
         """Make and publish a new key pair when asked or due; the interface
         follows once the new key is seen published (``_follow_published_key``)."""
@@ -768,7 +729,7 @@ class Reconciler:
             self.peer_name,
         )
         self.dataplane.teardown()
-        self.gateway_node.teardown()
+        self.forwarding.teardown()
         self.relays.stop()
         self.paths.clear()
         # No more path probes or STUN rounds from a node outside the mesh:

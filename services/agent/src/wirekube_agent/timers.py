@@ -47,7 +47,7 @@ STATUS_CANDIDATES_MAX_PEERS = 256
 
 # Endpoint discovery is cheap but not free (STUN, IMDS); a node's public
 # endpoint rarely changes, and changed local addresses or a direct path that
-# died trigger an immediate re-check (see nettasks).
+# died trigger an immediate re-check (see endpoint.tasks).
 ENDPOINT_RECHECK_INTERVAL_S = 60.0
 
 # AWS IMDSv2 answers in a few ms on EC2; anywhere else the address is

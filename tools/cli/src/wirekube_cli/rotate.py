@@ -26,7 +26,7 @@ ROTATED_AT_ANNOTATION = "wirekube.io/key-rotated-at"
 # covers a loaded node and an API server that is slow to fan out.
 DEFAULT_WAIT_S = 60.0
 POLL_S = 0.5
-# What the agent accepts as a request (wirekube_agent.keyrotation.MAX_REQUEST_LEN).
+# What the agent accepts as a request (wirekube_agent.keys.rotation.MAX_REQUEST_LEN).
 MAX_REQUEST_LEN = 253
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from wirekube_common.crd.base import (
     InvalidObject,
@@ -21,7 +21,6 @@ KIND = "WireKubeMesh"
 PLURAL = "wirekubemeshes"
 DEFAULT_NAME = "default"
 
-RelayMode = Literal["auto", "always", "never"]
 RELAY_MODES: tuple[str, ...] = ("auto", "always", "never")
 RELAY_PROVIDERS: tuple[str, ...] = ("external", "managed")
 #: ``tls`` is ours beyond the seed: the same relay framing inside TLS (port 443

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from wirekube_common.rawudp import AsyncRawUdpPort, Datagram, RawUdpPort
 from wirekube_common.stun.client import BindingResult, SendFn, StunClient
@@ -171,10 +171,6 @@ class UdpStunSocket:
         return await self.driver.binding(
             server, change_ip=change_ip, change_port=change_port, policy=policy
         )
-
-    async def binding_many(self, servers: Iterable[Endpoint]) -> list[BindingResult]:
-        """Binding requests to several servers in parallel, results in the same order."""
-        return list(await asyncio.gather(*(self.binding(s) for s in servers)))
 
     def close(self) -> None:
         self.driver.close()

@@ -317,9 +317,6 @@ class StunMessage:
                 return attr
         return None
 
-    def attribute_types(self) -> list[int]:
-        return [a.TYPE for a in self.attributes]
-
     def mapped(self) -> Endpoint | None:
         """XOR-MAPPED-ADDRESS, else MAPPED-ADDRESS (RFC 3489 servers), else None."""
         xor = self.get(XorMappedAddress)

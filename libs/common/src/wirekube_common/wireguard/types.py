@@ -13,6 +13,9 @@ import ipaddress
 from dataclasses import dataclass, field
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The one endpoint type of the repo: (ip text, port), as WireGuard, the CRDs
+# and the agent's path rules spell it. (``wirekube_common.stun.endpoint.Endpoint``
+# is the STUN codec's parsed address value; the agent converts at that edge.)
 Endpoint = tuple[str, int]
 
 

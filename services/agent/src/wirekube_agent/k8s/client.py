@@ -71,12 +71,6 @@ class KubeApi:
             raise
 
     # -- reads ---------------------------------------------------------------
-    def get_node(self, name: str) -> dict[str, Any] | None:
-        return self._get_or_none(nodes_path(name))
-
-    def get_cluster_object(self, plural: str, name: str) -> dict[str, Any] | None:
-        return self._get_or_none(custom_path(plural, name))
-
     def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get_or_none(f"/api/v1/namespaces/{namespace}/services/{name}")
 

@@ -1,7 +1,7 @@
 """Our nftables table through the ``nft`` command: list, apply, delete.
 
 Thin on purpose: what the rules are and how they are diffed is pure
-(``wirekube_agent.natrules``); this module only runs ``nft -j list table``,
+(``wirekube_agent.gateway.natrules``); this module only runs ``nft -j list table``,
 feeds a transaction to ``nft -f -`` (all of it applies or none does) and
 deletes the table. Only ``table ip wirekube`` is ever named, so nothing here
 can touch another program's rules. (``nft`` rather than raw netlink: its
@@ -16,7 +16,7 @@ import logging
 import subprocess
 from typing import Any
 
-from wirekube_agent.natrules import FAMILY, TABLE, Observed, counters, parse_listing
+from wirekube_agent.gateway.natrules import FAMILY, TABLE, Observed, counters, parse_listing
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ import logging
 import time
 from collections.abc import Callable
 
+from wirekube_agent.endpoint.netcheck import Netcheck
+from wirekube_agent.endpoint.underlay import Underlay
 from wirekube_agent.model import Endpoint
-from wirekube_agent.netcheck import Netcheck
 from wirekube_agent.netlink.addresses import local_addresses
-from wirekube_agent.prober import Prober
+from wirekube_agent.paths.prober import Prober
 from wirekube_agent.timers import ENDPOINT_RECHECK_INTERVAL_S
-from wirekube_agent.underlay import Underlay
 from wirekube_common.wakeup import Wakeup
 
 log = logging.getLogger(__name__)

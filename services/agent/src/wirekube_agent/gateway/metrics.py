@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from wirekube_agent import natrules
+from wirekube_agent.gateway import natrules
 from wirekube_agent.netlink import nft
 from wirekube_agent.reconciler import Reconciler
 from wirekube_common.gwhealth.checker import State
@@ -36,7 +36,7 @@ class GatewayCollector(Collector):
         self.r = reconciler
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        node = self.r.gateway_node
+        node = self.r.forwarding
         active = GaugeMetricFamily(
             "wirekube_gateway_active",
             "1 for each WireKubeGateway this node is the active peer of",

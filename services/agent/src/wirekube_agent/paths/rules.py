@@ -186,6 +186,17 @@ def preferred(cands: tuple[Endpoint, ...], peer: RemotePeer) -> tuple[Endpoint, 
 
 
 @dataclass(frozen=True)
+class Target:
+    """What the prober should probe for one peer this period (from ``paths.plan``)."""
+
+    candidates: tuple[Endpoint, ...] = ()
+    burst: bool = False  # probe every candidate every PROBE_INTERVAL_S
+    heartbeat: Endpoint | None = None  # direct path in use: keep proving it
+    via_relay: Endpoint | None = None  # the peer's bridge endpoint, for call-me-maybe
+    direct: bool = False  # we send WireGuard to this peer directly (FLAG_DIRECT)
+
+
+@dataclass(frozen=True)
 class ProbeView:
     """What the prober has seen from one peer."""
 

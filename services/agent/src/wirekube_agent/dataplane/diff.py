@@ -1,6 +1,6 @@
 """Desired state vs what the kernel reports → the operations to apply. Pure.
 
-The plan touches only what differs, so adding, changing or removing one peer
+The operations touch only what differs, so adding, changing or removing one peer
 never disturbs the others (no interface restart, unlike wg-quick down/up).
 
 Endpoints are special: WireGuard roams — when a peer's packets arrive from a
@@ -34,7 +34,7 @@ class Operations:
     routes_replace: tuple[Route, ...] = ()
     rules_add: tuple[Rule, ...] = ()
     rules_delete: tuple[Rule, ...] = ()
-    # The endpoints this plan sets, to be merged into `applied_endpoints` once
+    # The endpoints these operations set, to be merged into `applied_endpoints` once
     # the WireGuard change succeeded.
     endpoints: Mapping[bytes, Endpoint | None] = field(default_factory=dict)
 
@@ -49,7 +49,7 @@ class Operations:
         )
 
 
-def plan(
+def operations(
     desired: DesiredState,
     observed: DeviceState,
     observed_routes: Iterable[Route],

@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from pyroute2 import IPRoute
-
-from wirekube_agent import diff
+from wirekube_agent import netlink
+from wirekube_agent.dataplane import diff
+from wirekube_agent.dataplane.sysctl import apply_interface_sysctls
 from wirekube_agent.model import FWMARK, DesiredState, Endpoint, Route, Rule
 from wirekube_agent.netlink import routes, rules
-from wirekube_agent.sysctl import apply_interface_sysctls
 from wirekube_agent.timers import RESYNC_INTERVAL_S
 from wirekube_agent.wg import Backend
 from wirekube_common.crd import MeshSpec
@@ -84,13 +83,13 @@ class DataPlane:
     ) -> diff.Operations:
         assert self.backend is not None
         full = self._resync_due <= now
-        with IPRoute() as ipr:
+        with netlink.session() as ipr:
             if full or desired.routes != self._last_routes or desired.rules != self._last_rules:
                 have_routes: list[Route] = routes.observed(ipr)
                 have_rules: list[Rule] = rules.observed(ipr)
             else:
                 have_routes, have_rules = list(desired.routes), list(desired.rules)
-            ops = diff.plan(
+            ops = diff.operations(
                 desired,
                 device,
                 have_routes,
@@ -133,7 +132,7 @@ class DataPlane:
 
     def teardown(self) -> None:
         """Remove our routes, our rules and the device (leaving the mesh)."""
-        with IPRoute() as ipr:
+        with netlink.session() as ipr:
             routes.flush(ipr)
             rules.delete_all_ours(ipr)
         if self.backend is not None:

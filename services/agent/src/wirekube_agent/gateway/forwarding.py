@@ -5,7 +5,7 @@ the active peer of some gateways (``wirekube_common.gateway.duties_for``):
 
 * IP forwarding on (``net.ipv4.ip_forward`` through the sysctl root), only
   while there is at least one duty;
-* our nftables rules (``natrules``) for exactly those duties; with no duty the
+* our nftables rules (``gateway.natrules``) for exactly those duties; with no duty the
   table is deleted.
 
 Like the data plane, the rules are applied only when the desired set changed,
@@ -30,7 +30,7 @@ import logging
 import os
 from collections.abc import Iterable
 
-from wirekube_agent import natrules
+from wirekube_agent.gateway import natrules
 from wirekube_agent.netlink import nft
 from wirekube_agent.timers import RESYNC_INTERVAL_S
 from wirekube_common.gateway import GatewayDuty
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 IP_FORWARD = os.path.join("net", "ipv4", "ip_forward")
 
 
-class GatewayNode:
+class Forwarding:
     def __init__(self, sysctl_root: str) -> None:
         self.sysctl_root = sysctl_root
         self.applied: frozenset[natrules.NftRule] | None = None

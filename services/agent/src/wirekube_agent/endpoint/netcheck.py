@@ -14,9 +14,9 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from wirekube_agent.endpoint.underlay import Underlay
 from wirekube_agent.model import Endpoint
 from wirekube_agent.netlink.addresses import local_addresses
-from wirekube_agent.underlay import Underlay
 from wirekube_common.stun.aio import resolve
 from wirekube_common.stun.discovery import DiscoveryOptions, discover
 from wirekube_common.stun.endpoint import Endpoint as StunEndpoint

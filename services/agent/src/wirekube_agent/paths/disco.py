@@ -32,6 +32,8 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from wirekube_common.wireguard.types import Endpoint
+
 MAGIC = b"WKD\x01"
 MAGIC_WORD = 0x574B4401  # MAGIC as the 32-bit word the kernel's filter matches
 PING, PONG = 1, 2
@@ -42,8 +44,6 @@ MAC_LEN = 16
 _HEAD = struct.Struct("!4sBB32s12s")
 HEADER_LEN = _HEAD.size  # 50
 MAX_LEN = HEADER_LEN + 1 + 2 + 16 + MAC_LEN
-
-Endpoint = tuple[str, int]
 
 
 class DiscoError(ValueError):

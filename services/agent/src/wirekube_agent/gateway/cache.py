@@ -4,18 +4,18 @@ Two answers per reconcile pass, both computed by ``wirekube_common.gateway``
 (shared with the controller, so both sides agree exactly):
 
 * as a **client**: which gateway CIDRs go into which WireGuard peer's
-  AllowedIPs (the gateway's ``status.activePeer``); ``topology`` adds them to
+  AllowedIPs (the gateway's ``status.activePeer``); ``dataplane.desired`` adds them to
   the accepted peers, so they get routes exactly when that peer's path is
   routed, like its /32;
 * as an **active gateway peer**: its duties (forward, SNAT), which
-  ``gatewaynode`` turns into IP forwarding and nftables rules.
+  ``gateway.forwarding`` turns into IP forwarding and nftables rules.
 
 ``GatewayCache`` holds the parsed gateways. The gateway informer's thread
 feeds it on every change (``update``), so a malformed object is logged once
 per version rather than once per pass, and the health reporter is fed from the
-same parse. ``plan`` is memoised on the gateways' version and the peers'
+same parse. ``assignment`` is memoised on the gateways' version and the peers'
 resourceVersions: a cluster without gateways pays nothing, and one with
-gateways re-plans only when a peer or gateway object changed.
+gateways recomputes only when a peer or gateway object changed.
 """
 
 from __future__ import annotations
@@ -36,17 +36,19 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class GatewayPlan:
+class GatewayAssignment:
     # WireGuard peer name -> extra AllowedIPs (this node as a client)
     routes: Mapping[str, tuple[IPNetwork, ...]] = field(default_factory=dict)
     # What this node does as the active peer of some gateways
     duties: tuple[gwlib.GatewayDuty, ...] = ()
 
 
-EMPTY = GatewayPlan()
+EMPTY = GatewayAssignment()
 
 
-def plan(peer_name: str, gateways: Iterable[Gateway], peers: Mapping[str, Peer]) -> GatewayPlan:
+def assign(
+    peer_name: str, gateways: Iterable[Gateway], peers: Mapping[str, Peer]
+) -> GatewayAssignment:
     """This node's client routes and gateway duties. Pure."""
     gateways = list(gateways)
     if not gateways or peer_name not in peers:
@@ -55,7 +57,7 @@ def plan(peer_name: str, gateways: Iterable[Gateway], peers: Mapping[str, Peer])
         via: tuple(ipaddress.ip_network(c) for c in cidrs)
         for via, cidrs in gwlib.extra_allowed_ips(peer_name, gateways, peers).items()
     }
-    return GatewayPlan(routes, tuple(gwlib.duties_for(peer_name, gateways, peers)))
+    return GatewayAssignment(routes, tuple(gwlib.duties_for(peer_name, gateways, peers)))
 
 
 def parse_gateways(
@@ -86,8 +88,8 @@ class GatewayCache:
         self._version = 0
         self._rejected: dict[str, str] = {}
         self._peers = ParsedCache(self._peer_model)
-        self._memo: tuple[object, GatewayPlan] | None = None
-        self.last: GatewayPlan = EMPTY  # the latest plan (for metrics)
+        self._memo: tuple[object, GatewayAssignment] | None = None
+        self.last: GatewayAssignment = EMPTY  # the latest assignment (for metrics)
 
     @property
     def gateways(self) -> tuple[Gateway, ...]:
@@ -103,9 +105,9 @@ class GatewayCache:
                 self._version += 1
         return parsed
 
-    def plan(
+    def assignment(
         self, peer_name: str, peer_objects: Callable[[], Mapping[str, Mapping[str, Any]]]
-    ) -> GatewayPlan:
+    ) -> GatewayAssignment:
         """``peer_objects``: the WireKubePeer cache (ours included), read only
         when some gateway exists."""
         with self._lock:
@@ -125,7 +127,7 @@ class GatewayCache:
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
         peers = self._peers.update(objects)
-        result = plan(peer_name, gateways, peers)
+        result = assign(peer_name, gateways, peers)
         self._memo = (key, result)
         self.last = result
         return result

@@ -49,8 +49,12 @@ must keep them apart by more than a round trip.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
+
+from wirekube_agent.paths.rules import ProbeView
+from wirekube_common.wireguard.types import PeerState
 
 # How long the peer's agent must have been probing us (after we added it)
 # before we conclude its own initiation is not coming: an agent may probe
@@ -93,3 +97,63 @@ def due(facts: PeerFacts, now: float) -> Reason | None:
         )
         return "silent" if settled else None
     return "crossed" if now - facts.rx_since >= CROSSED_S else None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What ``restarts`` carries from one pass to the next, per peer key."""
+
+    acted: Mapping[bytes, frozenset[Reason]] = field(default_factory=dict)  # once per reason
+    probing_since: Mapping[bytes, float] = field(default_factory=dict)  # PeerFacts.probing_since
+    rx_seen: Mapping[bytes, tuple[int, float]] = field(default_factory=dict)  # rx_bytes, since
+
+
+def restarts(
+    memory: Memory,
+    peers: Mapping[str, bytes],
+    device: Mapping[bytes, PeerState],
+    added_at: Mapping[bytes, float],
+    views: Mapping[bytes, ProbeView],
+    own_key: bytes,
+    now: float,
+) -> tuple[frozenset[bytes], list[tuple[str, Reason]], Memory]:
+    """The peers (name -> key) to re-create this pass so WireGuard initiates
+    at once, why, and the memory for the next pass. ``views``: the prober's,
+    for when the peer's agent last probed us."""
+    out: set[bytes] = set()
+    why: list[tuple[str, Reason]] = []
+    keys = set(peers.values())
+    acted = {k: v for k, v in memory.acted.items() if k in keys}
+    probing_since = {k: t for k, t in memory.probing_since.items() if k in keys}
+    rx_seen = {k: v for k, v in memory.rx_seen.items() if k in keys}
+    for name, key in peers.items():
+        added = added_at.get(key)
+        state = device.get(key)
+        if added is None or state is None:
+            continue
+        seen = rx_seen.get(key)
+        if seen is None or seen[0] != state.rx_bytes:
+            seen = rx_seen[key] = (state.rx_bytes, added if seen is None else now)
+        we_initiate = own_key < key
+        if not eligible(state.last_handshake, we_initiate):
+            continue
+        view = views.get(key)
+        ping = view.last_ping if view is not None else 0.0
+        if ping > added:
+            probing_since.setdefault(key, ping)
+        facts = PeerFacts(
+            added,
+            state.last_handshake,
+            state.rx_bytes,
+            max(seen[1], added),
+            probing_since.get(key),
+            we_initiate,
+        )
+        reason = due(facts, now)
+        done = acted.get(key, frozenset())
+        if reason is not None and reason not in done:
+            out.add(key)
+            why.append((name, reason))
+            done = done | {reason}
+        acted[key] = done
+    return frozenset(out), why, Memory(acted, probing_since, rx_seen)

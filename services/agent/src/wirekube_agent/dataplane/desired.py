@@ -9,11 +9,11 @@ reports, and ``reconciler`` applies only the difference.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from wirekube_agent.model import (
+    FAMILY_OF_VERSION,
     FWMARK,
     ROUTE_TABLE,
     RULE_PRIORITY_CONTROL,
@@ -29,7 +29,7 @@ from wirekube_agent.model import (
     Rule,
     WgPeer,
 )
-from wirekube_agent.paths import PathState
+from wirekube_agent.paths.rules import PathState
 from wirekube_agent.timers import DEFAULT_PERSISTENT_KEEPALIVE_S
 
 MAIN_TABLE = 254
@@ -190,7 +190,7 @@ def rules_for(routes: Iterable[Route], control_destinations: Iterable[IPAddress]
     families = {r.dst.version for r in routes}
     rules: set[Rule] = set()
     for version in families:
-        family = socket.AF_INET if version == 4 else socket.AF_INET6
+        family = FAMILY_OF_VERSION[version]
         rules.add(Rule(RULE_PRIORITY_MARKED, MAIN_TABLE, family, fwmark=FWMARK))
         for ip in control_destinations:
             if ip.version == version:

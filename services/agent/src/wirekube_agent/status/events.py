@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from wirekube_agent.paths import PathState
+from wirekube_agent.paths.rules import PathState
 from wirekube_common.wireguard.types import format_endpoint
 
 # A start-up or a relay outage changes many peers within a second; ten Events

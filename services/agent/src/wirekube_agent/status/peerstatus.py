@@ -8,7 +8,7 @@ or two, then one per ``STATUS_REFILL_S``), and ``lastHandshake`` only when it
 moved by a minute or more — total writes grow O(N) with the mesh, never O(N^2).
 
 ``peerPaths`` says why each peer's path is what it is (rule and reason from
-``paths.step``, failures, since when, probe RTT and answers, the next retry).
+``paths.rules.step``, failures, since when, probe RTT and answers, the next retry).
 Its rule, reason, failures and endpoint are written at once when they change
 (``WHY_KEYS``: they change with the decision, rarely); the details change with
 every probe and only ride along with writes made for other reasons, so a
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wirekube_agent.model import Endpoint
-from wirekube_agent.paths import PathState
+from wirekube_agent.paths.rules import PathState
 from wirekube_agent.timers import (
     HANDSHAKE_FRESH_S,
     STATUS_BURST,

@@ -43,7 +43,7 @@ def load_or_create(state_dir: str) -> bytes:
 
 
 def rotate(state_dir: str) -> bytes:
-    """A new key pair replacing the stored one (key rotation, ``keyrotation``).
+    """A new key pair replacing the stored one (key rotation, ``keys.rotation``).
 
     Stored before anyone learns of it: an agent that dies right after
     publishing the new public key restarts with the matching private key.

@@ -15,8 +15,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from wirekube_agent import disco
 from wirekube_agent.model import FWMARK, Endpoint
+from wirekube_agent.paths import disco
 from wirekube_common.rawudp import Datagram
 from wirekube_common.stun.aio import RawStunSocket
 from wirekube_common.stun.client import BindingResult

@@ -4,7 +4,7 @@ Sans-IO in the h11 sense: the prober owns no socket and no timer. It is handed
 a ``send(payload, endpoint)`` that transmits from the WireGuard port (the raw
 socket's owner provides it), fed received probes through ``on_datagram``, and
 driven by ``tick(now)``. What to probe comes from the path state machine as
-``Target``s; what was learned goes back as ``paths.ProbeView``.
+``Target``s (``paths.rules``); what was learned goes back as ``ProbeView``.
 
 Probes to a peer's relay-bridge endpoint (127.0.0.1) travel through the relay:
 that is how we ask a relayed peer to probe us back at the same moment
@@ -29,9 +29,9 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from wirekube_agent import disco
 from wirekube_agent.model import Endpoint
-from wirekube_agent.paths import ProbeView
+from wirekube_agent.paths import disco
+from wirekube_agent.paths.rules import ProbeView, Target
 from wirekube_agent.peerstats import Histogram
 from wirekube_agent.timers import HEARTBEAT_S, LEARNED_ENDPOINT_TTL_S, PROBE_INTERVAL_S
 from wirekube_common import wgkey
@@ -55,17 +55,6 @@ class Rtt:
 
     seconds: float
     at: float
-
-
-@dataclass(frozen=True)
-class Target:
-    """What to probe for one peer this period."""
-
-    candidates: tuple[Endpoint, ...] = ()
-    burst: bool = False  # probe every candidate every PROBE_INTERVAL_S
-    heartbeat: Endpoint | None = None  # direct path in use: keep proving it
-    via_relay: Endpoint | None = None  # the peer's bridge endpoint, for call-me-maybe
-    direct: bool = False  # we send WireGuard to this peer directly (FLAG_DIRECT)
 
 
 @dataclass

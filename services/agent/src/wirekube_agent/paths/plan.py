@@ -1,6 +1,6 @@
 """All peers' paths for one pass, and what the prober should do about them. Pure.
 
-``paths.step`` decides one peer; this module runs it over the mesh and turns
+``paths.rules.step`` decides one peer; this module runs it over the mesh and turns
 each decision into a probing ``Target``: burst every candidate while a burst
 is on (and send a call-me-maybe through the relay so the peer probes back at
 the same moment), keep a direct path in use proven with heartbeats.
@@ -12,15 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wirekube_agent.model import Endpoint, RemotePeer
-from wirekube_agent.paths import (
+from wirekube_agent.paths.rules import (
     LocalFacts,
     PathPolicy,
     PathState,
     ProbeView,
+    Target,
     candidates,
     step,
 )
-from wirekube_agent.prober import Target
 
 
 @dataclass(frozen=True)

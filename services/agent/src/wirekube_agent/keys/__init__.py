@@ -1,0 +1,1 @@
+"""Keys: this node's WireGuard key pair, stored and rotated."""

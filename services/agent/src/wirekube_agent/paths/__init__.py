@@ -1,0 +1,1 @@
+"""Paths: which transport carries each peer's packets, and the probes that prove it."""

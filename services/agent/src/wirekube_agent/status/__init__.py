@@ -1,0 +1,1 @@
+"""Status: what this node publishes about itself (WireKubePeer status, path-change Events)."""
