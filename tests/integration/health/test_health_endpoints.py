@@ -130,7 +130,7 @@ def test_agent_probes_follow_its_control_loop(mesh: MeshLab, tmp_path: Path) -> 
     argv = [
         sys.executable, str(HERE / "wedgeable_agent.py"), str(wedge), str(STALL_S),
         "--node-name", "hz1",
-        "--kubeconfig", str(mesh.kubeconfig()),
+        "--kubeconfig", str(mesh.kubeconfig("hz1")),
         "--state-dir", str(mesh.lab.host_dir("hz1") / "state"),
         "--wireguard-backend", "userspace",
         "--metrics-port", "9090",
