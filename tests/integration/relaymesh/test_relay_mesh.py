@@ -276,13 +276,18 @@ def _carrier(rm: Any, key: str) -> str:
     """The replica carrying the flow to ``key``: the one whose frames to it grow.
 
     (Frames *from* a node grow on every replica that carries any of its flows,
-    including ones to a peer that is not there.)"""
-    first = rm.stats(*RELAYS)
-    time.sleep(1.0)
-    second = rm.stats(*RELAYS)
-    grew = [r for r in RELAYS if _frames_out(second, r, key) > _frames_out(first, r, key) + 3]
-    assert len(grew) == 1, f"no single carrier: {grew}"
-    return grew[0]
+    including ones to a peer that is not there.) Right after a flow moved (a
+    replica came back), both may carry it for a moment: one second of a single
+    carrier within a few seconds is what counts."""
+    seen: list[str] = []
+    for _ in range(5):
+        first = rm.stats(*RELAYS)
+        time.sleep(1.0)
+        second = rm.stats(*RELAYS)
+        seen = [r for r in RELAYS if _frames_out(second, r, key) > _frames_out(first, r, key) + 3]
+        if len(seen) == 1:
+            return seen[0]
+    raise AssertionError(f"no single carrier within 5 s: {seen}")
 
 
 def _carries(rm: Any, relay: str, key: str) -> bool:
