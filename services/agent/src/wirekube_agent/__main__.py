@@ -10,7 +10,7 @@ import sys
 from prometheus_client import REGISTRY
 
 from wirekube_agent import health, keys
-from wirekube_agent.cleanup import cleanup
+from wirekube_agent.cleanup import cleanup_stale
 from wirekube_agent.gatewaymetrics import GatewayCollector
 from wirekube_agent.k8s.client import KubeApi
 from wirekube_agent.metrics import AgentCollector
@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure("wirekube-agent", args.log_level)
     if args.command == "cleanup":
-        cleanup(args.interface)
+        # The initContainer: only stale state goes; a healthy interface of
+        # this node stays and the agent adopts it (cleanup.py).
+        cleanup_stale(args.interface, args.state_dir)
         return 0
     try:
         settings = from_args(args)
