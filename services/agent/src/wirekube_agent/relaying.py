@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from wirekube_agent.model import FWMARK, NodeInfo
 from wirekube_agent.relay import DnsSource
+from wirekube_agent.relay import ports as relay_ports
 from wirekube_agent.relay.egress import Egress, proxy_for
 from wirekube_agent.relay.worker import BridgeWorker, WorkerGone
 from wirekube_agent.timers import RELAY_LOSS_GRACE_S
@@ -181,8 +182,17 @@ class RelayManager:
     """Owns the relay bridge, which runs in a worker process (relay/worker.py
     says why), and restarts that worker if it exits."""
 
-    def __init__(self, private_key: bytes, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        private_key: bytes,
+        clock: Callable[[], float] = time.monotonic,
+        state_dir: str | None = None,
+    ) -> None:
         self.private_key = private_key
+        # Each relayed peer's bridge port, kept in the state dir so that the
+        # next agent's bridge binds the same ones (relay/ports.py).
+        self.state_dir = state_dir
+        self._ports: dict[bytes, int] = relay_ports.load(state_dir)
         self.bridge: BridgeWorker | None = None
         self._shape: tuple[RelayTarget, int] | None = None
         self.reason = "not configured yet"
@@ -236,6 +246,7 @@ class RelayManager:
                 dns_source=target.dns,
                 fwmark=FWMARK,
                 egress=target.egress,
+                ports=self._ports,
             )
         except (WorkerGone, ValueError, OSError) as exc:
             # _shape stays unset: the next pass tries again.
@@ -271,7 +282,19 @@ class RelayManager:
         except (WorkerGone, ValueError) as exc:
             log.warning("relay: %s", exc)  # ensure() restarts a worker that exited
             return {}
-        return {k: self.bridge.endpoint_for(k) for k in keys}
+        out = {k: self.bridge.endpoint_for(k) for k in keys}
+        ports = {k: port for k, (_, port) in out.items()}
+        if ports != self._ports:
+            self._ports = ports
+            relay_ports.save(self.state_dir, ports)
+        return out
+
+    def assume_live(self) -> None:
+        """Count the relay as live for ``RELAY_LOSS_GRACE_S`` from now: a new
+        agent adopting relayed peers from its predecessor's interface keeps
+        them on the relay while its own bridge connects, instead of moving
+        them to an unproven direct path for a pass."""
+        self._live_at = self._clock()
 
     @property
     def available(self) -> bool:

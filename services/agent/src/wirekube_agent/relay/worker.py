@@ -17,7 +17,7 @@ and ``RelayPool``: ``set_relayed_peers``, ``endpoint_for``, ``retarget``,
 over a stream socket pair: one JSON object per message, each behind a 4-byte
 length, request then reply; keys travel in base64:
 
-    {"op": "start", "key", "wg_port", "addresses" | "dns", "fwmark", "egress"} -> {}
+    {"op": "start", "key", "wg_port", "addresses" | "dns", "fwmark", "egress", "ports"} -> {}
     {"op": "peers", "keys": [...]}          -> {"endpoints": {key: [host, port]}}
     {"op": "retarget", "addresses" | "dns"} -> {}
     {"op": "rekey", "key"}                  -> {} (key rotation: links re-register)
@@ -126,6 +126,7 @@ class BridgeWorker:
         fwmark: int | None = None,
         timeout: float = CALL_TIMEOUT_S,
         egress: Egress | None = None,
+        ports: dict[bytes, int] | None = None,
     ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
@@ -143,6 +144,7 @@ class BridgeWorker:
         start = {"op": "start", "key": _b64(private_key), "wg_port": wg_listen_port}
         start |= _source(addresses, dns_source) | {"fwmark": fwmark}
         start["egress"] = (egress or Egress()).to_dict()
+        start["ports"] = {_b64(k): p for k, p in (ports or {}).items()}
         try:
             self._call(start)
         except Exception:
@@ -242,7 +244,10 @@ class _Served:
                 fwmark=int(fwmark) if fwmark is not None else None,
                 egress=Egress.from_dict(msg.get("egress")),
             )
-            self.bridge = RelayBridge(key, wg_listen_port=int(msg["wg_port"]), relay_pool=self.pool)
+            ports = {base64.b64decode(k): int(p) for k, p in (msg.get("ports") or {}).items()}
+            self.bridge = RelayBridge(
+                key, wg_listen_port=int(msg["wg_port"]), relay_pool=self.pool, ports=ports
+            )
             self.bridge.start()
             return {}
         if self.bridge is None or self.pool is None:
