@@ -44,7 +44,7 @@ from wirekube_agent.model import FWMARK, NodeInfo
 from wirekube_agent.relay import DnsSource
 from wirekube_agent.relay import ports as relay_ports
 from wirekube_agent.relay.egress import Egress, proxy_for
-from wirekube_agent.relay.worker import BridgeWorker, WorkerGone
+from wirekube_agent.relay.worker import BridgeWorker, Spawned, WorkerGone, spawn
 from wirekube_agent.timers import RELAY_LOSS_GRACE_S
 from wirekube_common.crd import MeshSpec
 from wirekube_common.relayaddress import NodeAddresses, choose
@@ -193,6 +193,7 @@ class RelayManager:
         # next agent's bridge binds the same ones (relay/ports.py).
         self.state_dir = state_dir
         self._ports: dict[bytes, int] = relay_ports.load(state_dir)
+        self._spare: Spawned | None = None  # a worker started ahead (prespawn)
         self.bridge: BridgeWorker | None = None
         self._shape: tuple[RelayTarget, int] | None = None
         self.reason = "not configured yet"
@@ -247,7 +248,9 @@ class RelayManager:
                 fwmark=FWMARK,
                 egress=target.egress,
                 ports=self._ports,
+                spawned=self._spare,
             )
+            self._spare = None
         except (WorkerGone, ValueError, OSError) as exc:
             # _shape stays unset: the next pass tries again.
             self.reason = f"the relay bridge did not start: {exc}"
@@ -288,6 +291,13 @@ class RelayManager:
             self._ports = ports
             relay_ports.save(self.state_dir, ports)
         return out
+
+    def prespawn(self) -> None:
+        """Start the next bridge's worker process now, so that its interpreter
+        starts while the agent does (an unused one exits with the agent:
+        its socket closes)."""
+        if self._spare is None:
+            self._spare = spawn()
 
     def assume_live(self) -> None:
         """Count the relay as live for ``RELAY_LOSS_GRACE_S`` from now: a new
