@@ -33,9 +33,6 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from pyroute2 import IPRoute
-
-from wirekube_agent.netlink import link, nft, routes, rules
 from wirekube_common import wgkey
 from wirekube_common.wireguard.types import DeviceState
 
@@ -98,20 +95,44 @@ def read_device(kind: str | None, interface: str) -> DeviceState | None:
     return None
 
 
+def _sysfs_tun(interface: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{interface}/tun_flags")
+
+
 def cleanup_stale(interface: str, state_dir: str) -> dict[str, int]:
     """The initContainer: remove only stale state (module docstring)."""
+    node_key = read_node_key(state_dir)
+    kept = {"interface": 0, "routes": 0, "rules": 0, "nft_table": 0, "kept": 1}
+    # Without netlink where it can: a tun whose wireguard-go answers with the
+    # node's key is kept. pyroute2's import alone took 1 s on a loaded lab
+    # node, and every agent restart (relayed peers' outage) waits for this.
+    # Only "keep" is decided here: anything else takes the full path below.
+    if _sysfs_tun(interface):
+        found = Found("tun", read_device("tun", interface), node_key)
+        verdict, why = judge(found)
+        if verdict == "keep":
+            log.info("cleanup: %s: %s (%s)", interface, verdict, why)
+            return kept
+    from pyroute2 import IPRoute  # noqa: PLC0415 - see above
+
+    from wirekube_agent.netlink import link  # noqa: PLC0415
+
     with IPRoute() as ipr:
         kind = link.kind(ipr, interface)
-    found = Found(kind, read_device(kind, interface), read_node_key(state_dir))
+    found = Found(kind, read_device(kind, interface), node_key)
     verdict, why = judge(found)
     log.info("cleanup: %s: %s (%s)", interface, verdict, why)
     if verdict == "keep":
-        return {"interface": 0, "routes": 0, "rules": 0, "nft_table": 0, "kept": 1}
+        return kept
     return cleanup(interface, keep_interface=verdict == "keep-interface") | {"kept": 0}
 
 
 def cleanup(interface: str, keep_interface: bool = False) -> dict[str, int]:
     """Remove everything of the mesh from the node (leaving the mesh)."""
+    from pyroute2 import IPRoute  # noqa: PLC0415 - cleanup_stale's fast path avoids it
+
+    from wirekube_agent.netlink import link, nft, routes, rules  # noqa: PLC0415
+
     with IPRoute() as ipr:
         removed = {
             "interface": 0 if keep_interface else int(link.delete(ipr, interface)),
