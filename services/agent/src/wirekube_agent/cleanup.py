@@ -21,6 +21,9 @@ installation or a lost key). With no interface, routes through it are gone
 with it and the rules and nftables table left are stale. A pristine device
 keeps its interface but loses the rules and table: no agent wrote them for it.
 The new agent adopts what stays and converges by diff (``dataplane``).
+(An agent stopped mid key rotation, after storing the new key and before
+switching the device to it, leaves a device with the old key: judged stale
+and rebuilt, one outage, as every restart was before.)
 
 Idempotent; touches nothing it does not own. IP forwarding is left as it
 is: cleanup cannot know who turned it on.
