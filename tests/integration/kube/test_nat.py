@@ -122,13 +122,15 @@ def test_rollout_restart_of_the_agents_under_continuous_ping(nat_cluster: KubeEn
     # only once the old one is gone: each end's restart is one outage from the
     # old bridge's end to the new one's first relay link (the bridge binds the
     # same ports, so WireGuard's endpoints stay valid, and the links come up
-    # first in the new agent's first pass). Measured: 4.4 s from the new pod's
-    # creation to its relay link (1 s volumes and sandbox, 1.7 s initContainer,
-    # 1.3 s agent start), 23-35 pings per outage, 47-68 per pair over the
-    # rollout (before: 14-59, with more outages per restart). So: exactly the
-    # two outages of the pair's two restarts and no more (no path flapping
-    # after them), each about one node's restart long: under twice a node's
-    # share of the rollout (restarts are uneven on a loaded host).
+    # first in the new agent's first pass). Measured on the loaded 2-core host:
+    # 2.7-7.2 s from the new pod's creation to its relay link, most of it the
+    # kubelet's (volumes, sandbox, starting two containers: 1.5-3.4 s from the
+    # initContainer's verdict to the agent's first line), 0.3-1.3 s the
+    # agent's; 15-40 pings per outage, 38-68 per pair over the rollout
+    # (before: 14-59). So: exactly the two outages of the pair's two restarts
+    # and no more (no path flapping after them), each about one node's restart
+    # long: under twice a node's share of the rollout (restarts are uneven on
+    # a loaded host).
     share = 2 * rollout_s / len(env.nodes) / PING_INTERVAL_S
     for key in RELAYED:
         for pair in (key.replace("/", "->"), "->".join(reversed(key.split("/")))):
