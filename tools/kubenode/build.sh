@@ -114,7 +114,9 @@ strip "${tmp}/bin/pause" 2>/dev/null || true
 "${tmp}/bin/kube-proxy" --version >&2
 "${tmp}/bin/kube-scheduler" --version >&2
 "${tmp}/bin/kube-controller-manager" --version >&2
-"${tmp}/bin/coredns" -version | head -n 1 >&2
+# sed, not head: head exits after one line and coredns, writing its second,
+# dies of SIGPIPE, which pipefail turns into a failed build (exit 141).
+"${tmp}/bin/coredns" -version | sed -n 1p >&2
 "${tmp}/bin/pause" -v >&2
 
 mkdir -p "${CACHE_ROOT}/${KEY}"
