@@ -38,6 +38,13 @@ MIRRORS=(
 # Bump when the base recipe below changes in a way the other inputs don't show.
 BASE_RECIPE=1
 CACHE_ROOT="${WIREKUBE_CACHE_DIR:-/var/cache/wirekube}/images"
+# Where the service images are tagged. Several worktrees building on one host
+# share podman's store: under one name, a build of another tree can take the
+# tag between this one's build and its --save, and the archive then holds the
+# other tree's code (seen: a lab test ran another branch's agent). A tree of
+# its own (e.g. localhost/wirekube-<name>) avoids that; the lab's kubelet mode
+# tags images by their last path element (agent, relay, ...), whatever the repo.
+REPO="${WIREKUBE_IMAGE_REPO:-docker.io/wirekube}"
 
 host_arch="$(dpkg --print-architecture)"
 arch="$host_arch"
@@ -168,7 +175,7 @@ run_build() {  # run_build LOG podman-build-args... ; shows the log only on fail
 build_service() {
   local name="$1" version key ref tags=()
   version="$(version_of "services/$name/pyproject.toml")"
-  ref="docker.io/wirekube/$name"
+  ref="$REPO/$name"
   if [[ "$arch" == "$host_arch" ]]; then
     tags=(-t "$ref:$version" -t "$ref:dev")
   else
@@ -257,7 +264,7 @@ for name in "${SERVICES[@]}" controlplane; do
   else
     version="$(version_of "services/$name/pyproject.toml")"
   fi
-  ref="docker.io/wirekube/$name:$version$suffix"
+  ref="$REPO/$name:$version$suffix"
   images+=("$name=$ref")
   printf '%-48s %-10s %s\n' "$ref" \
     "$(podman image inspect --format '{{.Architecture}}' "$ref")" \

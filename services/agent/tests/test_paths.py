@@ -269,3 +269,17 @@ def test_unchanged_state_is_the_same_object() -> None:
     s = run(None, 100.0)
     s = run(s, 100.5)
     assert run(s, 100.6) is s
+
+
+def test_wireguard_traffic_on_the_direct_path_keeps_it_while_probes_go_unanswered() -> None:
+    """The peer's agent restarts (its interface carries on): no probe is
+    answered, but WireGuard keeps receiving from the peer on the direct
+    endpoint, so the path stays direct; once that stops too, it falls back."""
+    s = run(None, 100.0)
+    s = run(s, 101.0, ProbeView(answered=((PONG, 100.9),)))
+    for t in range(102, 130):
+        s = run(s, float(t), ProbeView(answered=((PONG, 100.9),), wireguard_rx=t - 0.5))
+        assert (s.transport, s.phase) == ("direct", "up"), t
+    quiet = ProbeView(answered=((PONG, 100.9),), wireguard_rx=129.5)
+    assert run(s, 134.0, quiet).transport == "direct"
+    assert run(s, 135.0, quiet).transport == "relay"

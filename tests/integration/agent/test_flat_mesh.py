@@ -11,8 +11,10 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -259,15 +261,57 @@ def test_status_writes_stop_in_steady_state(started: MeshLab) -> None:
     assert writes() == before
 
 
-def test_sigterm_is_a_clean_exit_and_cleanup_removes_everything(started: MeshLab) -> None:
+def _root(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """A command in the root namespaces (nsenter picks the namespaces itself)."""
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
+
+
+def _wireguard_go_pid(mesh: MeshLab, host: str) -> int:
+    """The wireguard-go serving the host's wire_kube (it outlived its agent)."""
+    pids = _root(["ip", "netns", "pids", mesh.lab.netns(host)]).stdout.split()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "wireguard-go":
+                    return int(pid)
+        except OSError:
+            continue
+    raise AssertionError(f"no wireguard-go in {host}'s namespace")
+
+
+def test_sigterm_is_a_clean_exit_and_cleanup_removes_only_stale_state(
+    started: MeshLab, tmp_path: Path
+) -> None:
+    """SIGTERM leaves the data plane up; the initContainer's cleanup keeps this
+    node's healthy interface and removes one keyed with another key."""
     mesh = started
     assert mesh.stop_agent("n4") == 0  # SIGTERM: clean shutdown, exit code 0
-    argv = [sys.executable, "-m", "wirekube_agent", "cleanup", "--interface", "wire_kube"]
-    for _ in range(2):  # idempotent
-        out = mesh.lab.exec("n4", argv)
-        assert out.returncode == 0
-    assert "wire_kube" not in mesh.lab.exec("n4", ["ip", "link"]).stdout
-    assert mesh.lab.exec("n4", ["ip", "route", "show", "table", "22347"]).stdout.strip() == ""
-    assert "22347" not in mesh.lab.exec("n4", ["ip", "rule"]).stdout
+    state = str(mesh.lab.host_dir("n4") / "state")
+    # Where the agent ran: its wireguard-go's mount namespace (private
+    # /run/wireguard, the socket) and the node's network namespace.
+    where = ["nsenter", "-t", str(_wireguard_go_pid(mesh, "n4")), "-m", "-n", "--"]
+    argv = [sys.executable, "-m", "wirekube_agent", "--state-dir", state, "cleanup"]
+
+    def dataplane() -> tuple[bool, str, str]:
+        link = "wire_kube" in mesh.lab.exec("n4", ["ip", "link"]).stdout
+        table = mesh.lab.exec("n4", ["ip", "route", "show", "table", "22347"]).stdout.strip()
+        return link, table, mesh.lab.exec("n4", ["ip", "rule"]).stdout
+
+    link, table, rules = dataplane()
+    assert link and table and "22347" in rules
+    out = _root([*where, *argv])
+    assert out.returncode == 0
+    assert dataplane() == (link, table, rules)  # this node's key: all of it stays
+    assert "keep (this node's healthy interface)" in out.stderr + out.stdout
+    # Another key in the state dir: the interface is stale, everything goes.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "private.key").write_text(_root(["wg", "genkey"]).stdout)
+    stale = [sys.executable, "-m", "wirekube_agent", "--state-dir", str(other), "cleanup"]
+    assert _root([*where, *stale]).returncode == 0
+    # (wireguard-go exited with its tun: the second run, idempotent, in the node's namespace)
+    assert mesh.lab.exec("n4", stale).returncode == 0
+    link, table, rules = dataplane()
+    assert not link and table == "" and "22347" not in rules
     mesh.start_agent("n4")
     mesh.wait_until("n4 back", lambda: mesh.working_mesh(FIRST), CONVERGE_S)

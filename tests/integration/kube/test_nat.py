@@ -12,9 +12,10 @@ import json
 import sys
 import time
 
+from wirekube_lab.ping import PingResult
 from wirekube_lab.topology import load_topology
 
-from .conftest import HERE, NAT_OVERLAY, KubeEnv, ordered_pairs, report
+from .conftest import HERE, NAT_OVERLAY, PING_INTERVAL_S, KubeEnv, ordered_pairs, report
 
 EXPECTED = {f"{a}/{b}": m for (a, b), m in load_topology(HERE / "nat.yaml").expect_paths}
 RELAYED = sorted(k for k, m in EXPECTED.items() if m == "relay")
@@ -45,6 +46,16 @@ def _relay_bytes(env: KubeEnv) -> float:
             if line.startswith("wirekube_relay_bytes_forwarded") and "_created" not in line:
                 total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def _outages(result: PingResult) -> list[int]:
+    """Each run of pings lost in a row, in pings (a run at the end included)."""
+    runs, expected = [], 1
+    for seq in (*result.replied_seqs, result.sent + 1):
+        if seq > expected:
+            runs.append(seq - expected)
+        expected = seq + 1
+    return runs
 
 
 def _pairs(keys: list[str]) -> list[tuple[str, str]]:
@@ -96,14 +107,35 @@ def test_rollout_restart_of_the_agents_under_continuous_ping(nat_cluster: KubeEn
     rollout_s = round(time.monotonic() - t0, 1)
     results = env.ping_losses(pings, timeout=ROLLOUT_TIMEOUT_S)
     lost = {k: r.lost for k, r in results.items()}
+    outages = {k: _outages(r) for k, r in results.items()}
     report(f"nat/{NAT_OVERLAY} rollout restart", {"rollout_s": rollout_s})
     report(f"nat/{NAT_OVERLAY} rollout restart lost pings", lost)
+    report(f"nat/{NAT_OVERLAY} rollout restart outages (pings lost in a row)", outages)
     env.wait_until("paths back after the rollout", lambda: env.pair_paths() == EXPECTED, 90)
     assert all(r.sent > 0 for r in results.values())
-    # Issue 12's target (none lost on direct pairs, <= 2 on relayed ones) is not
-    # met yet: an agent restart takes its node's tunnel down (see
-    # test_flat_dev's rollout test). The losses are printed above; every pair
-    # must answer again.
+    # Issue 12's target on direct pairs: nothing lost. The interface outlives
+    # the agent pod and the new agent adopts it (test_flat_dev's rollout test).
+    direct = {k: n for k, n in lost.items() if "/".join(sorted(k.split("->"))) not in RELAYED}
+    assert set(direct.values()) == {0}, direct
+    # Relayed pairs: the target (<= 2) is not met. The relay bridge lives in the
+    # agent's pod, and a DaemonSet rollout (maxUnavailable 1) starts the new pod
+    # only once the old one is gone: each end's restart is one outage from the
+    # old bridge's end to the new one's first relay link (the bridge binds the
+    # same ports, so WireGuard's endpoints stay valid, and the links come up
+    # first in the new agent's first pass). Measured on the loaded 2-core host:
+    # 2.7-7.2 s from the new pod's creation to its relay link, most of it the
+    # kubelet's (volumes, sandbox, starting two containers: 1.5-3.4 s from the
+    # initContainer's verdict to the agent's first line), 0.3-1.3 s the
+    # agent's; 15-40 pings per outage, 38-68 per pair over the rollout
+    # (before: 14-59). So: exactly the two outages of the pair's two restarts
+    # and no more (no path flapping after them), each about one node's restart
+    # long: under twice a node's share of the rollout (restarts are uneven on
+    # a loaded host).
+    share = 2 * rollout_s / len(env.nodes) / PING_INTERVAL_S
+    for key in RELAYED:
+        for pair in (key.replace("/", "->"), "->".join(reversed(key.split("/")))):
+            assert len(outages[pair]) <= 2, (pair, outages[pair])
+            assert max(outages[pair], default=0) <= share, (pair, outages[pair], share)
     env.wait_until(
         "every pair pings after the rollout",
         lambda: env.all_pairs_answer(ordered_pairs(env.nodes)),

@@ -143,7 +143,8 @@ def test_exec_plugins_run_through_the_kubernetes_package(tmp_path: Path) -> None
 
 def test_services_never_import_the_kubernetes_package() -> None:
     """Importing it costs 0.3 s of CPU per process (see kube.config)."""
-    modules = ["wirekube_agent.__main__", "wirekube_gateway.__main__", "wirekube_relay.__main__",
+    modules = ["wirekube_agent.__main__", "wirekube_agent.reconciler", "wirekube_gateway.__main__",
+               "wirekube_relay.__main__",
                "wirekube_relay.k8s", "wirekube_common.gwhealth.__main__"]  # fmt: skip
     script = "import sys\n" + "".join(f"import {m}\n" for m in modules)
     script += "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))"

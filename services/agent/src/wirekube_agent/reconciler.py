@@ -14,6 +14,8 @@ that write to it — the data plane keeps its last configuration.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
 import json
 import logging
 import threading
@@ -63,6 +65,7 @@ from wirekube_agent.timers import (
     STATUS_DETAIL_SAMPLE_S,
 )
 from wirekube_agent.wg import Backend, select
+from wirekube_agent.wg.adopt import adopted_paths
 from wirekube_common import wgkey
 from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
 from wirekube_common.gwhealth.reporter import GatewayHealthReporter, KubeLeaseWriter
@@ -131,7 +134,7 @@ class Reconciler:
             settings.sysctl_root,
         )
         self.net = NetTasks(private_key, self.wake.set)
-        self.relays = RelayManager(private_key)
+        self.relays = RelayManager(private_key, state_dir=settings.state_dir)
         self._relay_service: dict[str, Any] | None = None
         self._relay_service_at = -RESYNC_INTERVAL_S
         self._relay_nodes: list[NodeAddresses] = []
@@ -142,6 +145,7 @@ class Reconciler:
         self._probes_at = float("-inf")
         self._event_budget = EventBudget()
         self._initiation = initiate.Memory()  # decide's restart-to-initiate memory
+        self._direct_rx: dict[bytes, tuple[int, float]] = {}  # rx_bytes, when it last grew
         self.discovery = Discovery(None, None)
         self._discovered_at = 0.0
         self._discovered_for: tuple[NodeInfo, int, int] | None = None
@@ -153,6 +157,7 @@ class Reconciler:
         self.observed = Observed()
         self.stats = PeerStats()  # what metrics cannot read off one pass
         self.participating = False
+        self._adopted = False  # the first pass took its paths from the device (wg/adopt.py)
         # The last pass saw our Node gone or without the vpn-enabled label: on
         # shutdown the agent then removes everything of the mesh from the node.
         self.left_mesh = False
@@ -248,6 +253,9 @@ class Reconciler:
         self.participating = True
         mesh = self._mesh()
         self.dataplane.ensure(mesh, now)
+        # The relay links first: a new agent's bridge reconnects while the rest
+        # of its first pass runs (relayed peers' packets wait for it).
+        self.relays.ensure(self._relay_target(mesh, node, now), mesh.listen_port)
         self.net.configure(
             mesh.listen_port,
             mesh.stun_servers if "stun" in self.settings.endpoint_sources else (),
@@ -266,14 +274,16 @@ class Reconciler:
 
         # -- observe ---------------------------------------------------------------
         device = self.dataplane.observe()
-        # The relay links' target comes from the mesh spec (``relaying``);
-        # every peer keeps its bridge socket while a relay is configured, so
-        # fallback is instant and call-me-maybe probes can reach it.
-        self.relays.ensure(self._relay_target(mesh, node, now), mesh.listen_port)
+        if not self._adopted:
+            self._adopt(device, peers, mesh, now)
+        # Every peer keeps its bridge socket while a relay is configured
+        # (the links' target was set at the top of the pass): fallback is
+        # then instant and call-me-maybe probes can reach it.
         relay_endpoints: dict[bytes, Endpoint] = self.relays.endpoints(by_key)
         nat = self.net.netcheck.report
         prober = self.net.prober
         api_ip = self.api.server_address()
+        self._direct_rx = {k: v for k, v in self._direct_rx.items() if k in by_key}
         seen = decide.Observation(
             now=now,
             node=node,
@@ -281,7 +291,7 @@ class Reconciler:
             peers=peers,
             device=device,
             local=self._local_facts(node, nat),
-            views={k: prober.view(k) for k in by_key},
+            views={k: self._with_wireguard_rx(k, prober.view(k), device, now) for k in by_key},
             learned={k: prober.learned(k, now) for k in by_key},
             relay_available=self.relays.available,
             relay_endpoints=relay_endpoints,
@@ -343,6 +353,41 @@ class Reconciler:
         except Exception:
             log.exception("gateway forwarding failed; retrying on the next pass")
         self._write_status(node, mesh, nat, now)
+
+    def _with_wireguard_rx(
+        self, key: bytes, view: paths.ProbeView, device: DeviceState, now: float
+    ) -> paths.ProbeView:
+        """``view`` plus when WireGuard last received from the peer on a direct
+        endpoint (``ProbeView.wireguard_rx``): a direct path whose peer agent
+        is restarting answers no probes but still carries the traffic."""
+        state = device.peers.get(key)
+        if state is None or state.endpoint is None or _loopback(state.endpoint[0]):
+            self._direct_rx.pop(key, None)
+            return view
+        seen = self._direct_rx.get(key)
+        if seen is None or seen[0] != state.rx_bytes:
+            # The first sight proves nothing: growth since then does.
+            seen = self._direct_rx[key] = (state.rx_bytes, 0.0 if seen is None else now)
+        return dataclasses.replace(view, wireguard_rx=seen[1]) if seen[1] else view
+
+    def _adopt(
+        self, device: DeviceState, peers: Mapping[str, RemotePeer], mesh: MeshSpec, now: float
+    ) -> None:
+        """The first pass: take the paths the interface shows (wg/adopt.py), so
+        a restart rewrites no endpoint and withdraws no route that works."""
+        self._adopted = True
+        if self.paths:
+            return
+        self.paths = adopted_paths(device, peers, mesh.relay.direct_retry_interval_seconds, now)
+        if any(p.transport == "relay" for p in self.paths.values()):
+            self.relays.assume_live()
+        if self.paths:
+            log.info(
+                "adopted %s: %d direct, %d relayed peers",
+                mesh.interface_name,
+                sum(p.transport == "direct" for p in self.paths.values()),
+                sum(p.transport == "relay" for p in self.paths.values()),
+            )
 
     def _log_gateway_problems(self, problems: list[str]) -> None:
         if tuple(problems) != self._gateway_problems:
@@ -737,6 +782,13 @@ class Reconciler:
         self.net.prober.set_targets({})
         self.net.configure(0, ())
         self.participating = False
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _seconds(rtt: Rtt | None) -> float | None:

@@ -42,8 +42,9 @@ from typing import TYPE_CHECKING, Any
 
 from wirekube_agent.model import FWMARK, NodeInfo
 from wirekube_agent.relay import DnsSource
+from wirekube_agent.relay import ports as relay_ports
 from wirekube_agent.relay.egress import Egress, proxy_for
-from wirekube_agent.relay.worker import BridgeWorker, WorkerGone
+from wirekube_agent.relay.worker import BridgeWorker, Spawned, WorkerGone, spawn
 from wirekube_agent.timers import RELAY_LOSS_GRACE_S
 from wirekube_common.crd import MeshSpec
 from wirekube_common.relayaddress import NodeAddresses, choose
@@ -181,8 +182,18 @@ class RelayManager:
     """Owns the relay bridge, which runs in a worker process (relay/worker.py
     says why), and restarts that worker if it exits."""
 
-    def __init__(self, private_key: bytes, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        private_key: bytes,
+        clock: Callable[[], float] = time.monotonic,
+        state_dir: str | None = None,
+    ) -> None:
         self.private_key = private_key
+        # Each relayed peer's bridge port, kept in the state dir so that the
+        # next agent's bridge binds the same ones (relay/ports.py).
+        self.state_dir = state_dir
+        self._ports: dict[bytes, int] = relay_ports.load(state_dir)
+        self._spare: Spawned | None = None  # a worker started ahead (prespawn)
         self.bridge: BridgeWorker | None = None
         self._shape: tuple[RelayTarget, int] | None = None
         self.reason = "not configured yet"
@@ -236,7 +247,10 @@ class RelayManager:
                 dns_source=target.dns,
                 fwmark=FWMARK,
                 egress=target.egress,
+                ports=self._ports,
+                spawned=self._spare,
             )
+            self._spare = None
         except (WorkerGone, ValueError, OSError) as exc:
             # _shape stays unset: the next pass tries again.
             self.reason = f"the relay bridge did not start: {exc}"
@@ -271,7 +285,26 @@ class RelayManager:
         except (WorkerGone, ValueError) as exc:
             log.warning("relay: %s", exc)  # ensure() restarts a worker that exited
             return {}
-        return {k: self.bridge.endpoint_for(k) for k in keys}
+        out = {k: self.bridge.endpoint_for(k) for k in keys}
+        ports = {k: port for k, (_, port) in out.items()}
+        if ports != self._ports:
+            self._ports = ports
+            relay_ports.save(self.state_dir, ports)
+        return out
+
+    def prespawn(self) -> None:
+        """Start the next bridge's worker process now, so that its interpreter
+        starts while the agent does (an unused one exits with the agent:
+        its socket closes)."""
+        if self._spare is None:
+            self._spare = spawn()
+
+    def assume_live(self) -> None:
+        """Count the relay as live for ``RELAY_LOSS_GRACE_S`` from now: a new
+        agent adopting relayed peers from its predecessor's interface keeps
+        them on the relay while its own bridge connects, instead of moving
+        them to an unproven direct path for a pass."""
+        self._live_at = self._clock()
 
     @property
     def available(self) -> bool:

@@ -44,6 +44,8 @@ from typing import Any
 
 import yaml
 
+from wirekube_common.crd import MeshSpec
+
 from . import controlplane_pki as pki
 from . import dockerarchive, kubeplan, ociarchive
 from .controlplane import SERVICE_CIDR, ControlPlane, repo_root
@@ -316,6 +318,9 @@ class KubeCluster:
         )
         t0 = time.monotonic()
         node.start_holder()
+        # Before the kubelet: the device is there when the first agent pod
+        # starts, as a kernel module's would be (kubenode's module doc).
+        node.start_wireguard(MeshSpec().interface_name)
         node.start_containerd()
         for archive in archives:
             node.import_image(archive)

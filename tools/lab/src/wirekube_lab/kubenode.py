@@ -13,7 +13,16 @@ A :class:`KubeNode` executes a :class:`~wirekube_lab.kubeplan.KubeNodePlan`:
    sleeps;
 3. containerd, the kubelet and kube-proxy are started inside the holder's
    namespaces (``nsenter -t <holder> -m -n``), so they share one view of the
-   node's files, as on a real machine; images are imported there with ``ctr``.
+   node's files, as on a real machine; images are imported there with ``ctr``;
+4. the node's WireGuard device: the lab has no kernel WireGuard, so the node
+   runs wireguard-go for the mesh interface itself, in the holder's namespaces
+   and outside kubelet and every pod, with its UAPI socket in the node's
+   ``/run/wireguard`` (which the agent DaemonSet mounts). It stands in for the
+   kernel module: the device outlives any agent pod, and the agent adopts it
+   over the socket as it adopts a kernel interface over netlink, so an agent
+   restart does not take the node's tunnels down (docs/lab.md). If an agent
+   removes the interface (its node left the mesh), this wireguard-go exits and
+   a later agent starts its own inside its pod, the userspace fallback.
 
 Teardown (:meth:`KubeNode.stop`), in order and by PID: the kubelet and
 kube-proxy; every process in the node's cgroup subtree (the pods' containers,
@@ -49,6 +58,8 @@ STOP_GRACE_S = 5.0
 CGROUP_DRAIN_S = 5.0
 # Importing a ~100 MB image into containerd takes a few seconds on a busy host.
 IMPORT_TIMEOUT_S = 180.0
+# wireguard-go opens its UAPI socket within milliseconds; a busy host, a second.
+WIREGUARD_READY_TIMEOUT_S = 15.0
 
 
 class KubeNodeError(RuntimeError):
@@ -66,6 +77,7 @@ class KubeNode:
         self.containerd: LabProcess | None = None
         self.kubelet: LabProcess | None = None
         self.kube_proxy: LabProcess | None = None
+        self.wireguard: LabProcess | None = None
 
     # ------------------------------------------------------------------ files
 
@@ -212,6 +224,23 @@ class KubeNode:
         self.kube_proxy = self._popen("kube-proxy", self.enter_argv(argv))
         return self.kube_proxy
 
+    def start_wireguard(self, interface: str) -> LabProcess:
+        """The node's WireGuard device, as a kernel module would provide it (module doc)."""
+        assert self.holder is not None
+        argv = ["env", "WG_PROCESS_FOREGROUND=1", _which("wireguard-go"), interface]
+        self.wireguard = self._popen("wireguard-go", self.enter_argv(argv))
+        # The socket, seen through the holder's mount namespace.
+        sock = Path(f"/proc/{self.holder.pid}/root{kubeplan.WIREGUARD_RUN_DIR}/{interface}.sock")
+        deadline = time.monotonic() + WIREGUARD_READY_TIMEOUT_S
+        while not sock.exists():
+            if not self.wireguard.alive or time.monotonic() > deadline:
+                raise KubeNodeError(
+                    f"{self.plan.name}: wireguard-go did not open {sock}:\n"
+                    f"{self.wireguard.log_text()[-3000:]}"
+                )
+            time.sleep(0.05)
+        return self.wireguard
+
     def processes(self) -> list[LabProcess]:
         procs = (self.kubelet, self.kube_proxy, self.containerd, self.holder)
         return [p for p in procs if p is not None]
@@ -247,7 +276,9 @@ class KubeNode:
             time.sleep(0.1)
         if pids:
             errors.append(f"{self.plan.name}: processes left in its cgroups: {sorted(pids)}")
-        for proc in (self.containerd, self.holder):
+        # wireguard-go is not in the node's cgroups (it is the "kernel"); it
+        # goes with its device after the pods, before the holder.
+        for proc in (self.wireguard, self.containerd, self.holder):
             if proc is not None:
                 proc.stop(grace=STOP_GRACE_S)
         for top in self.cgroup_dirs():

@@ -68,7 +68,8 @@ PRIVATE_DIRS: tuple[tuple[str, str], ...] = (
     ("/etc/kubernetes", "etc-kubernetes"),
 )
 # Fresh tmpfs mounts (runtime state that must not outlive the node).
-PRIVATE_TMPFS: tuple[str, ...] = ("/run/containerd", "/run/wireguard", "/run/netns")
+WIREGUARD_RUN_DIR = "/run/wireguard"  # wireguard-go's UAPI sockets (= /var/run/wireguard)
+PRIVATE_TMPFS: tuple[str, ...] = ("/run/containerd", WIREGUARD_RUN_DIR, "/run/netns")
 
 
 class KubePlanError(ValueError):

@@ -203,6 +203,10 @@ class ProbeView:
     # Where answers to our direct probes came from, and when (latest per address).
     answered: tuple[tuple[Endpoint, float], ...] = ()
     last_ping: float = 0.0  # last probe received from the peer (any path): it is probing us
+    # Last time WireGuard received from the peer while its endpoint was a
+    # direct one: the path carries traffic even when nobody answers probes
+    # (the peer's agent is restarting; its interface outlives it).
+    wireguard_rx: float = 0.0
 
     @property
     def last_pong(self) -> float:
@@ -299,7 +303,8 @@ def _step(
     fresh_window = min(PONG_FRESH_S, policy.handshake_timeout_s)
     cands = candidates(local, peer, learned)
     best = probe.best(preferred(cands, peer), now - fresh_window)
-    direct_alive = probe.last_pong > 0 and now - probe.last_pong < policy.handshake_timeout_s
+    last_heard = max(probe.last_pong, probe.wireguard_rx)
+    direct_alive = last_heard > 0 and now - last_heard < policy.handshake_timeout_s
 
     if policy.relay_mode == "always":
         phase: Phase = (

@@ -24,7 +24,10 @@ packet. In-process API::
 Semantics the agent can rely on:
 
 * ``endpoint_for`` stays the same for a key as long as it stays in the
-  relayed set; removing and re-adding a key gives a new port.
+  relayed set; removing and re-adding a key gives a new port. A bridge
+  given its predecessor's ports (``RelayBridge(..., ports=)``) binds each
+  key's old port again where it is free: WireGuard's endpoints outlive an
+  agent restart (relay/ports.py).
 * A flow to one peer uses one replica (rendezvous hashing on the key pair,
   so both ends pick the same one); if that replica dies the flow moves to a
   live one within 5 s; replicas that appear at a re-resolve are used then.

@@ -109,6 +109,17 @@ class _Peer:
         self.route: tuple[int, RelayLink | None] = (-1, None)
 
 
+def _bind(sock: socket.socket, host: str, port: int) -> None:
+    """Bind to ``port`` if it is free, else to any port."""
+    if port:
+        try:
+            sock.bind((host, port))
+            return
+        except OSError as exc:
+            log.info("relay bridge: port %d is taken (%s); a new one", port, exc)
+    sock.bind((host, 0))
+
+
 class _Batch:
     __slots__ = ("buf", "frames", "mv", "pos")
 
@@ -128,8 +139,13 @@ class RelayBridge:
         wg_host: str = "127.0.0.1",
         bind_host: str = "127.0.0.1",
         use_mmsg: bool = True,
+        ports: dict[bytes, int] | None = None,
     ) -> None:
         self.private_key = private_key
+        # The port each peer had in the agent before us (relay/ports.py): bound
+        # again when the peer is first relayed, so WireGuard's endpoint for it,
+        # which outlived that agent, stays valid. Used once per key.
+        self._preferred = dict(ports or {})
         self.wg_addr = (wg_host, wg_listen_port)
         self.bind_host = bind_host
         self.pool = relay_pool
@@ -191,7 +207,7 @@ class RelayBridge:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
-                sock.bind((self.bind_host, 0))
+                _bind(sock, self.bind_host, self._preferred.pop(key, 0))
                 sock.connect(self.wg_addr)
                 sock.setblocking(False)
                 p = _Peer(key, sock)

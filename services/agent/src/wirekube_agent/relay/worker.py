@@ -17,7 +17,7 @@ and ``RelayPool``: ``set_relayed_peers``, ``endpoint_for``, ``retarget``,
 over a stream socket pair: one JSON object per message, each behind a 4-byte
 length, request then reply; keys travel in base64:
 
-    {"op": "start", "key", "wg_port", "addresses" | "dns", "fwmark", "egress"} -> {}
+    {"op": "start", "key", "wg_port", "addresses" | "dns", "fwmark", "egress", "ports"} -> {}
     {"op": "peers", "keys": [...]}          -> {"endpoints": {key: [host, port]}}
     {"op": "retarget", "addresses" | "dns"} -> {}
     {"op": "rekey", "key"}                  -> {} (key rotation: links re-register)
@@ -43,6 +43,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from wirekube_agent.relay.bridge import RelayBridge
@@ -114,6 +115,28 @@ def _read(sock: socket.socket, n: int) -> bytes | None:
     return bytes(buf)
 
 
+@dataclass
+class Spawned:
+    """A worker process not told to start yet: its interpreter starts up
+    while the agent does other things (``BridgeWorker(spawned=)``)."""
+
+    proc: subprocess.Popen[bytes]
+    sock: socket.socket
+
+
+def spawn() -> Spawned:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wirekube_agent.relay.worker", str(theirs.fileno())],
+        pass_fds=(theirs.fileno(),),
+        stdin=subprocess.DEVNULL,
+        env=os.environ | {"WIREKUBE_LOG_LEVEL": level},  # logs like the agent's own
+    )
+    theirs.close()
+    return Spawned(proc, ours)
+
+
 class BridgeWorker:
     """The agent's handle on a bridge running in a worker process."""
 
@@ -126,23 +149,19 @@ class BridgeWorker:
         fwmark: int | None = None,
         timeout: float = CALL_TIMEOUT_S,
         egress: Egress | None = None,
+        ports: dict[bytes, int] | None = None,
+        spawned: Spawned | None = None,
     ) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "wirekube_agent.relay.worker", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),),
-            stdin=subprocess.DEVNULL,
-            env=os.environ | {"WIREKUBE_LOG_LEVEL": level},  # logs like the agent's own
-        )
-        theirs.close()
-        ours.settimeout(timeout)
-        self._sock = ours
+        spawned = spawned if spawned is not None and spawned.proc.poll() is None else spawn()
+        self._proc = spawned.proc
+        spawned.sock.settimeout(timeout)
+        self._sock = spawned.sock
         self._lock = threading.Lock()
         self._endpoints: dict[bytes, tuple[str, int]] = {}
         start = {"op": "start", "key": _b64(private_key), "wg_port": wg_listen_port}
         start |= _source(addresses, dns_source) | {"fwmark": fwmark}
         start["egress"] = (egress or Egress()).to_dict()
+        start["ports"] = {_b64(k): p for k, p in (ports or {}).items()}
         try:
             self._call(start)
         except Exception:
@@ -242,7 +261,10 @@ class _Served:
                 fwmark=int(fwmark) if fwmark is not None else None,
                 egress=Egress.from_dict(msg.get("egress")),
             )
-            self.bridge = RelayBridge(key, wg_listen_port=int(msg["wg_port"]), relay_pool=self.pool)
+            ports = {base64.b64decode(k): int(p) for k, p in (msg.get("ports") or {}).items()}
+            self.bridge = RelayBridge(
+                key, wg_listen_port=int(msg["wg_port"]), relay_pool=self.pool, ports=ports
+            )
             self.bridge.start()
             return {}
         if self.bridge is None or self.pool is None:

@@ -1,8 +1,12 @@
 """Userspace WireGuard: wireguard-go, configured over its UAPI socket.
 
-wireguard-go is started daemonised (it forks and detaches), so it outlives an
-agent restart and the data plane with it; a restarted agent adopts the running
-daemon through its socket instead of starting a second one.
+A wireguard-go already serving the interface (its UAPI socket in
+``/var/run/wireguard/<iface>.sock`` answers) is adopted, never replaced: one
+the node runs outside the agent's pod (the lab's kubelet nodes do, standing
+in for kernel WireGuard: docs/lab.md), or one a previous agent process
+started. Otherwise the agent starts one daemonised (it forks and detaches):
+it outlives an agent *process* restart, but inside a container it dies with
+the pod, and the next agent starts a new one.
 """
 
 from __future__ import annotations
