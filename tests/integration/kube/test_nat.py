@@ -1,9 +1,11 @@
 """An overlay on real kubelet nodes behind symmetric NATs and a TCP-only firewall.
 
-One cluster serves the module (nat.yaml, overlay ``conftest.NAT_OVERLAY``):
-paths exactly as the topology expects, relayed pairs through the relay pods,
-a rolling restart of the agents under a continuous ping, and the relay pods
-deleted.
+One cluster serves the module (nat.yaml, overlay ``conftest.NAT_OVERLAY``,
+the production overlay: three relay replicas behind a LoadBalancer Service
+whose ingress the lab's kubelb provides): paths exactly as the topology
+expects, relayed pairs through the relay pods, the agents spread over the
+replicas, a rolling restart of the agents under a continuous ping, and the
+relay pods deleted.
 """
 
 from __future__ import annotations
@@ -27,11 +29,9 @@ PUBLIC_NODE = "node-pub"
 ICMP_PACKET_BYTES = 84  # ping's default 56 data bytes + ICMP and IP headers
 
 
-def _relay_bytes(env: KubeEnv) -> float:
-    """Bytes forwarded, summed over every relay pod (read from inside the cluster).
-
-    Bytes, not frames: the relay batches datagrams into frames."""
-    total = 0.0
+def _relay_metric(env: KubeEnv, name: str) -> dict[str, float]:
+    """One unlabelled metric per live relay pod (read from inside the cluster)."""
+    out: dict[str, float] = {}
     script = (
         "import sys,urllib.request;"
         "print(urllib.request.urlopen(f'http://{sys.argv[1]}:9090/metrics', timeout=5).read().decode())"
@@ -41,10 +41,19 @@ def _relay_bytes(env: KubeEnv) -> float:
         if not ip or pod["metadata"].get("deletionTimestamp"):
             continue
         text = env.lab.exec(PUBLIC_NODE, [sys.executable, "-c", script, ip]).stdout
-        for line in text.splitlines():
-            if line.startswith("wirekube_relay_bytes_forwarded") and "_created" not in line:
-                total += float(line.rsplit(" ", 1)[1])
-    return total
+        out[pod["metadata"]["name"]] = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and "_created" not in line
+        )
+    return out
+
+
+def _relay_bytes(env: KubeEnv) -> float:
+    """Bytes forwarded, summed over every relay pod.
+
+    Bytes, not frames: the relay batches datagrams into frames."""
+    return sum(_relay_metric(env, "wirekube_relay_bytes_forwarded").values())
 
 
 def _pairs(keys: list[str]) -> list[tuple[str, str]]:
@@ -68,6 +77,12 @@ def test_paths_exactly_as_expected_and_relayed_pairs_use_the_relay_pods(
         ).stdout
     )["spec"]["replicas"]
     assert len(env.pods("wirekube-relay")) == want
+    # The agents' relay connections come through the Service's load balancer
+    # and spread over the replicas; the replicas forward to each other.
+    spread = _relay_metric(env, "wirekube_relay_registered_peers ")
+    report(f"nat/{NAT_OVERLAY} agents registered per relay replica", spread)
+    if want > 1:
+        assert sum(1 for v in spread.values() if v > 0) >= 2, spread
     before = _relay_bytes(env)
     results = env.mesh.ping_results(env.nodes, count=5, interval=0.1)
     after = _relay_bytes(env)

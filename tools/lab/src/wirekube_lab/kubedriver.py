@@ -23,8 +23,10 @@ from typing import Any
 
 from .cluster import KubeCluster
 from .controlplane import WIREKUBE_NAMESPACE, repo_root
+from .kubelb import KubeLoadBalancer
 from .lab import Lab
 from .mesh import MeshLab
+from .topology import INTERNET
 
 # The agents' DaemonSet on N fresh nodes: images are local, so this is
 # container start-up plus the agents' first passes.
@@ -58,6 +60,7 @@ class KubeDriver:
         self.nodes: list[str] = []
         self.applied_at = 0.0
         self.timings: dict[str, float] = {}
+        self.balancer: KubeLoadBalancer | None = None
 
     def start(self, lab: Lab) -> None:
         self.cluster = KubeCluster(
@@ -70,6 +73,7 @@ class KubeDriver:
             self.mesh.start_stun(host)
         stun = lab.mesh_spec().get("stunServers") if lab.hosts("stun") else None
         self.nodes = list(self.cluster.nodes)
+        self.balancer = start_balancer(lab, self.cluster)
         t0 = self.applied_at = time.monotonic()
         self.cluster.apply_overlay(self.overlay, stun_servers=stun)
         self.cluster.wait_rollout(
@@ -120,8 +124,39 @@ class KubeDriver:
 
     def stop(self, lab: Lab) -> None:
         try:
+            if self.balancer is not None:
+                self.balancer.stop()
             if self.mesh is not None:
                 self.mesh.stop()
         finally:
             if self.cluster is not None:
                 self.cluster.stop()
+
+
+def start_balancer(lab: Lab, cluster: KubeCluster) -> KubeLoadBalancer | None:
+    """The cloud's load-balancer controller, on the topology's first
+    ``load-balancer`` host without static backends (none without one)."""
+    hosts = [h for h in lab.hosts("load-balancer") if not lab.topology.host(h).backends]
+    if not hosts:
+        return None
+    host = hosts[0]
+    reachable: dict[str, str] = {}
+    for name in cluster.nodes:
+        spec = lab.topology.host(name)
+        if spec.network == INTERNET:
+            reachable[name] = lab.address(name)
+        elif spec.public_ip:
+            reachable[name] = str(lab.plan.host(name).public_address)
+
+    def apply(ruleset: str) -> None:
+        lab.exec(host, ["nft", "-f", "-"], input=ruleset)
+
+    balancer = KubeLoadBalancer(
+        cluster.kubectl,
+        apply,
+        lab.addresses(host),
+        reachable,
+        log_fn=lambda m: print(m, file=sys.stderr),
+    )
+    balancer.start()
+    return balancer

@@ -335,6 +335,12 @@ def _parse_balancer(
         if keys:
             raise TopologyError(f"{where}.{keys[0]}: only meaningful for role load-balancer")
         return (), (), "random"
+    if "backends" not in doc:
+        # A cloud load balancer for the cluster's LoadBalancer Services: the
+        # lab's controller (kubelb) gives it listeners and backends at run time.
+        if keys:
+            raise TopologyError(f"{where}.{keys[0]}: only meaningful with backends")
+        return (), (), "random"
     raw = doc.get("backends")
     if not isinstance(raw, list) or not raw:
         raise TopologyError(f"{where}.backends: a list of at least one relay host is required")
