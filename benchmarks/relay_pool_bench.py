@@ -9,7 +9,9 @@ replica mesh (``--mesh-secret-file``, ``--mesh-peers``), then in one run:
   *other* replica. Reported: frames/s delivered, the CPU of both relay
   processes together (``/proc/<pid>/stat``), and relay CPU per delivered
   frame; the ratio cross / same is the mesh's cost (target: at most 2x: the
-  cross path is two relays' work by construction, read + write each).
+  cross path is two relays' work by construction, read + write each). The
+  cross path's CPU is also split per replica (the sender's, which stamps and
+  wraps, and the receiver's, which only unwraps), to show where it goes.
 * **latency**: a client pings a peer through the relay (SEND, the peer
   echoes each RECV straight back) ``--pings`` times, same replica vs
   across; reported: median and 90th percentile round trip and the added
@@ -112,9 +114,10 @@ def throughput(
         return int(nbytes)
 
     time.sleep(0.5)  # warm up
-    r0, c0, t0 = mark(), sum(rb.cpu_seconds(p) for p in pids), time.monotonic()
+    r0, p0, t0 = mark(), [rb.cpu_seconds(p) for p in pids], time.monotonic()
     time.sleep(seconds)
-    r1, c1, t1 = mark(), sum(rb.cpu_seconds(p) for p in pids), time.monotonic()
+    r1, p1, t1 = mark(), [rb.cpu_seconds(p) for p in pids], time.monotonic()
+    c0, c1 = sum(p0), sum(p1)
     sctl.put("stop")
     rctl.put("stop")
     for p in procs:
@@ -126,6 +129,9 @@ def throughput(
         "frames_per_s": frames / (t1 - t0),
         "cpu_pct": 100 * (c1 - c0) / (t1 - t0),
         "cpu_us_per_frame": 1e6 * (c1 - c0) / max(frames, 1),
+        # each replica's share: the sender's (first) and the other one
+        "cpu_us_per_frame_0": 1e6 * (p1[0] - p0[0]) / max(frames, 1),
+        "cpu_us_per_frame_1": 1e6 * (p1[1] - p0[1]) / max(frames, 1),
     }
 
 
@@ -205,6 +211,11 @@ def main() -> None:
                     f"{name:<16}{r['frames_per_s']:>12,.0f}{r['cpu_pct']:>10.0f}%"
                     f"{r['cpu_us_per_frame']:>14.2f}  ({per_run})"
                 )
+            c = med["cross"]
+            print(
+                f"across, per replica: sender's {c['cpu_us_per_frame_0']:.2f} us/frame, "
+                f"receiver's {c['cpu_us_per_frame_1']:.2f} us/frame"
+            )
             ratio = med["cross"]["cpu_us_per_frame"] / med["same"]["cpu_us_per_frame"]
             print(f"CPU per frame, across / same: {ratio:.2f}x (target <= 2x)")
             rtt_same = latency(ports[0], ports[0], args.pings, args.size)

@@ -164,3 +164,62 @@ def test_sigterm_tells_tls_clients_and_exits_cleanly(tmp_path: Path, relay_facto
         parser.feed(s.recv(4096))
         ev = parser.next_event()
     assert isinstance(ev, f.Close) and ev.code == f.CLOSE_SHUTTING_DOWN
+
+
+SILENT_TLS = 200  # connections one address opens to the TLS port, never sending a ClientHello
+
+
+def test_silent_tls_connections_count_against_their_source(
+    tmp_path: Path, relay_factory: Any
+) -> None:
+    """One address opens many TCP connections to the TLS port and never starts
+    TLS: beyond its pending share (64) they are closed at once, not after the
+    handshake timeout; a plain TCP connection from it is refused too (one
+    share for both ports); another address still registers over TLS."""
+    ca, cert, key = write_pki(tmp_path, ["relay.wirekube.test"])
+    relay, tls_port = start_relay(relay_factory, cert, key)
+    silent: list[socket.socket] = []
+    for _ in range(SILENT_TLS):
+        s = socket.socket()
+        s.bind(("127.0.0.2", 0))
+        s.settimeout(5)
+        s.connect(("127.0.0.1", tls_port))
+        silent.append(s)
+    time.sleep(1.0)  # well under TLS_HANDSHAKE_TIMEOUT (10 s)
+    held = 0
+    for s in silent:
+        s.setblocking(False)
+        try:
+            held += s.recv(1) != b""  # nothing to read: still open (an EOF is b"")
+        except BlockingIOError:
+            held += 1
+        except OSError:
+            pass  # reset by the relay
+    # the same address over plain TCP: its pending share is taken
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.2", 0))
+    tcp.settimeout(5)
+    tcp.connect(relay.address)
+    parser = f.FrameParser()
+    events: list[f.Event] = []
+    while not events:
+        data = tcp.recv(4096)
+        if not data:
+            break
+        parser.feed(data)
+        events.extend(parser.events())
+    tcp.close()
+    # another address over TLS, meanwhile
+    client = ssl.create_default_context(cafile=str(ca))
+    raw = socket.create_connection(("127.0.0.1", tls_port), timeout=5)
+    tls_sock = client.wrap_socket(raw, server_hostname="relay.wirekube.test")
+    try:
+        register(tls_sock, wgkey.generate_private_key(), timeout=5)
+    finally:
+        tls_sock.close()
+        for s in silent:
+            s.close()
+    print(f"silent TLS connections from one address: {held}/{SILENT_TLS} held; TCP {events}")
+    assert held == 64, held
+    assert events and isinstance(events[0], f.Close) and events[0].code == f.CLOSE_OVERLOADED
+    assert "source-pending" in relay.output()

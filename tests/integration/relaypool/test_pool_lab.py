@@ -316,3 +316,46 @@ def test_joining_without_the_secret_or_replaying_a_join_is_refused(pool: Pool) -
     failures = after["rp-relay2"]["metrics"]
     assert failures['wirekube_relay_mesh_auth_failures_total{reason="bad-proof"}'] >= 2
     assert pool.mesh.working_mesh(list(NODES))
+
+
+def test_a_hung_replica_is_left_within_5s(pool: Pool) -> None:
+    """A replica that stops answering without closing anything (SIGSTOP: its
+    kernel still accepts connections behind the balancer, nothing sends a
+    RST): its agents notice the unanswered PINGs, and a reconnect that lands
+    on it again gives up after the first short registration bound."""
+    placement = pool.placement()
+    src = next(n for n in NODES if placement[n] != placement[NODES[0]])
+    dst = next(n for n in NODES if placement[n] != placement[src])
+    hung_name = placement[src]
+    hung = pool.mesh.services[hung_name]
+    live = [r for r in RELAYS if r != hung_name]
+    ping = pool.pinger(src, dst)
+    time.sleep(2.0)
+    hung.signal(signal.SIGSTOP)
+    try:
+        by_ip = {pool.lab.address(r): r for r in live}
+
+        def moved() -> bool:
+            stats = pool.client("stats", *by_ip)
+            return pool.placement({by_ip[ip]: st for ip, st in stats.items()}).get(src) in live
+
+        pool.mesh.wait_until(f"{src} registered on a live replica", moved, 20)
+        time.sleep(3.0)
+        result = stop_ping(ping)
+    finally:
+        hung.signal(signal.SIGCONT)
+    gap = longest_gap_s(result)
+    print(
+        f"[relaypool] {hung_name} stopped: {src}->{dst} longest gap {gap:.1f}s "
+        f"({result.received}/{result.sent})"
+    )
+    assert result.received > 0
+    assert gap < FAILOVER_BUDGET_S, gap
+    assert pool.mesh.transports(src).get(peer_name(dst)) == "relay"
+    # woken up, the replica is part of the pool again and every pair still answers
+    pool.mesh.wait_until(
+        f"{hung_name} back in the mesh",
+        lambda: all(v == 2 for v in pool.links_up(pool.stats()).values()),
+        30,
+    )
+    assert pool.mesh.working_mesh(list(NODES))

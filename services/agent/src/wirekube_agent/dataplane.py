@@ -24,7 +24,7 @@ from wirekube_agent.sysctl import apply_interface_sysctls
 from wirekube_agent.timers import RESYNC_INTERVAL_S
 from wirekube_agent.wg import Backend
 from wirekube_common.crd import MeshSpec
-from wirekube_common.wireguard.types import DeviceState
+from wirekube_common.wireguard.types import DeviceConfig, DeviceState
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,14 @@ class DataPlane:
             apply_interface_sysctls(self.sysctl_root, mesh.interface_name)
             self._shape = shape
         return self.backend
+
+    def set_private_key(self, private_key: bytes) -> None:
+        """Key rotation: switch the device's private key in place, at once
+        (every peer, session and route stays; WireGuard re-handshakes each
+        peer under the new key on its next packet)."""
+        self.private_key = private_key
+        if self.backend is not None:
+            self.backend.apply(DeviceConfig(private_key=private_key))
 
     def observe(self) -> DeviceState:
         assert self.backend is not None

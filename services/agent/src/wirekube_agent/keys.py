@@ -34,6 +34,29 @@ def load_or_create(state_dir: str) -> bytes:
         os.replace(path, path + ".corrupt")
         log.error("private key at %s unreadable (%s); generated a new one", path, exc)
     key = wgkey.generate_private_key()
+    _store(state_dir, key)
+    log.info(
+        "generated a new WireGuard key pair",
+        extra={"public_key": wgkey.encode(wgkey.public_key(key))},
+    )
+    return key
+
+
+def rotate(state_dir: str) -> bytes:
+    """A new key pair replacing the stored one (key rotation, ``keyrotation``).
+
+    Stored before anyone learns of it: an agent that dies right after
+    publishing the new public key restarts with the matching private key.
+    """
+    key = wgkey.generate_private_key()
+    _store(state_dir, key)
+    return key
+
+
+def _store(state_dir: str, key: bytes) -> None:
+    """Write the key atomically: temp file, fsync, rename, fsync the directory."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(state_dir, KEY_FILE)
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as f:
@@ -41,8 +64,8 @@ def load_or_create(state_dir: str) -> bytes:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    log.info(
-        "generated a new WireGuard key pair",
-        extra={"public_key": wgkey.encode(wgkey.public_key(key))},
-    )
-    return key
+    dir_fd = os.open(state_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -233,6 +233,11 @@ class AgentCollector(Collector):
             "wirekube_api_writes", "Writes made to the Kubernetes API", value=float(obs.api_writes)
         )
         yield CounterMetricFamily(
+            "wirekube_key_rotations",
+            "Times this node replaced its WireGuard key pair (docs/keyrotation.md)",
+            value=float(obs.key_rotations),
+        )
+        yield CounterMetricFamily(
             "wirekube_api_requests",
             "Requests made to the Kubernetes API (lists, watches, writes)",
             value=float(self.r.api.requests),

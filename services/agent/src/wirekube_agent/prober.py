@@ -116,6 +116,28 @@ class Prober:
                     peer = self._peers[key] = _Peer(disco.mac_key(secret))
                 peer.target = target
 
+    def set_private_key(self, private_key: bytes) -> None:
+        """Our key rotated: sign with the new one from now on. What each peer
+        answered so far stays (the paths are the same machines)."""
+        with self._lock:
+            self._private = private_key
+            self.public_key = wgkey.public_key(private_key)
+            for key, peer in self._peers.items():
+                peer.mac_key = disco.mac_key(wgkey.shared_secret(private_key, key))
+
+    def peer_rotated(self, old: bytes, new: bytes) -> None:
+        """A peer's key rotated: carry what it answered over to its new key,
+        so a direct path in use is not taken for a new, unproven one."""
+        with self._lock:
+            peer = self._peers.pop(old, None)
+            if peer is None or new in self._peers:
+                return
+            peer.mac_key = disco.mac_key(wgkey.shared_secret(self._private, new))
+            self._peers[new] = peer
+            for txid, (key, ep, at) in list(self._outstanding.items()):
+                if key == old:
+                    self._outstanding[txid] = (new, ep, at)
+
     def view(self, key: bytes) -> ProbeView:
         with self._lock:
             peer = self._peers.get(key)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from wirekube_agent import initiate, pathplan, paths, registration, status
+from wirekube_agent import initiate, keyrotation, keys, pathplan, paths, registration, status
 from wirekube_agent.cleanup import cleanup
 from wirekube_agent.dataplane import DataPlane
 from wirekube_agent.endpoint import Discovery, discover
@@ -50,6 +50,7 @@ from wirekube_agent.relaying import RelayManager, RelayTarget, local_egress, rel
 from wirekube_agent.settings import Settings
 from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
+    KEY_SWITCH_TIMEOUT_S,
     RECONCILE_DEBOUNCE_S,
     RELAY_NODES_REFRESH_S,
     RESYNC_INTERVAL_S,
@@ -90,6 +91,7 @@ class Observed:
     synced_at: float | None = None  # monotonic; read by health.py
     last_pass_at: float | None = None
     last_pass_ok: bool = False
+    key_rotations: int = 0  # our own key pair replaced (keyrotation)
 
 
 class Reconciler:
@@ -104,8 +106,16 @@ class Reconciler:
         self.settings = settings
         self.api = api
         self.clock = clock
+        # The key we publish; ``_active_key`` is the one the interface, the
+        # prober and the relay links use. They differ only during a rotation,
+        # until our watch shows the new public key published (``keyrotation``).
         self.private_key = private_key
         self.public_key = wgkey.public_key(private_key)
+        self._active_key = private_key
+        self._rotation_patch: dict[str, Any] | None = None  # written, not yet accepted
+        self._rotation_published_at = 0.0
+        self._key_switched_at = 0.0
+        self._rekeyed: dict[bytes, float] = {}  # keyrotation.reinitiate's changed_at
         self.peer_name = peer_name_for_node(settings.node_name)
         self.wake = Wakeup()
         self.stop_threads = threading.Event()
@@ -239,11 +249,13 @@ class Reconciler:
             mesh.listen_port,
             mesh.stun_servers if "stun" in self.settings.endpoint_sources else (),
         )
+        self._rotate_key(node, mesh, now)
         self._discover(node, mesh, now)
         self._register(node)
         peers, warnings = select_peers(self._remote_peers(), self.public_key, node)
         for name, why in warnings:
             self._reject_once(name, why)
+        self._note_rotated_peers(peers)
         gateway_plan = self.gateways.plan(self.peer_name, self.peers_informer.snapshot)
         peers, problems = with_gateway_routes(peers, gateway_plan.routes, node)
         self._log_gateway_problems(problems)
@@ -318,7 +330,13 @@ class Reconciler:
             relay_endpoints=relay_endpoints,
             control_destinations=[api_ip] if api_ip else [],
         )
-        self.dataplane.apply(desired, device, now, self._restarts(peers, device, now))
+        # Our own key switches here, at the point of the pass where the other
+        # agents swap our peer entry (their apply, right below): each side's
+        # pass reacts to the same watch event, so the two ends switch within
+        # a few ms of each other instead of a pass's length apart.
+        self._follow_published_key(now)
+        restarts = self._restarts(peers, device, now) | self._rotation_restarts(device, now)
+        self.dataplane.apply(desired, device, now, restarts)
         try:
             self.gateway_node.ensure(gateway_plan.duties, mesh.interface_name, now)
         except Exception:
@@ -508,7 +526,113 @@ class Reconciler:
             )
         self.discovery = found
 
+    # -- key rotation (keyrotation.py) ----------------------------------------------
+    def _rotate_key(self, node: NodeInfo, mesh: MeshSpec, now: float) -> None:
+        """Make and publish a new key pair when asked or due; the interface
+        follows once the new key is seen published (``_follow_published_key``)."""
+        existing = self.peers_informer.get(self.peer_name)
+        if existing is None:
+            return  # nothing published yet: the first key is new anyway
+        if self._rotation_patch is None:
+            if self._active_key != self.private_key:
+                return  # the previous rotation is not in effect yet
+            facts = keyrotation.facts(
+                node.annotations,
+                existing,
+                mesh.key_rotation_interval_hours,
+                self.peers_informer.snapshot(),
+            )
+            reason = keyrotation.due(facts, now)
+            if reason is None:
+                return
+            new = keys.rotate(self.settings.state_dir)
+            self.private_key, self.public_key = new, wgkey.public_key(new)
+            self._rotation_patch = {
+                "metadata": {"annotations": keyrotation.record(facts, now)},
+                "spec": {"publicKey": wgkey.encode(self.public_key)},
+            }
+            log.info(
+                "rotating the WireGuard key pair (%s)",
+                f"request {facts.requested!r}" if reason == "requested" else "periodic",
+                extra={"public_key": wgkey.encode(self.public_key)},
+            )
+        try:
+            self.api.patch_peer(self.peer_name, self._rotation_patch)
+        except Exception as exc:
+            log.warning("cannot publish the new public key (retrying): %s", exc)
+            return
+        self._rotation_patch = None
+        self._rotation_published_at = now
+        self.observed.api_writes += 1
+        self.observed.key_rotations += 1
+
+    def _follow_published_key(self, now: float) -> None:
+        """Move the interface, the prober and the relay links to the new key
+        once our watch shows it published: the other agents and the relay
+        see it from the same watch stream, so both ends switch together.
+        If the watch stays silent, switch after ``KEY_SWITCH_TIMEOUT_S``."""
+        if self._active_key == self.private_key or self._rotation_patch is not None:
+            return
+        existing = self.peers_informer.get(self.peer_name) or {}
+        published = (existing.get("spec") or {}).get("publicKey")
+        seen = published == wgkey.encode(self.public_key)
+        if not seen and now - self._rotation_published_at < KEY_SWITCH_TIMEOUT_S:
+            return
+        self._active_key = self.private_key
+        self._key_switched_at = now
+        # The relay links first: their re-registration takes a round trip or
+        # two, the interface switch none.
+        self.relays.rekey(self.private_key)
+        self.dataplane.set_private_key(self.private_key)
+        self.net.prober.set_private_key(self.private_key)
+        self._expect_handshakes([p.public_key for p in self.observed.peers.values()], now)
+        log.info(
+            "switched to the new WireGuard key%s",
+            "" if seen else " (our watch never showed it published)",
+            extra={"public_key": wgkey.encode(self.public_key)},
+        )
+
+    def _note_rotated_peers(self, peers: Mapping[str, RemotePeer]) -> None:
+        """Another node rotated its key: its probe history moves to the new
+        key (the path in use stays in use); ``diff`` swaps the WireGuard peer
+        entry (old key out, new key in, same allowedIPs and endpoint)."""
+        for name, peer in peers.items():
+            before = self.observed.peers.get(name)
+            if before is not None and before.public_key != peer.public_key:
+                log.info(
+                    "peer %s rotated its key",
+                    name,
+                    extra={"public_key": wgkey.encode(peer.public_key)},
+                )
+                self.net.prober.peer_rotated(before.public_key, peer.public_key)
+                self._expect_handshakes([peer.public_key], self.clock())
+
+    def _expect_handshakes(self, peer_keys: list[bytes], now: float) -> None:
+        """These peers need a handshake under new keys: follow them up
+        (``_rotation_restarts``), with a pass when the follow-up is due."""
+        for key in peer_keys:
+            self._rekeyed[key] = now
+        timer = threading.Timer(keyrotation.REINITIATE_AFTER_S + 0.05, self.wake.set)
+        timer.daemon = True
+        timer.start()
+
+    def _rotation_restarts(self, device: DeviceState, now: float) -> frozenset[bytes]:
+        if not self._rekeyed:
+            return frozenset()
+        handshakes = {k: s.last_handshake for k, s in device.peers.items()}
+        restart, self._rekeyed = keyrotation.reinitiate(
+            self._rekeyed, handshakes, self.public_key, now
+        )
+        for key in restart:
+            log.info(
+                "re-creating WireGuard peer %s to initiate now (no handshake since a key rotation)",
+                wgkey.encode(key),
+            )
+        return restart
+
     def _register(self, node: NodeInfo) -> None:
+        if self._rotation_patch is not None:
+            return  # the rotation's own write goes first (``_rotate_key``)
         pub = wgkey.encode(self.public_key)
         endpoint = format_endpoint(self.discovery.endpoint) if self.discovery.endpoint else None
         existing = self.peers_informer.get(self.peer_name)
@@ -596,7 +720,15 @@ class Reconciler:
         # Our copy of our own object may be stale (see status.baseline).
         rv = str((existing.get("metadata") or {}).get("resourceVersion", ""))
         base = status.baseline(current, rv, self._status_written)
-        new = status.derive(self.paths, self.observed.handshakes, local, base, now, self._probes)
+        new = status.derive(
+            self.paths,
+            self.observed.handshakes,
+            local,
+            base,
+            now,
+            self._probes,
+            fresh_after=self._key_switched_at,
+        )
         if not status.should_write(base, new, self._status_budget, now):
             return
         patch = registration.merge_patch(base.to_dict(), new.to_dict())

@@ -247,6 +247,19 @@ class RelayManager:
         log.info("relay: %s", _describe(target))
         return self.bridge
 
+    def rekey(self, private_key: bytes) -> None:
+        """Our key rotated: the relay links re-register under the new key
+        (the bridge and its sockets stay). A bridge that cannot is replaced:
+        the next ``ensure`` starts one with the new key."""
+        self.private_key = private_key
+        if self.bridge is None:
+            return
+        try:
+            self.bridge.rekey(private_key)
+        except (WorkerGone, ValueError) as exc:
+            log.warning("relay: rekey failed (%s); starting a new bridge", exc)
+            self.stop()
+
     def endpoints(self, keys: Iterable[bytes]) -> dict[bytes, tuple[str, int]]:
         """Give every peer in ``keys`` a bridge socket; where WireGuard must send
         each one's packets to go through the relay. Empty without a bridge."""

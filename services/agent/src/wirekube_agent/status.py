@@ -92,14 +92,20 @@ def derive(
     previous: PeerStatus,
     now: float,
     probes: Mapping[str, PeerProbe] | None = None,
+    fresh_after: float = 0.0,
 ) -> PeerStatus:
     """The status to publish. ``handshakes`` maps peer name → last handshake;
-    ``probes`` (by peer name) fills in peerPaths' probe results."""
+    ``probes`` (by peer name) fills in peerPaths' probe results.
+
+    ``fresh_after``: our key rotated then; the first handshake after it is
+    published at once, whatever the granularity, as the proof (for
+    ``wirekubectl rotate-key --wait``) that the new key works."""
     transports = {name: p.transport for name, p in paths.items() if p.routed}
     latest = max(handshakes.values(), default=0.0)
     connected = latest > 0 and now - latest < HANDSHAKE_FRESH_S
     published = parse_rfc3339(previous.last_handshake)
-    if latest and latest - published >= STATUS_HANDSHAKE_GRANULARITY_S:
+    first_after_rotation = published < fresh_after <= latest
+    if latest and (latest - published >= STATUS_HANDSHAKE_GRANULARITY_S or first_after_rotation):
         last_handshake = rfc3339(latest)
     else:
         last_handshake = (

@@ -13,6 +13,7 @@ table that enforces the per-address bounds is sources.py.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,12 +112,35 @@ CONTROL_QUEUE_LIMIT = timers.WRITE_HIGH_WATER
 #: ~50 microseconds, so a chunk stalls the loop for a few milliseconds at most.
 EXPIRE_CHUNK = 64
 
+#: Pause between two such chunks: the loop goes idle in between, so the
+#: honest clients (and on a small node, whatever shares its cores) run
+#: too; 4,096 expiring together are closed within 64 chunks, ~0.4 s.
+EXPIRE_PACE = 0.003
+
+#: Kernel accept queue of the relay's listening sockets: a burst of this many
+#: connects (every node after a relay restart) waits there, not refused.
+LISTEN_BACKLOG = 4096
+
+#: Connections asyncio accepts per loop turn (it accepts up to its listen
+#: backlog in one callback): 4,000 connects arriving together, accepted in one
+#: go, stalled the loop ~300 ms; 64 at a time cost a few ms per turn, with
+#: the honest pairs' reads served in between. See ``listen``.
+ACCEPT_BATCH = 64
+
 # --- logs --------------------------------------------------------------------
 
 #: Refusal log lines per reason per interval (timers.REFUSAL_LOG_INTERVAL);
 #: past that one summary line per reason and interval says how many were not
 #: logged. A flood of thousands of refusals a second makes a few lines.
 REFUSAL_LOG_LINES = 5
+
+
+def listen(sock: socket.socket) -> None:
+    """Give a listening socket, already served by ``loop.create_server(...,
+    backlog=ACCEPT_BATCH)``, the kernel queue of LISTEN_BACKLOG: asyncio uses
+    its ``backlog`` both for ``listen()`` and as the accepts per loop turn,
+    and here the two must differ. Linux takes a second ``listen`` as a resize."""
+    sock.listen(LISTEN_BACKLOG)
 
 
 def memory_budget() -> int:

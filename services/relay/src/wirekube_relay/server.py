@@ -81,8 +81,9 @@ class RelayServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self._server = await loop.create_server(
-            lambda: RelayConnection(ctx), sock=sock, backlog=4096
+            lambda: RelayConnection(ctx), sock=sock, backlog=limits.ACCEPT_BATCH
         )
+        limits.listen(sock)
         self.port = sock.getsockname()[1]
         if self.mesh_config is not None:
             cfg = self.mesh_config
@@ -173,9 +174,10 @@ class RelayServer:
         self._expire(expired)
 
     def _expire(self, conns: list[RelayConnection]) -> None:
-        """Close connections past their registration deadline, a chunk per loop
-        turn: thousands accepted together expire together, and closing them
-        in one go stalled the loop (and every honest pair) for 180-300 ms."""
+        """Close connections past their registration deadline, a chunk at a
+        time (limits.EXPIRE_CHUNK, EXPIRE_PACE apart): thousands accepted
+        together expire together, and closing them in one go stalled the loop
+        (and every honest pair) for 180-500 ms."""
         ctx = self.ctx
         assert ctx is not None
         for conn in conns[: limits.EXPIRE_CHUNK]:
@@ -183,7 +185,7 @@ class RelayServer:
                 ctx.stats.auth_failures["deadline"] += 1
                 conn.fail("auth:deadline", f.CLOSE_TIMEOUT, "registration deadline passed")
         if len(conns) > limits.EXPIRE_CHUNK:
-            self.loop.call_soon(self._expire, conns[limits.EXPIRE_CHUNK :])
+            self.loop.call_later(limits.EXPIRE_PACE, self._expire, conns[limits.EXPIRE_CHUNK :])
 
     def _keys_removed_threadsafe(self, keys: set[bytes]) -> None:
         self.loop.call_soon_threadsafe(self._close_keys, keys)

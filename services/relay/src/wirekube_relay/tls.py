@@ -10,6 +10,15 @@ transport decrypts before ``buffer_updated`` and encrypts every
 ``transport.write`` at once (before it returns), so the forwarder's reused
 buffers are as safe here as on TCP.
 
+A connection counts against its address's pending share (sources.py) and
+the relay's pending total from the moment it is accepted, not only once TLS
+is up: ``TlsGate`` does that accounting for the TCP connection, refuses over
+the limits before any TLS work, and runs the handshake itself
+(``loop.start_tls``); the handshake done, it hands the connection to a
+``RelayConnection``, which counts it again as any pending connection. So a
+source that opens connections and never sends a ClientHello holds at most
+its 64 slots for TLS_HANDSHAKE_TIMEOUT, as on TCP.
+
 The certificate and key are read at start (a rotated Secret takes a restart:
 the Deployment's rollout). No client certificates: agents prove their key in
 the relay handshake, exactly as on TCP.
@@ -23,7 +32,9 @@ import socket
 import ssl
 from typing import TYPE_CHECKING
 
-from wirekube_relay.forwarder import RelayConnection
+from wirekube_common.relayproto import frames as f
+from wirekube_relay import limits
+from wirekube_relay.forwarder import Context, RelayConnection
 
 if TYPE_CHECKING:
     from wirekube_relay.server import RelayServer
@@ -49,6 +60,78 @@ def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return ctx
 
 
+class TlsGate(asyncio.Protocol):
+    """One accepted TCP connection on the TLS port until its TLS handshake is
+    done: counted per source and in the relay's pending total meanwhile."""
+
+    def __init__(self, ctx: Context, context: ssl.SSLContext) -> None:
+        self.ctx = ctx
+        self.context = context
+        self.ip = "?"
+        self.counted = False
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        ctx = self.ctx
+        peer = transport.get_extra_info("peername")
+        self.ip = str(peer[0]) if peer else "?"
+        remote = f"{peer[0]}:{peer[1]}" if peer else "?"
+        # nothing read until start_tls has put the TLS protocol in place
+        transport.pause_reading()
+        ctx.pending += 1
+        refused = "relay-pending" if ctx.pending > ctx.limits.max_pending else None
+        if refused is None:
+            refused = ctx.sources.opened(self.ip)
+            if refused is not None:
+                ctx.sources.forget_if_idle(self.ip)
+        if refused is not None:
+            ctx.pending -= 1
+            reason = f"overloaded:{refused}"
+            ctx.stats.closes["overloaded"] += 1
+            detail = f"{f.close_name(f.CLOSE_OVERLOADED)}: too many connections (before TLS)"
+            ctx.refusals.refused(ctx.loop.time(), reason, remote, detail)
+            transport.abort()
+            return
+        self.counted = True
+        self.task = ctx.loop.create_task(self.handshake(transport))
+
+    def release(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.ctx.pending -= 1
+            self.ctx.sources.closed(self.ip, pending=True)
+
+    async def handshake(self, transport: asyncio.Transport) -> None:
+        conn = RelayConnection(self.ctx)
+        try:
+            tls_transport = await self.ctx.loop.start_tls(
+                transport,
+                conn,
+                self.context,
+                server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+            )
+        except Exception as exc:  # any handshake failure (timeout, bad hello, reset) alike
+            self.release()
+            self.ctx.stats.closes["tls-handshake"] += 1
+            log.debug("event=tls-handshake-failed remote_ip=%s error=%r", self.ip, exc)
+            transport.abort()
+            return
+        self.release()  # the RelayConnection counts it from here
+        if tls_transport is None or tls_transport.is_closing():
+            return
+        conn.connection_made(tls_transport)
+
+    def data_received(self, data: bytes) -> None:  # paused: never called
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # only before start_tls took the transport over (a refused one)
+        self.release()
+
+
 async def serve_tls(
     server: RelayServer, host: str, port: int, context: ssl.SSLContext
 ) -> tuple[asyncio.base_events.Server, int]:
@@ -60,13 +143,9 @@ async def serve_tls(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     listener = await asyncio.get_running_loop().create_server(
-        lambda: RelayConnection(ctx),
-        sock=sock,
-        backlog=4096,
-        ssl=context,
-        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
-        ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+        lambda: TlsGate(ctx, context), sock=sock, backlog=limits.ACCEPT_BATCH
     )
+    limits.listen(sock)
     bound = sock.getsockname()[1]
     log.info("event=listening-tls address=%s:%d", host, bound)
     return listener, bound

@@ -8,6 +8,7 @@ relays' admin API where given).
     wirekubectl graph [--format F]     Graphviz DOT (svg when dot is installed) or Mermaid
     wirekubectl relays                 relay replicas from RelayAdmin (--relay-admin HOST:PORT)
     wirekubectl doctor [NODE]          what usually breaks, each finding with its fix
+    wirekubectl rotate-key NODE [--wait]  a new WireGuard key pair for NODE (docs/keyrotation.md)
 
 Exit codes (see wirekube_cli.errors): 0 ok, 1 problems found (doctor) or the
 pair is down (why), 2 usage, 3 no kubeconfig, 4 API server unreachable or
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wirekube_cli import doctor, graph, relays, render, why
+from wirekube_cli import doctor, graph, relays, render, rotate, why
 from wirekube_cli.errors import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -100,6 +101,21 @@ def parser() -> argparse.ArgumentParser:
                    help="skip the STUN and relay checks (they send packets to the mesh spec's "
                    "addresses: run them where the nodes' networks are)")  # fmt: skip
     s.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    s = sub.add_parser(
+        "rotate-key",
+        parents=[common],
+        help="ask a node's agent for a new WireGuard key pair (annotates the Node)",
+    )
+    s.add_argument("node", metavar="NODE")
+    s.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the new key is published and a handshake under it is reported",
+    )
+    s.add_argument("--timeout", type=float, default=rotate.DEFAULT_WAIT_S, metavar="SECONDS",
+                   help=f"how long --wait waits (default {rotate.DEFAULT_WAIT_S:.0f})")  # fmt: skip
+    s.add_argument("--request-id", metavar="ID",
+                   help="the annotation's value (default: the time and a random suffix)")  # fmt: skip
     return p
 
 
@@ -127,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     now = time.time()
     if args.command == "doctor":
         return _doctor(args, cluster, style, now)
+    if args.command == "rotate-key":
+        return _rotate_key(args, cluster, now)
     view = _view(cluster)
     if args.command == "status":
         if args.output in ("json", "yaml"):
@@ -194,6 +212,42 @@ def _graph(args: argparse.Namespace, view: MeshView) -> int:
     if done.returncode != 0:
         raise CliError(f"dot failed: {done.stderr.strip()[:300]}", EXIT_USAGE)
     _out(done.stdout)
+    return EXIT_OK
+
+
+def _rotate_key(args: argparse.Namespace, cluster: Cluster, now: float) -> int:
+    node = args.node
+    request = args.request_id or rotate.request_id(now)
+    if not request.strip() or len(request) > rotate.MAX_REQUEST_LEN:
+        raise CliError(f"--request-id must be 1 to {rotate.MAX_REQUEST_LEN} characters", EXIT_USAGE)
+    if args.timeout <= 0:
+        raise CliError("--timeout must be positive", EXIT_USAGE)
+    if cluster.node(node) is None:
+        raise CliError(f"no Node {node!r}", EXIT_UNKNOWN_NODE)
+    peer_name = f"node-{node}"
+    before = rotate.progress(cluster.peer(peer_name), request)
+    cluster.annotate_node(node, rotate.annotation_patch(request))
+    _out(f"requested a key rotation of {node} ({rotate.REQUEST_ANNOTATION}={request})\n")
+    if not args.wait:
+        return EXIT_OK
+    deadline = time.monotonic() + args.timeout
+    state = before
+    with progress(f"waiting for {node} to publish its new key"):
+        while not state.published and time.monotonic() < deadline:
+            time.sleep(rotate.POLL_S)
+            state = rotate.progress(cluster.peer(peer_name), request)
+    if not state.published:
+        raise CliError(f"{node} did not publish a new key within {args.timeout:.0f}s "
+                       f"(is its agent running?)", EXIT_PROBLEMS)  # fmt: skip
+    _out(f"new public key {state.public_key} (was {before.public_key})\n")
+    with progress(f"waiting for a handshake under {node}'s new key"):
+        while not state.handshake and time.monotonic() < deadline:
+            time.sleep(rotate.POLL_S)
+            state = rotate.progress(cluster.peer(peer_name), request)
+    if not state.handshake:
+        raise CliError(f"no handshake under the new key reported within {args.timeout:.0f}s",
+                       EXIT_PROBLEMS)  # fmt: skip
+    _out("handshakes under the new key: yes\n")
     return EXIT_OK
 
 

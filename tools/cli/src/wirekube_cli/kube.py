@@ -1,6 +1,7 @@
 """The CLI's only door to the Kubernetes API: read-only calls over the
 project's own client (``wirekube_common.kube``), errors turned into
-``CliError``s that say what to do.
+``CliError``s that say what to do. The one write is ``annotate_node``
+(``rotate-key``: an annotation on a Node, nothing else).
 
 Which kubeconfig: ``--kubeconfig``, else the first existing file of
 ``$KUBECONFIG`` (a colon-separated list, as kubectl reads it; only the first
@@ -28,7 +29,7 @@ from wirekube_common.crd import GROUP, VERSION
 from wirekube_common.kube.config import ConfigError
 from wirekube_common.kube.connect import Connection
 from wirekube_common.kube.events import EVENT_NAMESPACE
-from wirekube_common.kube.rest import ApiException, Rest
+from wirekube_common.kube.rest import MERGE_PATCH, ApiException, Rest
 
 # One request should answer within this; a slower API server is reported as
 # unreachable instead of leaving the user at a silent prompt.
@@ -161,6 +162,45 @@ class Cluster:
             return email.utils.parsedate_to_datetime(date).timestamp()
         except (TypeError, ValueError):
             return None
+
+    def node(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self._get(f"/api/v1/nodes/{name}")
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise CliError(f"reading Node {name} failed: {exc}", EXIT_API) from exc
+
+    def peer(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self._get(f"{PEERS_PATH}/{name}")
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise CliError(f"reading WireKubePeer {name} failed: {exc}", EXIT_API) from exc
+
+    def annotate_node(self, name: str, patch: Mapping[str, Any]) -> None:
+        """Merge-patch a Node (``rotate-key``'s request annotation)."""
+        try:
+            self.rest.call(
+                "PATCH",
+                f"/api/v1/nodes/{name}",
+                body=dict(patch),
+                content_type=MERGE_PATCH,
+                timeout=REQUEST_TIMEOUT_S,
+            )
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                raise CliError(
+                    f"the API server refused to annotate Node {name} ({exc.status}): "
+                    f"{exc.reason}; rotate-key needs patch on nodes",
+                    EXIT_API,
+                ) from exc
+            raise CliError(f"annotating Node {name} failed: {exc}", EXIT_API) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise CliError(
+                f"cannot reach the API server at {self.server}: {_short(exc)}", EXIT_API
+            ) from exc
 
     def service(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

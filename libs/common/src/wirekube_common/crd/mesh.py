@@ -148,15 +148,22 @@ class MeshSpec:
     mtu: int = 1420
     stun_servers: tuple[str, ...] = ()
     relay: RelaySpec = field(default_factory=RelaySpec)
+    # Ours beyond the seed (docs/keyrotation.md): every agent makes a new key
+    # pair this often; None: keys rotate only when asked (the Node annotation).
+    key_rotation_interval_hours: float | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str = "spec") -> MeshSpec:
+        interval = get(d, "keyRotationIntervalHours", float, None, path)  # type: ignore[arg-type]
+        if interval is not None and not interval > 0:
+            raise InvalidObject(f"{path}.keyRotationIntervalHours", "must be greater than 0")
         return cls(
             listen_port=get(d, "listenPort", int, 51820, path),
             interface_name=get(d, "interfaceName", str, "wire_kube", path),
             mtu=get(d, "mtu", int, 1420, path),
             stun_servers=get_str_list(d, "stunServers", path),
             relay=RelaySpec.from_dict(section(d, "relay", f"{path}.relay"), f"{path}.relay"),
+            key_rotation_interval_hours=interval,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,6 +175,8 @@ class MeshSpec:
         if self.stun_servers:
             out["stunServers"] = list(self.stun_servers)
         out["relay"] = self.relay.to_dict()
+        if self.key_rotation_interval_hours is not None:
+            out["keyRotationIntervalHours"] = self.key_rotation_interval_hours
         return out
 
 

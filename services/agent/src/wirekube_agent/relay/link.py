@@ -152,6 +152,7 @@ class RelayLink:
         self.last_error = ""  # why the last connect failed (a proxy's status line, TLS)
         self.last_rx = 0.0
         self.last_ping = 0.0
+        self.ping_pending = 0.0  # when the oldest PING not followed by any byte was sent
         self.max_payload = f.MAX_PAYLOAD
         self.connects = 0
         self.failures = 0
@@ -162,6 +163,8 @@ class RelayLink:
         self.drops_tx = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._rekey_until = 0.0  # monotonic; retry fast until then (``rekey``)
+        self._kick = threading.Event()  # ends a backoff early (``rekey``, ``stop``)
         self._buf = bytearray(timers.DOWNLINK_BUFFER + f.HEADER_LEN + f.MAX_PAYLOAD)
         self._thread = threading.Thread(target=self._run, name=f"relay-{self.name}", daemon=True)
 
@@ -172,10 +175,21 @@ class RelayLink:
 
     def stop(self) -> None:
         self._stop.set()
+        self._kick.set()
         self.kill()
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
+
+    def rekey(self, private_key: bytes) -> None:
+        """Register under a new key (key rotation): drop the connection and
+        reconnect at once with the new key, retrying quickly while the relay
+        does not admit it yet. The old key's registration ends with its
+        connection."""
+        self.private_key = private_key
+        self._rekey_until = time.monotonic() + timers.REKEY_RETRY_FOR
+        self._kick.set()
+        self.kill()
 
     def kill(self) -> None:
         sock = self.sock
@@ -228,10 +242,16 @@ class RelayLink:
         if self._lock.acquire(timeout=0.05):
             try:
                 sock.sendall(f.encode_ping(os.urandom(8)))
+                if self.ping_pending <= self.last_rx:  # the oldest ping not answered yet
+                    self.ping_pending = now
             except OSError:
                 self.kill()
             finally:
                 self._lock.release()
+
+    def dead_reason(self, now: float) -> str | None:
+        """Why the watchdog should declare this link dead now, if it should."""
+        return dead_reason(now, self.last_rx, self.ping_pending)
 
     # --- the link thread ------------------------------------------------------------
 
@@ -241,6 +261,7 @@ class RelayLink:
             stop=stop_when_event_set(self._stop),
             retry=retry_if_exception_type(Exception),
             reraise=False,
+            sleep=self._sleep,
         )
         while not self._stop.is_set():
             try:
@@ -248,10 +269,51 @@ class RelayLink:
             except Exception:
                 return  # stopped while retrying
             self._serve(sock, leftover)
-            if not self._stop.is_set():
-                self._stop.wait(timers.BACKOFF_MIN)
+            if not self._stop.is_set() and self._rekey_until <= time.monotonic():
+                self._sleep(timers.BACKOFF_MIN)
+
+    def _sleep(self, seconds: float) -> None:
+        """Back off, but wake at once for ``rekey`` or ``stop``."""
+        if self._kick.wait(seconds):
+            self._kick.clear()
 
     def _connect(self) -> tuple[Stream, bytes]:
+        """Connect and register. Right after ``rekey``, retry every
+        ``REKEY_RETRY`` (the relay may admit the new key a moment after us)
+        instead of backing off, until ``REKEY_RETRY_FOR`` ran out."""
+        while True:
+            try:
+                got = self._connect_bounded()
+            except InterruptedError:
+                raise
+            except Exception:
+                if time.monotonic() >= self._rekey_until:
+                    raise
+                if self._stop.wait(timers.REKEY_RETRY):
+                    raise InterruptedError("stopped") from None
+                continue
+            self._rekey_until = 0.0
+            return got
+
+    def _connect_bounded(self) -> tuple[Stream, bytes]:
+        """A registration that does not complete within its bound is retried at
+        once on a new connection (timers.REGISTER_BOUNDS): a load balancer
+        spreads that one elsewhere than a hung replica."""
+        for n, bound in enumerate(timers.REGISTER_BOUNDS, start=1):
+            try:
+                return self._connect_once(bound)
+            except TimeoutError:
+                if n == len(timers.REGISTER_BOUNDS) or self._stop.is_set():
+                    raise
+                log.info(
+                    "event=relay-register-retry relay=%s bound=%.1fs attempt=%d",
+                    self.name,
+                    bound,
+                    n,
+                )
+        raise AssertionError("unreachable")
+
+    def _connect_once(self, register_timeout: float) -> tuple[Stream, bytes]:
         if self._stop.is_set():
             raise InterruptedError("stopped")
         try:
@@ -268,7 +330,7 @@ class RelayLink:
             )
             raise
         try:
-            ok, leftover = register(sock, self.private_key)
+            ok, leftover = register(sock, self.private_key, register_timeout)
         except Exception as exc:
             sock.close()
             self.failures += 1
@@ -283,6 +345,7 @@ class RelayLink:
     def _serve(self, sock: Stream, leftover: bytes) -> None:
         self.sock = sock
         self.last_rx = time.monotonic()
+        self.ping_pending = 0.0
         self.up = True
         self.connects += 1
         log.info("event=relay-up relay=%s transport=%s", self.name, self.egress.transport)
@@ -364,6 +427,20 @@ class RelayLink:
             pass
         else:
             raise f.ProtocolError(f"unexpected {type(ev).__name__} from relay")
+
+
+def dead_reason(now: float, last_rx: float, ping_pending: float) -> str | None:
+    """The liveness verdict on a link (pure; times from ``time.monotonic``).
+
+    "silent": nothing at all arrived for ``DEAD_AFTER``. "unanswered": a PING
+    went out ``PONG_TIMEOUT`` ago and not one byte (PONG or data) followed;
+    a replica that hangs without a RST (stopped, frozen host) is left this way
+    within about PING_INTERVAL + PONG_TIMEOUT."""
+    if now - last_rx > timers.DEAD_AFTER:
+        return "silent"
+    if ping_pending > last_rx and now - ping_pending > timers.PONG_TIMEOUT:
+        return "unanswered"
+    return None
 
 
 SO_MARK = 36

@@ -19,7 +19,8 @@ is connected and registered whichever flows it carries, so a frame sent
 through any replica reaches us.
 
 A watchdog thread pings every live link each ``PING_INTERVAL``, declares a
-link dead after ``DEAD_AFTER`` of silence (flows move at the next pick; the
+link dead after ``DEAD_AFTER`` of silence or a PING unanswered for
+``PONG_TIMEOUT`` (``link.dead_reason``; flows move at the next pick; the
 link reconnects with backoff), and re-resolves the DNS name.
 
 ``pure`` helpers (``rendezvous_pick``, ``parse_hostport``) are unit-tested.
@@ -144,6 +145,17 @@ class RelayPool:
         if self._watchdog.is_alive():
             self._watchdog.join(2.0)
 
+    def rekey(self, private_key: bytes) -> None:
+        """Every link re-registers under a new key (key rotation)."""
+        from wirekube_common import wgkey  # noqa: PLC0415 - as in __init__
+
+        with self._lock:
+            self.private_key = private_key
+            self.public_key = wgkey.public_key(private_key)
+            links = list(self.links.values())
+        for link in links:
+            link.rekey(private_key)
+
     def retarget(
         self,
         addresses: Sequence[tuple[str, int]] | None = None,
@@ -261,9 +273,12 @@ class RelayPool:
             for link in list(self.links.values()):
                 if not link.up:
                     continue
-                if now - link.last_rx > timers.DEAD_AFTER:
+                if (why := link.dead_reason(now)) is not None:
                     log.warning(
-                        "event=relay-dead relay=%s silent=%.1fs", link.name, now - link.last_rx
+                        "event=relay-dead relay=%s reason=%s silent=%.1fs",
+                        link.name,
+                        why,
+                        now - link.last_rx,
                     )
                     link.up = False
                     self._link_state(link)

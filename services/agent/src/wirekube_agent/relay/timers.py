@@ -9,6 +9,15 @@ CONNECT_TIMEOUT = 3.0
 #: HELLO -> OK must complete within this (one RTT plus one X25519 each side).
 HANDSHAKE_TIMEOUT = 5.0
 
+#: Bounds of successive registration attempts after a connect, each on a new
+#: connection, retried at once. Behind a load balancer a replica that hangs
+#: silently (stopped, no RST) still completes TCP connects in its kernel, so a
+#: reconnect can land on it again; 1 s is many round trips on any sane path, so
+#: the first bound only loses a hung replica's second, and the next connection
+#: is spread elsewhere. The bounds grow to HANDSHAKE_TIMEOUT so a slow path
+#: (a long RTT, a proxy) still registers.
+REGISTER_BOUNDS = (1.0, 2.0, HANDSHAKE_TIMEOUT)
+
 #: An HTTP proxy's answer to CONNECT must arrive within this: it opens a TCP
 #: connection to the relay first, so a slow path is allowed, a hang is not.
 PROXY_TIMEOUT = 5.0
@@ -26,6 +35,12 @@ PING_INTERVAL = 1.0
 #: declared dead and its flows move to another replica.
 DEAD_AFTER = 3.0
 
+#: A PING sent this long ago with nothing at all received since declares the
+#: link dead (sooner than DEAD_AFTER's silence, so failover stays well inside
+#: 5 s). Above the relay's 1.5 s stall release: a relay that holds our reads
+#: because a receiver is slow still reads (and answers) within that.
+PONG_TIMEOUT = 2.0
+
 #: The watchdog (pings, dead detection, deferred socket closes) runs this often.
 WATCHDOG_TICK = 0.25
 
@@ -40,6 +55,14 @@ RESOLVE_TIMEOUT = 3.0
 #: replica that comes back is used again within a few seconds.
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 5.0
+
+#: After a key rotation the link re-registers under the new key at once, and
+#: while the relay refuses it (its allow-list follows the WireKubePeers through
+#: its own watch, which can trail ours by a few tens of ms) it retries this
+#: often instead of backing off: every retry here is a relayed pair's outage.
+REKEY_RETRY = 0.02
+#: ...for at most this long; then the ordinary backoff takes over.
+REKEY_RETRY_FOR = 3.0
 
 #: Frames for one replica are gathered into one buffer of this size and written
 #: with one sendall; larger batches amortise the per-syscall cost.

@@ -20,6 +20,7 @@ length, request then reply; keys travel in base64:
     {"op": "start", "key", "wg_port", "addresses" | "dns", "fwmark", "egress"} -> {}
     {"op": "peers", "keys": [...]}          -> {"endpoints": {key: [host, port]}}
     {"op": "retarget", "addresses" | "dns"} -> {}
+    {"op": "rekey", "key"}                  -> {} (key rotation: links re-register)
     {"op": "live"}                          -> {"live": ["ip:port", ...]}
     {"op": "links"}                         -> {"links": {"ip:port": {"up", "connects", "error"}}}
     {"op": "stop"}                          -> {} (the worker then exits)
@@ -194,6 +195,11 @@ class BridgeWorker:
     ) -> None:
         self._call({"op": "retarget"} | _source(addresses, dns_source))
 
+    def rekey(self, private_key: bytes) -> None:
+        """Re-register every relay link under a new key; the peers' bridge
+        sockets (their WireGuard endpoints) stay."""
+        self._call({"op": "rekey", "key": _b64(private_key)})
+
     def live_replicas(self) -> tuple[str, ...]:
         return tuple(self._call({"op": "live"})["live"])
 
@@ -248,6 +254,13 @@ class _Served:
         if op == "retarget":
             addresses, dns = _parse_source(msg)
             self.pool.retarget(addresses=addresses, dns_source=dns)
+            return {}
+        if op == "rekey":
+            key = base64.b64decode(msg["key"])
+            if len(key) != 32:
+                raise ValueError("a key is 32 bytes")
+            self.bridge.private_key = key
+            self.pool.rekey(key)
             return {}
         if op == "live":
             return {"live": list(self.pool.live_replicas())}
