@@ -23,10 +23,9 @@ from typing import Any
 
 from .cluster import KubeCluster
 from .controlplane import WIREKUBE_NAMESPACE, repo_root
-from .kubelb import KubeLoadBalancer
+from .kubelb import ClientApi, KubeLoadBalancer, node_reach
 from .lab import Lab
 from .mesh import MeshLab
-from .topology import INTERNET
 
 # The agents' DaemonSet on N fresh nodes: images are local, so this is
 # container start-up plus the agents' first passes.
@@ -134,28 +133,26 @@ class KubeDriver:
 
 
 def start_balancer(lab: Lab, cluster: KubeCluster) -> KubeLoadBalancer | None:
-    """The cloud's load-balancer controller, on the topology's first
-    ``load-balancer`` host without static backends (none without one)."""
+    """The cloud's load-balancer controller (:mod:`~wirekube_lab.kubelb`) on the
+    topology's first ``load-balancer`` host without static ``backends``; None
+    without one (LoadBalancer Services then stay pending, as on bare metal)."""
     hosts = [h for h in lab.hosts("load-balancer") if not lab.topology.host(h).backends]
     if not hosts:
         return None
     host = hosts[0]
-    reachable: dict[str, str] = {}
-    for name in cluster.nodes:
-        spec = lab.topology.host(name)
-        if spec.network == INTERNET:
-            reachable[name] = lab.address(name)
-        elif spec.public_ip:
-            reachable[name] = str(lab.plan.host(name).public_address)
+    spec = lab.topology.host(host)
+    assert cluster.cp is not None
 
     def apply(ruleset: str) -> None:
         lab.exec(host, ["nft", "-f", "-"], input=ruleset)
 
     balancer = KubeLoadBalancer(
-        cluster.kubectl,
+        ClientApi(cluster.cp.api_client()),
         apply,
-        lab.addresses(host),
-        reachable,
+        [str(a) for a in lab.addresses(host)],
+        node_reach(lab.plan, cluster.nodes),
+        targets=spec.targets,
+        balance=spec.balance,
         log_fn=lambda m: print(m, file=sys.stderr),
     )
     balancer.start()
