@@ -165,8 +165,9 @@ def flat_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeEnv]:
 
 
 # The overlay for the NAT cluster, as shipped: three relay replicas behind a
-# Service of type LoadBalancer (its ingress from the lab's kubelb, nat.yaml's
-# `lb` host), the replicas forwarding to each other (relay mesh).
+# Service of type LoadBalancer (its address and forwarding from the lab's
+# cloud load balancer, kubelb on nat.yaml's `lb` host), the replicas
+# forwarding to each other (relay mesh), production timers.
 NAT_OVERLAY = "production"
 
 
