@@ -1,26 +1,32 @@
-"""kubelb's forwarding in a real lab, without a cluster.
+"""kubelb's forwarding in a real lab, against a real API server, without kubelets.
 
-The API server is replaced by its state (Services, EndpointSlices: a fake of
-I/O); everything else is real: kubelb's loop plans and installs the nftables
-table on the lab's ``load-balancer`` host, and clients behind a symmetric NAT
-and a TCP-only firewall open TCP connections to the assigned address, which
-must reach the targets the plan names — endpoints (``ip``) in turn with
-round-robin, or a node port behind a 1:1 public address (``instance``) — and
-stop when the endpoints go away. The Kubernetes tests (tests/integration/kube)
-run the same controller against a real cluster.
+The session's control plane (kube-apiserver + etcd) holds the Services; the
+test writes their EndpointSlices itself, as the endpoint-slice controller
+would (the control plane runs no controller-manager), naming lab hosts as the
+endpoints. Everything else is the real thing: kubelb's loop assigns addresses
+and writes ``status.loadBalancer.ingress``, installs the nftables table on the
+lab's ``load-balancer`` host, and clients behind a symmetric NAT and a
+TCP-only firewall open TCP connections to the address, which must reach the
+targets the plan names — endpoints (``ip``) in turn with round-robin, or a
+node port behind a 1:1 public address (``instance``) — and stop when the
+endpoints go away. tests/integration/kube runs the same controller in front
+of real pods.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from wirekube_lab.kubelb import TARGET_TYPE_ANNOTATION, KubeLoadBalancer, node_reach
+from wirekube_lab.kubelb import TARGET_TYPE_ANNOTATION, ClientApi, KubeLoadBalancer, node_reach
 from wirekube_lab.lab import Lab
 
 TOPOLOGY = {
@@ -65,21 +71,32 @@ CLIENT = (
 )
 
 
-def service(name: str, **extra: Any) -> dict[str, Any]:
+def service(namespace: str, name: str, target_type: str, node_port: int) -> dict[str, Any]:
     return {
-        "metadata": {"namespace": "ns", "name": name, "creationTimestamp": f"2026-01-01T{name}"},
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "namespace": namespace,
+            "name": name,
+            "annotations": {TARGET_TYPE_ANNOTATION: target_type},
+        },
         "spec": {
             "type": "LoadBalancer",
             "externalTrafficPolicy": "Local",
-            "ports": [{"name": "web", "port": 80, "nodePort": NODE_PORT, "protocol": "TCP"}],
-            **extra,
+            "ports": [{"name": "web", "port": 80, "nodePort": node_port, "protocol": "TCP"}],
         },
     }
 
 
-def endpoint_slice(name: str, endpoints: list[tuple[str, str]]) -> dict[str, Any]:
+def endpoint_slice(namespace: str, service: str, endpoints: list[tuple[str, str]]) -> dict:
     return {
-        "metadata": {"namespace": "ns", "labels": {"kubernetes.io/service-name": name}},
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "namespace": namespace,
+            "name": f"{service}-lab",
+            "labels": {"kubernetes.io/service-name": service},
+        },
         "addressType": "IPv4",
         "ports": [{"name": "web", "port": ENDPOINT_PORT, "protocol": "TCP"}],
         "endpoints": [
@@ -89,42 +106,34 @@ def endpoint_slice(name: str, endpoints: list[tuple[str, str]]) -> dict[str, Any
     }
 
 
-class ApiState:
-    """The API server's objects, as kubelb reads and writes them."""
+@dataclass
+class Env:
+    lab: Lab
+    cp: Any
+    namespace: str
+    balancer: KubeLoadBalancer
 
-    def __init__(self) -> None:
-        self.services: list[dict[str, Any]] = []
-        self.slices: list[dict[str, Any]] = []
-        self.status: dict[str, str] = {}
+    def apply(self, obj: dict[str, Any]) -> None:
+        self.cp.kubectl("apply", "-f", "-", input=json.dumps(obj))
 
-    def list_services(self) -> list[dict[str, Any]]:
-        return self.services
-
-    def list_endpoint_slices(self) -> list[dict[str, Any]]:
-        return self.slices
-
-    def patch_service_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        ingress = patch["status"]["loadBalancer"]["ingress"]
-        self.status[f"{namespace}/{name}"] = ingress[0]["ip"]
-        for s in self.services:
-            if s["metadata"]["name"] == name:
-                s["status"] = patch["status"]
-
-    def close(self) -> None:
-        pass
+    def ingress(self, name: str) -> str | None:
+        svc = json.loads(
+            self.cp.kubectl("get", "service", name, "-n", self.namespace, "-o", "json").stdout
+        )
+        entries = (svc.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+        return entries[0]["ip"] if entries else None
 
 
 @pytest.fixture(scope="module")
-def setup(
-    module_lab_factory: Callable[..., Lab],
-) -> Iterator[tuple[Lab, ApiState, KubeLoadBalancer]]:
+def env(module_lab_factory: Callable[..., Lab], control_plane: Any) -> Iterator[Env]:
     lab = module_lab_factory(TOPOLOGY)
     for host in ("pub-1", "pub-2"):
         lab.spawn(host, [sys.executable, "-c", SERVER, host, str(ENDPOINT_PORT)])
     lab.spawn("vm", [sys.executable, "-c", SERVER, "vm", str(NODE_PORT)])
-    api = ApiState()
+    namespace = f"kubelb-{uuid.uuid4().hex[:8]}"
+    control_plane.kubectl("create", "namespace", namespace)
     balancer = KubeLoadBalancer(
-        api,
+        ClientApi(control_plane.api_client()),
         lambda ruleset: lab.exec("lb", ["nft", "-f", "-"], input=ruleset),
         lab.addresses("lb"),
         node_reach(lab.plan, ["pub-1", "pub-2", "vm"]),
@@ -132,8 +141,12 @@ def setup(
         balance="round-robin",
     )
     balancer.start()
-    yield lab, api, balancer
-    balancer.stop()
+    try:
+        yield Env(lab, control_plane, namespace, balancer)
+    finally:
+        balancer.stop()
+        control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        assert balancer.errors == 0
 
 
 def connect(lab: Lab, client: str, address: str) -> str:
@@ -147,13 +160,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.2)
 
 
-def test_ip_targets_round_robin_from_behind_nats(
-    setup: tuple[Lab, ApiState, KubeLoadBalancer],
-) -> None:
-    lab, api, balancer = setup
-    api.services.append(service("web"))
-    api.slices.append(
+def test_ip_targets_round_robin_from_behind_nats(env: Env) -> None:
+    lab, ns = env.lab, env.namespace
+    env.apply(service(ns, "web", "ip", NODE_PORT + 1))
+    env.apply(
         endpoint_slice(
+            ns,
             "web",
             [
                 ("pub-1", lab.address("pub-1")),
@@ -162,10 +174,10 @@ def test_ip_targets_round_robin_from_behind_nats(
             ],
         )
     )
-    wait_for(lambda: "ns/web" in api.status)
-    ip = api.status["ns/web"]
+    wait_for(lambda: env.ingress("web") is not None)
+    ip = env.ingress("web")
     assert ip == lab.addresses("lb")[0]
-    wait_for(lambda: bool(balancer.listeners) and bool(balancer.listeners[0].targets))
+    wait_for(lambda: ip in {ls.address for ls in env.balancer.listeners if ls.targets})
     answers = [connect(lab, client, ip) for client in ("c-home", "c-secure") * 3]
     servers = [a.split()[0] for a in answers]
     # One target per new connection, in turn; both NATs' clients get through.
@@ -175,22 +187,19 @@ def test_ip_targets_round_robin_from_behind_nats(
     assert {a.split()[1] for a in answers} == {ip}, answers
 
 
-def test_instance_target_through_a_public_ip_and_release(
-    setup: tuple[Lab, ApiState, KubeLoadBalancer],
-) -> None:
-    lab, api, _ = setup
-    vm_web = service("vm-web")
-    vm_web["metadata"]["annotations"] = {TARGET_TYPE_ANNOTATION: "instance"}
-    api.services.append(vm_web)
-    api.slices.append(endpoint_slice("vm-web", [("vm", "10.3.0.99")]))
-    wait_for(lambda: "ns/vm-web" in api.status)
-    ip = api.status["ns/vm-web"]
-    assert ip == lab.addresses("lb")[1]
+def test_instance_target_through_a_public_ip_then_released(env: Env) -> None:
+    lab, ns = env.lab, env.namespace
+    env.apply(service(ns, "vm-web", "instance", NODE_PORT))
+    env.apply(endpoint_slice(ns, "vm-web", [("vm", "10.3.0.99")]))
+    wait_for(lambda: env.ingress("vm-web") is not None)
+    ip = env.ingress("vm-web")
+    assert ip is not None and ip in lab.addresses("lb") and ip != env.ingress("web")
     wait_for(lambda: connect(lab, "c-home", ip).startswith("vm "))
     # The endpoint goes away: nothing forwards any more (the balancer's own
     # stack refuses), and the other Service is untouched.
-    api.slices = [
-        s for s in api.slices if s["metadata"]["labels"]["kubernetes.io/service-name"] != "vm-web"
-    ]
+    env.cp.kubectl("delete", "endpointslice", "vm-web-lab", "-n", ns)
     wait_for(lambda: connect(lab, "c-home", ip).startswith("error"))
-    assert connect(lab, "c-home", api.status["ns/web"]).split()[0] in ("pub-1", "pub-2")
+    assert connect(lab, "c-home", str(env.ingress("web"))).split()[0] in ("pub-1", "pub-2")
+    # The Service goes: its address is free for the next one.
+    env.cp.kubectl("delete", "service", "vm-web", "-n", ns)
+    wait_for(lambda: ip not in env.balancer.assigned.values())

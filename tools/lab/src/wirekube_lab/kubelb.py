@@ -315,7 +315,11 @@ class ClientApi:
 
     def patch_service_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.core.patch_namespaced_service_status(
-            name, namespace, patch, _request_timeout=API_TIMEOUT_S
+            name,
+            namespace,
+            patch,
+            _content_type="application/merge-patch+json",
+            _request_timeout=API_TIMEOUT_S,
         )
 
     def close(self) -> None:
