@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 
 from wirekube_lab.controlplane import WIREKUBE_NAMESPACE
 from wirekube_lab.kubelb import TARGET_TYPE_ANNOTATION
@@ -307,15 +308,34 @@ def test_relay_pods_deleted_relayed_pairs_back_soon_after_a_new_pod_is_ready(
                 return True
         return False
 
-    env.wait_until("a new relay pod Ready", new_ready, RELAY_POD_READY_TIMEOUT_S)
+    # What the agents report while the relay is gone and coming back: the
+    # path table at every change, seconds from the deletion.
+    timeline: list[tuple[float, dict[str, str]]] = []
+
+    def watch(predicate: Callable[[], bool]) -> Callable[[], bool]:
+        def step() -> bool:
+            table = env.pair_paths()
+            if not timeline or timeline[-1][1] != table:
+                timeline.append((round(time.monotonic() - t0, 1), table))
+            return predicate()
+
+        return step
+
+    env.wait_until("a new relay pod Ready", watch(new_ready), RELAY_POD_READY_TIMEOUT_S)
     ready_at = time.monotonic()
     pairs = _pairs(RELAYED)
-    env.wait_until("relayed pairs answer again", lambda: env.all_pairs_answer(pairs), 60)
+    env.wait_until("relayed pairs answer again", watch(lambda: env.all_pairs_answer(pairs)), 60)
     back_at = time.monotonic()
     figures = {
         "new_pod_ready_s": round(ready_at - t0, 1),
         "relayed_back_after_ready_s": round(back_at - ready_at, 1),
     }
     report(f"nat/{NAT_OVERLAY} relay pods deleted", figures)
+    report(f"nat/{NAT_OVERLAY} relay pods deleted: path table timeline", timeline)
+    if back_at - ready_at > RELAY_BACK_AFTER_READY_S:
+        agent_log = env.cluster.nodes["node-a"].exec(
+            ["sh", "-c", "tail -n 80 /var/log/pods/*wirekube-agent*/agent/*.log"], check=False
+        )
+        print(agent_log.stdout[-12000:], agent_log.stderr[-2000:])
     assert back_at - ready_at <= RELAY_BACK_AFTER_READY_S, figures
     env.wait_until("paths as expected again", lambda: env.pair_paths() == EXPECTED, 60)
