@@ -366,12 +366,11 @@ def test_relay_pods_deleted_relayed_pairs_back_soon_after_a_new_pod_is_ready(
 
     def all_new_ready() -> bool:
         pods = [p for p in env.pods("wirekube-relay") if p["metadata"]["name"] not in old]
-        return len(pods) == want and all(
-            c["status"] == "True"
+        ready = [
+            {c["type"]: c["status"] for c in p["status"].get("conditions", [])}.get("Ready")
             for p in pods
-            for c in p["status"].get("conditions", [])
-            if c["type"] == "Ready"
-        )
+        ]
+        return len(pods) == want and ready == ["True"] * want
 
     env.wait_until("every new relay pod Ready", all_new_ready, RELAY_POD_READY_TIMEOUT_S)
     meshed_s = env.wait_until(
