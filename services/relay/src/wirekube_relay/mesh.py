@@ -116,8 +116,7 @@ class Mesh:
             now = loop.time()
             if self.dns_name and now >= self.next_resolve:
                 found_others = await self._resolve()
-                unlinked = any(not self.covered(addr) for addr in self.wanted)
-                self.next_resolve = now + resolve_delay(found_others, unlinked)
+                self.next_resolve = now + resolve_delay(found_others)
             self.dial_missing(now)
             self.tick(now)
             await asyncio.sleep(timers.MESH_TICK)
@@ -327,20 +326,12 @@ class Mesh:
         return len(self.links)
 
 
-def resolve_delay(found_others: bool, unlinked: bool = False) -> float:
+def resolve_delay(found_others: bool) -> float:
     """When to resolve the pool name again: the regular interval once it named
-    another replica and we hold a link (or a dial) to every replica it named;
-    soon otherwise. A pool whose replicas all start together: the headless
-    Service lists a replica only once it is ready, so the first answers are
-    empty or name only ourselves. A pool whose replicas were all replaced at
-    once (``kubectl delete pod -l ...``): the first answers still name the
-    old, terminating replicas and not yet the new ones, and with the 30 s
-    interval the new replicas had no links to each other for up to 30 s
-    (measured behind a load balancer: relayed pairs split over replicas back
-    31.7 s after the first new replica was Ready, with every link down then)."""
-    if found_others and not unlinked:
-        return timers.MESH_RESOLVE_INTERVAL
-    return timers.MESH_RESOLVE_RETRY
+    another replica; soon while it did not (a pool whose replicas all start
+    together: the headless Service lists a replica only once it is ready, so
+    the first answers are empty or name only ourselves)."""
+    return timers.MESH_RESOLVE_INTERVAL if found_others else timers.MESH_RESOLVE_RETRY
 
 
 def parse_peers(text: str, default_port: int) -> list[Address]:
