@@ -160,6 +160,8 @@ def _host_script(plan: LabPlan, name: str) -> str:
     ]
     if host.role == "load-balancer":
         spec = plan.topology.host(name)
+        if not spec.backends:  # kubelb installs its listeners later
+            return _script(list(_COMMON_SYSCTLS + _FORWARDER_SYSCTLS), lines, None)
         backends = [plan.host(b).address for b in spec.backends]
         ruleset = balancer_ruleset(host.address, backends, spec.ports, spec.balance)
         return _script(list(_COMMON_SYSCTLS + _FORWARDER_SYSCTLS), lines, ruleset)

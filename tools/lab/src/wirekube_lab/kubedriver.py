@@ -23,6 +23,7 @@ from typing import Any
 
 from .cluster import KubeCluster
 from .controlplane import WIREKUBE_NAMESPACE, repo_root
+from .kubelb import ClientApi, KubeLoadBalancer, node_reach
 from .lab import Lab
 from .mesh import MeshLab
 
@@ -58,6 +59,7 @@ class KubeDriver:
         self.nodes: list[str] = []
         self.applied_at = 0.0
         self.timings: dict[str, float] = {}
+        self.balancer: KubeLoadBalancer | None = None
 
     def start(self, lab: Lab) -> None:
         self.cluster = KubeCluster(
@@ -70,6 +72,7 @@ class KubeDriver:
             self.mesh.start_stun(host)
         stun = lab.mesh_spec().get("stunServers") if lab.hosts("stun") else None
         self.nodes = list(self.cluster.nodes)
+        self.balancer = start_balancer(lab, self.cluster)
         t0 = self.applied_at = time.monotonic()
         self.cluster.apply_overlay(self.overlay, stun_servers=stun)
         self.cluster.wait_rollout(
@@ -120,8 +123,37 @@ class KubeDriver:
 
     def stop(self, lab: Lab) -> None:
         try:
+            if self.balancer is not None:
+                self.balancer.stop()
             if self.mesh is not None:
                 self.mesh.stop()
         finally:
             if self.cluster is not None:
                 self.cluster.stop()
+
+
+def start_balancer(lab: Lab, cluster: KubeCluster) -> KubeLoadBalancer | None:
+    """The cloud's load-balancer controller (:mod:`~wirekube_lab.kubelb`) on the
+    topology's first ``load-balancer`` host without static ``backends``; None
+    without one (LoadBalancer Services then stay pending, as on bare metal)."""
+    hosts = [h for h in lab.hosts("load-balancer") if not lab.topology.host(h).backends]
+    if not hosts:
+        return None
+    host = hosts[0]
+    spec = lab.topology.host(host)
+    assert cluster.cp is not None
+
+    def apply(ruleset: str) -> None:
+        lab.exec(host, ["nft", "-f", "-"], input=ruleset)
+
+    balancer = KubeLoadBalancer(
+        ClientApi(cluster.cp.api_client()),
+        apply,
+        [str(a) for a in lab.addresses(host)],
+        node_reach(lab.plan, cluster.nodes),
+        targets=spec.targets,
+        balance=spec.balance,
+        log_fn=lambda m: print(m, file=sys.stderr),
+    )
+    balancer.start()
+    return balancer

@@ -233,7 +233,9 @@ class Lab:
         if "stunServers" not in spec and stun:
             spec["stunServers"] = [f"{a}:3478" for a in self.addresses(stun[0])]
         relay = spec.get("relay")
-        relays = self.hosts("load-balancer") or self.hosts("relay")
+        # A balancer without static backends is kubelb's (LoadBalancer Services), not a relay's.
+        balancers = [h for h in self.hosts("load-balancer") if self.topology.host(h).backends]
+        relays = balancers or self.hosts("relay")
         if isinstance(relay, dict) and relay.get("provider") == "external" and relays:
             external = relay.setdefault("external", {})
             port = 443 if external.get("transport") == "tls" else 3478  # the relay's TLS port

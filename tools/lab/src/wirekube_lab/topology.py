@@ -12,6 +12,8 @@ A topology describes *what* the lab looks like, never *how* it is built:
   public IP"). A ``load-balancer`` (on the internet) spreads new TCP
   connections to its ``ports`` over its ``backends`` (relay hosts on the
   internet), one backend per connection, like a cloud network load balancer.
+  Without ``backends`` it is the cloud's load balancer for a ``--kube``
+  cluster's LoadBalancer Services (``kubelb``; ``targets`` and ``balance``).
 * ``mesh``: WireKubeMesh ``spec`` overrides for this lab (test-sized timers),
   kept as plain data for the services step.
 * ``expect.paths``: the expected steady-state path table, as data.
@@ -56,6 +58,9 @@ NAT_KINDS = (
 )
 ROLES = ("node", "relay", "stun", "dns", "plain", "load-balancer", "proxy")
 LB_BALANCES = ("random", "round-robin")
+# What a balancer without static backends (the lab's cloud load balancer for
+# LoadBalancer Services, kubelb) sends to: node ports or the endpoints' pod IPs.
+LB_TARGETS = ("instance", "ip")
 LB_DEFAULT_PORTS = (3478,)
 PATH_MODES = ("direct", "relay", "none")
 VPN_LABEL = "wirekube.io/vpn-enabled"
@@ -115,6 +120,7 @@ class Host:
     backends: tuple[str, ...] = ()
     ports: tuple[int, ...] = ()
     balance: str = "random"
+    targets: str = "instance"  # without backends (kubelb): instance | ip
 
     def key(self) -> str:
         return self.name
@@ -283,6 +289,7 @@ def _parse_host(name: object, value: object) -> Host:
             "backends",
             "ports",
             "balance",
+            "targets",
         ),
     )
     network = _str(doc.get("network"), f"{where}.network")
@@ -309,7 +316,7 @@ def _parse_host(name: object, value: object) -> Host:
         raise TopologyError(f"{where}: labels and annotations are only meaningful for role node")
     if role == "node":
         labels = {VPN_LABEL: "true", **labels}
-    backends, ports, balance = _parse_balancer(doc, where, role)
+    backends, ports, balance, targets = _parse_balancer(doc, where, role)
     return Host(
         name=nm,
         network=network,
@@ -323,18 +330,38 @@ def _parse_host(name: object, value: object) -> Host:
         backends=backends,
         ports=ports,
         balance=balance,
+        targets=targets,
     )
 
 
 def _parse_balancer(
     doc: Mapping[str, Any], where: str, role: str
-) -> tuple[tuple[str, ...], tuple[int, ...], str]:
-    """``backends``, ``ports`` and ``balance`` of a load-balancer (names checked later)."""
-    keys = [k for k in ("backends", "ports", "balance") if k in doc]
+) -> tuple[tuple[str, ...], tuple[int, ...], str, str]:
+    """``backends``, ``ports``, ``balance`` and ``targets`` of a load-balancer
+    (names checked later)."""
+    keys = [k for k in ("backends", "ports", "balance", "targets") if k in doc]
     if role != "load-balancer":
         if keys:
             raise TopologyError(f"{where}.{keys[0]}: only meaningful for role load-balancer")
-        return (), (), "random"
+        return (), (), "random", "instance"
+    balance = _str(doc.get("balance", "random"), f"{where}.balance")
+    if balance not in LB_BALANCES:
+        raise TopologyError(
+            f"{where}.balance: unknown balance {balance!r} (one of {', '.join(LB_BALANCES)})"
+        )
+    if "backends" not in doc:
+        # A cloud load balancer for the cluster's LoadBalancer Services: the
+        # lab's controller (kubelb) gives it listeners and targets at run time.
+        if "ports" in doc:
+            raise TopologyError(f"{where}.ports: only meaningful with backends")
+        targets = _str(doc.get("targets", "instance"), f"{where}.targets")
+        if targets not in LB_TARGETS:
+            raise TopologyError(
+                f"{where}.targets: unknown targets {targets!r} (one of {', '.join(LB_TARGETS)})"
+            )
+        return (), (), balance, targets
+    if "targets" in doc:
+        raise TopologyError(f"{where}.targets: only meaningful without backends")
     raw = doc.get("backends")
     if not isinstance(raw, list) or not raw:
         raise TopologyError(f"{where}.backends: a list of at least one relay host is required")
@@ -349,12 +376,7 @@ def _parse_balancer(
         raise TopologyError(f"{where}.ports: ports are within 1..65535")
     if len(set(ports)) != len(ports):
         raise TopologyError(f"{where}.ports: a port is listed twice")
-    balance = _str(doc.get("balance", "random"), f"{where}.balance")
-    if balance not in LB_BALANCES:
-        raise TopologyError(
-            f"{where}.balance: unknown balance {balance!r} (one of {', '.join(LB_BALANCES)})"
-        )
-    return backends, ports, balance
+    return backends, ports, balance, "instance"
 
 
 def _parse_mesh(value: object) -> Mapping[str, Any]:
