@@ -60,3 +60,9 @@ def test_peer_lists() -> None:
 def test_the_pool_name_is_asked_again_soon_until_it_names_another_replica() -> None:
     assert resolve_delay(found_others=False) == timers.MESH_RESOLVE_RETRY
     assert resolve_delay(found_others=True) == timers.MESH_RESOLVE_INTERVAL == 30.0
+
+
+def test_the_pool_name_is_asked_again_soon_while_a_named_replica_has_no_link() -> None:
+    # All replicas replaced at once: the answer names the old, dead ones.
+    assert resolve_delay(found_others=True, unlinked=True) == timers.MESH_RESOLVE_RETRY
+    assert resolve_delay(found_others=False, unlinked=True) == timers.MESH_RESOLVE_RETRY

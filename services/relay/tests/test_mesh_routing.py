@@ -15,6 +15,7 @@ from wirekube_common import wgkey
 from wirekube_common.relayproto import frames as f
 from wirekube_common.relayproto.handshake import ClientHandshake
 from wirekube_relay import meshproto as mp
+from wirekube_relay import timers
 from wirekube_relay.auth import AllowList, Authenticator
 from wirekube_relay.forwarder import Context, RelayConnection
 from wirekube_relay.limits import Limits
@@ -198,6 +199,17 @@ def test_a_closed_link_takes_its_presence_with_it(ctx: Context) -> None:
     assert ctx.mesh.presence.route(remote) is None
     feed(a, f.encode_send(remote, b"late"))
     assert ctx.stats.drops["no-peer"] == 1
+
+
+def test_a_lost_link_brings_the_next_resolve_forward(ctx: Context) -> None:
+    """A replica going away may mean the pool was replaced: ask the name again
+    within MESH_RESOLVE_RETRY, not at the regular interval set earlier."""
+    mesh = ctx.mesh
+    assert mesh is not None
+    mesh.next_resolve = ctx.loop.time() + timers.MESH_RESOLVE_INTERVAL
+    ln, _ = link(ctx, b"\x03" * 16)
+    ln.connection_lost(None)
+    assert mesh.next_resolve <= ctx.loop.time() + timers.MESH_RESOLVE_RETRY
 
 
 def test_a_replica_joins_over_the_relay_port_and_a_client_cannot(ctx: Context) -> None:

@@ -116,7 +116,8 @@ class Mesh:
             now = loop.time()
             if self.dns_name and now >= self.next_resolve:
                 found_others = await self._resolve()
-                self.next_resolve = now + resolve_delay(found_others)
+                unlinked = any(not self.covered(addr) for addr in self.wanted)
+                self.next_resolve = now + resolve_delay(found_others, unlinked)
             self.dial_missing(now)
             self.tick(now)
             await asyncio.sleep(timers.MESH_TICK)
@@ -250,6 +251,12 @@ class Mesh:
             del self.links[link.peer]
             self.presence.reset(link.peer)
             log.info("event=mesh-link-down peer=%s id=%s", link.peer_name, link.peer[:8])
+            # A replica went away: the pool may have been replaced (all pods
+            # deleted at once). Ask the name again soon rather than at the
+            # regular interval, which an answer naming only that replica (or
+            # terminating ones still linked then) had set.
+            soon = self.ctx.loop.time() + timers.MESH_RESOLVE_RETRY
+            self.next_resolve = min(self.next_resolve, soon)
         if link.dialed is not None and self.address_peer.get(link.dialed) != "self":
             self.retry_later(link.dialed)
 
@@ -326,12 +333,20 @@ class Mesh:
         return len(self.links)
 
 
-def resolve_delay(found_others: bool) -> float:
+def resolve_delay(found_others: bool, unlinked: bool = False) -> float:
     """When to resolve the pool name again: the regular interval once it named
-    another replica; soon while it did not (a pool whose replicas all start
-    together: the headless Service lists a replica only once it is ready, so
-    the first answers are empty or name only ourselves)."""
-    return timers.MESH_RESOLVE_INTERVAL if found_others else timers.MESH_RESOLVE_RETRY
+    another replica and we hold a link (or a dial) to every replica it named;
+    soon otherwise. A pool whose replicas all start together: the headless
+    Service lists a replica only once it is ready, so the first answers are
+    empty or name only ourselves. A pool whose replicas were all replaced at
+    once (``kubectl delete pod -l ...``): the first answers still name the
+    old, terminating replicas and not yet the new ones, and with the 30 s
+    interval the new replicas had no links to each other for up to 30 s
+    (measured behind a load balancer: relayed pairs split over replicas back
+    31.7 s after the first new replica was Ready, with every link down then)."""
+    if found_others and not unlinked:
+        return timers.MESH_RESOLVE_INTERVAL
+    return timers.MESH_RESOLVE_RETRY
 
 
 def parse_peers(text: str, default_port: int) -> list[Address]:
