@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wirekube_common.kube.times import unix_or_none
+
 REQUEST_ANNOTATION = "wirekube.io/rotate-key"
 HANDLED_ANNOTATION = "wirekube.io/key-rotation-handled"
 ROTATED_AT_ANNOTATION = "wirekube.io/key-rotated-at"
@@ -61,20 +63,10 @@ def progress(peer: Mapping[str, Any] | None, request: str) -> Progress:
     published = annotations.get(HANDLED_ANNOTATION) == request
     if not published:
         return Progress(False, key if isinstance(key, str) else None, False)
-    rotated_at = _parse(annotations.get(ROTATED_AT_ANNOTATION))
-    handshake_at = _parse((peer.get("status") or {}).get("lastHandshake"))
+    rotated_at = unix_or_none(annotations.get(ROTATED_AT_ANNOTATION))
+    handshake_at = unix_or_none((peer.get("status") or {}).get("lastHandshake"))
     # lastHandshake is written to the second (truncated): compare at that grain.
     handshake = (
         rotated_at is not None and handshake_at is not None and handshake_at >= int(rotated_at)
     )
     return Progress(True, key if isinstance(key, str) else None, handshake)
-
-
-def _parse(text: object) -> float | None:
-    if not isinstance(text, str) or len(text) > 64:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.timestamp() if parsed.tzinfo is not None else None

@@ -26,3 +26,15 @@ def parse_time(text: str) -> dt.datetime:
     if when.tzinfo is None:
         raise ValueError(f"{text!r}: no time zone")
     return when.astimezone(UTC)
+
+
+def unix_or_none(text: object) -> float | None:
+    """Seconds since the epoch of an annotation or status timestamp, or None
+    when it is missing or not a timestamp (annotations are anyone's input:
+    length-bounded before parsing)."""
+    if not isinstance(text, str) or len(text) > 64:
+        return None
+    try:
+        return parse_time(text).timestamp()
+    except ValueError:
+        return None

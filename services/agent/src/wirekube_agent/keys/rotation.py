@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from wirekube_common.kube.times import unix_or_none
+
 REQUEST_ANNOTATION = "wirekube.io/rotate-key"  # on the Node
 HANDLED_ANNOTATION = "wirekube.io/key-rotation-handled"  # on the WireKubePeer
 ROTATED_AT_ANNOTATION = "wirekube.io/key-rotated-at"  # on the WireKubePeer, RFC 3339
@@ -113,7 +115,7 @@ def key_made_at(peer: Mapping[str, Any]) -> float | None:
     """When a WireKubePeer's key was made: its rotation record, else its creation."""
     meta = peer.get("metadata") or {}
     annotations = meta.get("annotations") or {}
-    return parse_time(annotations.get(ROTATED_AT_ANNOTATION)) or parse_time(
+    return unix_or_none(annotations.get(ROTATED_AT_ANNOTATION)) or unix_or_none(
         meta.get("creationTimestamp")
     )
 
@@ -158,18 +160,6 @@ def format_time(t: float) -> str:
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )
-
-
-def parse_time(text: object) -> float | None:
-    if not isinstance(text, str) or len(text) > 64:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.timestamp()
 
 
 def reinitiate(
