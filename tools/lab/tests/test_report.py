@@ -11,19 +11,18 @@ from wirekube_lab.report import EXIT_FAILED, EXIT_OK, document, exit_code, failu
 from wirekube_lab.selftest import targets
 from wirekube_lab.topology import parse_topology
 
-TOPO = parse_topology(
-    {
-        "name": "r",
-        "networks": {"home": {"nat": "address-restricted"}, "vpc": {"nat": "symmetric"}},
-        "hosts": {
-            "n1": {"network": "home", "role": "node"},
-            "n2": {"network": "vpc", "role": "node"},
-            "n3": {"network": "vpc", "role": "node", "public_ip": True},
-            "s": {"network": "internet", "role": "stun"},
-        },
-        "expect": {"paths": {"n1/n2": "direct", "n1/n3": "direct", "n2/n3": "direct"}},
-    }
-)
+TOPO_SPEC: dict[str, Any] = {
+    "name": "r",
+    "networks": {"home": {"nat": "address-restricted"}, "vpc": {"nat": "symmetric"}},
+    "hosts": {
+        "n1": {"network": "home", "role": "node"},
+        "n2": {"network": "vpc", "role": "node"},
+        "n3": {"network": "vpc", "role": "node", "public_ip": True},
+        "s": {"network": "internet", "role": "stun"},
+    },
+    "expect": {"paths": {"n1/n2": "direct", "n1/n3": "direct", "n2/n3": "direct"}},
+}
+TOPO = parse_topology(TOPO_SPEC)
 DESCRIBED: dict[str, Any] = {
     "name": "r",
     "run": "abcde",
@@ -117,6 +116,20 @@ def test_paths_are_compared_with_expectations() -> None:
 def test_pings_are_rendered() -> None:
     d = doc(pings={"n1": {"n2": {"sent": 3, "received": 3, "rtt_avg_ms": 0.2}}})
     assert "3/3" in render_text(d)
+
+
+def test_a_dark_pair_fails_the_run_unless_no_path_is_expected() -> None:
+    dark = {"sent": 3, "received": 0, "rtt_avg_ms": None}
+    d = doc(pings={"n1": {"n2": dark, "n3": {"sent": 3, "received": 1, "rtt_avg_ms": 0.4}}})
+    assert failures(d) == ["pings n1 -> n2: none of 3 answered"]
+    assert exit_code(d) == EXIT_FAILED and "RESULT: FAILED" in render_text(d)
+    # relay mode never between two NATs that cannot punch: no path, by design
+    spec = {
+        **TOPO_SPEC,
+        "expect": {"paths": {"n1/n2": "none", "n1/n3": "direct", "n2/n3": "direct"}},
+    }
+    unreachable = doc(topology=parse_topology(spec), pings={"n1": {"n2": dark}})
+    assert failures(unreachable) == []
 
 
 def test_selftest_targets() -> None:

@@ -70,7 +70,20 @@ def failures(doc: dict[str, Any]) -> list[str]:
     for pair, entry in (doc["paths"] or {}).items():
         if entry["expected"] is not None and entry["mode"] != entry["expected"]:
             out.append(f"path {pair}: {entry['mode']}, expected {entry['expected']}")
+    # A pair that answered none of its pings is dark, whatever its path says,
+    # unless the topology expects no path between the two at all.
+    expected = {pair: entry["expected"] for pair, entry in (doc["paths"] or {}).items()} or doc[
+        "topology"
+    ]["expect_paths"]
+    for src, row in (doc["pings"] or {}).items():
+        for dst, v in row.items():
+            if v["sent"] and not v["received"] and expected.get(_pair(src, dst)) != "none":
+                out.append(f"pings {src} -> {dst}: none of {v['sent']} answered")
     return out
+
+
+def _pair(a: str, b: str) -> str:
+    return "/".join(sorted((a, b)))
 
 
 def exit_code(doc: dict[str, Any]) -> int:
