@@ -114,6 +114,18 @@ def test_roaming_across_transports_is_corrected() -> None:
     assert ops.wireguard is not None and ops.wireguard.peers[0].endpoint == bridge
 
 
+def test_roaming_away_from_a_chosen_site_local_address_is_corrected() -> None:
+    internal = ("10.1.0.10", 51820)
+    want = desired([wgp(2, internal, [NET2])])
+    # the peer's packets came round through the VPC's NAT gateway (hairpin)
+    hairpin = device(PeerState(key(2), ("198.18.1.1", 27059), frozenset([NET2]), 25))
+    ops = diff.operations(want, hairpin, [], [], {key(2): internal}, PRIV, 0x574B)
+    assert ops.wireguard is not None and ops.wireguard.peers[0].endpoint == internal
+    # roaming within the site (another internal address) is left alone
+    moved = device(PeerState(key(2), ("10.1.0.99", 51820), frozenset([NET2]), 25))
+    assert diff.operations(want, moved, [], [], {key(2): internal}, PRIV, 0x574B).empty
+
+
 def test_restart_recreates_only_that_peer() -> None:
     want = desired([wgp(2, ("198.18.0.2", 51820), [NET2]), wgp(3, ("198.18.0.3", 51820), [NET3])])
     have = device(

@@ -10,7 +10,11 @@ one. So an endpoint is written only when *our* choice changes (tracked in
 ``applied_endpoints``) or the peer is new, never merely because the kernel's
 view drifted from it — with one exception: roaming *across transports* (from
 the relay bridge on 127.0.0.1 to a public address or back) is ours to decide,
-so such a drift is corrected.
+so such a drift is corrected; and so is roaming *away* from a site-local
+address we chose (RFC 1918, ULA) to one that is not: there is no NAT between
+two nodes of one network to rebind, so packets from elsewhere came the long
+way round (a VPC's NAT gateway hairpinning a public address) while the
+peer's path was still settling, and the network's own path is the one to keep.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ def operations(
             new
             or applied_endpoints.get(key) != want.endpoint
             or _crossed_transport(want.endpoint, have.endpoint if have else None)
+            or _left_the_site(want.endpoint, have.endpoint if have else None)
         )
         allowed_changed = new or have.allowed_ips != want.allowed_ips
         keepalive_changed = new or have.persistent_keepalive != want.persistent_keepalive
@@ -135,6 +140,27 @@ def _crossed_transport(want: Endpoint | None, have: Endpoint | None) -> bool:
     if want is None or have is None:
         return False
     return _is_loopback(want[0]) != _is_loopback(have[0])
+
+
+_SITE_LOCAL = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+
+
+def _left_the_site(want: Endpoint | None, have: Endpoint | None) -> bool:
+    """True when WireGuard roamed from the site-local address we chose to an
+    address outside the site-local ranges (not the relay bridge)."""
+    if want is None or have is None or want == have or _is_loopback(have[0]):
+        return False
+    return _site_local(want[0]) and not _site_local(have[0])
+
+
+def _site_local(host: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(addr in net for net in _SITE_LOCAL if net.version == addr.version)
 
 
 def _is_loopback(host: str) -> bool:
