@@ -25,7 +25,7 @@ from .cluster import KubeCluster
 from .controlplane import WIREKUBE_NAMESPACE, repo_root
 from .kubelb import ClientApi, KubeLoadBalancer, node_reach
 from .lab import Lab
-from .mesh import MeshLab
+from .mesh import MeshLab, ping_table
 
 # The agents' DaemonSet on N fresh nodes: images are local, so this is
 # container start-up plus the agents' first passes.
@@ -108,18 +108,7 @@ class KubeDriver:
     def pings(self, lab: Lab) -> dict[str, dict[str, dict[str, Any]]] | None:
         if self.mesh is None:
             return None
-        results = self.mesh.ping_results(self.nodes)
-        return {
-            a: {
-                b: {
-                    "sent": r.sent,
-                    "received": r.received,
-                    "rtt_avg_ms": round(sum(r.rtts_ms) / len(r.rtts_ms), 3) if r.rtts_ms else None,
-                }
-                for b, r in row.items()
-            }
-            for a, row in results.items()
-        }
+        return ping_table(self.mesh.ping_results(self.nodes))
 
     def stop(self, lab: Lab) -> None:
         try:

@@ -26,7 +26,7 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -613,21 +613,28 @@ class MeshDriver:
     def pings(self, lab: Lab) -> dict[str, dict[str, dict[str, Any]]] | None:
         if self.mesh is None:
             return None
-        results = self.mesh.ping_results(self.nodes)
-        return {
-            a: {
-                b: {
-                    "sent": r.sent,
-                    "received": r.received,
-                    "rtt_avg_ms": round(sum(r.rtts_ms) / len(r.rtts_ms), 3) if r.rtts_ms else None,
-                }
-                for b, r in row.items()
-            }
-            for a, row in results.items()
-        }
+        return ping_table(self.mesh.ping_results(self.nodes))
 
     def stop(self, lab: Lab) -> None:
         if self.mesh is not None:
             self.mesh.stop()
         if self.cp is not None and self._own_cp:
             self.cp.stop()
+
+
+def ping_table(
+    results: Mapping[str, Mapping[str, PingResult]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The run document's ``pings``: per source and destination, sent, received
+    and the mean round trip (ms), from ``MeshLab.ping_results``."""
+    return {
+        a: {
+            b: {
+                "sent": r.sent,
+                "received": r.received,
+                "rtt_avg_ms": round(sum(r.rtts_ms) / len(r.rtts_ms), 3) if r.rtts_ms else None,
+            }
+            for b, r in row.items()
+        }
+        for a, row in results.items()
+    }
