@@ -43,7 +43,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from . import kubeplan
+from . import kubeplan, netops
 from .kubeplan import KubeNodePlan
 from .processes import LabProcess, run_checked
 
@@ -320,21 +320,11 @@ def _hierarchies() -> list[Path]:
     return [d for d in CGROUP_FS.iterdir() if d.is_dir() and not d.is_symlink()]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_cgroups() -> list[str]:
     """Kill what is left in node cgroups of dead lab runs and remove them."""
     names = sorted({d.name for h in _hierarchies() for d in h.iterdir() if d.is_dir()})
     owners = {int(n.split("-")[1]) for n in kubeplan.stale_cgroup_roots(names, alive=set())}
-    alive = {pid for pid in owners if _pid_alive(pid)}
+    alive = {pid for pid in owners if netops.pid_alive(pid)}
     stale = kubeplan.stale_cgroup_roots(names, alive)
     for name in stale:
         tops = [h / name for h in _hierarchies() if (h / name).is_dir()]

@@ -153,7 +153,7 @@ def kill_pids(pids: Iterable[int], grace: float = 2.0) -> None:
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while remaining and time.monotonic() < deadline:
-        remaining = [p for p in remaining if _alive(p)]
+        remaining = [p for p in remaining if pid_alive(p)]
         if remaining:
             time.sleep(0.02)
     for pid in remaining:
@@ -161,7 +161,8 @@ def kill_pids(pids: Iterable[int], grace: float = 2.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """The process exists and is no zombie (shared by every sweep of dead runs)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -206,7 +207,7 @@ def sweep() -> list[ParsedNetns]:
     """Destroy namespaces left behind by lab runs whose owner process is gone."""
     names = list_namespaces()
     candidates = stale_namespaces(names, alive=set())
-    alive = {p.pid for p in candidates if _alive(p.pid)}
+    alive = {p.pid for p in candidates if pid_alive(p.pid)}
     stale = stale_namespaces(names, alive=alive)
     if stale:
         log.info("sweeping %d namespaces of dead lab runs", len(stale))

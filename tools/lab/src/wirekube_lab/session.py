@@ -64,20 +64,6 @@ def state_dir(explicit: Path | None) -> Path:
     return explicit or Path(os.environ.get("WIREKUBE_LAB_STATE_DIR", DEFAULT_STATE_DIR))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return stat != "Z"
-
-
 def _keeper_pid(directory: Path) -> int | None:
     try:
         return int((directory / PIDFILE).read_text().strip())
@@ -88,7 +74,7 @@ def _keeper_pid(directory: Path) -> int | None:
 def read_state(directory: Path) -> dict[str, Any]:
     path = directory / STATE
     pid = _keeper_pid(directory)
-    if not path.exists() or pid is None or not _alive(pid):
+    if not path.exists() or pid is None or not netops.pid_alive(pid):
         raise SessionError(f"no lab is up in {directory} (wirekube-lab up TOPOLOGY.yaml)")
     state: dict[str, Any] = json.loads(path.read_text())
     return state
@@ -98,7 +84,7 @@ def read_state(directory: Path) -> dict[str, Any]:
 def up(topology_path: Path, directory: Path, out: Any = sys.stdout) -> int:
     load_topology(topology_path)  # a bad topology fails here, not in the keeper
     pid = _keeper_pid(directory)
-    if pid is not None and _alive(pid):
+    if pid is not None and netops.pid_alive(pid):
         raise SessionError(
             f"a lab is already up in {directory} (keeper {pid}); wirekube-lab down first"
         )
@@ -226,7 +212,7 @@ def exec_argv(state: dict[str, Any], host: str, argv: list[str]) -> list[str]:
     if not argv:
         raise SessionError("nothing to run: wirekube-lab exec NODE -- COMMAND [ARGS...]")
     agent = state.get("agents", {}).get(host)
-    if agent is not None and _alive(int(agent)):
+    if agent is not None and netops.pid_alive(int(agent)):
         # The agent's own mount namespace: its private /var/run/wireguard.
         return ["nsenter", "-t", str(agent), "-m", "-n", *argv]
     return ["ip", "netns", "exec", namespaces[host], *argv]
@@ -245,13 +231,13 @@ def exec_in(directory: Path, host: str, argv: list[str]) -> int:
 def down(directory: Path, out: Any = sys.stdout) -> int:
     pid = _keeper_pid(directory)
     stopped = False
-    if pid is not None and _alive(pid):
+    if pid is not None and netops.pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         with _spinner("stopping the lab"):
-            while _alive(pid) and time.monotonic() < deadline:
+            while netops.pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
-        if _alive(pid):
+        if netops.pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             time.sleep(0.5)
