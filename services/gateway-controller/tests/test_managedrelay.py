@@ -78,6 +78,7 @@ def test_the_relay_pod_follows_the_pinned_relay_interface() -> None:
     env = {e["name"]: e for e in c["env"]}
     assert env["WIREKUBE_RELAY_LISTEN"]["value"] == "0.0.0.0:4443"
     assert env["WIREKUBE_RELAY_MESH_DNS"]["value"] == "wirekube-relay-pool.wk-ns.svc"
+    assert env["WIREKUBE_RELAY_MESH_ENDPOINTS"]["value"] == "wk-ns/wirekube-relay-pool"
     assert env["WIREKUBE_RELAY_MESH_SECRET_FILE"]["value"] == "/etc/wirekube/relay-mesh/secret"
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert {"name": "relay", "containerPort": 4443, "protocol": "TCP"} in c["ports"]

@@ -248,3 +248,25 @@ def test_hostile_bytes_on_the_relay_port_never_make_a_replica(
         assert not ln.up
         ln.connection_lost(None)
     assert not ctx.mesh.pending
+
+
+def test_the_api_members_replace_dns_and_a_new_one_is_dialled_without_backoff(
+    ctx: Context,
+) -> None:
+    """Pool members from the EndpointSlice watch: the wanted list at once,
+    DNS no longer consulted (its answers trail by their TTL), and an address
+    whose earlier dial failed is tried again at once when it turns ready."""
+    mesh = ctx.mesh
+    assert mesh is not None
+    mesh.dns_name = "wirekube-relay-pool.ns.svc"
+    mesh.self_addresses = {("10.0.0.1", 3478)}
+    mesh.next_dial[("10.0.0.7", 3478)] = ctx.loop.time() + 60.0
+    mesh.backoff[("10.0.0.7", 3478)] = 5.0
+    mesh.set_members([("10.0.0.7", 3478), ("10.0.0.1", 3478), ("10.0.0.7", 3478)])
+    assert mesh.wanted == [("10.0.0.1", 3478), ("10.0.0.7", 3478)]
+    assert mesh.members == mesh.wanted
+    assert ("10.0.0.7", 3478) not in mesh.next_dial
+    assert ("10.0.0.7", 3478) not in mesh.backoff
+    mesh.set_members([])  # every replica gone (or none ready yet): nothing to dial
+    assert mesh.wanted == []
+    assert mesh.members == []  # ...and still the API's word, not DNS's

@@ -60,7 +60,7 @@ MATRIX: list[tuple[str, str, str, str, bool]] = [
     ("agent", "create", "events.events.k8s.io", "default", True),
     ("agent", "delete", "events", "default", False),
     ("agent", "create", "leases.coordination.k8s.io", NS, False),
-    # relay: read-only peers, nothing else.
+    # relay: read-only peers (and its pool's EndpointSlices, below), nothing else.
     ("relay", "get", "wirekubepeers.wirekube.io", "", True),
     ("relay", "list", "wirekubepeers.wirekube.io", "", True),
     ("relay", "watch", "wirekubepeers.wirekube.io", "", True),
@@ -74,6 +74,14 @@ MATRIX: list[tuple[str, str, str, str, bool]] = [
     ("relay", "list", "services", NS, False),
     ("relay", "create", "events", "default", False),
     ("relay", "get", "secrets", NS, False),
+    # ...and its pool's EndpointSlices, in its own namespace only, read-only
+    ("relay", "list", "endpointslices.discovery.k8s.io", NS, True),
+    ("relay", "watch", "endpointslices.discovery.k8s.io", NS, True),
+    ("relay", "get", "endpointslices.discovery.k8s.io", NS, True),
+    ("relay", "list", "endpointslices.discovery.k8s.io", "default", False),
+    ("relay", "create", "endpointslices.discovery.k8s.io", NS, False),
+    ("relay", "patch", "endpointslices.discovery.k8s.io", NS, False),
+    ("relay", "delete", "endpointslices.discovery.k8s.io", NS, False),
     # gateway-controller: reads peers + gateways, writes gateway status, holds a lease.
     ("gateway-controller", "list", "wirekubepeers.wirekube.io", "", True),
     ("gateway-controller", "watch", "wirekubegateways.wirekube.io", "", True),

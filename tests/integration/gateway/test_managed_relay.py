@@ -176,6 +176,7 @@ def test_the_mesh_spec_becomes_the_relay_and_follows_its_changes(world: RelayWor
     assert container["image"] == IMAGE
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["WIREKUBE_RELAY_MESH_DNS"] == f"wirekube-relay-pool.{world.ns}.svc"
+    assert env["WIREKUBE_RELAY_MESH_ENDPOINTS"] == f"{world.ns}/wirekube-relay-pool"
     svc = _svc(objs)
     assert svc["type"] == "NodePort" and 30000 <= svc["ports"][0]["nodePort"] <= 32767
     assert objs[("Service", "wirekube-relay-pool")]["spec"]["clusterIP"] == "None"

@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from wirekube_agent.timers import RELAY_LOSS_GRACE_S
 from wirekube_lab.controlplane import ControlPlane
 from wirekube_lab.lab import Lab
 from wirekube_lab.mesh import MeshLab, peer_name
@@ -82,7 +83,9 @@ TOPOLOGY: dict[str, Any] = {
         "relay": {
             "mode": "auto",
             "provider": "external",
-            "handshakeTimeoutSeconds": 5,
+            # the production overlay's value: a relayed pair that wrongly
+            # waits for it (see the pool-replaced test) shows as a 30 s gap
+            "handshakeTimeoutSeconds": 30,
             "directRetryIntervalSeconds": 15,
         }
     },
@@ -359,3 +362,45 @@ def test_a_hung_replica_is_left_within_5s(pool: Pool) -> None:
         30,
     )
     assert pool.mesh.working_mesh(list(NODES))
+
+
+def test_the_whole_pool_replaced_relayed_pairs_back_soon_after_a_replica_is_back(
+    pool: Pool,
+) -> None:
+    """Every replica gone for longer than the agents' relay-loss grace (the
+    pool replaced at once, ``kubectl delete pod -l``): the agents move their
+    relayed peers to a direct attempt meanwhile. Once a replica is back the
+    pairs must be relayed again within the failover budget, not after the
+    mesh's handshake timeout (production's 30 s: seen on the kubelet lab)."""
+    src, dst = NODES[0], NODES[1]
+    ping = pool.pinger(src, dst)
+    started = time.monotonic()
+    time.sleep(2.0)
+    for relay in RELAYS:
+        pool.mesh.services[relay].signal(signal.SIGKILL)
+    for relay in RELAYS:
+        pool.mesh.services[relay].wait(10)
+    time.sleep(RELAY_LOSS_GRACE_S + 3.0)  # past the grace: the agents saw no relay
+    back = time.monotonic()
+    sent_before = int((back - started) / PING_INTERVAL_S)  # ping's sequence number then
+    for relay in RELAYS:
+        pool.start_relay(relay)
+    pool.mesh.wait_until(
+        "every replica linked to the other two",
+        lambda: all(v == 2 for v in pool.links_up(pool.stats()).values()),
+        30,
+    )
+    time.sleep(FAILOVER_BUDGET_S + 3.0)
+    result = stop_ping(ping)
+    answered_after = sorted(s for s in result.replied_seqs if s > sent_before)
+    first = (answered_after[0] - sent_before) * PING_INTERVAL_S if answered_after else None
+    print(
+        f"[relaypool] pool replaced: {src}->{dst} first answer {first}s after the replicas "
+        f"were started ({time.monotonic() - back:.1f}s ago); {result.received}/{result.sent}"
+    )
+    assert first is not None, pool.mesh.path_table(list(NODES))
+    assert first < FAILOVER_BUDGET_S, first
+    assert pool.mesh.transports(src).get(peer_name(dst)) == "relay"
+    pool.mesh.wait_until(
+        "every pair answers again", lambda: pool.mesh.working_mesh(list(NODES)), 30
+    )

@@ -3,7 +3,7 @@
 Every flag has an environment fallback (``WIREKUBE_RELAY_<FLAG>``) so the
 Deployment can configure the relay without a command line. The supervisor
 (wirekube_common.supervisor) watches the TCP forwarder, the housekeeping sweep, the admin gRPC server, the
-metrics endpoint and (when enabled) the WireKubePeer allow-list watcher; the
+metrics endpoint and (when enabled) the WireKubePeer allow-list and pool-member watchers; the
 first of them to fail stops the rest and the process exits non-zero so that
 Kubernetes restarts it. SIGTERM/SIGINT shut down cleanly: health goes
 NOT_SERVING, clients are told CLOSE(shutting down), then the process exits 0.
@@ -20,6 +20,7 @@ import resource
 import socket
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from wirekube_common import logs, supervisor
 from wirekube_common.heartbeat import Heartbeat
@@ -31,6 +32,9 @@ from wirekube_relay.mesh import MeshConfig, parse_peers
 from wirekube_relay.meshproto import load_secret
 from wirekube_relay.server import RelayServer
 from wirekube_relay.stats import RelayStats
+
+if TYPE_CHECKING:
+    from wirekube_relay.k8s import PoolMembersWatcher
 
 log = logging.getLogger("wirekube_relay")
 
@@ -102,6 +106,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="headless Service name listing the replicas (re-resolved every 30 s)",
     )
     a(
+        "--mesh-endpoints",
+        default=_env("mesh-endpoints", "") or None,
+        help="namespace/service: watch the pool's EndpointSlices through the API "
+        "(the ready replicas at once; DNS answers trail by their TTL); needs list/watch "
+        "on endpointslices in that namespace",
+    )
+    a(
         "--mesh-peers",
         default=_env("mesh-peers", ""),
         help="static replica list host:port,... (external pools)",
@@ -158,6 +169,28 @@ def mesh_config(args: argparse.Namespace, port: int) -> MeshConfig | None:
     )
 
 
+def _watch_members(
+    server: RelayServer, args: argparse.Namespace, port: int
+) -> PoolMembersWatcher | None:
+    """Feed the replica mesh the pool's ready replicas from the API (``--mesh-endpoints``)."""
+    mesh = server.mesh
+    if mesh is None or not args.mesh_endpoints:
+        return None
+    from wirekube_relay.k8s import PoolMembersWatcher, parse_service  # noqa: PLC0415 - optional
+
+    namespace, service = parse_service(args.mesh_endpoints)
+    loop = asyncio.get_running_loop()
+    watcher = PoolMembersWatcher(
+        args.kubeconfig,
+        namespace,
+        service,
+        port,
+        lambda found: loop.call_soon_threadsafe(mesh.set_members, found),
+    )
+    watcher.start()
+    return watcher
+
+
 async def run(args: argparse.Namespace) -> int:
     stats = RelayStats()
     allow = AllowList(_allowlist_enabled(args.allowlist))
@@ -187,6 +220,8 @@ async def run(args: argparse.Namespace) -> int:
 
         watcher = PeerKeyWatcher(args.kubeconfig, allow)
         watcher.start()
+
+    members = _watch_members(server, args, port)
 
     from wirekube_relay.admin_grpc import serve_admin  # noqa: PLC0415 - grpc import is slow
 
@@ -227,12 +262,20 @@ async def run(args: argparse.Namespace) -> int:
             raise RuntimeError(f"allow-list watcher died: {watcher.error!r}")
         await asyncio.Event().wait()  # disabled: nothing to supervise
 
+    async def members_watch() -> None:
+        while members is not None and members.is_alive():
+            await asyncio.sleep(1.0)
+        if members is not None:
+            raise RuntimeError(f"pool-member watcher died: {members.error!r}")
+        await asyncio.Event().wait()
+
     code = 0
     try:
         await supervisor.run(
             {
                 "forwarder": forwarder,
                 "allowlist-watch": allowlist_watch,
+                "members-watch": members_watch,
                 "mesh": server.mesh_closed,
                 "heartbeat": heartbeat.run,
             }
@@ -245,8 +288,9 @@ async def run(args: argparse.Namespace) -> int:
     if tls_listener is not None:
         tls_listener.close()
     await asyncio.sleep(0.2)  # let CLOSE frames reach the clients
-    if watcher is not None:
-        watcher.stop()
+    for w in (watcher, members):
+        if w is not None:
+            w.stop()
     admin.stop(timers.SHUTDOWN_GRACE)
     return code
 
@@ -276,6 +320,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (OSError, ValueError) as exc:
         log.error("event=config-error detail=%r", f"mesh secret: {exc}")
         sys.exit(2)
+    if args.mesh_endpoints:
+        from wirekube_relay.k8s import parse_service  # noqa: PLC0415 - optional
+
+        try:
+            parse_service(args.mesh_endpoints)
+        except ValueError as exc:
+            log.error("event=config-error detail=%r", f"--mesh-endpoints: {exc}")
+            sys.exit(2)
     _raise_fd_limit()
     loop = _new_loop()
     try:

@@ -14,9 +14,12 @@ Pieces:
   reusing the client connections' bounded queues and backpressure, so a slow
   or dead replica link can hold up only the senders writing to it, for at
   most the stall limit, and never the forwarding between local clients.
-* ``Mesh``: finds the replicas (``--mesh-peers`` static list, or the
-  ``--mesh-dns`` headless Service name re-resolved every
-  ``MESH_RESOLVE_INTERVAL``), dials every address it has no link for (with
+* ``Mesh``: finds the replicas (``--mesh-peers`` static list; the ready
+  endpoints of the pool's headless Service, watched through the API with
+  ``--mesh-endpoints`` (``k8s.PoolMembersWatcher``), which then stand in for
+  DNS; or the ``--mesh-dns`` name re-resolved every
+  ``MESH_RESOLVE_INTERVAL``, whose answers trail by the DNS cache's TTL),
+  dials every address it has no link for (with
   backoff), adopts replica connections arriving on the relay port (first
   byte ``MESH_HELLO``), keeps one link per replica (two replicas that
   dialled each other keep the link dialled by the smaller id), announces
@@ -85,6 +88,9 @@ class Mesh:
         self.links: dict[str, MeshLink] = {}  # replica id -> its link in use
         self.pending: set[MeshLink] = set()  # handshaking, both directions
         self.wanted: list[Address] = list(static_peers)
+        # The pool's ready replicas as the API says (``set_members``); once
+        # known, DNS is no longer asked: its answers may be 30 s old.
+        self.members: list[Address] | None = None
         self.address_peer: dict[Address, str] = {}  # dialled address -> id ("self": us)
         self.next_dial: dict[Address, float] = {}
         self.backoff: dict[Address, float] = {}
@@ -114,7 +120,7 @@ class Mesh:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            if self.dns_name and now >= self.next_resolve:
+            if self.dns_name and self.members is None and now >= self.next_resolve:
                 found_others = await self._resolve()
                 unlinked = any(not self.covered(addr) for addr in self.wanted)
                 self.next_resolve = now + resolve_delay(found_others, unlinked)
@@ -143,6 +149,25 @@ class Mesh:
             )
         self.wanted = found
         return any(addr not in self.self_addresses for addr in found)
+
+    def set_members(self, members: Sequence[Address]) -> None:
+        """The API's list of the pool's ready replicas (on the event loop):
+        dial a new one at once rather than at the next tick."""
+        self.members = sorted(set(members))
+        wanted = sorted({*self.static_peers, *self.members})
+        if wanted != self.wanted:
+            log.info(
+                "event=mesh-members source=api replicas=%s",
+                ",".join(f"{h}:{p}" for h, p in wanted),
+            )
+        for addr in set(wanted) - set(self.wanted):
+            # Just turned ready: an earlier failed dial's backoff (the same
+            # address reused by a new pod) must not delay this one.
+            self.next_dial.pop(addr, None)
+            self.backoff.pop(addr, None)
+        self.wanted = wanted
+        if self._task is not None:
+            self.dial_missing(self.ctx.loop.time())
 
     # --- dialling ------------------------------------------------------------------------
 

@@ -33,7 +33,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_when_event_set,
+    wait_exponential,
+    wait_random,
+)
 
 from wirekube_agent.relay import timers
 from wirekube_agent.relay.egress import Egress, open_stream
@@ -257,7 +263,8 @@ class RelayLink:
 
     def _run(self) -> None:
         retrying = Retrying(
-            wait=wait_exponential(multiplier=timers.BACKOFF_MIN, max=timers.BACKOFF_MAX),
+            wait=wait_exponential(multiplier=timers.BACKOFF_MIN, max=timers.BACKOFF_MAX)
+            + wait_random(0, timers.BACKOFF_JITTER),
             stop=stop_when_event_set(self._stop),
             retry=retry_if_exception_type(Exception),
             reraise=False,

@@ -128,6 +128,13 @@ def _deployment(mesh: Mesh, config: RelayConfig, replicas: int, port: int) -> di
             field_env("POD_IP", "status.podIP"),
             {"name": "WIREKUBE_RELAY_LISTEN", "value": f"0.0.0.0:{port}"},
             {"name": "WIREKUBE_RELAY_MESH_DNS", "value": pool_dns(config)},
+            # The pool's members from its EndpointSlices: DNS answers are cached
+            # for their TTL (30 s with kubeadm's CoreDNS), so replicas that
+            # replaced a whole pool would not find each other for that long.
+            {
+                "name": "WIREKUBE_RELAY_MESH_ENDPOINTS",
+                "value": f"{config.namespace}/{POOL_SERVICE}",
+            },
             {
                 "name": "WIREKUBE_RELAY_MESH_SECRET_FILE",
                 "value": f"{SECRET_DIR}/{SECRET_KEY}",
