@@ -140,7 +140,7 @@ def test_a_rotated_key_keeps_the_nodes_claim() -> None:
 def test_a_rotated_peer_is_swapped_in_place(
     path: paths.PathState, endpoint: tuple[str, int]
 ) -> None:
-    """Old key out, new key in, in one request: the same allowedIPs, the same
+    """New key in, old key out, in one request: the same allowedIPs, the same
     endpoint (direct stays direct, relay stays relay: the bridge socket of
     the new key); no other peer, route or rule is touched."""
     me = node("a", "10.0.0.1")
@@ -182,6 +182,9 @@ def test_a_rotated_peer_is_swapped_in_place(
     added = [p for p in ops.wireguard.peers if not p.remove]
     assert removed == [old]
     assert [p.public_key for p in added] == [new]
+    # the new entry first: it takes the allowedIPs over, so no packet finds
+    # the prefix without a peer while the old one is torn down
+    assert [p.public_key for p in ops.wireguard.peers] == [new, old]
     assert added[0].endpoint == endpoint
     assert added[0].allowed_ips == tuple(b.allowed_ips)
     assert added[0].persistent_keepalive is not None  # sends at once: handshakes now
