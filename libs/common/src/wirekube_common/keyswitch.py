@@ -41,12 +41,17 @@ SWITCH_AT_ANNOTATION = "wirekube.io/key-switch-at"  # on the WireKubePeer, RFC 3
 SWITCH_LEAD_S = 1.0
 # The rotating node's switch -> the other nodes' swap. Covers the difference
 # between two agents' way from their timer to the act (a pass that was
-# running at the instant finishes first: tens of ms, more on a loaded
-# machine) and NTP-level clock skew. Packets of the pair wait this long at
-# most in WireGuard's queue; a relayed pair's packets towards the rotating
-# node (addressed to its old key, whose registration just ended) are lost
-# for this long, so it stays well under one ping interval of the target.
-SWAP_DELAY_S = 0.1
+# running at the instant finishes first; the switch comes early in a pass,
+# the swap at its end: measured up to 0.13 s apart on a 2-core lab machine
+# at load 10-20) and NTP-level clock skew, and lets the rotating node's own
+# first initiation (which the other end cannot answer yet) arrive and be
+# dropped before the other end initiates: arriving after the swap, it would
+# cross that end's initiation and cost the 0.4 s fallback. Packets of the
+# pair only wait this long in WireGuard's queue (128 packets per peer), and
+# the relay hands frames addressed to the old key to the new registration
+# meanwhile (wirekube_relay.auth.retained); without the relay's allow-list
+# a relayed pair loses what is sent towards the rotating node in this time.
+SWAP_DELAY_S = 0.2
 # The longest another node waits for an instant, counted from when it first
 # saw the new key: the lead and a generous margin for a slow watch. Beyond it
 # the instant is wrong (the rotating node's clock runs far ahead) and waiting

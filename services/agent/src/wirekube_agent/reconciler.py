@@ -124,6 +124,7 @@ class Reconciler:
         self._key_switched_at = 0.0
         # Other nodes' rotations: when we first saw each new key (keyrotation.hold_swaps).
         self._swap_seen: dict[tuple[str, bytes], float] = {}
+        self._swapping: dict[str, float | None] = {}  # swapped this pass -> their instant
         self._wakes: set[float] = set()  # instants a timer wakes the loop at
         self._rekeyed: dict[bytes, float] = {}  # keyrotation.reinitiate's changed_at
         self.peer_name = peer_name_for_node(settings.node_name)
@@ -350,6 +351,7 @@ class Reconciler:
             log.info("re-creating WireGuard peer %s to initiate now (%s)", name, WHY[reason])
         restarts = decision.restarts | self._rotation_restarts(device, now)
         self.dataplane.apply(desired, device, now, restarts)
+        self._log_swaps()
         try:
             self.forwarding.ensure(decision.gateway_duties, mesh.interface_name, now)
         except Exception:
@@ -595,14 +597,16 @@ class Reconciler:
             if self._switch_at is not None:
                 self._wake_at(self._switch_at)
             return
-        late = now - (self._switch_at or now)
+        instant = self._switch_at or now
         self._active_key = self.private_key
         self._switch_at = None
         self._key_switched_at = now
-        # The relay links first: their re-registration takes a round trip or
-        # two, the interface switch none.
-        self.relays.rekey(self.private_key)
+        # WireGuard first: its switch is what must come before the other
+        # agents' swap. The relay links make before they break (the old
+        # registration serves until the new one is up), so they can follow.
         self.dataplane.set_private_key(self.private_key)
+        late = self.clock() - instant
+        self.relays.rekey(self.private_key)
         self.net.prober.set_private_key(self.private_key)
         self._expect_handshakes([p.public_key for p in self.observed.peers.values()], now)
         log.info(
@@ -627,17 +631,24 @@ class Reconciler:
         before = {n for n, _ in self._swap_seen}
         for name in held.held - before:
             log.info("peer %s published a new key; swapping it in at its switch instant", name)
-        for name in before - held.held:
-            instant = announced.get(name)
-            log.info(
-                "swapping in peer %s's new key (%s)",
-                name,
-                f"{now - instant:.3f}s after its switch instant" if instant else "no instant",
-            )
+        self._swapping = {name: announced.get(name) for name in before - held.held}
         self._swap_seen = held.first_seen
         if held.wake_at is not None:
             self._wake_at(held.wake_at)
         return held.peers
+
+    def _log_swaps(self) -> None:
+        """Once the data plane has it: how long after its instant each peer
+        that rotated was swapped in (the order needs keyswitch.SWAP_DELAY_S)."""
+        for name, instant in self._swapping.items():
+            log.info(
+                "swapped in peer %s's new key (%s)",
+                name,
+                f"{self.clock() - instant:.3f}s after its switch instant"
+                if instant
+                else "no instant",
+            )
+        self._swapping = {}
 
     def _wake_at(self, when: float) -> None:
         """A pass at ``when`` (wall clock), on a timer: a key switch or swap
