@@ -18,7 +18,7 @@ from wirekube_agent.paths import rules as paths
 from wirekube_agent.paths.prober import Prober
 from wirekube_agent.paths.rules import Target
 from wirekube_agent.status import peerstatus as status
-from wirekube_common import wgkey
+from wirekube_common import keyswitch, wgkey
 from wirekube_common.crd import MeshSpec, PeerStatus
 from wirekube_common.crd.base import InvalidObject
 from wirekube_common.kube.times import unix_or_none
@@ -140,7 +140,7 @@ def test_a_rotated_key_keeps_the_nodes_claim() -> None:
 def test_a_rotated_peer_is_swapped_in_place(
     path: paths.PathState, endpoint: tuple[str, int]
 ) -> None:
-    """Old key out, new key in, in one request: the same allowedIPs, the same
+    """New key in, old key out, in one request: the same allowedIPs, the same
     endpoint (direct stays direct, relay stays relay: the bridge socket of
     the new key); no other peer, route or rule is touched."""
     me = node("a", "10.0.0.1")
@@ -182,6 +182,9 @@ def test_a_rotated_peer_is_swapped_in_place(
     added = [p for p in ops.wireguard.peers if not p.remove]
     assert removed == [old]
     assert [p.public_key for p in added] == [new]
+    # the new entry first: it takes the allowedIPs over, so no packet finds
+    # the prefix without a peer while the old one is torn down
+    assert [p.public_key for p in ops.wireguard.peers] == [new, old]
     assert added[0].endpoint == endpoint
     assert added[0].allowed_ips == tuple(b.allowed_ips)
     assert added[0].persistent_keepalive is not None  # sends at once: handshakes now
@@ -335,3 +338,111 @@ def test_a_request_does_not_wait_for_its_turn() -> None:
         {"node-0": other("node-0", T0 + 2 * HOUR)},
     )
     assert keyrotation.due(f, T0 + 2 * HOUR) == "requested"
+
+
+# -- the switch instant (wirekube_common.keyswitch) ------------------------------------
+
+LEAD, DELAY, HOLD = keyswitch.SWITCH_LEAD_S, keyswitch.SWAP_DELAY_S, keyswitch.MAX_HOLD_S
+
+
+def test_the_instant_is_announced_a_lead_after_the_write_and_reads_back() -> None:
+    at, annotations = keyswitch.announce(T0)
+    assert at == T0 + LEAD
+    peer = {"metadata": {"annotations": annotations}}
+    assert keyswitch.switch_at(peer) == at
+    assert keyswitch.switch_at({"metadata": {"annotations": {}}}) is None
+    bogus = {"metadata": {"annotations": {keyswitch.SWITCH_AT_ANNOTATION: "soon"}}}
+    assert keyswitch.switch_at(bogus) is None
+
+
+@pytest.mark.parametrize(
+    ("announced", "first_seen", "until"),
+    [
+        (T0 + LEAD, T0, T0 + LEAD),  # seen at once: the instant
+        (T0 + LEAD, T0 + LEAD + 3, T0 + LEAD),  # seen late: already past (act at once)
+        (T0 + 3600, T0, T0 + HOLD),  # an instant an hour ahead (skewed clock): bounded
+        (None, T0 + 7, T0 + 7),  # no instant: the new key is in use already
+    ],
+)
+def test_old_key_until(announced: float | None, first_seen: float, until: float) -> None:
+    assert keyswitch.old_key_until(announced, first_seen) == until
+
+
+@pytest.mark.parametrize(
+    ("switch_at", "now", "due"),
+    [
+        (None, T0, False),  # not published yet (or no rotation)
+        (T0 + LEAD, T0, False),
+        (T0 + LEAD, T0 + LEAD - 0.001, False),
+        (T0 + LEAD, T0 + LEAD, True),
+        (T0 + LEAD, T0 + LEAD + 10, True),  # the write returned late: at once
+    ],
+)
+def test_our_switch_is_due_at_the_published_instant(
+    switch_at: float | None, now: float, due: bool
+) -> None:
+    assert keyrotation.switch_due(switch_at, now) is due
+
+
+OLD, NEW, OTHER = 3, 4, 5
+SWITCH = T0 + LEAD  # b's announced instant, published at T0
+
+
+@pytest.mark.parametrize(
+    ("announced", "first_seen", "now", "held", "wake_at"),
+    [
+        # seen at once: the old key until just after the instant, with a wake then
+        (SWITCH, None, T0, True, SWITCH + DELAY),
+        (SWITCH, T0, SWITCH, True, SWITCH + DELAY),
+        (SWITCH, T0, SWITCH + DELAY - 0.001, True, SWITCH + DELAY),
+        (SWITCH, T0, SWITCH + DELAY, False, None),
+        # seen after the instant (a late watch): at once
+        (SWITCH, None, SWITCH + 2, False, None),
+        # no instant (an agent that restarted with a new key): at once
+        (None, None, T0, False, None),
+        # an instant far ahead: no longer than MAX_HOLD_S after first seen
+        (T0 + 3600, T0, T0 + HOLD - 0.01, True, T0 + HOLD + DELAY),
+        (T0 + 3600, T0, T0 + HOLD + DELAY, False, None),
+    ],
+)
+def test_a_rotated_peer_is_swapped_just_after_its_instant(
+    announced: float | None, first_seen: float | None, now: float, held: bool, wake_at: float | None
+) -> None:
+    published = {
+        "node-b": remote("node-b", NEW, "10.0.0.2"),
+        "node-c": remote("node-c", OTHER, "10.0.0.3"),
+    }
+    configured = {"node-b": key(OLD), "node-c": key(OTHER)}
+    seen = {} if first_seen is None else {("node-b", key(NEW)): first_seen}
+    out = keyrotation.hold_swaps(published, configured, {"node-b": announced}, seen, now)
+    assert out.wake_at == wake_at
+    assert out.peers["node-c"] == published["node-c"]  # untouched
+    if held:
+        # the entry keeps the key it has; everything else is as published
+        assert out.peers["node-b"] == replace(published["node-b"], public_key=key(OLD))
+        assert out.held == {"node-b"}
+        assert out.first_seen == {("node-b", key(NEW)): now if first_seen is None else first_seen}
+    else:
+        assert out.peers["node-b"] == published["node-b"]
+        assert out.held == frozenset() and out.first_seen == {}
+
+
+def test_new_peers_and_unchanged_keys_are_never_held() -> None:
+    published = {"node-b": remote("node-b", NEW, "10.0.0.2")}
+    for configured in ({}, {"node-b": key(NEW)}):
+        out = keyrotation.hold_swaps(published, configured, {"node-b": T0 + 60}, {}, T0)
+        assert out.peers == published and out.wake_at is None and not out.held
+
+
+def test_a_second_rotation_during_the_hold_keeps_the_configured_key() -> None:
+    """b rotates again before its first switch: the entry still has the key
+    it had, and the newest key's instant counts."""
+    published = {"node-b": remote("node-b", OTHER, "10.0.0.2")}
+    seen = {("node-b", key(NEW)): T0}
+    later = T0 + 0.5
+    out = keyrotation.hold_swaps(
+        published, {"node-b": key(OLD)}, {"node-b": later + LEAD}, seen, later
+    )
+    assert out.peers["node-b"].public_key == key(OLD)
+    assert out.first_seen == {("node-b", key(OTHER)): later}
+    assert out.wake_at == later + LEAD + DELAY

@@ -149,6 +149,22 @@ def test_unknown_destination_dropped_with_rate_limited_peer_gone(ctx: Context) -
     assert events(ta.data()) == [f.PeerGone(nobody)]  # once per interval
 
 
+def test_frames_to_a_rotated_nodes_old_key_reach_its_new_registration(ctx: Context) -> None:
+    """Until its switch is done (auth.retained), a rotated node's old key
+    stands for its new one: its peers still address it by the old key."""
+    a, _ta, ka = connect(ctx)
+    _b, tb, kb_new = connect(ctx)  # b re-registered under its new key
+    kb_old = wgkey.public_key(wgkey.generate_private_key())  # no registration any more
+    ctx.auth.allowlist.moved = {kb_old: kb_new}
+    feed(a, f.encode_send(kb_old, b"still for b"))
+    assert events(tb.data()) == [f.Recv(ka, b"still for b")]
+    # the rotation over, the old key is nobody's
+    ctx.auth.allowlist.moved = {}
+    tb.writes.clear()
+    feed(a, f.encode_send(kb_old, b"late"))
+    assert tb.data() == b"" and ctx.stats.drops["no-peer"] == 1
+
+
 def test_ping_answered_and_oversize_closes(ctx: Context) -> None:
     ctx.limits.max_payload = 2000
     a, ta, _ka = connect(ctx)

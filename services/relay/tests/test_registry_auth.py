@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from wirekube_common import wgkey
-from wirekube_relay.auth import AllowList, peer_key
+import pytest
+
+from wirekube_common import keyswitch, wgkey
+from wirekube_relay.auth import ROTATION_GRACE_S, AllowList, peer_key, retained
 from wirekube_relay.registry import Registry
 
 
@@ -44,3 +46,46 @@ def test_allowlist_fails_closed_until_synced_and_reports_removals() -> None:
 def test_disabled_allowlist_admits_everyone() -> None:
     allow = AllowList(enabled=False)
     assert allow.allows(b"x" * 32) is None
+
+
+T0 = 1_800_000_000.0
+OLD, NEW = b"o" * 32, b"n" * 32
+SWITCH = T0 + keyswitch.SWITCH_LEAD_S
+UNTIL = SWITCH + ROTATION_GRACE_S
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "announced", "kept", "now", "expected"),
+    [
+        # rotated with an instant: the old key stays until the instant + grace
+        ({"a": OLD}, {"a": NEW}, {"a": SWITCH}, {}, T0, {"a": (OLD, UNTIL)}),
+        # ... through later changes of other peers, and not a moment longer
+        ({"a": NEW}, {"a": NEW}, {}, {"a": (OLD, UNTIL)}, UNTIL - 0.01, {"a": (OLD, UNTIL)}),
+        ({"a": NEW}, {"a": NEW}, {}, {"a": (OLD, UNTIL)}, UNTIL, {}),
+        # no instant (an agent that restarted with a new key, or not a rotation): at once
+        ({"a": OLD}, {"a": NEW}, {"a": None}, {}, T0, {}),
+        # seen only after instant + grace: at once
+        ({"a": OLD}, {"a": NEW}, {"a": SWITCH}, {}, UNTIL + 1, {}),
+        # an instant far ahead: bounded by MAX_HOLD_S from now
+        (
+            {"a": OLD},
+            {"a": NEW},
+            {"a": T0 + 3600},
+            {},
+            T0,
+            {"a": (OLD, T0 + keyswitch.MAX_HOLD_S + ROTATION_GRACE_S)},
+        ),
+        # the peer is gone, or its old key is back: nothing to keep
+        ({"a": NEW}, {}, {}, {"a": (OLD, UNTIL)}, T0, {}),
+        ({"a": NEW}, {"a": OLD}, {"a": None}, {"a": (OLD, UNTIL)}, T0, {}),
+    ],
+)
+def test_a_rotated_nodes_old_key_is_admitted_until_its_switch(
+    previous: dict[str, bytes],
+    current: dict[str, bytes],
+    announced: dict[str, float | None],
+    kept: dict[str, tuple[bytes, float]],
+    now: float,
+    expected: dict[str, tuple[bytes, float]],
+) -> None:
+    assert retained(previous, current, announced, kept, now) == expected

@@ -58,7 +58,6 @@ from wirekube_agent.status.events import REASON as PATH_CHANGED
 from wirekube_agent.status.events import EventBudget, PathEvent, admit
 from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
-    KEY_SWITCH_TIMEOUT_S,
     RECONCILE_DEBOUNCE_S,
     RELAY_NODES_REFRESH_S,
     RESYNC_INTERVAL_S,
@@ -66,7 +65,7 @@ from wirekube_agent.timers import (
 )
 from wirekube_agent.wg import Backend, select
 from wirekube_agent.wg.adopt import adopted_paths
-from wirekube_common import wgkey
+from wirekube_common import keyswitch, wgkey
 from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
 from wirekube_common.gwhealth.reporter import GatewayHealthReporter, KubeLeaseWriter
 from wirekube_common.kube.watch import Informer
@@ -116,13 +115,17 @@ class Reconciler:
         self.clock = clock
         # The key we publish; ``_active_key`` is the one the interface, the
         # prober and the relay links use. They differ only during a rotation,
-        # until our watch shows the new public key published (``keys.rotation``).
+        # until the switch instant published with the new key (``keys.rotation``).
         self.private_key = private_key
         self.public_key = wgkey.public_key(private_key)
         self._active_key = private_key
         self._rotation_patch: dict[str, Any] | None = None  # written, not yet accepted
-        self._rotation_published_at = 0.0
+        self._switch_at: float | None = None  # the published instant of our switch
         self._key_switched_at = 0.0
+        # Other nodes' rotations: when we first saw each new key (keyrotation.hold_swaps).
+        self._swap_seen: dict[tuple[str, bytes], float] = {}
+        self._swapping: dict[str, float | None] = {}  # swapped this pass -> their instant
+        self._wakes: set[float] = set()  # instants a timer wakes the loop at
         self._rekeyed: dict[bytes, float] = {}  # keyrotation.reinitiate's changed_at
         self.peer_name = peer_name_for_node(settings.node_name)
         self.wake = Wakeup()
@@ -253,6 +256,10 @@ class Reconciler:
         self.participating = True
         mesh = self._mesh()
         self.dataplane.ensure(mesh, now)
+        # Our own key switch first thing: the other agents swap our peer entry
+        # a moment after the instant (keyswitch.SWAP_DELAY_S), at the end of
+        # their pass, and the switch must come before that.
+        self._switch_key(now)
         # The relay links first: a new agent's bridge reconnects while the rest
         # of its first pass runs (relayed peers' packets wait for it).
         self.relays.ensure(self._relay_target(mesh, node, now), mesh.listen_port)
@@ -265,7 +272,8 @@ class Reconciler:
         self._register(node)
         # -- which peers (pure: decide.accept) ----------------------------------
         assignment = self.gateways.assignment(self.peer_name, self.peers_informer.snapshot)
-        accepted = decide.accept(self._remote_peers(), self.public_key, node, assignment.routes)
+        remote = self._hold_swaps(self._remote_peers(), now)
+        accepted = decide.accept(remote, self.public_key, node, assignment.routes)
         for name, why in accepted.rejected:
             self._reject_once(name, why)
         self._note_rotated_peers(accepted.peers)
@@ -338,16 +346,12 @@ class Reconciler:
                 if k in decision.probe_targets
             }
         desired = decision.desired
-        # Our own key switches here, at the point of the pass where the other
-        # agents swap our peer entry (their apply, right below): each side's
-        # pass reacts to the same watch event, so the two ends switch within
-        # a few ms of each other instead of a pass's length apart.
-        self._follow_published_key(now)
         self._initiation = decision.initiation
         for name, reason in decision.initiations:
             log.info("re-creating WireGuard peer %s to initiate now (%s)", name, WHY[reason])
         restarts = decision.restarts | self._rotation_restarts(device, now)
         self.dataplane.apply(desired, device, now, restarts)
+        self._log_swaps()
         try:
             self.forwarding.ensure(decision.gateway_duties, mesh.interface_name, now)
         except Exception:
@@ -534,8 +538,8 @@ class Reconciler:
 
     # -- key rotation (keys/rotation.py) --------------------------------------------
     def _rotate_key(self, node: NodeInfo, mesh: MeshSpec, now: float) -> None:
-        """Make and publish a new key pair when asked or due; the interface
-        follows once the new key is seen published (``_follow_published_key``)."""
+        """Make and publish a new key pair when asked or due, with the instant
+        we switch to it (``keyswitch``); ``_switch_key`` switches then."""
         existing = self.peers_informer.get(self.peer_name)
         if existing is None:
             return  # nothing published yet: the first key is new anyway
@@ -562,41 +566,105 @@ class Reconciler:
                 f"request {facts.requested!r}" if reason == "requested" else "periodic",
                 extra={"public_key": wgkey.encode(self.public_key)},
             )
+        # The instant counts from this attempt: a retried write announces a
+        # new one, so every agent still gets the whole lead.
+        switch_at, announcement = keyswitch.announce(self.clock())
+        self._rotation_patch["metadata"]["annotations"].update(announcement)
         try:
             self.api.patch_peer(self.peer_name, self._rotation_patch)
         except Exception as exc:
             log.warning("cannot publish the new public key (retrying): %s", exc)
             return
         self._rotation_patch = None
-        self._rotation_published_at = now
+        self._switch_at = switch_at
+        self._wake_at(switch_at)
         self.observed.api_writes += 1
         self.observed.key_rotations += 1
+        log.info(
+            "published the new public key; switching at %s",
+            keyswitch.format_time(switch_at),
+            extra={"public_key": wgkey.encode(self.public_key)},
+        )
 
-    def _follow_published_key(self, now: float) -> None:
-        """Move the interface, the prober and the relay links to the new key
-        once our watch shows it published: the other agents and the relay
-        see it from the same watch stream, so both ends switch together.
-        If the watch stays silent, switch after ``KEY_SWITCH_TIMEOUT_S``."""
+    def _switch_key(self, now: float) -> None:
+        """At the published instant, move the interface, the prober and the
+        relay links to the new key (a write that returned after the instant
+        switches at once). The relay admits the new key by then: it saw the
+        write a lead before."""
         if self._active_key == self.private_key or self._rotation_patch is not None:
             return
-        existing = self.peers_informer.get(self.peer_name) or {}
-        published = (existing.get("spec") or {}).get("publicKey")
-        seen = published == wgkey.encode(self.public_key)
-        if not seen and now - self._rotation_published_at < KEY_SWITCH_TIMEOUT_S:
+        if not keyrotation.switch_due(self._switch_at, now):
+            if self._switch_at is not None:
+                self._wake_at(self._switch_at)
             return
+        instant = self._switch_at or now
         self._active_key = self.private_key
+        self._switch_at = None
         self._key_switched_at = now
-        # The relay links first: their re-registration takes a round trip or
-        # two, the interface switch none.
-        self.relays.rekey(self.private_key)
+        # WireGuard first: its switch is what must come before the other
+        # agents' swap. The relay links make before they break (the old
+        # registration serves until the new one is up), so they can follow.
         self.dataplane.set_private_key(self.private_key)
+        late = self.clock() - instant
+        self.relays.rekey(self.private_key)
         self.net.prober.set_private_key(self.private_key)
         self._expect_handshakes([p.public_key for p in self.observed.peers.values()], now)
         log.info(
-            "switched to the new WireGuard key%s",
-            "" if seen else " (our watch never showed it published)",
+            "switched to the new WireGuard key (%.3fs after the instant)",
+            late,
             extra={"public_key": wgkey.encode(self.public_key)},
         )
+
+    def _hold_swaps(self, remote: dict[str, RemotePeer], now: float) -> dict[str, RemotePeer]:
+        """Peers whose key changed keep their entry's key until just after
+        their switch instant (``keyrotation.hold_swaps``); a timer wakes the
+        pass that swaps them."""
+        configured = {n: p.public_key for n, p in self.observed.peers.items()}
+        announced = {
+            name: keyswitch.switch_at(self.peers_informer.get(name) or {})
+            for name, peer in remote.items()
+            if configured.get(name, peer.public_key) != peer.public_key
+        }
+        if not announced and not self._swap_seen:
+            return remote
+        held = keyrotation.hold_swaps(remote, configured, announced, self._swap_seen, now)
+        before = {n for n, _ in self._swap_seen}
+        for name in held.held - before:
+            log.info("peer %s published a new key; swapping it in at its switch instant", name)
+        self._swapping = {name: announced.get(name) for name in before - held.held}
+        self._swap_seen = held.first_seen
+        if held.wake_at is not None:
+            self._wake_at(held.wake_at)
+        return held.peers
+
+    def _log_swaps(self) -> None:
+        """Once the data plane has it: how long after its instant each peer
+        that rotated was swapped in (the order needs keyswitch.SWAP_DELAY_S)."""
+        for name, instant in self._swapping.items():
+            log.info(
+                "swapped in peer %s's new key (%s)",
+                name,
+                f"{self.clock() - instant:.3f}s after its switch instant"
+                if instant
+                else "no instant",
+            )
+        self._swapping = {}
+
+    def _wake_at(self, when: float) -> None:
+        """A pass at ``when`` (wall clock), on a timer: a key switch or swap
+        happens at its instant, not at whichever pass comes next."""
+        if when in self._wakes:
+            return
+        self._wakes.add(when)
+
+        def fire() -> None:
+            self._wakes.discard(when)
+            self.wake.set()
+
+        # A hair late rather than early: a pass before the instant does nothing.
+        timer = threading.Timer(max(0.0, when - self.clock()) + 0.002, fire)
+        timer.daemon = True
+        timer.start()
 
     def _note_rotated_peers(self, peers: Mapping[str, RemotePeer]) -> None:
         """Another node rotated its key: its probe history moves to the new

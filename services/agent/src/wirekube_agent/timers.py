@@ -99,12 +99,6 @@ RELAY_LOSS_GRACE_S = 5.0
 # Addresses a peer's probes came from are kept as candidates this long.
 LEARNED_ENDPOINT_TTL_S = 120.0
 
-# Key rotation: the agent switches its interface to the new key when its own
-# watch shows the key published (about when every other agent sees it). A
-# watch that stays silent must not leave the node on a key nobody accepts
-# any more for longer than this.
-KEY_SWITCH_TIMEOUT_S = 5.0
-
 # A NodePort relay's address may be another node's ExternalIP, so the agent
 # lists the Nodes (wirekube_common.relayaddress) — from the API server's watch
 # cache, but every agent doing it every resync would cost O(nodes^2) per

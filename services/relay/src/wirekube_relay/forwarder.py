@@ -580,18 +580,25 @@ class RelayConnection(asyncio.BufferedProtocol):
         With a replica mesh, a key registered on another replica (or whose
         local connection went quiet after a newer registration elsewhere)
         goes to that replica's link; frames that came over a replica link
-        are only ever delivered locally (at most one extra hop, no loops)."""
+        are only ever delivered locally (at most one extra hop, no loops).
+
+        A rotated node's old key, until its switch is done, stands for its
+        new one (``auth.AllowList.moved``): its peers address it by the old
+        key until they swap its entry, just after it re-registered."""
+        wanted = key
         dst = self.ctx.registry.table.get(key)
+        if dst is None and (moved := self.ctx.auth.allowlist.moved.get(key)) is not None:
+            key, dst = moved, self.ctx.registry.table.get(moved)
         mesh = self.ctx.mesh
         if mesh is not None and not self.tunnel and (dst is None or dst.quiet):
             dst = mesh.route(key, dst)
         if dst is None:
-            self.peer_gone(key)
+            self.peer_gone(wanted)
             self.no_peer_keys += 1
             return "no-peer"
         tr = dst.transport
         if dst.closing or tr is None or tr.is_closing():
-            self.peer_gone(key)
+            self.peer_gone(wanted)
             return "receiver-closed"
         if tr.get_write_buffer_size() + len(dst.stage) > timers.DROP_LIMIT:
             return "queue-full"

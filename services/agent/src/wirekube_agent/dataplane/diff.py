@@ -66,8 +66,6 @@ def operations(
     """``restart``: peers to remove and re-add at once (see ``Operations``)."""
     peer_ops: list[PeerConfig] = []
     endpoints: dict[bytes, Endpoint | None] = {}
-    for key in sorted(observed.peers.keys() - desired.peers.keys()):
-        peer_ops.append(PeerConfig(public_key=key, remove=True))
     restarts = {k for k in restart if k in desired.peers and k in observed.peers}
     for key in sorted(desired.peers):
         want = desired.peers[key]
@@ -105,6 +103,12 @@ def operations(
         )
         if endpoint_changed:
             endpoints[key] = want.endpoint
+    # Peers that go, after the ones that come: a peer swapped for a new key
+    # (key rotation) hands its allowedIPs to its successor first (WireGuard
+    # moves an allowed IP to the peer that is given it), so no packet finds
+    # the prefix without a peer while the old entry is being torn down.
+    for key in sorted(observed.peers.keys() - desired.peers.keys()):
+        peer_ops.append(PeerConfig(public_key=key, remove=True))
     device_changed = (
         observed.private_key != private_key
         or observed.listen_port != desired.listen_port

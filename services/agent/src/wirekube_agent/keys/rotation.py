@@ -15,20 +15,22 @@ reads both back, so it neither rotates again for a request it already handled
 nor resets the period. The admission policy lets an agent write its own peer's
 annotations, and no one else's.
 
-The switch itself (``reconciler``): the new key is stored in the state dir,
-published, and the interface, the path prober and the relay registration move
-to it when the agent's own watch shows the published key, i.e. about when
-every other agent (and the relay's allow-list) sees it too, so the moment the
-two ends disagree is as short as the watch fan-out allows.
+The switch itself happens at an instant published with the new key
+(``wirekube_common.keyswitch`` says why and how long after the write): the
+rotating node moves its interface, path prober and relay registration to the
+new key at that instant (``switch_due``), and every other node swaps the peer
+entry just after it (``hold_swaps``), each on a timer, so the two ends of a
+pair change a fixed few milliseconds apart, in the order that loses nothing.
 """
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from wirekube_agent.model import RemotePeer
+from wirekube_common import keyswitch
 from wirekube_common.kube.times import unix_or_none
 
 REQUEST_ANNOTATION = "wirekube.io/rotate-key"  # on the Node
@@ -154,12 +156,7 @@ def record(f: Facts, now: float) -> dict[str, str]:
     return out
 
 
-def format_time(t: float) -> str:
-    return (
-        datetime.datetime.fromtimestamp(t, tz=datetime.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+format_time = keyswitch.format_time
 
 
 def reinitiate(
@@ -186,3 +183,57 @@ def reinitiate(
         elif own_key < key:
             restart.add(key)
     return frozenset(restart), pending
+
+
+def switch_due(switch_at: float | None, now: float) -> bool:
+    """Whether our published, not yet active key becomes active now: at the
+    instant we announced with it (``keyswitch``). None: not published yet."""
+    return switch_at is not None and now >= switch_at
+
+
+@dataclass(frozen=True)
+class Held:
+    """The peers to configure this pass, with the previous key kept for the
+    ones whose swap is not due yet, and what the next pass needs."""
+
+    peers: dict[str, RemotePeer]
+    # (peer name, published key) -> when we first saw that key (the hold's bound)
+    first_seen: dict[tuple[str, bytes], float]
+    wake_at: float | None  # the earliest swap still to come: a pass is due then
+    held: frozenset[str] = frozenset()
+
+
+def hold_swaps(
+    peers: Mapping[str, RemotePeer],
+    configured: Mapping[str, bytes],
+    announced: Mapping[str, float | None],
+    first_seen: Mapping[tuple[str, bytes], float],
+    now: float,
+) -> Held:
+    """Swap a rotated peer's entry only ``SWAP_DELAY_S`` after its switch instant.
+
+    ``peers``: as published; ``configured``: the key each peer's entry has now
+    (last pass); ``announced``: the switch instant of the peers whose key
+    changed (``keyswitch.switch_at``). A peer whose published key differs
+    from its entry's keeps its entry's key until
+    ``keyswitch.old_key_until(instant, first seen) + SWAP_DELAY_S``: at once
+    when there is no instant or that has passed, never longer than
+    ``keyswitch.MAX_HOLD_S`` (+ the delay) after we first saw the new key.
+    """
+    out = dict(peers)
+    seen: dict[tuple[str, bytes], float] = {}
+    wake: float | None = None
+    held: set[str] = set()
+    for name, peer in peers.items():
+        old, instant = configured.get(name), announced.get(name)
+        if old is None or old == peer.public_key or instant is None:
+            continue  # a new peer, no rotation, or a key in use already (no instant)
+        first = first_seen.get((name, peer.public_key), now)
+        swap_at = keyswitch.old_key_until(announced.get(name), first) + keyswitch.SWAP_DELAY_S
+        if now >= swap_at:
+            continue
+        out[name] = replace(peer, public_key=old)
+        seen[(name, peer.public_key)] = first
+        held.add(name)
+        wake = swap_at if wake is None else min(wake, swap_at)
+    return Held(out, seen, wake, frozenset(held))

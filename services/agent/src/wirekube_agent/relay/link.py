@@ -15,6 +15,11 @@ Threads and ownership (STYLE.md rule 7: one owner per socket):
   its own receive side (a deadlock cycle through the relay).
 * ``kill()`` (watchdog: nothing heard for ``DEAD_AFTER``) shuts the socket
   down, which wakes both the reader and any blocked writer.
+* ``rekey()`` (key rotation) makes before it breaks: a helper thread
+  registers a new connection under the new key, writers move to it, and the
+  old one is half-closed; the relay closes its end after the frames it
+  already sent there, which the link thread reads to the end before it
+  serves the new connection. Nothing sent to us in between is lost.
 
 ``register()`` is also usable on its own (tests and benchmarks use it).
 
@@ -171,6 +176,9 @@ class RelayLink:
         self._stop = threading.Event()
         self._rekey_until = 0.0  # monotonic; retry fast until then (``rekey``)
         self._kick = threading.Event()  # ends a backoff early (``rekey``, ``stop``)
+        # A connection registered under a new key, waiting for the link thread
+        # to finish reading the one it replaces (``rekey``).
+        self._successor: tuple[Stream, bytes] | None = None
         self._buf = bytearray(timers.DOWNLINK_BUFFER + f.HEADER_LEN + f.MAX_PAYLOAD)
         self._thread = threading.Thread(target=self._run, name=f"relay-{self.name}", daemon=True)
 
@@ -188,70 +196,121 @@ class RelayLink:
         self._thread.join(timeout)
 
     def rekey(self, private_key: bytes) -> None:
-        """Register under a new key (key rotation): drop the connection and
-        reconnect at once with the new key, retrying quickly while the relay
-        does not admit it yet. The old key's registration ends with its
-        connection."""
+        """Register under a new key (key rotation), retrying quickly while the
+        relay does not admit it yet. A link that is up keeps its connection
+        until the new one is registered (``_make_before_break``); one that is
+        down reconnects at once with the new key. The old key's registration
+        ends with its connection."""
         self.private_key = private_key
         self._rekey_until = time.monotonic() + timers.REKEY_RETRY_FOR
-        self._kick.set()
-        self.kill()
+        old = self.sock
+        if not self.up or old is None:
+            self._kick.set()
+            self.kill()
+            return
+        threading.Thread(
+            target=self._make_before_break,
+            args=(old,),
+            name=f"relay-rekey-{self.name}",
+            daemon=True,
+        ).start()
+
+    def _make_before_break(self, old: Stream) -> None:
+        """Register a connection under the new key, move the writers to it,
+        then half-close ``old``: the relay closes its end once it has sent what
+        it had for us there, and frames for the old key go to the new
+        registration from then on (the relay maps them during a rotation).
+        If the new key is not admitted in time, fall back to a reconnect."""
+        try:
+            got = self._connect()
+        except Exception:
+            self.kill()  # the link thread reconnects with the new key (and backs off)
+            return
+        sock = got[0]
+        with self._lock:
+            if self._stop.is_set() or self.sock is not old:
+                # Stopped, or the old connection died meanwhile and the link
+                # thread is reconnecting by itself (with the new key).
+                sock.close()
+                return
+            self._successor = got
+            self.sock = sock
+        with contextlib.suppress(OSError):
+            old.shutdown(socket.SHUT_WR)
+        # A relay that never closes its end must not keep the link on the old
+        # connection: break it after a while.
+        timer = threading.Timer(timers.RETIRE_AFTER, _shut, args=(old,))
+        timer.daemon = True
+        timer.start()
 
     def kill(self) -> None:
         sock = self.sock
         if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+            _shut(sock)
+
+    def _broken(self, sock: Stream | None) -> None:
+        """A write to ``sock`` failed: kill the link, unless ``sock`` is a
+        connection a rotation already replaced (its writers moved on)."""
+        if sock is None or sock is self.sock:
+            self.kill()
 
     # --- writing (any thread) -----------------------------------------------------
 
     def send(self, data: bytes | bytearray | memoryview, frames: int = 0) -> bool:
         """Write whole frames; False (and nothing written) when the link is down."""
-        sock = self.sock
-        if not self.up or sock is None:
+        if not self.up or self.sock is None:
             self.drops_tx += frames
             return False
+        sock = None
         try:
             with self._lock:
+                # Read under the lock: ``rekey`` moves writers to a new connection.
+                sock = self.sock
+                if sock is None:
+                    raise OSError("link down")
                 sock.sendall(data)
         except OSError:
             self.drops_tx += frames
-            self.kill()
+            self._broken(sock)
             return False
         self.frames_tx += frames
         return True
 
     def send_vectors(self, bufs: list[memoryview], total: int, frames: int) -> bool:
         """Gathering write of whole frames split over ``bufs`` (``total`` bytes in all)."""
-        sock = self.sock
-        if not self.up or sock is None:
+        if not self.up or self.sock is None:
             self.drops_tx += frames
             return False
+        sock = None
         try:
             with self._lock:
+                sock = self.sock
+                if sock is None:
+                    raise OSError("link down")
                 sent = sock.sendmsg(bufs)
                 if sent < total:  # partial write: finish with a copy (rare)
                     sock.sendall(b"".join(bufs)[sent:])
         except OSError:
             self.drops_tx += frames
-            self.kill()
+            self._broken(sock)
             return False
         self.frames_tx += frames
         return True
 
     def ping(self, now: float) -> None:
         self.last_ping = now
-        sock = self.sock
-        if not self.up or sock is None:
+        if not self.up or self.sock is None:
             return
         # Never wait behind a writer blocked on a congested relay: skip this round.
         if self._lock.acquire(timeout=0.05):
+            sock = self.sock
             try:
-                sock.sendall(f.encode_ping(os.urandom(8)))
-                if self.ping_pending <= self.last_rx:  # the oldest ping not answered yet
-                    self.ping_pending = now
+                if sock is not None:
+                    sock.sendall(f.encode_ping(os.urandom(8)))
+                    if self.ping_pending <= self.last_rx:  # the oldest ping not answered yet
+                        self.ping_pending = now
             except OSError:
-                self.kill()
+                self._broken(sock)
             finally:
                 self._lock.release()
 
@@ -271,13 +330,23 @@ class RelayLink:
             sleep=self._sleep,
         )
         while not self._stop.is_set():
-            try:
-                sock, leftover = retrying(self._connect)
-            except Exception:
-                return  # stopped while retrying
+            successor, self._successor = self._successor, None
+            if successor is not None:
+                sock, leftover = successor  # registered under a new key (``rekey``)
+            else:
+                try:
+                    sock, leftover = retrying(self._connect)
+                except Exception:
+                    return  # stopped while retrying
             self._serve(sock, leftover)
-            if not self._stop.is_set() and self._rekey_until <= time.monotonic():
+            if (
+                not self._stop.is_set()
+                and self._successor is None
+                and self._rekey_until <= time.monotonic()
+            ):
                 self._sleep(timers.BACKOFF_MIN)
+        if self._successor is not None:  # stopped during a rotation
+            self._successor[0].close()
 
     def _sleep(self, seconds: float) -> None:
         """Back off, but wake at once for ``rekey`` or ``stop``."""
@@ -350,26 +419,33 @@ class RelayLink:
         return sock, leftover
 
     def _serve(self, sock: Stream, leftover: bytes) -> None:
-        self.sock = sock
+        with self._lock:
+            self.sock = sock  # already, for a successor (writers moved to it first)
         self.last_rx = time.monotonic()
         self.ping_pending = 0.0
-        self.up = True
+        was_up, self.up = self.up, True
         self.connects += 1
         log.info("event=relay-up relay=%s transport=%s", self.name, self.egress.transport)
-        if self.on_state:
+        if self.on_state and not was_up:
             self.on_state(self)
+        handed_over = False
         try:
             self._read_loop(sock, leftover)
         except (OSError, f.ProtocolError) as exc:
-            if not self._stop.is_set():
+            if not self._stop.is_set() and self.sock is sock:
                 log.warning("event=relay-down relay=%s error=%s", self.name, exc)
         finally:
-            self.up = False
             with self._lock:
-                self.sock = None
+                # Writers on a successor already: the link stays up across
+                # the change of connection (``rekey``).
+                handed_over = self.sock is not sock and self._successor is not None
+                if not handed_over:
+                    self.sock = None
             sock.close()
-            if self.on_state:
-                self.on_state(self)
+            if not handed_over:
+                self.up = False
+                if self.on_state:
+                    self.on_state(self)
 
     def _read_loop(self, sock: Stream, leftover: bytes) -> None:
         buf = self._buf
@@ -434,6 +510,11 @@ class RelayLink:
             pass
         else:
             raise f.ProtocolError(f"unexpected {type(ev).__name__} from relay")
+
+
+def _shut(sock: Stream) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def dead_reason(now: float, last_rx: float, ping_pending: float) -> str | None:

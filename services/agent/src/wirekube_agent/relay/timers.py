@@ -69,6 +69,10 @@ BACKOFF_JITTER = 0.3
 REKEY_RETRY = 0.02
 #: ...for at most this long; then the ordinary backoff takes over.
 REKEY_RETRY_FOR = 3.0
+#: The connection a rotation replaced is half-closed and read until the relay
+#: closes its end, a round trip later; a relay that does not is cut off after
+#: this long.
+RETIRE_AFTER = 2.0
 
 #: Frames for one replica are gathered into one buffer of this size and written
 #: with one sendall; larger batches amortise the per-syscall cost.
