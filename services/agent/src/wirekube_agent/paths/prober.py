@@ -26,7 +26,7 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from wirekube_agent.model import Endpoint
@@ -146,6 +146,21 @@ class Prober:
             if peer is None:
                 return None
             return peer.relay_rtt if path == "relay" else peer.rtt
+
+    def rtts(self, keys: Iterable[bytes]) -> dict[bytes, tuple[float | None, float | None]]:
+        """The latest round trip (seconds) to each of ``keys``, direct and
+        through the relay, under one lock (read every pass: ``decide`` samples
+        them into the status)."""
+        with self._lock:
+            out: dict[bytes, tuple[float | None, float | None]] = {}
+            for key in keys:
+                peer = self._peers.get(key)
+                if peer is not None:
+                    out[key] = (
+                        peer.rtt.seconds if peer.rtt is not None else None,
+                        peer.relay_rtt.seconds if peer.relay_rtt is not None else None,
+                    )
+            return out
 
     def rtt_histograms(self) -> dict[str, Histogram]:
         """Every round trip measured so far, per path (copies)."""
