@@ -36,7 +36,7 @@ from wirekube_common.kube.rest import ApiException, Rest
 from wirekube_common.kube.watch import Informer
 from wirekube_common.relayaddress import NodeAddresses, RelayAddress, choose, status_host
 from wirekube_common.wakeup import Wakeup
-from wirekube_gateway.leader import LeaderElection
+from wirekube_gateway.election.leader import LeaderElection
 from wirekube_gateway.managedrelay import desired as d
 from wirekube_gateway.managedrelay.kube import (
     MESHES_PATH,
@@ -47,7 +47,7 @@ from wirekube_gateway.managedrelay.kube import (
 )
 from wirekube_gateway.managedrelay.plan import Apply, Delete, Key, Note, plan
 from wirekube_gateway.managedrelay.status import relay_status
-from wirekube_gateway.status import merge_patch
+from wirekube_gateway.patch import merge_patch
 from wirekube_gateway.timers import (
     DEBOUNCE_S,
     MESH_SECRET_BYTES,
