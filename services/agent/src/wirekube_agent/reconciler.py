@@ -48,7 +48,6 @@ from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
 from wirekube_agent.paths import initiate
 from wirekube_agent.paths import rules as paths
-from wirekube_agent.paths.prober import Rtt
 from wirekube_agent.peerstats import PeerStats, Traffic
 from wirekube_agent.relaying.manager import RelayManager, local_egress
 from wirekube_agent.relaying.target import (
@@ -754,7 +753,3 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _seconds(rtt: Rtt | None) -> float | None:
-    return rtt.seconds if rtt is not None else None

@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 class Stats:
     passes: int = 0
     deleted: int = 0
-    delete_errors: int = 0
-    departed: int = 0  # peers waiting out their grace, as of the last pass
 
 
 class PeerCollector:
@@ -102,7 +100,6 @@ class PeerCollector:
             log.info("peer's node is back in the mesh; keeping it", extra={"peer": name})
         self.since = result.since
         self.stats.passes += 1
-        self.stats.departed = len(result.waiting)
         if not self.election.is_leader():
             return
         for peer in result.due:
@@ -118,7 +115,6 @@ class PeerCollector:
             if exc.status == 404:
                 self.since.pop(peer.name, None)
                 return
-            self.stats.delete_errors += 1
             level = logging.DEBUG if exc.status == 409 else logging.WARNING
             log.log(
                 level,
@@ -127,7 +123,6 @@ class PeerCollector:
             )
             return
         except Exception as exc:
-            self.stats.delete_errors += 1
             log.warning(
                 "cannot delete peer",
                 extra={"peer": peer.name, "error": f"{type(exc).__name__}: {exc}"},
