@@ -195,9 +195,6 @@ class Decision:
             self.previous, paths=self.paths, initiation=self.initiation, probes=self.probes
         )
 
-    def paths_changed(self, previous: Mapping[str, PathState]) -> bool:
-        return self.paths != previous
-
 
 def policy_of(mesh: MeshSpec, relay_available: bool) -> PathPolicy:
     return PathPolicy(

@@ -149,10 +149,9 @@ class Reconciler:
         self.discovery = Discovery(None, None)
         self._discovered_at = 0.0
         self._discovered_for: tuple[NodeInfo, int, int] | None = None
-        # What our writes to our own WireKubePeer left, for decide (its Memory):
-        self._status_budget = status.WriteBudget()
-        self._status_written: status.Written | None = None  # our last successful write
-        self._registered: registration.Token | None = None  # the last registration made
+        # What our writes to our own WireKubePeer left (the registration made,
+        # the status written, the write budget): decide's Memory, its writes part.
+        self._writes = decide.Memory()
         self._rejected: dict[str, str] = {}  # peer name -> the problem last reported
         self._translated = ParsedCache(self._translate)
         self.observed = Observed()
@@ -311,13 +310,8 @@ class Reconciler:
         # -- decide (pure) -----------------------------------------------------------
         decision = decide.decide(
             seen,
-            decide.Memory(
-                self.paths,
-                self._initiation,
-                self._probes,
-                self._registered,
-                self._status_written,
-                self._status_budget,
+            dataclasses.replace(
+                self._writes, paths=self.paths, initiation=self._initiation, probes=self._probes
             ),
         )
 
@@ -658,10 +652,10 @@ class Reconciler:
                     sorted(write.body.get("spec", {})),
                 )
             self.observed.api_writes += 1
-            self._registered = write.token
+            self._writes = self._writes.after_registration(write)
         except ApiException as exc:
             if exc.status == 409:  # created already; the watch has not caught up
-                self._registered = write.token
+                self._writes = self._writes.after_registration(write)
             else:
                 log.warning("cannot register %s: %s %s", self.peer_name, exc.status, exc.reason)
         except Exception as exc:
@@ -707,8 +701,7 @@ class Reconciler:
             log.warning("cannot write status: %s", exc)
             return
         self.observed.api_writes += 1
-        self._status_budget = self._status_budget.spend(now)
-        self._status_written = write.written
+        self._writes = self._writes.after_status(write, now)
 
     def clean_up_after_leaving(self) -> None:
         """At shutdown, when our node has left the mesh: remove the interface,
