@@ -105,7 +105,7 @@ def test_user_managed_allowed_ips_are_never_overwritten() -> None:
 def test_merge_patch_nulls_removed_keys() -> None:
     cur = {"connected": True, "peerTransports": {"a": "direct", "b": "relay"}, "natType": "cone"}
     new = {"connected": True, "peerTransports": {"a": "relay"}}
-    assert registration.merge_patch(cur, new) == {
+    assert status.merge_patch(cur, new) == {
         "natType": None,
         "peerTransports": {"a": "relay", "b": None},
     }

@@ -1,7 +1,9 @@
 import ipaddress
 
-from wirekube_agent.relaying import RelayManager, relay_target
-from wirekube_agent.timers import RELAY_LOSS_GRACE_S
+from wirekube_agent import decide
+from wirekube_agent.relaying.manager import RelayManager
+from wirekube_agent.relaying.target import Lookups, nodes_due, relay_target, service_due
+from wirekube_agent.timers import RELAY_LOSS_GRACE_S, RELAY_NODES_REFRESH_S, RESYNC_INTERVAL_S
 from wirekube_common.crd import MeshSpec
 from wirekube_common.relayaddress import NodeAddresses
 
@@ -134,3 +136,45 @@ def test_a_relay_that_reconnects_stays_available() -> None:
     assert not manager.last_available
     worker.live = ("198.18.0.10:3478",)
     assert manager.available
+
+
+# -- decide.relay and when its inputs are read (relaying.target) ------------------------
+def test_decide_relay_reads_the_service_only_for_a_managed_relay_in_use() -> None:
+    with_lb = service(status={"loadBalancer": {"ingress": [{"ip": "198.18.0.30"}]}})
+    managed = mesh(provider="managed", managed={"port": 3478})
+    external = mesh(provider="external", external={"endpoint": "198.18.0.10:3478"})
+    never = mesh(mode="never", provider="managed", managed={"port": 3478})
+    rows = [
+        (managed, (("198.18.0.30", 3478),), ""),
+        # A Service read while the mesh was managed does not leak into another provider.
+        (external, (("198.18.0.10", 3478),), ""),
+        (never, (), "relay mode is never"),
+    ]
+    for spec, addresses, reason in rows:
+        target = decide.relay(decide.RelaySeen(spec, N, service=with_lb))
+        assert (target.addresses, target.reason) == (addresses, reason)
+    # Nodes count only for a NodePort (the address may be another node's ExternalIP).
+    other = (NodeAddresses("b", ("10.0.0.2",), ("203.0.113.2",)),)
+    node_port = decide.relay(decide.RelaySeen(managed, N, service=service(), nodes=other))
+    assert node_port.addresses == (("203.0.113.2", 31478),)
+    ignored = decide.relay(decide.RelaySeen(managed, N, service=with_lb, nodes=other))
+    assert ignored.addresses == (("198.18.0.30", 3478),)
+
+
+def test_relay_lookups_are_due_at_their_pace() -> None:
+    managed = mesh(provider="managed", managed={"port": 3478})
+    external = mesh(provider="external", external={"endpoint": "198.18.0.10:3478"})
+    fresh = Lookups()
+    assert service_due(managed, fresh, 0.0) and not service_due(external, fresh, 0.0)
+    read = Lookups(service_at=100.0)
+    assert not service_due(managed, read, 100.0 + RESYNC_INTERVAL_S - 1)
+    assert service_due(managed, read, 100.0 + RESYNC_INTERVAL_S)
+    # The Node list: only for a NodePort; the controller's choice moving away
+    # from what we listed for relists at the resync pace, otherwise the refresh.
+    listed = Lookups(nodes_at=100.0, nodes_for=("203.0.113.2",))
+    assert not nodes_due(None, None, fresh, 0.0)
+    assert nodes_due(service(), None, fresh, 0.0)
+    assert not nodes_due(service(), "203.0.113.2", listed, 100.0 + RESYNC_INTERVAL_S)
+    assert not nodes_due(service(), "203.0.113.3", listed, 100.0 + RESYNC_INTERVAL_S - 1)
+    assert nodes_due(service(), "203.0.113.3", listed, 100.0 + RESYNC_INTERVAL_S)
+    assert nodes_due(service(), "203.0.113.2", listed, 100.0 + RELAY_NODES_REFRESH_S)

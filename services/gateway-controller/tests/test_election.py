@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from wirekube_gateway.election import Action, Elector, LeaseRecord
+from wirekube_gateway.election.elector import Action, Elector, LeaseRecord
 
 WALL = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 

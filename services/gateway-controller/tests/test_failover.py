@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from wirekube_common.gwhealth.checker import State
-from wirekube_gateway.failover import choose_active, failback_hold_s
-from wirekube_gateway.health import Reason, Verdict
+from wirekube_gateway.gateways.failover import choose_active, failback_hold_s
+from wirekube_gateway.gateways.health import Reason, Verdict
 
 H = Verdict(State.HEALTHY, Reason.PROBE)
 U = Verdict(State.UNHEALTHY, Reason.PROBE, "refused")

@@ -10,7 +10,7 @@ import yaml
 from wirekube_common.crd import Gateway, Peer
 from wirekube_common.gwhealth.checker import State
 from wirekube_common.gwhealth.report import HealthReport, check_fingerprint
-from wirekube_gateway.health import Reason, ReportClock, evaluate
+from wirekube_gateway.gateways.health import Reason, ReportClock, evaluate
 
 KEY = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY="
 T0 = 1_700_000_000.0  # wall clock at monotonic 0 in these tests

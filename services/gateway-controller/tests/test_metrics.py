@@ -11,10 +11,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from wirekube_common.gwhealth.checker import State
-from wirekube_gateway.health import Reason, Verdict
+from wirekube_gateway.gateways.health import Reason, Verdict
+from wirekube_gateway.gateways.reconciler import Stats
+from wirekube_gateway.gateways.status import Outcome
 from wirekube_gateway.metrics import ControllerCollector
-from wirekube_gateway.reconciler import Stats
-from wirekube_gateway.status import Outcome
 
 H = Verdict(State.HEALTHY, Reason.PROBE, "tcp connect in 1 ms")
 Q = Verdict(State.UNKNOWN, Reason.AWAITING_REPORT, "no health report yet")

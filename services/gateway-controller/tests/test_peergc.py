@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from wirekube_gateway.peergc import Candidate, candidates, describe, plan
+from wirekube_gateway.peergc.departed import Candidate, candidates, describe, plan
 
 GRACE = 60.0
 

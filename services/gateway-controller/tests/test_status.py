@@ -5,16 +5,16 @@ from __future__ import annotations
 import datetime as dt
 
 from wirekube_common.gwhealth.checker import State
-from wirekube_gateway.health import Reason, Verdict
-from wirekube_gateway.status import (
+from wirekube_gateway.gateways.health import Reason, Verdict
+from wirekube_gateway.gateways.status import (
     Outcome,
     ReadyReason,
     desired_status,
     invalid_spec_status,
-    merge_patch,
     ready_condition,
     status_patch,
 )
+from wirekube_gateway.patch import merge_patch
 
 NOW = dt.datetime(2025, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 H = Verdict(State.HEALTHY, Reason.PROBE, "tcp connect in 1 ms")

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from wirekube_agent.k8s.translate import node_from_object
-from wirekube_agent.relaying import relay_target
+from wirekube_agent.relaying.target import relay_target
 from wirekube_common.crd import Mesh
 from wirekube_common.kube.rest import MERGE_PATCH, ApiException
 from wirekube_common.relayaddress import NodeAddresses, choose, status_host

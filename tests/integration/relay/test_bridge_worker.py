@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import pytest
 
 from wirekube_agent.relay.worker import BridgeWorker, WorkerGone, _recv
-from wirekube_agent.relaying import RelayManager, RelayTarget
+from wirekube_agent.relaying.manager import RelayManager
+from wirekube_agent.relaying.target import RelayTarget
 from wirekube_common import wgkey
 
 

@@ -12,7 +12,8 @@ import dns.rcode
 import pytest
 
 from wirekube_agent.relay import DnsSource
-from wirekube_agent.relaying import RelayManager, RelayTarget
+from wirekube_agent.relaying.manager import RelayManager
+from wirekube_agent.relaying.target import DnsName, RelayTarget
 from wirekube_common import wgkey
 from wirekube_lab.loopdns import LoopbackDns
 
@@ -149,8 +150,8 @@ def test_a_new_relay_address_keeps_the_bridge_and_the_links_still_wanted(
         h.wait_for(lambda: len(flow.received) > 20, 10, "the flow")
 
         lab_dns.a = ["127.0.0.1"]
-        source = DnsSource("relay.wirekube.test", port, ["127.0.0.1"], lab_dns.port)
-        assert manager.ensure(RelayTarget(dns=source), wg.getsockname()[1]) is bridge
+        dns = DnsName("relay.wirekube.test", port, ("127.0.0.1",), lab_dns.port)
+        assert manager.ensure(RelayTarget(dns=dns), wg.getsockname()[1]) is bridge
         h.wait_for(lambda: lab_dns.queries > 0, 5, "the pool to resolve the new name")
         time.sleep(0.5)
         # the same link, never dropped

@@ -107,7 +107,7 @@ def cleanup_stale(interface: str, state_dir: str) -> dict[str, int]:
     node_key = read_node_key(state_dir)
     kept = {"interface": 0, "routes": 0, "rules": 0, "nft_table": 0, "kept": 1}
     # Without netlink where it can: a tun whose wireguard-go answers with the
-    # node's key is kept. pyroute2's import alone took 1 s on a loaded lab
+    # node's key is kept. pyroute2's import (netlink/) alone took 1 s on a loaded lab
     # node, and every agent restart (relayed peers' outage) waits for this.
     # Only "keep" is decided here: anything else takes the full path below.
     if _sysfs_tun(interface):
@@ -116,11 +116,9 @@ def cleanup_stale(interface: str, state_dir: str) -> dict[str, int]:
         if verdict == "keep":
             log.info("cleanup: %s: %s (%s)", interface, verdict, why)
             return kept
-    from pyroute2 import IPRoute  # noqa: PLC0415 - see above
+    from wirekube_agent.netlink import link, session  # noqa: PLC0415 - see above
 
-    from wirekube_agent.netlink import link  # noqa: PLC0415
-
-    with IPRoute() as ipr:
+    with session() as ipr:
         kind = link.kind(ipr, interface)
     found = Found(kind, read_device(kind, interface), node_key)
     verdict, why = judge(found)
@@ -132,11 +130,10 @@ def cleanup_stale(interface: str, state_dir: str) -> dict[str, int]:
 
 def cleanup(interface: str, keep_interface: bool = False) -> dict[str, int]:
     """Remove everything of the mesh from the node (leaving the mesh)."""
-    from pyroute2 import IPRoute  # noqa: PLC0415 - cleanup_stale's fast path avoids it
+    # netlink imports pyroute2: cleanup_stale's fast path avoids it.
+    from wirekube_agent.netlink import link, nft, routes, rules, session  # noqa: PLC0415
 
-    from wirekube_agent.netlink import link, nft, routes, rules  # noqa: PLC0415
-
-    with IPRoute() as ipr:
+    with session() as ipr:
         removed = {
             "interface": 0 if keep_interface else int(link.delete(ipr, interface)),
             "routes": routes.flush(ipr),

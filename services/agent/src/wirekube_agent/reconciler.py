@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
-import json
 import logging
 import threading
 import time
@@ -49,9 +48,15 @@ from wirekube_agent.model import Endpoint, NodeInfo, RemotePeer
 from wirekube_agent.netlink import addresses
 from wirekube_agent.paths import initiate
 from wirekube_agent.paths import rules as paths
-from wirekube_agent.paths.prober import Rtt
 from wirekube_agent.peerstats import PeerStats, Traffic
-from wirekube_agent.relaying import RelayManager, RelayTarget, local_egress, relay_target
+from wirekube_agent.relaying.manager import RelayManager, local_egress
+from wirekube_agent.relaying.target import (
+    Lookups,
+    RelayTarget,
+    nodes_due,
+    service_due,
+    uses_service,
+)
 from wirekube_agent.settings import Settings
 from wirekube_agent.status import peerstatus as status
 from wirekube_agent.status.events import REASON as PATH_CHANGED
@@ -59,17 +64,14 @@ from wirekube_agent.status.events import EventBudget, PathEvent, admit
 from wirekube_agent.timers import (
     ENDPOINT_RECHECK_INTERVAL_S,
     RECONCILE_DEBOUNCE_S,
-    RELAY_NODES_REFRESH_S,
-    RESYNC_INTERVAL_S,
-    STATUS_DETAIL_SAMPLE_S,
 )
 from wirekube_agent.wg import Backend, select
 from wirekube_agent.wg.adopt import adopted_paths
 from wirekube_common import keyswitch, wgkey
-from wirekube_common.crd import Mesh, MeshSpec, PeerStatus, peer_name_for_node
+from wirekube_common.crd import Mesh, MeshSpec, peer_name_for_node
 from wirekube_common.gwhealth.reporter import GatewayHealthReporter, KubeLeaseWriter
 from wirekube_common.kube.watch import Informer
-from wirekube_common.relayaddress import NodeAddresses, needs_nodes, status_host
+from wirekube_common.relayaddress import NodeAddresses, status_host
 from wirekube_common.stun.nat import NatReport
 from wirekube_common.wakeup import Wakeup
 from wirekube_common.wireguard.types import DeviceState, format_endpoint
@@ -138,23 +140,21 @@ class Reconciler:
         )
         self.net = NetTasks(private_key, self.wake.set)
         self.relays = RelayManager(private_key, state_dir=settings.state_dir)
+        # What the relay target needs from the API, as last read, and when.
         self._relay_service: dict[str, Any] | None = None
-        self._relay_service_at = -RESYNC_INTERVAL_S
-        self._relay_nodes: list[NodeAddresses] = []
-        self._relay_nodes_at = -RELAY_NODES_REFRESH_S
-        self._relay_nodes_for: tuple[str | None] | None = None  # the status host listed for
+        self._relay_nodes: tuple[NodeAddresses, ...] = ()
+        self._relay_lookups = Lookups()
         self.paths: dict[str, paths.PathState] = {}
-        self._probes: dict[str, status.PeerProbe] = {}  # for status.peerPaths
-        self._probes_at = float("-inf")
+        self._probes = status.Sample({})  # for status.peerPaths (decide samples them)
         self._event_budget = EventBudget()
         self._initiation = initiate.Memory()  # decide's restart-to-initiate memory
         self._direct_rx: dict[bytes, tuple[int, float]] = {}  # rx_bytes, when it last grew
         self.discovery = Discovery(None, None)
         self._discovered_at = 0.0
         self._discovered_for: tuple[NodeInfo, int, int] | None = None
-        self._status_budget = status.WriteBudget()
-        self._status_written: status.Written | None = None  # our last successful write
-        self._registration_sent: tuple[str, str] | None = None  # (copy's rv, write made)
+        # What our writes to our own WireKubePeer left (the registration made,
+        # the status written, the write budget): decide's Memory, its writes part.
+        self._writes = decide.Memory()
         self._rejected: dict[str, str] = {}  # peer name -> the problem last reported
         self._translated = ParsedCache(self._translate)
         self.observed = Observed()
@@ -269,7 +269,6 @@ class Reconciler:
         )
         self._rotate_key(node, mesh, now)
         self._discover(node, mesh, now)
-        self._register(node)
         # -- which peers (pure: decide.accept) ----------------------------------
         assignment = self.gateways.assignment(self.peer_name, self.peers_informer.snapshot)
         remote = self._hold_swaps(self._remote_peers(), now)
@@ -292,6 +291,7 @@ class Reconciler:
         prober = self.net.prober
         api_ip = self.api.server_address()
         self._direct_rx = {k: v for k, v in self._direct_rx.items() if k in by_key}
+        own = self.peers_informer.get(self.peer_name)
         seen = decide.Observation(
             now=now,
             node=node,
@@ -307,19 +307,32 @@ class Reconciler:
             own_key=self.public_key,
             gateway_duties=assignment.duties,
             added_at=self.dataplane.added_at,
+            own=own,
+            discovered=self.discovery.endpoint,
+            discovered_by=self.discovery.method,
+            rotation_pending=self._rotation_patch is not None,
+            key_switched_at=self._key_switched_at,
+            rtts=prober.rtts(by_key),
         )
 
         # -- decide (pure) -----------------------------------------------------------
-        decision = decide.decide(seen, decide.Memory(self.paths, self._initiation))
+        decision = decide.decide(
+            seen,
+            dataclasses.replace(
+                self._writes, paths=self.paths, initiation=self._initiation, probes=self._probes
+            ),
+        )
 
         # -- apply -------------------------------------------------------------------
+        # Our WireKubePeer first: the other nodes wait for it.
+        if decision.registration is not None:
+            self._register(decision.registration)
         handshakes = decision.handshakes
         self.observed.device, self.observed.handshakes, self.observed.peers = (
             device,
             handshakes,
             peers,
         )
-        paths_changed = decision.paths_changed(self.paths)
         self._record_path_events(decision.path_changes, now)
         self._log_path_changes(decision.paths)
         traffic = {
@@ -329,22 +342,8 @@ class Reconciler:
         }
         self.stats.update(self.paths, decision.paths, handshakes, traffic, now)
         self.paths = decision.paths
+        self._probes = decision.probes
         prober.set_targets(decision.probe_targets)
-        # Probe details only ride along with status writes (status.should_write):
-        # sampled at every path change and every STATUS_DETAIL_SAMPLE_S; between
-        # samples status.peer_path answers from its cache.
-        if paths_changed or now - self._probes_at >= STATUS_DETAIL_SAMPLE_S:
-            self._probes_at = now
-            self._probes = {
-                name: status.PeerProbe(
-                    decision.probe_targets[k].candidates,
-                    seen.views[k].answered,
-                    _seconds(prober.rtt(k, "direct")),
-                    _seconds(prober.rtt(k, "relay")),
-                )
-                for k, name in by_key.items()
-                if k in decision.probe_targets
-            }
         desired = decision.desired
         self._initiation = decision.initiation
         for name, reason in decision.initiations:
@@ -356,7 +355,8 @@ class Reconciler:
             self.forwarding.ensure(decision.gateway_duties, mesh.interface_name, now)
         except Exception:
             log.exception("gateway forwarding failed; retrying on the next pass")
-        self._write_status(node, mesh, nat, now)
+        if decision.status is not None:
+            self._write_status(decision.status, now)
 
     def _with_wireguard_rx(
         self, key: bytes, view: paths.ProbeView, device: DeviceState, now: float
@@ -460,38 +460,40 @@ class Reconciler:
         )
 
     def _relay_target(self, mesh: MeshSpec, node: NodeInfo, now: float) -> RelayTarget:
-        service = None
-        if mesh.relay.provider == "managed" and mesh.relay.mode != "never":
-            if now - self._relay_service_at >= RESYNC_INTERVAL_S:
-                namespace, _, name = self.settings.relay_service.partition("/")
-                try:
-                    self._relay_service = self.api.get_service(namespace, name)
-                    self._relay_service_at = now
-                except Exception as exc:
-                    log.warning(
-                        "cannot read relay Service %s: %s", self.settings.relay_service, exc
-                    )
-            service = self._relay_service
-        current = status_host(self.mesh_informer.get(self.settings.mesh_name))
-        age = now - self._relay_nodes_at
-        moved = self._relay_nodes_for != (current,) and age >= RESYNC_INTERVAL_S
-        if needs_nodes(service) and (moved or age >= RELAY_NODES_REFRESH_S):
-            # A NodePort: the address may be another node's ExternalIP
-            # (wirekube_common.relayaddress; see the timer for how often).
-            self._relay_nodes_at = now  # a failed list is retried at the resync pace
+        """Read what the relay target needs when ``relaying.target`` says it
+        is due (the managed relay's Service; the Nodes, for a NodePort whose
+        address may be another node's ExternalIP), then ``decide.relay``."""
+        lookups = self._relay_lookups
+        if service_due(mesh, lookups, now):
+            namespace, _, name = self.settings.relay_service.partition("/")
             try:
-                self._relay_nodes = [NodeAddresses.from_object(n) for n in self.api.list_nodes()]
-                self._relay_nodes_for = (current,)
+                self._relay_service = self.api.get_service(namespace, name)
+                lookups = dataclasses.replace(lookups, service_at=now)
+            except Exception as exc:
+                log.warning("cannot read relay Service %s: %s", self.settings.relay_service, exc)
+        service = self._relay_service if uses_service(mesh) else None
+        current = status_host(self.mesh_informer.get(self.settings.mesh_name))
+        if nodes_due(service, current, lookups, now):
+            # A failed list is retried at the resync pace.
+            lookups = dataclasses.replace(lookups, nodes_at=now)
+            try:
+                self._relay_nodes = tuple(
+                    NodeAddresses.from_object(n) for n in self.api.list_nodes()
+                )
+                lookups = dataclasses.replace(lookups, nodes_for=(current,))
             except Exception as exc:
                 log.warning("cannot list Nodes for the relay's NodePort: %s", exc)
-        return relay_target(
-            mesh,
-            node,
-            service,
-            self.settings.dns_server,
-            nodes=self._relay_nodes if needs_nodes(service) else (),
-            current=current,
-            local=local_egress(self.settings),
+        self._relay_lookups = lookups
+        return decide.relay(
+            decide.RelaySeen(
+                mesh,
+                node,
+                service,
+                self._relay_nodes,
+                current,
+                self.settings.dns_server,
+                local_egress(self.settings),
+            )
         )
 
     def _mesh(self) -> MeshSpec:
@@ -704,40 +706,24 @@ class Reconciler:
             )
         return restart
 
-    def _register(self, node: NodeInfo) -> None:
-        if self._rotation_patch is not None:
-            return  # the rotation's own write goes first (``_rotate_key``)
-        pub = wgkey.encode(self.public_key)
-        endpoint = format_endpoint(self.discovery.endpoint) if self.discovery.endpoint else None
-        existing = self.peers_informer.get(self.peer_name)
-        rv = str(((existing or {}).get("metadata") or {}).get("resourceVersion", ""))
-        body = (
-            registration.create_body(node, pub, endpoint)
-            if existing is None
-            else registration.patch_for(existing, node, pub, endpoint)
-        )
-        if body is None:
-            return
-        # Our copy of our own object can lag our writes (a watch that went
-        # silent behind a NAT that forgot it): the same write against the same
-        # copy was already made, so wait for the copy instead of repeating it.
-        token = (rv, json.dumps(body, sort_keys=True))
-        if token == self._registration_sent:
-            return
+    def _register(self, write: registration.Registration) -> None:
+        """Make ``decide``'s write to our WireKubePeer (``registration.register``)."""
         try:
-            if existing is None:
-                self.api.create_peer(body)
+            if write.create:
+                self.api.create_peer(write.body)
                 log.info("registered WireKubePeer %s", self.peer_name)
             else:
-                self.api.patch_peer(self.peer_name, body)
+                self.api.patch_peer(self.peer_name, write.body)
                 log.info(
-                    "updated WireKubePeer %s: %s", self.peer_name, sorted(body.get("spec", {}))
+                    "updated WireKubePeer %s: %s",
+                    self.peer_name,
+                    sorted(write.body.get("spec", {})),
                 )
             self.observed.api_writes += 1
-            self._registration_sent = token
+            self._writes = self._writes.after_registration(write)
         except ApiException as exc:
             if exc.status == 409:  # created already; the watch has not caught up
-                self._registration_sent = token
+                self._writes = self._writes.after_registration(write)
             else:
                 log.warning("cannot register %s: %s %s", self.peer_name, exc.status, exc.reason)
         except Exception as exc:
@@ -774,45 +760,16 @@ class Reconciler:
         except Exception as exc:  # events are best effort
             log.debug("cannot record event: %s", exc)
 
-    def _write_status(self, node: NodeInfo, mesh: MeshSpec, nat: NatReport, now: float) -> None:
-        existing = self.peers_informer.get(self.peer_name)
-        if existing is None:
-            return
+    def _write_status(self, write: status.StatusWrite, now: float) -> None:
+        """Make ``decide``'s status write (``status.publish``); only a write
+        made spends the budget and becomes the next baseline."""
         try:
-            current = PeerStatus.from_dict(existing.get("status") or {})
-        except ValueError:
-            current = PeerStatus()
-        ip = node.primary_ip
-        local = status.LocalReport(
-            endpoint_discovery_method=self.discovery.method,
-            nat_type=nat.nat_type.value or None,
-            nat_mapping=nat.mapping.value or None,
-            nat_filtering=nat.filtering.value or None,
-            internal_endpoint=format_endpoint((str(ip), mesh.listen_port)) if ip else None,
-            public_ip=self._public_ip() or None,
-        )
-        # Our copy of our own object may be stale (see status.baseline).
-        rv = str((existing.get("metadata") or {}).get("resourceVersion", ""))
-        base = status.baseline(current, rv, self._status_written)
-        new = status.derive(
-            self.paths,
-            self.observed.handshakes,
-            local,
-            base,
-            now,
-            self._probes,
-            fresh_after=self._key_switched_at,
-        )
-        if not status.should_write(base, new, self._status_budget, now):
-            return
-        patch = registration.merge_patch(base.to_dict(), new.to_dict())
-        try:
-            self.api.patch_peer_status(self.peer_name, patch)
-            self.observed.api_writes += 1
-            self._status_budget = self._status_budget.spend(now)
-            self._status_written = status.Written(new, rv)
+            self.api.patch_peer_status(self.peer_name, write.patch)
         except Exception as exc:
             log.warning("cannot write status: %s", exc)
+            return
+        self.observed.api_writes += 1
+        self._writes = self._writes.after_status(write, now)
 
     def clean_up_after_leaving(self) -> None:
         """At shutdown, when our node has left the mesh: remove the interface,
@@ -857,7 +814,3 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _seconds(rtt: Rtt | None) -> float | None:
-    return rtt.seconds if rtt is not None else None

@@ -16,7 +16,8 @@ from wirekube_agent.relay.egress import (
     proxy_for,
     read_credentials,
 )
-from wirekube_agent.relaying import LocalEgress, local_egress, relay_target
+from wirekube_agent.relaying.manager import RelayManager, local_egress, resolve_egress
+from wirekube_agent.relaying.target import LocalEgress, relay_target
 from wirekube_agent.settings import build_parser, from_args
 from wirekube_common.crd import MeshSpec
 from wirekube_common.crd.base import InvalidObject
@@ -102,7 +103,9 @@ def test_tls_external_relay_verifies_the_endpoint_name_by_default() -> None:
     local = LocalEgress(ca_file="/etc/wirekube/relay-ca/ca.crt")
     t = relay_target(mesh(endpoint="relay.example:443", transport="tls"), N, local=local)
     assert t.dns is not None
-    assert t.egress == Egress("tls", "relay.example", "/etc/wirekube/relay-ca/ca.crt")
+    assert resolve_egress(t.egress) == Egress(
+        "tls", "relay.example", "/etc/wirekube/relay-ca/ca.crt"
+    )
 
 
 def test_tls_server_name_and_proxy_from_the_mesh_with_credentials_file() -> None:
@@ -118,7 +121,7 @@ def test_tls_server_name_and_proxy_from_the_mesh_with_credentials_file() -> None
     )
     t = relay_target(m, N, local=local)
     assert t.addresses == (("198.18.0.10", 443),)
-    assert t.egress == Egress(
+    assert resolve_egress(t.egress) == Egress(
         "tls", "relay.lab", None, Proxy("10.1.0.5", 3128), "/etc/wirekube/proxy/auth"
     )
 
@@ -126,12 +129,17 @@ def test_tls_server_name_and_proxy_from_the_mesh_with_credentials_file() -> None
 def test_plain_tcp_relay_through_the_environment_proxy() -> None:
     local = LocalEgress(proxy_env=(("HTTPS_PROXY", "http://u:p@10.1.0.5:3128"),))
     t = relay_target(mesh(endpoint="198.18.0.10:3478"), N, local=local)
-    assert t.egress == Egress("tcp", None, None, Proxy("10.1.0.5", 3128, "u", "p"))
+    assert resolve_egress(t.egress) == Egress("tcp", None, None, Proxy("10.1.0.5", 3128, "u", "p"))
 
 
 def test_bad_proxy_url_is_a_reason_not_a_crash() -> None:
     t = relay_target(mesh(endpoint="198.18.0.10:443", proxy="ftp://x"), N)
-    assert not t.configured and "only http://" in t.reason
+    with pytest.raises(ValueError, match="only http://"):
+        resolve_egress(t.egress)
+    # The manager starts no bridge for it and says why.
+    manager = RelayManager(b"\x01" * 32)
+    assert manager.ensure(t, 51820) is None
+    assert "only http://" in manager.reason
 
 
 def test_unknown_transport_is_refused_by_the_model() -> None:

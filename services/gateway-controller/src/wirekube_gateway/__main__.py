@@ -1,7 +1,8 @@
 """wirekube-gateway-controller: flags, wiring, and the supervisor of every task.
 
 Tasks: one informer per watched resource, the reconcile loop, the
-leader-election loop and the peer garbage collector (``peergc``); the first to fail stops the others and the process
+leader-election loop (``election``) and the peer garbage collector (``peergc``);
+the first to fail stops the others and the process
 exits non-zero (Kubernetes restarts it). SIGTERM stops everything cleanly; the
 leader releases its Lease on the way out so the standby takes over at once.
 """
@@ -17,13 +18,13 @@ from prometheus_client import CollectorRegistry
 from wirekube_common import logs, supervisor
 from wirekube_common.kube.watch import run_informer
 from wirekube_common.metrics import MetricsServer
-from wirekube_gateway.election import Elector
+from wirekube_gateway.election.elector import Elector
+from wirekube_gateway.election.leader import LeaderElection
+from wirekube_gateway.gateways.reconciler import Controller
 from wirekube_gateway.kube import ControllerApi
-from wirekube_gateway.leader import LeaderElection
 from wirekube_gateway.managedrelay.reconciler import ManagedRelayController
 from wirekube_gateway.metrics import ControllerCollector, liveness, readiness
-from wirekube_gateway.peergc import PeerCollector
-from wirekube_gateway.reconciler import Controller
+from wirekube_gateway.peergc.collector import PeerCollector
 from wirekube_gateway.settings import Settings, SettingsError, build_parser, from_args
 
 log = logging.getLogger("wirekube_gateway")

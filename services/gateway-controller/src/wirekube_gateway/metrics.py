@@ -20,8 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from wirekube_common.gwhealth.checker import State
-from wirekube_gateway.reconciler import Controller
-from wirekube_gateway.status import ready_condition
+from wirekube_gateway.gateways.reconciler import Controller
+from wirekube_gateway.gateways.status import ready_condition
 from wirekube_gateway.timers import STALL_S
 
 

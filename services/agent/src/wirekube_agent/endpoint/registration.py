@@ -1,5 +1,9 @@
 """This node's own WireKubePeer: what it should say, as a create body or a patch. Pure.
 
+``register`` is the pass's decision (called from ``decide``): the write to
+make this pass, if any, and the token that says it was made. The reconciler
+only performs it.
+
 The agent owns ``publicKey`` and ``endpoint``. ``allowedIPs`` defaults to the
 node's InternalIP/32 but belongs to the user as soon as they change it: the
 agent records the value it last wrote in an annotation, and only rewrites the
@@ -10,7 +14,9 @@ once when absent and left alone afterwards.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from wirekube_agent.model import NodeInfo
@@ -88,17 +94,44 @@ def patch_for(
     return patch or None
 
 
-def merge_patch(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386 patch turning ``current`` into ``new`` (removed keys become null)."""
-    patch: dict[str, Any] = {}
-    for key in current.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        old = current.get(key)
-        if isinstance(value, Mapping) and isinstance(old, Mapping):
-            sub = merge_patch(old, value)
-            if sub:
-                patch[key] = sub
-        elif value != old:
-            patch[key] = value
-    return patch
+#: (our copy's resourceVersion, the write as JSON): a write already made
+#: against that copy of our object.
+Token = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The write that brings our WireKubePeer in line: a create or a merge patch."""
+
+    create: bool
+    body: dict[str, Any]
+    token: Token  # recorded once the write is made (``register``'s ``sent``)
+
+
+def register(
+    existing: Mapping[str, Any] | None,
+    node: NodeInfo,
+    public_key: str,
+    endpoint: str | None,
+    sent: Token | None,
+) -> Registration | None:
+    """What to write to our own WireKubePeer this pass, or None.
+
+    ``existing``: our object as our watch shows it; ``endpoint``: the one
+    discovered (``endpoint.discovery``), formatted; ``sent``: the token of the
+    last write made. Our copy of our own object can lag our writes (a watch
+    that went silent behind a NAT that forgot it): the same write against the
+    same copy was already made, so wait for the copy instead of repeating it.
+    """
+    body = (
+        create_body(node, public_key, endpoint)
+        if existing is None
+        else patch_for(existing, node, public_key, endpoint)
+    )
+    if body is None:
+        return None
+    rv = str(((existing or {}).get("metadata") or {}).get("resourceVersion", ""))
+    token = (rv, json.dumps(body, sort_keys=True))
+    if token == sent:
+        return None
+    return Registration(existing is None, body, token)

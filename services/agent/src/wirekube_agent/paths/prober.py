@@ -26,7 +26,7 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from wirekube_agent.model import Endpoint
@@ -71,12 +71,11 @@ class _Peer:
 
 @dataclass
 class Counters:
-    pings_sent: int = 0
-    pongs_sent: int = 0
+    """Probes received: NetTasks reads them to tell whether the raw socket
+    hears anything (``endpoint.tasks``)."""
+
     pings_received: int = 0
     pongs_received: int = 0
-    dropped: int = 0
-    send_failures: int = 0
 
 
 class Prober:
@@ -147,6 +146,21 @@ class Prober:
                 return None
             return peer.relay_rtt if path == "relay" else peer.rtt
 
+    def rtts(self, keys: Iterable[bytes]) -> dict[bytes, tuple[float | None, float | None]]:
+        """The latest round trip (seconds) to each of ``keys``, direct and
+        through the relay, under one lock (read every pass: ``decide`` samples
+        them into the status)."""
+        with self._lock:
+            out: dict[bytes, tuple[float | None, float | None]] = {}
+            for key in keys:
+                peer = self._peers.get(key)
+                if peer is not None:
+                    out[key] = (
+                        peer.rtt.seconds if peer.rtt is not None else None,
+                        peer.relay_rtt.seconds if peer.relay_rtt is not None else None,
+                    )
+            return out
+
     def rtt_histograms(self) -> dict[str, Histogram]:
         """Every round trip measured so far, per path (copies)."""
         with self._lock:
@@ -174,10 +188,7 @@ class Prober:
             txid = os.urandom(disco.TXID_LEN)
             if len(self._outstanding) < MAX_OUTSTANDING:
                 self._outstanding[txid] = (key, ep, now)
-            if self._send(disco.encode_ping(self.public_key, txid, mac_key, flags), ep):
-                self.counters.pings_sent += 1
-            else:
-                self.counters.send_failures += 1
+            self._send(disco.encode_ping(self.public_key, txid, mac_key, flags), ep)
 
     # -- input (event loop) --------------------------------------------------------
     def on_datagram(self, data: bytes, src: Endpoint, now: float) -> None:
@@ -190,7 +201,6 @@ class Prober:
                 raise disco.DiscoError("probe from an unknown key")
             message = disco.decode(data, mac_key)
         except disco.DiscoError as exc:
-            self.counters.dropped += 1
             log.debug("dropped probe from %s: %s", src, exc)
             return
         via_relay = ipaddress.ip_address(src[0]).is_loopback
@@ -203,15 +213,13 @@ class Prober:
                     if not via_relay:
                         p.learned[src] = now
             pong = disco.encode_pong(self.public_key, message.txid, src, mac_key)
-            if self._send(pong, src):
-                self.counters.pongs_sent += 1
+            self._send(pong, src)
             return
         self.counters.pongs_received += 1
         with self._lock:
             sent = self._outstanding.pop(message.txid, None)
             p = self._peers.get(sender)
             if sent is None or sent[0] != sender or p is None:
-                self.counters.dropped += 1
                 return
             rtt = Rtt(max(0.0, now - sent[2]), now)
             self._rtt_histograms["relay" if via_relay else "direct"].observe(rtt.seconds)

@@ -159,7 +159,6 @@ class RelayBridge:
         self._graveyard: list[tuple[float, socket.socket]] = []
         self._cache = threading.local()
         self.unknown_sources: dict[bytes, int] = {}
-        self.drops_no_relay = 0
         self._version = 0  # bumped on every change of the relayed set (frame cache)
         # recvmmsg (Linux); None -> one recv_into per datagram
         self._rx = (
@@ -216,9 +215,6 @@ class RelayBridge:
                 self._ep.register(sock.fileno(), select.EPOLLIN)
             self._version += 1
             self._reap(now)
-
-    def relayed_peers(self) -> set[bytes]:
-        return set(self._by_key)
 
     def endpoint_for(self, peer_public_key: bytes) -> tuple[str, int]:
         """The local endpoint WireGuard must use for this relayed peer (KeyError if not relayed)."""
@@ -365,7 +361,6 @@ class RelayBridge:
                     break
                 except OSError:
                     continue
-                self.drops_no_relay += 1
                 p.drops += 1
             return
         if self._rx is not None:

@@ -13,6 +13,10 @@ Its rule, reason, failures and endpoint are written at once when they change
 (``WHY_KEYS``: they change with the decision, rarely); the details change with
 every probe and only ride along with writes made for other reasons, so a
 quiet mesh still writes nothing. The ``Ready`` condition sums it up.
+
+``publish`` is the pass's decision (called from ``decide``): the patch to
+write, if any, and what to remember once it is written; ``sample`` keeps
+the probe details between samples. The reconciler only performs the write.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ import datetime as dt
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from wirekube_agent.model import Endpoint
-from wirekube_agent.paths.rules import PathState
+from wirekube_agent.paths.rules import LocalFacts, PathState, ProbeView, Target
 from wirekube_agent.timers import (
     HANDSHAKE_FRESH_S,
     STATUS_BURST,
     STATUS_CANDIDATES_MAX_PEERS,
+    STATUS_DETAIL_SAMPLE_S,
     STATUS_HANDSHAKE_GRANULARITY_S,
     STATUS_REFILL_S,
     STATUS_SPACING_S,
@@ -70,6 +76,52 @@ class LocalReport:
     nat_filtering: str | None = None
     internal_endpoint: str | None = None
     public_ip: str | None = None
+
+
+def local_report(local: LocalFacts, discovered_by: str | None, listen_port: int) -> LocalReport:
+    """Our own facts (as path selection sees them) as the status reports them."""
+    ip = local.internal_ip
+    return LocalReport(
+        endpoint_discovery_method=discovered_by,
+        nat_type=local.nat_type or None,
+        nat_mapping=local.mapping or None,
+        nat_filtering=local.filtering or None,
+        internal_endpoint=format_endpoint((ip, listen_port)) if ip else None,
+        public_ip=local.public_ip or None,
+    )
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The probe details the status shows, by peer name, and when sampled."""
+
+    probes: Mapping[str, PeerProbe]
+    at: float = float("-inf")
+
+
+def sample(
+    previous: Sample,
+    paths_changed: bool,
+    names: Mapping[bytes, str],
+    targets: Mapping[bytes, Target],
+    views: Mapping[bytes, ProbeView],
+    rtts: Mapping[bytes, tuple[float | None, float | None]],
+    now: float,
+) -> Sample:
+    """Probe details only ride along with status writes (``should_write``):
+    sampled at every path change and every ``STATUS_DETAIL_SAMPLE_S``;
+    between samples the previous sample stands, so ``peer_path`` answers from
+    its cache."""
+    if not paths_changed and now - previous.at < STATUS_DETAIL_SAMPLE_S:
+        return previous
+    return Sample(
+        {
+            name: PeerProbe(targets[k].candidates, views[k].answered, *rtts.get(k, (None, None)))
+            for k, name in names.items()
+            if k in targets
+        },
+        now,
+    )
 
 
 def rfc3339(ts: float) -> str:
@@ -262,3 +314,56 @@ def baseline(current: PeerStatus, current_rv: str, written: Written | None) -> P
     if written is not None and current_rv == written.over:
         return written.status
     return current
+
+
+@dataclass(frozen=True)
+class StatusWrite:
+    """The status patch to write, and what to remember once it is written."""
+
+    patch: dict[str, Any]
+    written: Written  # becomes the next pass's ``written`` once made
+
+
+def publish(
+    own: Mapping[str, Any] | None,
+    paths: Mapping[str, PathState],
+    handshakes: Mapping[str, float],
+    local: LocalReport,
+    probes: Mapping[str, PeerProbe],
+    written: Written | None,
+    budget: WriteBudget,
+    now: float,
+    fresh_after: float = 0.0,
+) -> StatusWrite | None:
+    """The status write this pass makes, or None. ``own``: our WireKubePeer as
+    our watch shows it (nothing to write to before it exists); ``written``,
+    ``budget``: what the writes made so far left (``baseline``, ``WriteBudget``)."""
+    if own is None:
+        return None
+    try:
+        current = PeerStatus.from_dict(own.get("status") or {})
+    except ValueError:
+        current = PeerStatus()
+    # Our copy of our own object may be stale (see ``baseline``).
+    rv = str((own.get("metadata") or {}).get("resourceVersion", ""))
+    base = baseline(current, rv, written)
+    new = derive(paths, handshakes, local, base, now, probes, fresh_after=fresh_after)
+    if not should_write(base, new, budget, now):
+        return None
+    return StatusWrite(merge_patch(base.to_dict(), new.to_dict()), Written(new, rv))
+
+
+def merge_patch(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386 patch turning ``current`` into ``new`` (removed keys become null)."""
+    patch: dict[str, Any] = {}
+    for key in current.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        old = current.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            sub = merge_patch(old, value)
+            if sub:
+                patch[key] = sub
+        elif value != old:
+            patch[key] = value
+    return patch

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pyroute2 import IPRoute
-
-from wirekube_agent.netlink import link, wireguard
+from wirekube_agent.netlink import link, session, wireguard
 from wirekube_common.wireguard.types import DeviceConfig, DeviceState
 
 
@@ -15,7 +13,7 @@ class KernelBackend:
         self.interface = interface
 
     def ensure(self, mtu: int) -> None:
-        with IPRoute() as ipr:
+        with session() as ipr:
             existing = link.kind(ipr, self.interface)
             if existing not in (None, "wireguard"):
                 # e.g. a tun left by wireguard-go after switching backends
@@ -30,5 +28,5 @@ class KernelBackend:
         wireguard.apply(self.interface, config)
 
     def destroy(self) -> None:
-        with IPRoute() as ipr:
+        with session() as ipr:
             link.delete(ipr, self.interface)

@@ -18,9 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from pyroute2 import IPRoute
-
-from wirekube_agent.netlink import link
+from wirekube_agent.netlink import link, session
 from wirekube_agent.timers import USERSPACE_START_TIMEOUT_S
 from wirekube_common.wireguard.types import DeviceConfig, DeviceState
 from wirekube_common.wireguard.uapi import UapiClient, UapiError
@@ -52,7 +50,7 @@ class UserspaceBackend:
         return True
 
     def ensure(self, mtu: int) -> None:
-        with IPRoute() as ipr:
+        with session() as ipr:
             if not self._alive():
                 existing = link.kind(ipr, self.interface)
                 if existing is not None:
@@ -96,7 +94,7 @@ class UserspaceBackend:
 
     def destroy(self) -> None:
         # Deleting the tun makes wireguard-go exit and remove its socket.
-        with IPRoute() as ipr:
+        with session() as ipr:
             link.delete(ipr, self.interface)
         deadline = time.monotonic() + USERSPACE_START_TIMEOUT_S
         while self.uapi.exists() and time.monotonic() < deadline:

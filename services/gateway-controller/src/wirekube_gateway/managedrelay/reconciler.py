@@ -36,7 +36,7 @@ from wirekube_common.kube.rest import ApiException, Rest
 from wirekube_common.kube.watch import Informer
 from wirekube_common.relayaddress import NodeAddresses, RelayAddress, choose, status_host
 from wirekube_common.wakeup import Wakeup
-from wirekube_gateway.leader import LeaderElection
+from wirekube_gateway.election.leader import LeaderElection
 from wirekube_gateway.managedrelay import desired as d
 from wirekube_gateway.managedrelay.kube import (
     MESHES_PATH,
@@ -47,7 +47,7 @@ from wirekube_gateway.managedrelay.kube import (
 )
 from wirekube_gateway.managedrelay.plan import Apply, Delete, Key, Note, plan
 from wirekube_gateway.managedrelay.status import relay_status
-from wirekube_gateway.status import merge_patch
+from wirekube_gateway.patch import merge_patch
 from wirekube_gateway.timers import (
     DEBOUNCE_S,
     MESH_SECRET_BYTES,
@@ -63,10 +63,7 @@ log = logging.getLogger(__name__)
 class RelayStats:
     passes: int = 0
     last_pass: float = 0.0  # monotonic; for liveness
-    applies: int = 0
-    deletes: int = 0
     write_errors: int = 0
-    scale_reverts: int = 0
     last_error: str = ""
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -286,8 +283,6 @@ class ManagedRelayController:
         for op in ops:
             if isinstance(op, Note):
                 if mesh is not None and not held:
-                    if op.reason == "ScaleReverted":
-                        self.stats.scale_reverts += 1
                     self._note(mesh, op.reason, op.message, op.warning)
                 continue
             if isinstance(op, Apply):
@@ -306,7 +301,6 @@ class ManagedRelayController:
                     continue
                 held = False
                 self._pending[k] = mark
-                self.stats.applies += 1
                 log.info("applied %s %s/%s: %s", k[0], self.config.namespace, k[1], op.why)
             else:
                 try:
@@ -315,7 +309,6 @@ class ManagedRelayController:
                     self._failed(f"delete {op.kind}/{op.name}", exc)
                     continue
                 self._pending.pop((op.kind, op.name), None)
-                self.stats.deletes += 1
                 log.info("deleted %s %s/%s: %s", op.kind, self.config.namespace, op.name, op.why)
 
     def _failed(self, what: str, exc: Exception) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from wirekube_common.gwhealth.checker import State
-from wirekube_gateway.health import Reason, Verdict
+from wirekube_gateway.gateways.health import Reason, Verdict
 
 
 @dataclass(frozen=True)

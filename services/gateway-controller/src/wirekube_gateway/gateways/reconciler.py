@@ -1,13 +1,12 @@
-"""The controller loop: observe (caches) -> decide (pure) -> write (leader only).
+"""The gateway controller loop: observe (caches) -> decide (pure) -> write (leader only).
 
 Three informers keep caches of WireKubeGateways, WireKubePeers and the agents'
 health-report Leases; any change, the leadership changing, or a one-second tick
 (reports going stale and failback holds ending are functions of time) wakes
-one pass. A pass reads the caches and, per gateway: parses it (a gateway the
-controller cannot read gets ``Ready=False/InvalidSpec``, never a crash), judges
-every peerRef (``health``), picks the active peer (``failover``), counts the
-routes it carries (``wirekube_common.gateway``), builds the status
-(``status``) and, *only while leading*, merge-patches what changed.
+one pass. A pass reads the caches, asks ``gateways.decide`` what every
+gateway's status should be (verdicts, active peer, routes, conditions) and,
+*only while leading*, merge-patches what changed and records an Event when
+the active peer moves.
 
 Standbys run the same passes without writing, so their memory (when each
 report was last renewed, since when each peer has been healthy) is warm when
@@ -18,65 +17,33 @@ status, so a new leader continues where the old one stopped.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wirekube_common.crd import Gateway, InvalidObject, Peer
-from wirekube_common.gateway import clients_for, invalid_routes, routes_injected
-from wirekube_common.gwhealth.checker import State
+from wirekube_common.crd import InvalidObject, Peer
 from wirekube_common.gwhealth.report import (
     LABEL_SELECTOR,
     HealthReport,
     InvalidReport,
-    check_fingerprint,
     from_lease,
     leases_path,
 )
-from wirekube_common.gwhealth.target import InvalidTarget, parse_target
 from wirekube_common.kube.watch import Informer
 from wirekube_common.wakeup import Wakeup
-from wirekube_gateway.failover import Choice, choose_active, failback_hold_s
-from wirekube_gateway.health import ReportClock, Verdict, evaluate
+from wirekube_gateway.election.leader import LeaderElection
+from wirekube_gateway.gateways.decide import Memory, StatusWrite, decide
+from wirekube_gateway.gateways.failover import Choice
+from wirekube_gateway.gateways.health import ReportClock
+from wirekube_gateway.gateways.status import Outcome, status_patch
 from wirekube_gateway.kube import GATEWAYS_PATH, PEERS_PATH, ApiException, ControllerApi
-from wirekube_gateway.leader import LeaderElection
-from wirekube_gateway.status import (
-    Outcome,
-    desired_status,
-    invalid_spec_status,
-    status_patch,
-)
-from wirekube_gateway.timers import (
-    DEBOUNCE_S,
-    DEFAULT_FAILURE_THRESHOLD,
-    DEFAULT_INTERVAL_S,
-    FAILBACK_HOLD_FACTOR,
-    TICK_S,
-    WRITE_TIMEOUT_S,
-)
+from wirekube_gateway.timers import DEBOUNCE_S, TICK_S, WRITE_TIMEOUT_S
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Memory:
-    """What the controller remembers about one gateway between passes."""
-
-    check: str | None = None  # fingerprint of the healthCheck in force
-    check_since: float = 0.0  # when we first saw that check (monotonic)
-    healthy_since: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Decision:
-    gateway: Gateway
-    verdicts: Mapping[str, Verdict]
-    choice: Choice
 
 
 @dataclass
@@ -180,97 +147,28 @@ class Controller:
     def reconcile(self) -> None:
         now, wall = self.clock(), self.wall()
         now_dt = dt.datetime.fromtimestamp(wall, dt.UTC)
+        # -- observe
         peers = self._peers()
         reports = self._reports()
         self.report_clock.observe(reports.values(), now, wall)
         raw = self.gateways.snapshot()
-        for gone in self.memory.keys() - raw.keys():
-            del self.memory[gone]
-            self.outcomes.pop(gone, None)
-            self._written.pop(gone, None)
-        decisions: dict[str, Decision] = {}
-        for name, obj in sorted(raw.items()):
-            try:
-                gateway = Gateway.from_dict(obj)
-            except InvalidObject as exc:
-                self._invalid(name, obj, str(exc), now_dt)
-                continue
-            decisions[name] = self._decide(gateway, peers, reports, now)
-        resolved = [
-            dataclasses.replace(
-                d.gateway, status=dataclasses.replace(d.gateway.status, active_peer=d.choice.active)
-            )
-            for d in decisions.values()
-        ]
-        for gw in resolved:
-            d = decisions[gw.metadata.name]
-            outcome = Outcome(
-                order=gw.spec.peer_refs,
-                active=d.choice.active,
-                verdicts=d.verdicts,
-                routes_injected=routes_injected(gw, resolved, peers),
-                clients=len(clients_for(gw, peers)),
-                last_health_check=_last_check(gw, reports),
-                invalid_check=_invalid_check(gw),
-                notes=_notes(gw, peers),
-            )
-            self.outcomes[gw.metadata.name] = outcome
-            obj = raw[gw.metadata.name]
-            current = obj.get("status") or {}
-            desired = desired_status(outcome, gw.metadata.generation, current, now_dt)
-            self._write(obj, current, desired, d.choice)
-
-    def _decide(
-        self,
-        gateway: Gateway,
-        peers: Mapping[str, Peer],
-        reports: Mapping[tuple[str, str], HealthReport],
-        now: float,
-    ) -> Decision:
-        name = gateway.metadata.name
-        mem = self.memory.setdefault(name, Memory(check_since=now))
-        check = gateway.spec.health_check
-        fingerprint = check_fingerprint(check) if check is not None and check.enabled else None
-        if fingerprint != mem.check:
-            mem.check, mem.check_since = fingerprint, now
-        verdicts = evaluate(gateway, peers, reports, self.report_clock, now - mem.check_since, now)
-        for peer, verdict in verdicts.items():
-            if verdict.state is State.HEALTHY:
-                mem.healthy_since.setdefault(peer, now)
-            else:
-                mem.healthy_since.pop(peer, None)
-        for peer in mem.healthy_since.keys() - verdicts.keys():
-            del mem.healthy_since[peer]
-        threshold = (
-            check.failure_threshold if check and check.enabled else DEFAULT_FAILURE_THRESHOLD
+        # -- decide (pure)
+        decided = decide(
+            raw, peers, reports, self.report_clock, self.memory, now, now_dt, self.failback
         )
-        interval = check.interval_seconds if check and check.enabled else DEFAULT_INTERVAL_S
-        choice = choose_active(
-            gateway.spec.peer_refs,
-            verdicts,
-            gateway.status.active_peer,
-            mem.healthy_since,
-            now,
-            failback_hold_s(threshold, interval, FAILBACK_HOLD_FACTOR),
-            self.failback,
-        )
-        return Decision(gateway, verdicts, choice)
+        # -- apply
+        for name in self._written.keys() - raw.keys():
+            del self._written[name]
+        self.memory, self.outcomes = decided.memory, decided.outcomes
+        invalid = dict(decided.invalid)
+        for write in decided.writes:
+            name = str((write.obj.get("metadata") or {}).get("name", ""))
+            if name in invalid:
+                self._reject(f"gateway/{name}", invalid[name])
+            self._write(write)
 
-    def _invalid(self, name: str, obj: Mapping[str, Any], problem: str, now: dt.datetime) -> None:
-        self._reject(f"gateway/{name}", problem)
-        self.outcomes.pop(name, None)
-        meta = obj.get("metadata") or {}
-        current = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
-        desired = invalid_spec_status(problem, int(meta.get("generation") or 0), current or {}, now)
-        self._write(obj, current or {}, desired, None)
-
-    def _write(
-        self,
-        obj: Mapping[str, Any],
-        current: Mapping[str, Any],
-        desired: dict[str, Any],
-        choice: Choice | None,
-    ) -> None:
+    def _write(self, write: StatusWrite) -> None:
+        obj, current, desired, choice = write.obj, write.current, write.desired, write.choice
         if not self.election.is_leader():
             return
         patch = status_patch(current, desired)
@@ -330,40 +228,3 @@ class Controller:
             )
         except Exception as exc:  # events are best effort
             log.debug("event not recorded", extra={"gateway": name, "error": str(exc)})
-
-
-def _last_check(
-    gateway: Gateway, reports: Mapping[tuple[str, str], HealthReport]
-) -> dt.datetime | None:
-    check = gateway.spec.health_check
-    if check is None or not check.enabled:
-        return None
-    fingerprint = check_fingerprint(check)
-    times = [
-        r.probed_at
-        for peer in gateway.spec.peer_refs
-        if (r := reports.get((gateway.metadata.name, peer))) is not None and r.check == fingerprint
-    ]
-    return max(times, default=None)
-
-
-def _invalid_check(gateway: Gateway) -> str | None:
-    check = gateway.spec.health_check
-    if check is None or not check.enabled:
-        return None
-    try:
-        parse_target(check.target)
-    except InvalidTarget as exc:
-        return f"healthCheck.target cannot be probed: {exc}"
-    return None
-
-
-def _notes(gateway: Gateway, peers: Mapping[str, Peer]) -> tuple[str, ...]:
-    notes = []
-    bad = invalid_routes(gateway)
-    if bad:
-        notes.append(f"ignoring invalid route CIDRs {', '.join(bad)}")
-    unknown = [c for c in gateway.spec.client_refs if c not in peers]
-    if unknown:
-        notes.append(f"clientRefs without a WireKubePeer: {', '.join(unknown)}")
-    return tuple(notes)

@@ -25,7 +25,8 @@ from typing import Any
 
 from wirekube_common.gwhealth.checker import State
 from wirekube_common.kube.times import format_time, parse_time
-from wirekube_gateway.health import Verdict
+from wirekube_gateway.gateways.health import Verdict
+from wirekube_gateway.patch import merge_patch
 from wirekube_gateway.timers import LAST_HEALTH_CHECK_REFRESH_S
 
 READY = "Ready"
@@ -183,22 +184,6 @@ def invalid_spec_status(
         }
     )
     return status
-
-
-def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The RFC 7386 patch turning ``old`` into ``new`` (``{}`` when equal)."""
-    patch: dict[str, Any] = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            sub = merge_patch(before, value)
-            if sub:
-                patch[key] = sub
-        elif key not in old or before != value:
-            patch[key] = value
-    return patch
 
 
 def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:

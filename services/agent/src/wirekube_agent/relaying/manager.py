@@ -1,26 +1,13 @@
-"""Where the relay is, from the mesh spec, and the bridge's lifecycle.
+"""The relay bridge's lifecycle: ``RelayManager`` holds the links where the
+decided ``RelayTarget`` (``relaying.target``) points.
 
-``relay_target`` is pure: mesh spec (+ the managed relay's Service object and
-this node's addresses) → the relay addresses or DNS name to use, or the reason
-there is none. Providers:
-
-* ``external``: ``spec.relay.external.endpoint``; a DNS name is re-resolved
-  every 30 s (a headless Service for a relay pool), an IP is used as is.
-* ``managed``: the relay Service's externally reachable address, chosen by
-  the rule the controller also uses for the mesh's ``status.relay``
-  (``wirekube_common.relayaddress``): ``spec.externalIPs``, then
-  ``status.loadBalancer.ingress``, then a NodePort on a node's address —
-  a node ExternalIP (the one in the mesh status while it stays valid) over
-  this node's InternalIP. Never the ClusterIP: on a hybrid or NAT'd node that
-  is reachable only through the mesh the relay is there to build.
-
-How the links leave the node (``Egress``, relay/egress.py): the external
-relay's ``transport`` (``tcp`` | ``tls``; TLS verifies the certificate for
-``serverName``, default the endpoint's host, against the agent's
-``--relay-ca-file`` or the system store) and the proxy (``external.proxy``,
-else ``HTTPS_PROXY``/``NO_PROXY`` of the agent's environment; credentials
-in the URL or in ``--relay-proxy-credentials-file``). ``LocalEgress`` is the
-agent-side half of that, read once from settings and environment.
+``resolve_egress`` turns the decided ``EgressConfig`` into the ``Egress`` the
+links use (relay/egress.py): the transport (``tcp`` | ``tls``; TLS verifies
+the certificate for ``serverName``, default the endpoint's host, against the
+agent's ``--relay-ca-file`` or the system store) and the proxy
+(``external.proxy``, else ``HTTPS_PROXY``/``NO_PROXY`` of the agent's
+environment; credentials in the URL or in ``--relay-proxy-credentials-file``).
+``local_egress`` reads the agent's half of that from settings and environment.
 
 ``RelayManager`` owns the bridge (and its pool), which runs in a worker
 process, and rebuilds it when the target or the WireGuard port changes or
@@ -32,22 +19,19 @@ flow's mapping) does not move relayed peers off the relay for a pass.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from wirekube_agent.model import FWMARK, NodeInfo
+from wirekube_agent.model import FWMARK
 from wirekube_agent.relay import DnsSource
 from wirekube_agent.relay import ports as relay_ports
 from wirekube_agent.relay.egress import Egress, proxy_for
 from wirekube_agent.relay.worker import BridgeWorker, Spawned, WorkerGone, spawn
+from wirekube_agent.relaying.target import DnsName, EgressConfig, LocalEgress, RelayTarget
 from wirekube_agent.timers import RELAY_LOSS_GRACE_S
-from wirekube_common.crd import MeshSpec
-from wirekube_common.relayaddress import NodeAddresses, choose
 
 if TYPE_CHECKING:
     from wirekube_agent.settings import Settings
@@ -56,15 +40,6 @@ log = logging.getLogger(__name__)
 
 #: The environment variables that choose a proxy (curl's and urllib's names).
 PROXY_ENV = ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY")
-
-
-@dataclass(frozen=True)
-class LocalEgress:
-    """The agent's own half of how relay links leave the node."""
-
-    ca_file: str | None = None
-    proxy_credentials_file: str | None = None
-    proxy_env: tuple[tuple[str, str], ...] = ()  # the PROXY_ENV variables that are set
 
 
 def local_egress(settings: Settings, environ: Mapping[str, str] | None = None) -> LocalEgress:
@@ -76,104 +51,34 @@ def local_egress(settings: Settings, environ: Mapping[str, str] | None = None) -
     )
 
 
-@dataclass(frozen=True)
-class RelayTarget:
-    addresses: tuple[tuple[str, int], ...] = ()
-    dns: DnsSource | None = None
-    reason: str = ""  # why there is no relay, when there is none
-    egress: Egress = field(default_factory=Egress)
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.addresses) or self.dns is not None
-
-    @property
-    def static_addresses(self) -> list[tuple[str, int]] | None:
-        """The fixed replica addresses (None: the replicas come from ``dns``)."""
-        return list(self.addresses) if self.dns is None else None
-
-
-def _split(hostport: str) -> tuple[str, int]:
-    host, _, port = hostport.strip().rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"not host:port: {hostport!r}")
-    return host, int(port)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def relay_target(
-    mesh: MeshSpec,
-    node: NodeInfo,
-    service: Mapping[str, Any] | None = None,
-    dns_server: str | None = None,
-    nodes: Iterable[NodeAddresses] = (),
-    current: str | None = None,
-    local: LocalEgress | None = None,
-) -> RelayTarget:
-    """``nodes``: every Node (only needed for a NodePort; this node is always
-    a candidate); ``current``: the host the controller chose (mesh status)."""
-    relay = mesh.relay
-    local = local or LocalEgress()
-    if relay.mode == "never":
-        return RelayTarget(reason="relay mode is never")
-    provider = relay.provider or ("external" if relay.external else None)
-    if provider == "external":
-        if relay.external is None:
-            return RelayTarget(reason="provider external without external.endpoint")
-        try:
-            host, port = _split(relay.external.endpoint)
-            egress = _egress(relay.external, host, local)
-        except ValueError as exc:
-            return RelayTarget(reason=str(exc))
-        if _is_ip(host):
-            return RelayTarget(addresses=((host, port),), egress=egress)
-        servers = (dns_server,) if dns_server else ()
-        return RelayTarget(dns=DnsSource(host, port, nameservers=servers), egress=egress)
-    if provider == "managed":
-        port = relay.managed.port if relay.managed else 3478
-        own = NodeAddresses(
-            node.name,
-            tuple(str(ip) for ip in node.internal_ips),
-            tuple(str(ip) for ip in node.external_ips),
-        )
-        others = [n for n in nodes if n.name != node.name]
-        address = choose(service, [own, *others], port, local=node.name, current=current)
-        if not address.found:
-            return RelayTarget(reason=address.reason)
-        if address.is_ip:
-            return RelayTarget(addresses=((address.host, address.port),))
-        return RelayTarget(dns=DnsSource(address.host, address.port))
-    return RelayTarget(reason="no relay provider configured")
-
-
-def _egress(external: Any, host: str, local: LocalEgress) -> Egress:
-    """The external relay's transport and proxy. Raises ValueError (a bad proxy URL)."""
-    proxy = proxy_for(host, external.proxy, dict(local.proxy_env))
-    tls = external.transport == "tls"
+def resolve_egress(config: EgressConfig | None) -> Egress:
+    """The links' ``Egress`` for the decided configuration. Raises ValueError
+    (a bad proxy URL)."""
+    if config is None:
+        return Egress()
+    proxy = proxy_for(config.host, config.proxy, dict(config.local.proxy_env))
+    tls = config.transport == "tls"
     return Egress(
-        transport=external.transport,
-        server_name=(external.server_name or host) if tls else None,
-        ca_file=local.ca_file if tls else None,
+        transport=config.transport,
+        server_name=(config.server_name or config.host) if tls else None,
+        ca_file=config.local.ca_file if tls else None,
         proxy=proxy,
-        proxy_credentials_file=local.proxy_credentials_file if proxy else None,
+        proxy_credentials_file=config.local.proxy_credentials_file if proxy else None,
     )
 
 
-def _describe(target: RelayTarget) -> str:
+def _dns_source(name: DnsName | None) -> DnsSource | None:
+    if name is None:
+        return None
+    return DnsSource(name.name, name.port, name.nameservers, name.nameserver_port)
+
+
+def _describe(target: RelayTarget, e: Egress) -> str:
     where = (
         target.dns.name
         if target.dns is not None
         else ", ".join(f"{h}:{p}" for h, p in target.addresses)
     )
-    e = target.egress
     via = f" via proxy {e.proxy.describe()}" if e.proxy else ""
     return f"{where} ({e.transport}{via})"
 
@@ -213,6 +118,10 @@ class RelayManager:
         shape = (target, wg_port)
         if shape == self._shape:
             return self.bridge
+        try:
+            egress = resolve_egress(target.egress)
+        except ValueError as exc:  # a bad proxy URL: no relay, and why
+            target, egress = RelayTarget(reason=str(exc)), Egress()
         if (
             target.configured
             and self.bridge is not None  # a bridge is running ...
@@ -225,13 +134,13 @@ class RelayManager:
             try:
                 self.bridge.retarget(
                     addresses=target.static_addresses,
-                    dns_source=target.dns,
+                    dns_source=_dns_source(target.dns),
                 )
             except (WorkerGone, ValueError) as exc:
                 log.warning("relay: retarget failed (%s); starting a new bridge", exc)
             else:
                 self._shape = shape
-                log.info("relay: now %s", _describe(target))
+                log.info("relay: now %s", _describe(target, egress))
                 return self.bridge
         self.stop()
         if not target.configured:
@@ -244,9 +153,9 @@ class RelayManager:
                 self.private_key,
                 wg_listen_port=wg_port,
                 addresses=target.static_addresses,
-                dns_source=target.dns,
+                dns_source=_dns_source(target.dns),
                 fwmark=FWMARK,
-                egress=target.egress,
+                egress=egress,
                 ports=self._ports,
                 spawned=self._spare,
             )
@@ -258,7 +167,7 @@ class RelayManager:
             return None
         self._shape = shape
         self.reason = ""
-        log.info("relay: %s", _describe(target))
+        log.info("relay: %s", _describe(target, egress))
         return self.bridge
 
     def rekey(self, private_key: bytes) -> None:

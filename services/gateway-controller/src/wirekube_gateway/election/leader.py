@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable
 
-from wirekube_gateway.election import Action, Elector, LeaseRecord
+from wirekube_gateway.election.elector import Action, Elector, LeaseRecord
 from wirekube_gateway.kube import ApiException, ControllerApi
 from wirekube_gateway.timers import (
     ELECTION_REQUEST_TIMEOUT_S,
