@@ -32,6 +32,7 @@ flow's mapping) does not move relayed peers off the relay for a pass.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -203,6 +204,36 @@ class RelayManager:
         # replica -> (up, times it connected).
         self.links: dict[str, tuple[bool, int]] = {}
         self.last_available = False
+        # The old agent's bridge sockets, taken over (wirekube_agent.handover):
+        # the next bridge starts with them. Descriptors we own until then.
+        self._adopted: dict[bytes, int] = {}
+
+    def adopt(self, sockets: dict[bytes, int]) -> None:
+        """Start the next bridge with these sockets (the old agent's bridge's),
+        instead of binding new ones."""
+        self._close_adopted()
+        self._adopted = dict(sockets)
+
+    def _close_adopted(self) -> None:
+        for fd in self._adopted.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._adopted = {}
+
+    def export(self) -> dict[bytes, int]:
+        """Our bridge's sockets for a new agent (descriptors the caller owns;
+        empty without a bridge); the bridge retires (``resume`` undoes it)."""
+        if self.bridge is None:
+            return {}
+        return self.bridge.export()
+
+    def resume(self) -> None:
+        if self.bridge is not None:
+            try:
+                self.bridge.resume()
+            except (WorkerGone, ValueError) as exc:
+                log.warning("relay: resume failed (%s); starting a new bridge", exc)
+                self.stop()
 
     def ensure(self, target: RelayTarget, wg_port: int) -> BridgeWorker | None:
         if self.bridge is not None and not self.bridge.alive:
@@ -238,6 +269,7 @@ class RelayManager:
             self._shape = shape
             self.reason = target.reason
             log.info("no relay: %s", target.reason)
+            self._close_adopted()
             return None
         try:
             self.bridge = BridgeWorker(
@@ -249,13 +281,18 @@ class RelayManager:
                 egress=target.egress,
                 ports=self._ports,
                 spawned=self._spare,
+                adopted=self._adopted,
             )
             self._spare = None
+            if self._adopted:
+                log.info("relay: the bridge started with %d adopted sockets", len(self._adopted))
         except (WorkerGone, ValueError, OSError) as exc:
             # _shape stays unset: the next pass tries again.
             self.reason = f"the relay bridge did not start: {exc}"
             log.error("relay: %s", self.reason)
             return None
+        finally:
+            self._close_adopted()  # the worker has its own copies (or failed)
         self._shape = shape
         self.reason = ""
         log.info("relay: %s", _describe(target))
