@@ -92,7 +92,6 @@ async def run(reconciler: Reconciler, taken: Handover | None, metrics: MetricsPo
 async def _finish(reconciler: Reconciler, taken: Handover) -> None:
     """Send "done" once our first pass ran and our relay links are up;
     exit (the task fails) past the deadline, so that the old agent resumes."""
-    started = time.monotonic()
     while True:
         o = reconciler.observed
         first = o.last_pass_at is not None and o.last_pass_ok
@@ -105,7 +104,10 @@ async def _finish(reconciler: Reconciler, taken: Handover) -> None:
                 relay_up = False
         if taken.machine.ready(first, bridge is not None, relay_up):
             taken.done()
-            log.info("handover: done %.2fs after the old agent's offer", time.monotonic() - started)
+            log.info(
+                "handover: done %.2fs after the old agent's offer",
+                time.monotonic() - taken.offered_at,
+            )
             return
         if taken.machine.overdue(time.monotonic()):
             taken.abandon()

@@ -23,6 +23,7 @@ class Handover:
         self.conn = conn
         self.sockets = sockets
         self.machine = machine
+        self.offered_at = time.monotonic()
 
     def done(self) -> None:
         """Our first pass ran and our relay links are up: the old agent retires."""
