@@ -127,18 +127,25 @@ def test_rollout_restart_of_the_agents_under_continuous_ping(nat_cluster: KubeEn
     # restart, 15-40 pings each, 38-68 per pair.
     relayed = {k: n for k, n in lost.items() if k not in direct}
     # Every node was handed over (the new agents say so in their logs).
-    # (read on the node: the API server cannot reach a NAT'd node's kubelet)
-    took = {}
+    # (read on the node: the API server cannot reach a NAT'd node's kubelet;
+    # old pods still terminating are not the new agents)
+    took: dict[str, bool | str] = {}
     for pod in env.pods("wirekube-agent"):
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
         node, name = pod["spec"]["nodeName"], pod["metadata"]["name"]
-        logs = (
-            env.cluster.nodes[node]
-            .exec(["sh", "-c", f"cat /var/log/pods/wirekube-system_{name}_*/agent/*.log"])
-            .stdout
+        out = env.cluster.nodes[node].exec(
+            [
+                "sh",
+                "-c",
+                f"cat /var/log/pods/wirekube-system_{name}_*/agent/*.log; ls /var/log/pods",
+            ],
+            check=False,
         )
-        took[node] = "handover: took" in logs and "handover: done" in logs
+        logs = out.stdout
+        took[node] = ("handover: took" in logs and "handover: done" in logs) or logs[-300:]
     report(f"nat/{NAT_OVERLAY} rollout restart handed over", took)
-    assert all(took.values()), took
+    assert all(v is True for v in took.values()), took
     assert relayed and max(relayed.values()) <= 2, (relayed, outages)
     env.wait_until(
         "every pair pings after the rollout",

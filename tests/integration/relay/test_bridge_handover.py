@@ -32,6 +32,7 @@ def test_a_new_worker_takes_the_sockets_over_without_a_loss(relay_factory, nodes
 
         sockets = old.export()
         assert list(sockets) == [b.pub]
+        old.quiesce()  # the new bridge registers now (handover.protocol)
         new = BridgeWorker(key, wg.getsockname()[1], addresses=[relay.address], adopted=sockets)
         for fd in sockets.values():
             os.close(fd)  # the new worker has its own copy

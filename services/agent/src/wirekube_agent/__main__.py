@@ -49,6 +49,7 @@ async def run_agent(settings: Settings) -> None:
     reconciler = Reconciler(settings, api, keys.load_or_create(settings.state_dir))
     if taken is not None:
         reconciler.relays.adopt(taken.sockets)
+        reconciler.relays.before_adopted_start = taken.quiesce
     # The relay bridge's worker process starts now, while the informers list
     # (its interpreter start-up overlaps theirs): after a restart, relayed
     # peers carry no traffic until the bridge is up.

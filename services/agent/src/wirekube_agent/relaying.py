@@ -207,6 +207,9 @@ class RelayManager:
         # The old agent's bridge sockets, taken over (wirekube_agent.handover):
         # the next bridge starts with them. Descriptors we own until then.
         self._adopted: dict[bytes, int] = {}
+        # Called just before a bridge with adopted sockets starts (and
+        # registers): the old agent's bridge stops reading them (handover).
+        self.before_adopted_start: Callable[[], object] | None = None
 
     def adopt(self, sockets: dict[bytes, int]) -> None:
         """Start the next bridge with these sockets (the old agent's bridge's),
@@ -226,6 +229,14 @@ class RelayManager:
         if self.bridge is None:
             return {}
         return self.bridge.export()
+
+    def quiesce(self) -> None:
+        """Handing over: our bridge stops reading its sockets (after ``export``)."""
+        if self.bridge is not None:
+            try:
+                self.bridge.quiesce()
+            except (WorkerGone, ValueError) as exc:
+                log.warning("relay: quiesce failed (%s)", exc)
 
     def resume(self) -> None:
         if self.bridge is not None:
@@ -271,6 +282,9 @@ class RelayManager:
             log.info("no relay: %s", target.reason)
             self._close_adopted()
             return None
+        if self._adopted and self.before_adopted_start is not None:
+            self.before_adopted_start()
+            self.before_adopted_start = None
         try:
             self.bridge = BridgeWorker(
                 self.private_key,

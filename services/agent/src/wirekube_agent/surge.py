@@ -125,6 +125,9 @@ def _steps(reconciler: Reconciler, metrics: MetricsPort) -> Steps:
             log.warning("handover: no relay sockets to give (%s)", exc)
             return {}
 
+    def quiesce() -> None:
+        reconciler.relays.quiesce()
+
     def retire() -> None:
         reconciler.retired = True
         reconciler.relays.stop()
@@ -134,4 +137,4 @@ def _steps(reconciler: Reconciler, metrics: MetricsPort) -> Steps:
         metrics.serve()
         reconciler.unfreeze()
 
-    return Steps(offer=offer, retire=retire, resume=resume)
+    return Steps(offer=offer, quiesce=quiesce, retire=retire, resume=resume)

@@ -35,7 +35,10 @@ class Recorded:
             return {k: os.dup(s.fileno()) for k, s in self.socks.items()}
 
         return Steps(
-            offer=offer, retire=lambda: self.note("retire"), resume=lambda: self.note("resume")
+            offer=offer,
+            quiesce=lambda: self.note("quiesce"),
+            retire=lambda: self.note("retire"),
+            resume=lambda: self.note("resume"),
         )
 
     def note(self, what: str) -> None:
@@ -78,8 +81,10 @@ def test_the_new_agent_gets_the_same_sockets_and_the_old_retires(tmp_path: Path,
             finally:
                 got.close()
         assert rec.calls == ["offer"]
+        assert taken.quiesce()
+        assert rec.calls == ["offer", "quiesce"]
         taken.done()
-        assert rec.wait(2) == ["offer", "retire"]
+        assert rec.wait(3) == ["offer", "quiesce", "retire"]
         assert giver.retired
         # retired: it no longer listens, so a later agent starts alone
         time.sleep(0.7)

@@ -11,7 +11,16 @@ K1, K2 = b"\x01" * 32, b"\x02" * 32
 
 
 @pytest.mark.parametrize(
-    "msg", [p.Request(1), p.Offer((K1, K2)), p.Offer(()), p.Refuse("busy"), p.Done()]
+    "msg",
+    [
+        p.Request(1),
+        p.Offer((K1, K2)),
+        p.Offer(()),
+        p.Refuse("busy"),
+        p.Registering(),
+        p.Quiet(),
+        p.Done(),
+    ],
 )
 def test_messages_round_trip(msg: p.Message) -> None:
     assert p.decode(p.encode(msg)) == msg
@@ -48,6 +57,9 @@ def test_giver_offers_once_then_retires_on_done() -> None:
     assert g.on_request(p.Request(p.VERSION), now=11.0) is Act.REFUSE
     assert "offered" in g.refusal
     assert g.on_tick(39.0) is Act.NOTHING
+    # the new bridge registers: quiesce, and still wait for done
+    assert g.on_message(p.Registering()) is Act.QUIESCE
+    assert g.state is GiverState.OFFERED
     assert g.on_message(p.Done()) is Act.RETIRE
     assert g.state is GiverState.RETIRED
     # retired: nothing moves it any more

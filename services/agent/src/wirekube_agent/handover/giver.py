@@ -28,6 +28,7 @@ class Steps:
     """What the agent does at each decision (run on the giver's thread)."""
 
     offer: Callable[[], dict[bytes, int]]  # freeze, release the port; the sockets (ours to close)
+    quiesce: Callable[[], None]  # the bridge stops reading the sockets
     retire: Callable[[], None]  # the new agent took over: let go of the bridge
     resume: Callable[[], None]  # the handover failed: carry on as before
 
@@ -138,7 +139,15 @@ class GiverServer:
                 msg = None
             if msg is None:
                 log.warning("handover: the new agent went away before done; resuming")
-            self._act(self.machine.on_message(msg))
+            act = self.machine.on_message(msg)
+            if act is Act.QUIESCE:
+                self.steps.quiesce()
+                try:
+                    wire.send_json(conn, protocol.encode(protocol.Quiet()))
+                except OSError as exc:
+                    log.warning("handover: %s", exc)
+                continue
+            self._act(act)
             return
 
     def _act(self, act: Act) -> None:

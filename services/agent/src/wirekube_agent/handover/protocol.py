@@ -18,7 +18,16 @@ The conversation, over a unix stream socket in the node's state dir
     old -> new  {"op": "offer", "version": 1, "keys": [b64 key, ...]}
                 followed by one socket per key (SCM_RIGHTS)
              or {"op": "refuse", "reason": "..."}
+    new -> old  {"op": "registering"}  (its bridge is about to register)
+    old -> new  {"op": "quiet"}        (the old bridge stopped reading the sockets)
     new -> old  {"op": "done"}     (its first pass ran and its relay links are up)
+
+"registering" closes the one window where a datagram could be lost: the
+relay closes the old link when the new one registers, and a datagram the old
+bridge had just read and written into that link would be dropped with it.
+So the old bridge stops reading just before the new one registers; for
+those milliseconds WireGuard's datagrams wait in the sockets, and the new
+bridge reads them once its link is up.
 
 On the request the old agent stops its control loop (no pass, no status
 write, no key rotation), releases the metrics port (the kubelet's probes
@@ -51,6 +60,8 @@ TAKER_DEADLINE_S = 20.0
 #: The old agent waits this long for "done", then resumes. Longer than the
 #: taker's deadline: a slow new agent exits before the old one resumes.
 GIVER_TIMEOUT_S = 30.0
+#: The new agent waits this long for "quiet", then registers anyway.
+QUIESCE_TIMEOUT_S = 1.0
 #: Most sockets in one SCM_RIGHTS message (the kernel's SCM_MAX_FD is 253).
 FDS_PER_MESSAGE = 200
 
@@ -75,11 +86,21 @@ class Refuse:
 
 
 @dataclass(frozen=True)
+class Registering:
+    pass
+
+
+@dataclass(frozen=True)
+class Quiet:
+    pass
+
+
+@dataclass(frozen=True)
 class Done:
     pass
 
 
-Message = Request | Offer | Refuse | Done
+Message = Request | Offer | Refuse | Registering | Quiet | Done
 
 
 def encode(msg: Message) -> dict[str, Any]:
@@ -93,6 +114,10 @@ def encode(msg: Message) -> dict[str, Any]:
         }
     if isinstance(msg, Refuse):
         return {"op": "refuse", "reason": msg.reason}
+    if isinstance(msg, Registering):
+        return {"op": "registering"}
+    if isinstance(msg, Quiet):
+        return {"op": "quiet"}
     return {"op": "done"}
 
 
@@ -115,6 +140,10 @@ def decode(obj: Any) -> Message:
             return Offer(keys)
         if op == "refuse":
             return Refuse(str(obj.get("reason", "")))
+        if op == "registering":
+            return Registering()
+        if op == "quiet":
+            return Quiet()
         if op == "done":
             return Done()
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:
@@ -140,6 +169,7 @@ class GiverState(enum.Enum):
 
 class Act(enum.Enum):
     OFFER = "offer"  # freeze, release the port, give the sockets
+    QUIESCE = "quiesce"  # stop reading the sockets (the new bridge registers now)
     REFUSE = "refuse"
     RETIRE = "retire"  # stop the bridge, stay frozen
     RESUME = "resume"  # unfreeze, serve the port again, links reconnect
@@ -170,6 +200,8 @@ class Giver:
         """The taker's next message (None: its end closed, or it was malformed)."""
         if self.state is not GiverState.OFFERED:
             return Act.NOTHING
+        if isinstance(msg, Registering):
+            return Act.QUIESCE  # and still waiting for done
         if isinstance(msg, Done):
             self.state = GiverState.RETIRED
             return Act.RETIRE

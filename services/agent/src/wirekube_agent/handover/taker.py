@@ -25,6 +25,25 @@ class Handover:
         self.machine = machine
         self.offered_at = time.monotonic()
 
+    def quiesce(self, timeout: float = protocol.QUIESCE_TIMEOUT_S) -> bool:
+        """Our bridge is about to register: the old one stops reading the
+        sockets. False (and we go on) when it did not say so in time."""
+        if self.machine.state is not protocol.TakerState.HOLDING:
+            return False
+        started = time.monotonic()
+        try:
+            wire.send_json(self.conn, protocol.encode(protocol.Registering()))
+            self.conn.settimeout(timeout)
+            obj = wire.recv_json(self.conn)
+            quiet = obj is not None and isinstance(protocol.decode(obj), protocol.Quiet)
+        except (OSError, ValueError) as exc:
+            log.warning("handover: the old bridge did not quiesce (%s)", exc)
+            return False
+        finally:
+            self.conn.settimeout(None)
+        log.info("handover: the old bridge is quiet (%.3fs)", time.monotonic() - started)
+        return quiet
+
     def done(self) -> None:
         """Our first pass ran and our relay links are up: the old agent retires."""
         try:

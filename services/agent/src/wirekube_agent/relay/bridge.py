@@ -43,12 +43,13 @@ changes.
 Handover between agents (wirekube_agent.handover): ``export`` gives the
 peers' sockets to a new agent's bridge, which starts with them
 (``adopted=``): the same sockets, so WireGuard's endpoints stay valid and
-datagrams queued in them wait rather than vanish. The new bridge forwards
-the relay's frames from the start but reads the sockets only once one of its
-own links is registered (``hold``), and the old bridge (``retire``) stops
-reading them once the relay has closed all of its links: in between, both
-may read, and each forwards what it read over a link the relay still
-accepts.
+datagrams queued in them wait rather than vanish. The old bridge stops
+reading them (``quiesce``) just before the new one registers, since the
+relay then closes the old links and a datagram written into one of them
+would be lost; the new bridge forwards the relay's frames from the start
+and reads the sockets once one of its own links is registered (``hold``).
+A retiring bridge also stops reading once the relay has closed all of its
+links (``retire``), should ``quiesce`` not have come.
 """
 
 from __future__ import annotations
@@ -183,6 +184,7 @@ class RelayBridge:
         self._hview = memoryview(self._hdrs)
         self._gso = True  # until the kernel says it has no UDP GSO
         self.retiring = False  # handing over: stop reading once no link is live
+        self.quiet = False  # handing over: the new bridge registers now; read nothing
         # Adopted sockets are read only once a link of ours is live (or after
         # ``hold`` seconds): until then the old agent reads them.
         self._hold_s = hold if adopted else 0.0
@@ -213,7 +215,15 @@ class RelayBridge:
         and the sockets are left unread once no link is live (``False``: the
         handover failed; carry on)."""
         self.retiring = on
+        if not on:
+            self.quiet = False
         self.pool.retire(on)
+
+    def quiesce(self) -> None:
+        """Handing over, the new bridge is about to register (and the relay to
+        close our links): read no more datagrams; WireGuard's wait in the
+        sockets for the new bridge. ``retire(False)`` undoes it."""
+        self.quiet = True
 
     def stop(self) -> None:
         self._stop.set()
@@ -379,7 +389,7 @@ class RelayBridge:
                 else:
                     self._stop.wait(timers.HANDOVER_POLL)
                     continue
-            if self.retiring and not self.pool.live_replicas():
+            if self.quiet or (self.retiring and not self.pool.live_replicas()):
                 # the relay closed our links: the new agent reads the sockets
                 self._stop.wait(timers.HANDOVER_POLL)
                 continue

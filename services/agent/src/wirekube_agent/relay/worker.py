@@ -25,6 +25,7 @@ length, request then reply; keys travel in base64:
     {"op": "links"}                         -> {"links": {"ip:port": {"up", "connects", "error"}}}
     {"op": "export"}                        -> {"keys": [...]} + one socket per key (SCM_RIGHTS);
                                                the bridge retires (handover)
+    {"op": "quiesce"}                       -> {} (the new bridge registers now: stop reading)
     {"op": "resume"}                        -> {} (the handover failed: carry on)
     {"op": "stop"}                          -> {} (the worker then exits)
 
@@ -254,6 +255,10 @@ class BridgeWorker:
         keys = [base64.b64decode(k) for k in reply["keys"]]
         return dict(zip(keys, reply["fds"], strict=True))
 
+    def quiesce(self) -> None:
+        """The new agent's bridge registers now: read no more datagrams."""
+        self._call({"op": "quiesce"})
+
     def resume(self) -> None:
         """The handover failed: the bridge carries on (links reconnect)."""
         self._call({"op": "resume"})
@@ -345,6 +350,9 @@ class _Served:
             self.bridge.retire(True)
             self.pending_fds = [s.fileno() for s in socks.values()]
             return {"keys": [_b64(k) for k in socks]}
+        if op == "quiesce":
+            self.bridge.quiesce()
+            return {}
         if op == "resume":
             self.bridge.retire(False)
             return {}
