@@ -144,3 +144,16 @@ def test_an_old_agent_that_does_not_answer_is_not_waited_for(tmp_path: Path) -> 
         assert time.monotonic() - started < 2
     finally:
         mute.close()
+
+
+def test_done_to_an_old_agent_already_gone_is_not_an_error(tmp_path: Path, rec) -> None:
+    """The old pod was deleted mid-handover: the new agent carries on."""
+    giver = GiverServer(str(tmp_path), rec.steps()).start()
+    taken = take_over(str(tmp_path))
+    assert taken is not None
+    giver.stop()  # the thread waits in recv for done; stop ends it only on the deadline
+    taken.conn.shutdown(socket.SHUT_RDWR)  # as if the other end had vanished
+    taken.done()
+    assert taken.machine.state is protocol.TakerState.DONE
+    for fd in taken.sockets.values():
+        os.close(fd)

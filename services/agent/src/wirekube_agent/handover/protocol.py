@@ -54,7 +54,8 @@ from typing import Any
 VERSION = 1
 SOCKET_NAME = "handover.sock"
 #: The new agent waits this long for the old one's offer, then starts alone.
-OFFER_TIMEOUT_S = 5.0
+#: The old one first lets its current pass finish (seconds on a loaded node).
+OFFER_TIMEOUT_S = 10.0
 #: The new agent must send "done" within this of the offer, else it exits.
 TAKER_DEADLINE_S = 20.0
 #: The old agent waits this long for "done", then resumes. Longer than the

@@ -45,9 +45,12 @@ class Handover:
         return quiet
 
     def done(self) -> None:
-        """Our first pass ran and our relay links are up: the old agent retires."""
+        """Our first pass ran and our relay links are up: the old agent retires.
+        An old agent already gone (its pod deleted) needs no telling."""
         try:
             wire.send_json(self.conn, protocol.encode(protocol.Done()))
+        except OSError as exc:
+            log.info("handover: the old agent is gone already (%s)", exc)
         finally:
             self.machine.sent_done()
             self.conn.close()
