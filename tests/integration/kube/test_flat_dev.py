@@ -14,8 +14,9 @@ from wirekube_lab.topology import load_topology
 
 from .conftest import HERE, KubeEnv, ordered_pairs, report
 
-# A DaemonSet rolling restart (maxUnavailable 1) of three agents on a busy
-# host: each new pod is Ready in ~5-15 s.
+# A DaemonSet rolling restart (maxSurge 1: each new agent beside the old one,
+# then a handover) of three agents on a busy host: each new pod is Ready in
+# ~5-15 s, available 5 s later (minReadySeconds).
 ROLLOUT_TIMEOUT_S = 240.0
 # The wedge test's liveness bound (production: 60 s) and how long the kubelet
 # may take to act on it: the bound, then 3 failed probes 10 s apart, plus a
