@@ -96,6 +96,16 @@ def _agent_pod(env: KubeEnv, node: str) -> dict[str, Any]:
     return next(p for p in env.pods("wirekube-agent") if p["spec"]["nodeName"] == node)
 
 
+def _agent_logs(env: KubeEnv, node: str) -> str:
+    """The tail of every agent container log on ``node`` (read on the node:
+    the kubelet's log files, restarted containers' too)."""
+    out = env.cluster.nodes[node].exec(
+        ["sh", "-c", "tail -n 30 /var/log/pods/wirekube-system_wirekube-agent-*/agent/*.log"],
+        check=False,
+    )
+    return out.stdout[-6000:]
+
+
 def _restarts(pod: dict[str, Any]) -> int:
     statuses = pod["status"].get("containerStatuses") or [{}]
     return int(statuses[0].get("restartCount", 0))
@@ -165,7 +175,8 @@ def test_wedged_agent_control_loop_is_restarted_by_the_kubelet(flat_dev: KubeEnv
         "flat-3/dev wedged agent",
         {"stall_bound_s": WEDGE_STALL_S, "wedged_to_restarted_s": restarted_s},
     )
-    assert {n: _restarts(_agent_pod(env, n)) for n in others} == others_before
+    after = {n: _restarts(_agent_pod(env, n)) for n in others}
+    assert after == others_before, (after, {n: _agent_logs(env, n) for n in others})
     env.wait_until("mesh direct again", lambda: set(env.pair_paths().values()) == {"direct"}, 60)
 
 

@@ -90,8 +90,9 @@ async def run(reconciler: Reconciler, taken: Handover | None, metrics: MetricsPo
 
 
 async def _finish(reconciler: Reconciler, taken: Handover) -> None:
-    """Send "done" once our first pass ran and our relay links are up;
-    exit (the task fails) past the deadline, so that the old agent resumes."""
+    """Send "done" once our first pass ran and our relay links are up. Past
+    the deadline: "done" all the same if our first pass ran, else exit (the
+    task fails) so that the old agent resumes."""
     while True:
         o = reconciler.observed
         first = o.last_pass_at is not None and o.last_pass_ok
@@ -110,8 +111,14 @@ async def _finish(reconciler: Reconciler, taken: Handover) -> None:
             )
             return
         if taken.machine.overdue(time.monotonic()):
+            if first:
+                # Our pass runs the node, and the old bridge reads nothing
+                # since "quiet": the node is ours even without a relay link.
+                log.warning("handover: no relay link up in time; taking the node anyway")
+                taken.done()
+                return
             taken.abandon()
-            raise RuntimeError("handover not finished in time; exiting so the old agent resumes")
+            raise RuntimeError("handover: no first pass in time; exiting so the old agent resumes")
         await asyncio.sleep(DONE_POLL_S)
 
 

@@ -36,8 +36,10 @@ the relay closes them. On "done" it retires for good: it stops its bridge
 and waits for SIGTERM, touching nothing. If the new agent goes away before
 "done" (EOF) or does not finish within ``GIVER_TIMEOUT_S``, the old agent
 resumes as if nothing happened. The new agent gives itself
-``TAKER_DEADLINE_S`` (shorter): past it, it exits and its container
-restarts, so that two agents never run the data plane at once. No answer to
+``TAKER_DEADLINE_S`` (shorter): past it, it says "done" anyway if its first
+pass ran (it runs the node; its relay links are late), and otherwise exits
+and its container restarts, so that two agents never run the data plane at
+once. No answer to
 the request within ``OFFER_TIMEOUT_S``, no socket, or a refusal: the new
 agent starts alone, as without a handover.
 """
