@@ -214,7 +214,11 @@ def test_agent_daemonset_matches_configuration(control_plane: Any, repo: Path) -
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["host-proc-sys-net"]["hostPath"]["path"] == "/proc/sys/net"
     assert volumes["state"]["hostPath"]["path"] == "/var/lib/wirekube"
-    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in agent["ports"]
+    # no container port (under hostNetwork a hostPort, which would keep a
+    # surge rollout's new pod off its node); Prometheus is told by annotation
+    assert "ports" not in agent
+    assert ds["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9090"
+    assert ds["spec"]["updateStrategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
 
 
 def test_only_the_agent_may_be_root(control_plane: Any, repo: Path) -> None:

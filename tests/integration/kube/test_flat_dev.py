@@ -14,8 +14,9 @@ from wirekube_lab.topology import load_topology
 
 from .conftest import HERE, KubeEnv, ordered_pairs, report
 
-# A DaemonSet rolling restart (maxUnavailable 1) of three agents on a busy
-# host: each new pod is Ready in ~5-15 s.
+# A DaemonSet rolling restart (maxSurge 1: each new agent beside the old one,
+# then a handover) of three agents on a busy host: each new pod is Ready in
+# ~5-15 s, available 5 s later (minReadySeconds).
 ROLLOUT_TIMEOUT_S = 240.0
 # The wedge test's liveness bound (production: 60 s) and how long the kubelet
 # may take to act on it: the bound, then 3 failed probes 10 s apart, plus a
@@ -95,6 +96,16 @@ def _agent_pod(env: KubeEnv, node: str) -> dict[str, Any]:
     return next(p for p in env.pods("wirekube-agent") if p["spec"]["nodeName"] == node)
 
 
+def _agent_logs(env: KubeEnv, node: str) -> str:
+    """The tail of every agent container log on ``node`` (read on the node:
+    the kubelet's log files, restarted containers' too)."""
+    out = env.cluster.nodes[node].exec(
+        ["sh", "-c", "tail -n 30 /var/log/pods/wirekube-system_wirekube-agent-*/agent/*.log"],
+        check=False,
+    )
+    return out.stdout[-6000:]
+
+
 def _restarts(pod: dict[str, Any]) -> int:
     statuses = pod["status"].get("containerStatuses") or [{}]
     return int(statuses[0].get("restartCount", 0))
@@ -164,7 +175,8 @@ def test_wedged_agent_control_loop_is_restarted_by_the_kubelet(flat_dev: KubeEnv
         "flat-3/dev wedged agent",
         {"stall_bound_s": WEDGE_STALL_S, "wedged_to_restarted_s": restarted_s},
     )
-    assert {n: _restarts(_agent_pod(env, n)) for n in others} == others_before
+    after = {n: _restarts(_agent_pod(env, n)) for n in others}
+    assert after == others_before, (after, {n: _agent_logs(env, n) for n in others})
     env.wait_until("mesh direct again", lambda: set(env.pair_paths().values()) == {"direct"}, 60)
 
 

@@ -246,17 +246,27 @@ def test_the_monitoring_kustomization_renders(control_plane: Any, ml: Any) -> No
     """``kubectl apply -k deploy/monitoring`` material, rendered by the pinned
     kubectl: the rule and dashboard objects carry the repository's files."""
     out = control_plane.kubectl("kustomize", str(ml.repo / "deploy/monitoring")).stdout
-    objects = {d["kind"]: d for d in yaml.safe_load_all(out) if d}
-    assert set(objects) == {"ConfigMap", "PodMonitor", "PrometheusRule"}
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    monitors = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "PodMonitor"}
+    objects = {d["kind"]: d for d in docs if d["kind"] != "PodMonitor"}
+    assert set(objects) == {"ConfigMap", "PrometheusRule"}
+    assert set(monitors) == {"wirekube", "wirekube-agent"}
     dashboard = objects["ConfigMap"]["data"]["grafana-dashboard.json"]
     assert json.loads(dashboard) == json.loads(
         (ml.repo / "deploy/monitoring/grafana-dashboard.json").read_text()
     )
     assert objects["ConfigMap"]["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert {"groups": objects["PrometheusRule"]["spec"]["groups"]} == ml.rule_groups()
-    monitor = objects["PodMonitor"]["spec"]
-    assert monitor["jobLabel"] == "app.kubernetes.io/name"
-    assert set(monitor["selector"]["matchExpressions"][0]["values"]) == set(ml.targets())
+    monitor, agent = monitors["wirekube"], monitors["wirekube-agent"]
+    assert monitor["jobLabel"] == agent["jobLabel"] == "app.kubernetes.io/name"
+    selected = set(monitor["selector"]["matchExpressions"][0]["values"])
+    assert selected | {agent["selector"]["matchLabels"]["app.kubernetes.io/name"]} == set(
+        ml.targets()
+    )
+    # the agent declares no container port (a hostPort under hostNetwork):
+    # its monitor sets the address itself
+    relabel = agent["podMetricsEndpoints"][0]["relabelings"][0]
+    assert relabel["targetLabel"] == "__address__" and relabel["replacement"] == "$1:9090"
 
 
 def test_a_vanished_peer_leaves_no_series(ml: Any) -> None:

@@ -25,6 +25,13 @@ log = logging.getLogger("wirekube_agent")
 
 
 async def run_agent(settings: Settings) -> None:
+    from wirekube_agent.handover.taker import take_over  # noqa: PLC0415
+
+    # First of all, before the heavy imports and the key: a live old agent on
+    # this node (a surge rollout) steps back and gives us its relay sockets;
+    # meanwhile it still answers the kubelet's probes for our pod too
+    # (surge.py), so the sooner the better.
+    taken = take_over(settings.state_dir)
     from prometheus_client import REGISTRY  # noqa: PLC0415 - the agent's imports (module doc)
 
     from wirekube_agent import health  # noqa: PLC0415
@@ -33,12 +40,16 @@ async def run_agent(settings: Settings) -> None:
     from wirekube_agent.keys import store as keys  # noqa: PLC0415
     from wirekube_agent.metrics import AgentCollector  # noqa: PLC0415
     from wirekube_agent.reconciler import Reconciler  # noqa: PLC0415
+    from wirekube_agent.surge import MetricsPort  # noqa: PLC0415
+    from wirekube_agent.surge import run as surge_run  # noqa: PLC0415
     from wirekube_common import supervisor, wgkey  # noqa: PLC0415
     from wirekube_common.kube.watch import run_informer  # noqa: PLC0415
-    from wirekube_common.metrics import serve_metrics  # noqa: PLC0415
 
     api = KubeApi(settings.kubeconfig)
     reconciler = Reconciler(settings, api, keys.load_or_create(settings.state_dir))
+    if taken is not None:
+        reconciler.relays.adopt(taken.sockets)
+        reconciler.relays.before_adopted_start = taken.quiesce
     # The relay bridge's worker process starts now, while the informers list
     # (its interpreter start-up overlaps theirs): after a restart, relayed
     # peers carry no traffic until the bridge is up.
@@ -50,7 +61,9 @@ async def run_agent(settings: Settings) -> None:
     REGISTRY.register(AgentCollector(reconciler))
     REGISTRY.register(GatewayCollector(reconciler))
     livez, readyz = health.checks(reconciler)
-    serve_metrics(settings.metrics_port, livez=livez, readyz=readyz)
+    metrics = MetricsPort(settings.metrics_port, livez, readyz)
+    if settings.metrics_port:
+        metrics.serve()
     stop = reconciler.stop_threads
     tasks = {
         f"watch-{i.name}": functools.partial(run_informer, i, stop) for i in reconciler.informers
@@ -62,6 +75,7 @@ async def run_agent(settings: Settings) -> None:
     # publish heartbeat Leases for the gateway controller (docs/gateway.md).
     tasks["gateway-health"] = reconciler.gateway_health.run
     tasks["address-watch"] = reconciler.net.address_watch_loop
+    tasks["handover"] = functools.partial(surge_run, reconciler, taken, metrics)
     try:
         await supervisor.run(tasks)
     finally:
@@ -70,7 +84,7 @@ async def run_agent(settings: Settings) -> None:
             informer.stop()
         reconciler.net.close()
         reconciler.relays.stop()
-        if reconciler.left_mesh:
+        if reconciler.left_mesh and not reconciler.retired:
             # In a worker thread, like every pass: netlink (pyroute2) cannot
             # run on the event loop's thread.
             await asyncio.to_thread(reconciler.clean_up_after_leaving)

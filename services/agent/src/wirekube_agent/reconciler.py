@@ -164,6 +164,12 @@ class Reconciler:
         # The last pass saw our Node gone or without the vpn-enabled label: on
         # shutdown the agent then removes everything of the mesh from the node.
         self.left_mesh = False
+        # Handover to a new agent on this node (wirekube_agent.handover): while
+        # frozen no pass runs (no device, route, status or key change);
+        # retired, the new agent has the node and ours does nothing on exit.
+        self.frozen = False
+        self.retired = False
+        self._pass_lock = threading.Lock()
 
         notify = self.wake.set
         self.peers_informer = Informer("wirekubepeers", api.new_rest(), custom_path(PEERS), notify)
@@ -211,7 +217,7 @@ class Reconciler:
         while True:
             started = time.monotonic()
             try:
-                await asyncio.to_thread(self.reconcile)
+                await asyncio.to_thread(self._pass)
                 self.observed.last_pass_ok = True
             except Exception:
                 self.observed.last_pass_ok = False
@@ -225,6 +231,21 @@ class Reconciler:
             except TimeoutError:
                 pass
             self.wake.clear()
+
+    def _pass(self) -> None:
+        with self._pass_lock:
+            if not self.frozen:
+                self.reconcile()
+
+    def freeze(self) -> None:
+        """No pass from now on (the one running finishes first)."""
+        self.frozen = True
+        with self._pass_lock:
+            pass
+
+    def unfreeze(self) -> None:
+        self.frozen = False
+        self.wake.set()
 
     def _wait_synced(self) -> None:
         for informer in self.informers:

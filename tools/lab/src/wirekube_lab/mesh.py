@@ -172,9 +172,9 @@ class MeshLab:
             )
         return self.identities[host].kubeconfig
 
-    def start_agent(self, host: str, extra: Sequence[str] = ()) -> LabProcess:
+    def _agent_argv(self, host: str, extra: Sequence[str]) -> list[str]:
         state = self.lab.host_dir(host) / "state"
-        argv = [
+        return [
             sys.executable,
             "-m",
             "wirekube_agent",
@@ -193,8 +193,25 @@ class MeshLab:
             *self._egress_flags(host),
             *extra,
         ]
+
+    def start_agent(self, host: str, extra: Sequence[str] = ()) -> LabProcess:
+        argv = self._agent_argv(host, extra)
         env = LOG_ENV | self._egress_env(host)
         proc = self.lab.spawn(host, argv, env=env, name="agent", private_wireguard_dir=True)
+        self.agents[host] = proc
+        return proc
+
+    def start_next_agent(self, host: str, extra: Sequence[str] = ()) -> LabProcess:
+        """A second agent on ``host`` beside the running one, as a surge rollout
+        starts it: in the running agent's mount namespace (it sees the node's
+        /run/wireguard and the wireguard-go there, which outlives an agent as
+        kernel WireGuard would), with the same state dir and identity. It
+        becomes the host's agent (``stop_agent`` stops it); the caller stops
+        the old one (returned by ``agents`` before this call) by its handle."""
+        old = self.agents[host]
+        argv = ["nsenter", "-t", str(old.pid), "-m", "--", *self._agent_argv(host, extra)]
+        env = LOG_ENV | self._egress_env(host)
+        proc = self.lab.spawn(host, argv, env=env, name="agent")
         self.agents[host] = proc
         return proc
 

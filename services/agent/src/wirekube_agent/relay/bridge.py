@@ -39,6 +39,17 @@ can inject datagrams into the relay, and sends skip address parsing.
 Which replica carries a peer's flow is the pool's decision (rendezvous
 hashing); the bridge asks again whenever the pool's set of live replicas
 changes.
+
+Handover between agents (wirekube_agent.handover): ``export`` gives the
+peers' sockets to a new agent's bridge, which starts with them
+(``adopted=``): the same sockets, so WireGuard's endpoints stay valid and
+datagrams queued in them wait rather than vanish. The old bridge stops
+reading them (``quiesce``) just before the new one registers, since the
+relay then closes the old links and a datagram written into one of them
+would be lost; the new bridge forwards the relay's frames from the start
+and reads the sockets once one of its own links is registered (``hold``).
+A retiring bridge also stops reading once the relay has closed all of its
+links (``retire``), should ``quiesce`` not have come.
 """
 
 from __future__ import annotations
@@ -140,6 +151,8 @@ class RelayBridge:
         bind_host: str = "127.0.0.1",
         use_mmsg: bool = True,
         ports: dict[bytes, int] | None = None,
+        adopted: dict[bytes, socket.socket] | None = None,
+        hold: float = 0.0,
     ) -> None:
         self.private_key = private_key
         # The port each peer had in the agent before us (relay/ports.py): bound
@@ -169,12 +182,47 @@ class RelayBridge:
         self._hdrs = bytearray(_HDR * (timers.MMSG_VLEN + 1))
         self._hview = memoryview(self._hdrs)
         self._gso = True  # until the kernel says it has no UDP GSO
+        self.retiring = False  # handing over: stop reading once no link is live
+        self.quiet = False  # handing over: the new bridge registers now; read nothing
+        # Adopted sockets are read only once a link of ours is live (or after
+        # ``hold`` seconds): until then the old agent reads them.
+        self._hold_s = hold if adopted else 0.0
+        self._hold_until = 0.0
+        for key, sock in (adopted or {}).items():
+            sock.setblocking(False)
+            p = _Peer(bytes(key), sock)
+            self._by_key[p.key] = p
+            self._by_fd[sock.fileno()] = p
+            self._ep.register(sock.fileno(), select.EPOLLIN)
 
     # --- public API ---------------------------------------------------------------
 
     def start(self) -> None:
+        if self._hold_s:
+            self._hold_until = time.monotonic() + self._hold_s
         self.pool.start(self._on_frame, self._on_batch)
         self._thread.start()
+
+    def export(self) -> dict[bytes, socket.socket]:
+        """Every relayed peer's socket, for a new agent's bridge (handover).
+        Ours stay open and in use until ``retire`` and the relay say otherwise."""
+        with self._lock:
+            return {k: p.sock for k, p in self._by_key.items()}
+
+    def retire(self, on: bool) -> None:
+        """Handing over: the links do not reconnect once the relay closes them,
+        and the sockets are left unread once no link is live (``False``: the
+        handover failed; carry on)."""
+        self.retiring = on
+        if not on:
+            self.quiet = False
+        self.pool.retire(on)
+
+    def quiesce(self) -> None:
+        """Handing over, the new bridge is about to register (and the relay to
+        close our links): read no more datagrams; WireGuard's wait in the
+        sockets for the new bridge. ``retire(False)`` undoes it."""
+        self.quiet = True
 
     def stop(self) -> None:
         self._stop.set()
@@ -331,6 +379,16 @@ class RelayBridge:
     def _uplink(self) -> None:
         scratch = bytearray(timers.MAX_DATAGRAM + 1)
         while not self._stop.is_set():
+            if self._hold_until:
+                if self.pool.live_replicas() or time.monotonic() >= self._hold_until:
+                    self._hold_until = 0.0
+                else:
+                    self._stop.wait(timers.HANDOVER_POLL)
+                    continue
+            if self.quiet or (self.retiring and not self.pool.live_replicas()):
+                # the relay closed our links: the new agent reads the sockets
+                self._stop.wait(timers.HANDOVER_POLL)
+                continue
             try:
                 events = self._ep.poll(0.25)
             except OSError:

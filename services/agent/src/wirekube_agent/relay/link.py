@@ -175,6 +175,11 @@ class RelayLink:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._rekey_until = 0.0  # monotonic; retry fast until then (``rekey``)
+        # Handing over to a new agent (wirekube_agent.handover): once the relay
+        # closes this connection (the new agent's registration replaced it),
+        # do not connect again, or the two agents would take the key from each
+        # other in turn. ``retire(False)`` (the handover failed) reconnects.
+        self.retiring = False
         self._kick = threading.Event()  # ends a backoff early (``rekey``, ``stop``)
         # A connection registered under a new key, waiting for the link thread
         # to finish reading the one it replaces (``rekey``).
@@ -242,6 +247,11 @@ class RelayLink:
         timer = threading.Timer(timers.RETIRE_AFTER, _shut, args=(old,))
         timer.daemon = True
         timer.start()
+
+    def retire(self, on: bool) -> None:
+        self.retiring = on
+        if not on:
+            self._kick.set()  # end a backoff: reconnect now
 
     def kill(self) -> None:
         sock = self.sock
@@ -392,6 +402,8 @@ class RelayLink:
     def _connect_once(self, register_timeout: float) -> tuple[Stream, bytes]:
         if self._stop.is_set():
             raise InterruptedError("stopped")
+        if self.retiring:
+            raise ConnectionAbortedError("retiring: a new agent holds the key")
         try:
             sock = open_stream(self.address, self.egress, dial, timers.CONNECT_TIMEOUT, self.fwmark)
         except Exception as exc:

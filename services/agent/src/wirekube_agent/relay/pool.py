@@ -120,6 +120,7 @@ class RelayPool:
         self._resolver: Resolver | None = None
         self._source_gen = 0  # bumped by retarget
         self.on_change: Callable[[], None] | None = None
+        self.retiring = False  # links do not reconnect (RelayLink.retiring)
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -155,6 +156,15 @@ class RelayPool:
             links = list(self.links.values())
         for link in links:
             link.rekey(private_key)
+
+    def retire(self, on: bool) -> None:
+        """Handing over to a new agent: links the relay closes stay closed
+        (``False``: the handover failed, reconnect)."""
+        with self._lock:
+            self.retiring = on
+            links = list(self.links.values())
+        for link in links:
+            link.retire(on)
 
     def retarget(
         self,
@@ -236,6 +246,7 @@ class RelayPool:
                     on_batch=self._deliver_batch,
                     egress=self.egress,
                 )
+                self.links[n].retiring = self.retiring
             new_links = [self.links[n] for n in added]
         for link in gone:
             log.info("event=relay-replica-removed relay=%s", link.name)

@@ -103,3 +103,11 @@ MMSG_VLEN = 64
 #: The recvmmsg slot size to start with: a full-size WireGuard datagram at the
 #: default 1420 MTU. The bridge moves it to whatever size its traffic mostly has.
 MMSG_SLOT = 1452
+
+#: Handover (bridge.py): how often a bridge holding adopted sockets checks
+#: for its first live link, and a retiring one for its last; each datagram
+#: waits at most this long in its socket meanwhile.
+HANDOVER_POLL = 0.005
+#: A bridge given adopted sockets reads them after this long even if none
+#: of its links is live yet (the old bridge's links may be dead too).
+HANDOVER_HOLD = 5.0

@@ -23,7 +23,15 @@ length, request then reply; keys travel in base64:
     {"op": "rekey", "key"}                  -> {} (key rotation: links re-register)
     {"op": "live"}                          -> {"live": ["ip:port", ...]}
     {"op": "links"}                         -> {"links": {"ip:port": {"up", "connects", "error"}}}
+    {"op": "export"}                        -> {"keys": [...]} + one socket per key (SCM_RIGHTS);
+                                               the bridge retires (handover)
+    {"op": "quiesce"}                       -> {} (the new bridge registers now: stop reading)
+    {"op": "resume"}                        -> {} (the handover failed: carry on)
     {"op": "stop"}                          -> {} (the worker then exits)
+
+A "start" with ``"adopt": [key, ...]`` is followed by one socket per key
+(SCM_RIGHTS, handover/wire.py): the bridge starts with them (a new agent
+taking an old one's bridge over, wirekube_agent.handover).
 
 A request the worker cannot carry out gets ``{"error": "..."}``. The worker
 exits when its end of the pair reads EOF, so it never outlives the agent,
@@ -46,6 +54,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from wirekube_agent.handover import wire
+from wirekube_agent.relay import timers
 from wirekube_agent.relay.bridge import RelayBridge
 from wirekube_agent.relay.egress import Egress
 from wirekube_agent.relay.pool import DnsSource, RelayPool
@@ -151,6 +161,7 @@ class BridgeWorker:
         egress: Egress | None = None,
         ports: dict[bytes, int] | None = None,
         spawned: Spawned | None = None,
+        adopted: dict[bytes, int] | None = None,
     ) -> None:
         spawned = spawned if spawned is not None and spawned.proc.poll() is None else spawn()
         self._proc = spawned.proc
@@ -162,8 +173,11 @@ class BridgeWorker:
         start |= _source(addresses, dns_source) | {"fwmark": fwmark}
         start["egress"] = (egress or Egress()).to_dict()
         start["ports"] = {_b64(k): p for k, p in (ports or {}).items()}
+        adopted = adopted or {}
+        if adopted:
+            start["adopt"] = [_b64(k) for k in adopted]
         try:
-            self._call(start)
+            self._call(start, list(adopted.values()))
         except Exception:
             self.stop()
             raise
@@ -180,11 +194,23 @@ class BridgeWorker:
     def exit_code(self) -> int | None:
         return self._proc.poll()
 
-    def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _call(
+        self, msg: dict[str, Any], fds: list[int] | None = None, fds_back: bool = False
+    ) -> dict[str, Any]:
+        """One request and its reply; ``fds`` go after the request, and with
+        ``fds_back`` one descriptor per key of the reply's "keys" follows it
+        (in ``reply["fds"]``)."""
         with self._lock:
             try:
                 _send(self._sock, msg)
+                if fds:
+                    wire.send_fds(self._sock, fds)
                 data = _recv(self._sock)
+                if fds_back and data:
+                    reply = json.loads(data)
+                    if "error" not in reply:
+                        reply["fds"] = wire.recv_fds(self._sock, len(reply["keys"]))
+                        return reply  # type: ignore[no-any-return]
             except OSError as exc:
                 # A timeout included: a reply that comes later would answer the
                 # next request, so a worker that hangs is ended and replaced.
@@ -222,6 +248,21 @@ class BridgeWorker:
     def live_replicas(self) -> tuple[str, ...]:
         return tuple(self._call({"op": "live"})["live"])
 
+    def export(self) -> dict[bytes, int]:
+        """Every relayed peer's socket (descriptors the caller owns), and the
+        bridge retires: its links stay closed once the relay closes them."""
+        reply = self._call({"op": "export"}, fds_back=True)
+        keys = [base64.b64decode(k) for k in reply["keys"]]
+        return dict(zip(keys, reply["fds"], strict=True))
+
+    def quiesce(self) -> None:
+        """The new agent's bridge registers now: read no more datagrams."""
+        self._call({"op": "quiesce"})
+
+    def resume(self) -> None:
+        """The handover failed: the bridge carries on (links reconnect)."""
+        self._call({"op": "resume"})
+
     def links(self) -> dict[str, dict[str, Any]]:
         """Every replica link: whether it is up and how often it connected."""
         return self._call({"op": "links"})["links"]  # type: ignore[no-any-return]
@@ -245,6 +286,7 @@ class _Served:
     def __init__(self) -> None:
         self.bridge: RelayBridge | None = None
         self.pool: RelayPool | None = None
+        self.pending_fds: list[int] = []  # to send after the reply ("export")
 
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
         op = msg.get("op")
@@ -262,8 +304,18 @@ class _Served:
                 egress=Egress.from_dict(msg.get("egress")),
             )
             ports = {base64.b64decode(k): int(p) for k, p in (msg.get("ports") or {}).items()}
+            fds = msg.get("_fds") or []
+            adopted = {
+                base64.b64decode(k): socket.socket(fileno=fd)
+                for k, fd in zip(msg.get("adopt") or [], fds, strict=True)
+            }
             self.bridge = RelayBridge(
-                key, wg_listen_port=int(msg["wg_port"]), relay_pool=self.pool, ports=ports
+                key,
+                wg_listen_port=int(msg["wg_port"]),
+                relay_pool=self.pool,
+                ports=ports,
+                adopted=adopted,
+                hold=timers.HANDOVER_HOLD,
             )
             self.bridge.start()
             return {}
@@ -293,6 +345,17 @@ class _Served:
                     for name, link in dict(self.pool.links).items()
                 }
             }
+        if op == "export":
+            socks = self.bridge.export()
+            self.bridge.retire(True)
+            self.pending_fds = [s.fileno() for s in socks.values()]
+            return {"keys": [_b64(k) for k in socks]}
+        if op == "quiesce":
+            self.bridge.quiesce()
+            return {}
+        if op == "resume":
+            self.bridge.retire(False)
+            return {}
         if op == "stop":
             return {}
         raise ValueError(f"unknown op {op!r}")
@@ -318,11 +381,16 @@ def serve(sock: socket.socket) -> None:
             try:
                 msg = json.loads(data)
                 op = msg.get("op")
+                if msg.get("adopt"):
+                    msg["_fds"] = wire.recv_fds(sock, len(msg["adopt"]))
                 reply = served.handle(msg)
             except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
             try:
                 _send(sock, reply)
+                if served.pending_fds:
+                    fds, served.pending_fds = served.pending_fds, []
+                    wire.send_fds(sock, fds)
             except OSError:
                 return
             if op == "stop":

@@ -19,6 +19,7 @@ flow's mapping) does not move relayed peers off the relay for a pass.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -108,6 +109,47 @@ class RelayManager:
         # replica -> (up, times it connected).
         self.links: dict[str, tuple[bool, int]] = {}
         self.last_available = False
+        # The old agent's bridge sockets, taken over (wirekube_agent.handover):
+        # the next bridge starts with them. Descriptors we own until then.
+        self._adopted: dict[bytes, int] = {}
+        # Called just before a bridge with adopted sockets starts (and
+        # registers): the old agent's bridge stops reading them (handover).
+        self.before_adopted_start: Callable[[], object] | None = None
+
+    def adopt(self, sockets: dict[bytes, int]) -> None:
+        """Start the next bridge with these sockets (the old agent's bridge's),
+        instead of binding new ones."""
+        self._close_adopted()
+        self._adopted = dict(sockets)
+
+    def _close_adopted(self) -> None:
+        for fd in self._adopted.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._adopted = {}
+
+    def export(self) -> dict[bytes, int]:
+        """Our bridge's sockets for a new agent (descriptors the caller owns;
+        empty without a bridge); the bridge retires (``resume`` undoes it)."""
+        if self.bridge is None:
+            return {}
+        return self.bridge.export()
+
+    def quiesce(self) -> None:
+        """Handing over: our bridge stops reading its sockets (after ``export``)."""
+        if self.bridge is not None:
+            try:
+                self.bridge.quiesce()
+            except (WorkerGone, ValueError) as exc:
+                log.warning("relay: quiesce failed (%s)", exc)
+
+    def resume(self) -> None:
+        if self.bridge is not None:
+            try:
+                self.bridge.resume()
+            except (WorkerGone, ValueError) as exc:
+                log.warning("relay: resume failed (%s); starting a new bridge", exc)
+                self.stop()
 
     def ensure(self, target: RelayTarget, wg_port: int) -> BridgeWorker | None:
         if self.bridge is not None and not self.bridge.alive:
@@ -147,7 +189,11 @@ class RelayManager:
             self._shape = shape
             self.reason = target.reason
             log.info("no relay: %s", target.reason)
+            self._close_adopted()
             return None
+        if self._adopted and self.before_adopted_start is not None:
+            self.before_adopted_start()
+            self.before_adopted_start = None
         try:
             self.bridge = BridgeWorker(
                 self.private_key,
@@ -158,13 +204,18 @@ class RelayManager:
                 egress=egress,
                 ports=self._ports,
                 spawned=self._spare,
+                adopted=self._adopted,
             )
             self._spare = None
+            if self._adopted:
+                log.info("relay: the bridge started with %d adopted sockets", len(self._adopted))
         except (WorkerGone, ValueError, OSError) as exc:
             # _shape stays unset: the next pass tries again.
             self.reason = f"the relay bridge did not start: {exc}"
             log.error("relay: %s", self.reason)
             return None
+        finally:
+            self._close_adopted()  # the worker has its own copies (or failed)
         self._shape = shape
         self.reason = ""
         log.info("relay: %s", _describe(target, egress))
