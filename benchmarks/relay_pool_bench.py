@@ -24,6 +24,7 @@ the same-replica run just before it) as a median and range, with the
 machine's load average (it is shared).
 
     uv run python benchmarks/relay_pool_bench.py [--seconds 5] [--pings 2000] [--size 1400]
+        [--rate 100000 (0: unpaced)] [--rounds 3]
 
 Loopback only; bounded in time; both replicas are stopped at the end.
 """
