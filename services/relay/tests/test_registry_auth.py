@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from wirekube_common import wgkey
-from wirekube_relay.auth import AllowList, peer_key
-from wirekube_relay.registry import Registry
+from wirekube_relay.client.auth import AllowList, peer_key
+from wirekube_relay.client.registry import Registry
 
 
 def test_registry_newest_wins_and_conditional_unregister() -> None:

@@ -145,7 +145,7 @@ def test_services_never_import_the_kubernetes_package() -> None:
     """Importing it costs 0.3 s of CPU per process (see kube.config)."""
     modules = ["wirekube_agent.__main__", "wirekube_agent.reconciler", "wirekube_gateway.__main__",
                "wirekube_relay.__main__",
-               "wirekube_relay.k8s", "wirekube_common.gwhealth.__main__"]  # fmt: skip
+               "wirekube_relay.client.k8s", "wirekube_common.gwhealth.__main__"]  # fmt: skip
     script = "import sys\n" + "".join(f"import {m}\n" for m in modules)
     script += "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

@@ -3,7 +3,7 @@
 ``Authenticator`` hands each new connection a ``ServerHandshake`` and, once the
 proof verified, decides whether the proven key may register: with the
 allow-list enabled only keys published in a WireKubePeer's ``spec.publicKey``
-are admitted. The allow-list is filled by ``k8s.py`` (the only module that
+are admitted. The allow-list is filled by ``client/k8s.py`` (the only module that
 imports the Kubernetes client) through ``AllowList.replace``/``add``/``remove``;
 translation from a WireKubePeer dict to a key is the pure ``peer_key``.
 

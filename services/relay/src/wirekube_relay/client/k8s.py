@@ -20,7 +20,7 @@ from wirekube_common.crd import GROUP, VERSION
 from wirekube_common.kube.connect import Connection
 from wirekube_common.kube.rest import Rest
 from wirekube_common.kube.watch import Informer
-from wirekube_relay.auth import AllowList, peer_key
+from wirekube_relay.client.auth import AllowList, peer_key
 
 log = logging.getLogger(__name__)
 
