@@ -17,7 +17,14 @@ replica mesh (``--mesh-secret-file``, ``--mesh-peers``), then in one run:
   across; reported: median and 90th percentile round trip and the added
   median (target: under 0.2 ms).
 
+CPU is each relay process's own user + system time (``/proc/<pid>/stat``, what
+``getrusage`` reports), not wall time; the client processes are left out of
+both paths alike. The ratio is also given per round (each cross run against
+the same-replica run just before it) as a median and range, with the
+machine's load average (it is shared).
+
     uv run python benchmarks/relay_pool_bench.py [--seconds 5] [--pings 2000] [--size 1400]
+        [--rate 100000 (0: unpaced)] [--rounds 3]
 
 Loopback only; bounded in time; both replicas are stopped at the end.
 """
@@ -34,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -92,17 +100,57 @@ def wait_for_mesh(ports: list[int]) -> None:
     raise SystemExit("the two replicas did not form a mesh")
 
 
+#: Frames per burst of the paced sender (``--rate``): a burst is one write,
+#: as an agent's bridge writes what it drained from its WireGuard socket.
+BURST = 32
+
+
+def paced_sender_proc(
+    port: int, burst: bytes, bursts_per_s: float, ctl: mp.Queue, out: mp.Queue
+) -> None:  # type: ignore[type-arg]
+    """Register, report the key, then write ``burst`` ``bursts_per_s`` times a
+    second until told to stop (catching up at once after a late wake-up)."""
+    c = rb.connect(port)
+    out.put(c.pub)
+    stop = threading.Event()
+
+    def wait_for_stop() -> None:
+        ctl.get()
+        stop.set()
+
+    threading.Thread(target=wait_for_stop, daemon=True).start()
+    interval = 1.0 / bursts_per_s
+    due = time.monotonic()
+    with contextlib.suppress(OSError):
+        while not stop.is_set():
+            c.sock.sendall(burst)
+            due += interval
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+
+
 def throughput(
-    send_port: int, recv_port: int, pids: list[int], size: int, seconds: float
+    send_port: int, recv_port: int, pids: list[int], size: int, seconds: float, rate: float
 ) -> dict[str, float]:
+    """One sender to one receiver for ``seconds``: as fast as they go
+    (``rate`` 0), or ``rate`` frames/s in bursts of ``BURST`` frames."""
     rctl, rout, sctl, sout = mp.Queue(), mp.Queue(), mp.Queue(), mp.Queue()
     procs = [mp.Process(target=rb.receiver_proc, args=(recv_port, rctl, rout), daemon=True)]
     procs[0].start()
     rkey = rout.get(timeout=30)
-    block, frames_per_block, _ = rb.build_block([rkey], size, batch=False)
-    procs.append(
-        mp.Process(target=rb.sender_proc, args=(send_port, block, sctl, sout), daemon=True)
-    )
+    if rate:
+        packet = bytes(size - f.DATA_OVERHEAD)
+        block, frames_per_block = f.encode_send(rkey, packet) * BURST, BURST
+        sender = mp.Process(
+            target=paced_sender_proc,
+            args=(send_port, block, rate / BURST, sctl, sout),
+            daemon=True,
+        )
+    else:
+        block, frames_per_block, _ = rb.build_block([rkey], size, batch=False)
+        sender = mp.Process(target=rb.sender_proc, args=(send_port, block, sctl, sout), daemon=True)
+    procs.append(sender)
     procs[1].start()
     skey = sout.get(timeout=30)
 
@@ -175,11 +223,22 @@ def latency(send_port: int, echo_port: int, pings: int, size: int) -> list[float
     return rtts
 
 
+def _load() -> str:
+    """The 1-minute load average: this machine is shared, so say how busy it was."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--pings", type=int, default=2000)
     ap.add_argument("--size", type=int, default=1400)
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=100_000,
+        help="frames/s offered on both paths alike (0: as fast as each path goes)",
+    )
     ap.add_argument(
         "--rounds", type=int, default=3, help="same/across measured alternately, medians kept"
     )
@@ -190,13 +249,20 @@ def main() -> None:
             ports = [port for _, port in pool]
             pids = [proc.pid for proc, _ in pool]
             wait_for_mesh(ports)
-            print(f"two replicas {ports} (pids {pids}), {args.size} B frames, {args.seconds:.0f} s")
+            load0 = _load()
+            offered = f"{args.rate:,.0f} frames/s offered" if args.rate else "unpaced"
+            print(
+                f"two replicas {ports} (pids {pids}), {args.size} B frames, "
+                f"{args.seconds:.0f} s per run, {offered}"
+            )
             # alternate the two paths so that load from elsewhere on the
             # machine hits both alike; keep the median of each
             runs: dict[str, list[dict[str, float]]] = {"same": [], "cross": []}
             for _ in range(args.rounds):
-                runs["same"].append(throughput(ports[0], ports[0], pids, args.size, args.seconds))
-                runs["cross"].append(throughput(ports[0], ports[1], pids, args.size, args.seconds))
+                for path, dst in (("same", ports[0]), ("cross", ports[1])):
+                    runs[path].append(
+                        throughput(ports[0], dst, pids, args.size, args.seconds, args.rate)
+                    )
             print(
                 f"{'path':<16}{'frames/s':>12}{'relay CPU':>11}{'CPU us/frame':>14}  (median of {args.rounds})"
             )
@@ -218,6 +284,17 @@ def main() -> None:
             )
             ratio = med["cross"]["cpu_us_per_frame"] / med["same"]["cpu_us_per_frame"]
             print(f"CPU per frame, across / same: {ratio:.2f}x (target <= 2x)")
+            # each round's cross against the same-replica run just before it:
+            # load from elsewhere changes between rounds more than within one
+            per_round = [
+                c["cpu_us_per_frame"] / s["cpu_us_per_frame"]
+                for s, c in zip(runs["same"], runs["cross"], strict=True)
+            ]
+            print(
+                f"per round: {', '.join(f'{r:.2f}' for r in per_round)}; median "
+                f"{statistics.median(per_round):.2f}x, range {min(per_round):.2f}-"
+                f"{max(per_round):.2f}; load average {load0} -> {_load()}"
+            )
             rtt_same = latency(ports[0], ports[0], args.pings, args.size)
             rtt_cross = latency(ports[0], ports[1], args.pings, args.size)
             print(f"{'path':<16}{'RTT median':>12}{'RTT p90':>10}   ({args.pings} pings)")

@@ -14,14 +14,15 @@ import pytest
 from wirekube_common import wgkey
 from wirekube_common.relayproto import frames as f
 from wirekube_common.relayproto.handshake import ClientHandshake
-from wirekube_relay import limits, timers
-from wirekube_relay.auth import AllowList, Authenticator
+from wirekube_relay import timers
+from wirekube_relay.admin.stats import RelayStats
+from wirekube_relay.client.auth import AllowList, Authenticator
 from wirekube_relay.forwarder import Context, RelayConnection
-from wirekube_relay.limits import Limits
-from wirekube_relay.refusals import RefusalLog
+from wirekube_relay.limits import bounds as limits
+from wirekube_relay.limits.bounds import Limits
+from wirekube_relay.limits.refusals import RefusalLog
+from wirekube_relay.limits.sources import SourceTable, TokenBucket
 from wirekube_relay.server import RelayServer
-from wirekube_relay.sources import SourceTable, TokenBucket
-from wirekube_relay.stats import RelayStats
 
 pytestmark = pytest.mark.unit
 

@@ -13,9 +13,9 @@ from wirekube_common import wgkey
 from wirekube_common.relayproto import frames as f
 from wirekube_common.relayproto.handshake import ClientHandshake
 from wirekube_relay import forwarder, timers
-from wirekube_relay.auth import AllowList, Authenticator
+from wirekube_relay.admin.stats import RelayStats
+from wirekube_relay.client.auth import AllowList, Authenticator
 from wirekube_relay.forwarder import Context, Limits, RelayConnection
-from wirekube_relay.stats import RelayStats
 
 
 class FakeTransport(asyncio.Transport):

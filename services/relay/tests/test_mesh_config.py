@@ -8,7 +8,7 @@ import pytest
 
 from wirekube_relay import timers
 from wirekube_relay.__main__ import mesh_config, parse_args
-from wirekube_relay.mesh import parse_peers, resolve_delay
+from wirekube_relay.mesh.pool import parse_peers, resolve_delay
 
 
 def test_without_a_secret_file_the_relay_runs_alone() -> None:

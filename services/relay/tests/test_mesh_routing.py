@@ -14,14 +14,14 @@ from hypothesis import strategies as st
 from wirekube_common import wgkey
 from wirekube_common.relayproto import frames as f
 from wirekube_common.relayproto.handshake import ClientHandshake
-from wirekube_relay import meshproto as mp
 from wirekube_relay import timers
-from wirekube_relay.auth import AllowList, Authenticator
+from wirekube_relay.admin.stats import RelayStats
+from wirekube_relay.client.auth import AllowList, Authenticator
 from wirekube_relay.forwarder import Context, RelayConnection
-from wirekube_relay.limits import Limits
-from wirekube_relay.mesh import Mesh
-from wirekube_relay.meshlink import MeshLink
-from wirekube_relay.stats import RelayStats
+from wirekube_relay.limits.bounds import Limits
+from wirekube_relay.mesh import proto as mp
+from wirekube_relay.mesh.link import MeshLink
+from wirekube_relay.mesh.pool import Mesh
 
 SECRET = b"unit-test-pool-secret"
 

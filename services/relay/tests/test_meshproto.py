@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wirekube_relay import meshproto as mp
+from wirekube_relay.mesh import proto as mp
 
 SECRET = b"pool-secret-0123456789abcdef"
 KEY_A = bytes(range(32))

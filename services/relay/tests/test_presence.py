@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wirekube_relay.presence import Presence, PresenceFull
+from wirekube_relay.mesh.presence import Presence, PresenceFull
 
 K1 = b"\x01" * 32
 K2 = b"\x02" * 32

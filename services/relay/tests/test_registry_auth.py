@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from wirekube_common import keyswitch, wgkey
-from wirekube_relay.auth import ROTATION_GRACE_S, AllowList, peer_key, retained
-from wirekube_relay.registry import Registry
+from wirekube_relay.client.auth import ROTATION_GRACE_S, AllowList, peer_key, retained
+from wirekube_relay.client.registry import Registry
 
 
 def test_registry_newest_wins_and_conditional_unregister() -> None:

@@ -109,7 +109,7 @@ def cmd_clients(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _close_code(sock: socket.socket) -> int | None:
-    from wirekube_relay import meshproto as mp  # noqa: PLC0415
+    from wirekube_relay.mesh import proto as mp  # noqa: PLC0415
 
     sock.settimeout(10)
     parser = mp.MeshParser()
@@ -124,7 +124,7 @@ def _close_code(sock: socket.socket) -> int | None:
 
 
 def cmd_join(args: argparse.Namespace) -> dict[str, Any]:
-    from wirekube_relay import meshproto as mp  # noqa: PLC0415
+    from wirekube_relay.mesh import proto as mp  # noqa: PLC0415
 
     secret = b"a guess at the pool secret, wrong"
     with socket.create_connection((args.relay, RELAY_PORT), timeout=5) as sock:
@@ -144,7 +144,7 @@ def cmd_join(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_replay(args: argparse.Namespace) -> dict[str, Any]:
-    from wirekube_relay import meshproto as mp  # noqa: PLC0415
+    from wirekube_relay.mesh import proto as mp  # noqa: PLC0415
 
     with socket.create_connection((args.relay, RELAY_PORT), timeout=5) as sock:
         sock.sendall(bytes.fromhex(args.hello))

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from wirekube_common.relayproto import frames as f
-from wirekube_relay import meshproto as mp
+from wirekube_relay.mesh import proto as mp
 
 LINKS = "wirekube_relay_mesh_links_up"
 TO_REPLICA = 'wirekube_relay_routed_frames_total{path="to-replica"}'

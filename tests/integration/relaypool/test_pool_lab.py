@@ -41,7 +41,7 @@ from wirekube_lab.mesh import MeshLab, peer_name
 from wirekube_lab.pcap import tcp_segments
 from wirekube_lab.ping import PingResult, parse_ping
 from wirekube_lab.processes import LabProcess
-from wirekube_relay import meshproto as mp
+from wirekube_relay.mesh import proto as mp
 
 POOLCLIENT = Path(__file__).resolve().parent / "poolclient.py"
 NODES = ("rp-a", "rp-b", "rp-c", "rp-t", "rp-u")

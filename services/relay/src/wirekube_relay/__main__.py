@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING
 
 from wirekube_common import logs, supervisor
 from wirekube_common.heartbeat import Heartbeat
-from wirekube_relay import limits as lim
 from wirekube_relay import timers
-from wirekube_relay.auth import AllowList, Authenticator
-from wirekube_relay.limits import Limits
-from wirekube_relay.mesh import MeshConfig, parse_peers
-from wirekube_relay.meshproto import load_secret
+from wirekube_relay.admin.stats import RelayStats
+from wirekube_relay.client.auth import AllowList, Authenticator
+from wirekube_relay.limits import bounds as lim
+from wirekube_relay.limits.bounds import Limits
+from wirekube_relay.mesh.pool import MeshConfig, parse_peers
+from wirekube_relay.mesh.proto import load_secret
 from wirekube_relay.server import RelayServer
-from wirekube_relay.stats import RelayStats
 
 if TYPE_CHECKING:
     from wirekube_relay.k8s import PoolMembersWatcher
@@ -92,7 +92,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-registrations",
         type=int,
         default=int(_env("max-registrations", "0")),
-        help="registered keys at most; 0 = sized by the memory limit (limits.py)",
+        help="registered keys at most; 0 = sized by the memory limit (limits/bounds.py)",
     )
     a("--ready-file", default=_env("ready-file", "") or None, help="write bound ports as JSON")
     a(
@@ -206,7 +206,7 @@ async def run(args: argparse.Namespace) -> int:
         max_pending_per_source=args.max_pending_per_source,
         max_connections_per_source=args.max_connections_per_source,
     )
-    from wirekube_relay.admin_grpc import AdminAccess  # noqa: PLC0415 - grpc import is slow
+    from wirekube_relay.admin.service import AdminAccess  # noqa: PLC0415 - grpc import is slow
 
     access = AdminAccess.configure(args.admin_listen, args.admin_token_file)
     host, port = _split(args.listen)
@@ -223,13 +223,13 @@ async def run(args: argparse.Namespace) -> int:
 
     members = _watch_members(server, args, port)
 
-    from wirekube_relay.admin_grpc import serve_admin  # noqa: PLC0415 - grpc import is slow
+    from wirekube_relay.admin.service import serve_admin  # noqa: PLC0415 - grpc import is slow
 
     admin = serve_admin(server, args.admin_listen, access)
     heartbeat = Heartbeat()
     metrics_port = 0
     if args.metrics_listen:
-        from wirekube_relay.metrics import serve_metrics  # noqa: PLC0415
+        from wirekube_relay.admin.metrics import serve_metrics  # noqa: PLC0415
 
         mhost, mport = _split(args.metrics_listen)
         _, metrics_port = serve_metrics(server, mhost, mport, heartbeat)
@@ -308,7 +308,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logs.configure("relay", args.log_level)
-    from wirekube_relay.admin_grpc import AdminAccess, AdminConfigError  # noqa: PLC0415
+    from wirekube_relay.admin.service import AdminAccess, AdminConfigError  # noqa: PLC0415
 
     try:
         AdminAccess.configure(args.admin_listen, args.admin_token_file)

@@ -46,7 +46,7 @@ is written for clarity.
   block, that and a memoryview per frame).
 
 * **Bounded under abuse, off the hot path** (numbers and reasons in
-  limits.py): per-source accounting at accept and HELLO (sources.py); a
+  limits/bounds.py): per-source accounting at accept and HELLO (limits/sources.py); a
   stall timer per pause releases senders ``stall_limit`` after a receiver
   stopped draining; PINGs and lookups of unknown keys are budgeted per
   connection (token buckets made on first use; the unknown-key charge is one
@@ -58,7 +58,7 @@ is written for clarity.
 Before registration the same buffer is parsed with a small frame limit and the
 handshake is driven through ``relayproto.handshake``; any protocol error or a
 failed proof closes the connection with a reason, logged rate-limited
-(refusals.py).
+(limits/refusals.py).
 """
 
 from __future__ import annotations
@@ -73,17 +73,17 @@ from typing import TYPE_CHECKING
 from wirekube_common import wgkey
 from wirekube_common.relayproto import frames as f
 from wirekube_common.relayproto.handshake import HandshakeError, ServerHandshake
-from wirekube_relay import limits as lim
 from wirekube_relay import timers
-from wirekube_relay.limits import Limits
-from wirekube_relay.refusals import RefusalLog
-from wirekube_relay.registry import Registry
-from wirekube_relay.sources import SourceTable, TokenBucket
+from wirekube_relay.client.registry import Registry
+from wirekube_relay.limits import bounds as lim
+from wirekube_relay.limits.bounds import Limits
+from wirekube_relay.limits.refusals import RefusalLog
+from wirekube_relay.limits.sources import SourceTable, TokenBucket
 
 if TYPE_CHECKING:
-    from wirekube_relay.auth import Authenticator
-    from wirekube_relay.mesh import Mesh
-    from wirekube_relay.stats import RelayStats
+    from wirekube_relay.admin.stats import RelayStats
+    from wirekube_relay.client.auth import Authenticator
+    from wirekube_relay.mesh.pool import Mesh
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ _SEND = f.SEND
 _DATA_MASK = f.DATA_MASK
 _KEY = f.KEY_LEN
 _DATA_HDR = f.DATA_OVERHEAD
-# First byte of a replica link (meshproto.MESH_HELLO); never a client frame type.
+# First byte of a replica link (mesh.proto.MESH_HELLO); never a client frame type.
 _MESH_HELLO = 0x40
 #: Free bytes kept before the first frame of every read: a replica link
 #: writes its MESH_DATA header (39 bytes) there instead of copying the run.
@@ -121,7 +121,7 @@ class Context:
     flush_scheduled: bool = False
     sources: SourceTable = field(default_factory=SourceTable)
     refusals: RefusalLog = field(default_factory=lambda: RefusalLog(log))
-    # the replica mesh (mesh.py), when the relay has a mesh secret
+    # the replica mesh (mesh/pool.py), when the relay has a mesh secret
     mesh: Mesh | None = None
 
     def __post_init__(self) -> None:
@@ -234,7 +234,7 @@ class RelayConnection(asyncio.BufferedProtocol):
         self.stall_timer: asyncio.TimerHandle | None = None
         self.stalled = False
         self.reading_paused = False
-        # rate limits on what a client can make the relay do (limits.py),
+        # rate limits on what a client can make the relay do (limits/bounds.py),
         # created on first use: most connections never need them
         self.pings: TokenBucket | None = None
         self.gone_notices: TokenBucket | None = None
@@ -850,7 +850,7 @@ class RelayConnection(asyncio.BufferedProtocol):
 
     def fail(self, reason: str, code: int, message: str) -> None:
         """Close for a refusal or a fault of the client's: counted by reason,
-        logged rate-limited and summarised (refusals.py)."""
+        logged rate-limited and summarised (limits/refusals.py)."""
         self.ctx.refusals.refused(
             self.ctx.loop.time(), reason, self.remote, f"{f.close_name(code)}: {message}"
         )

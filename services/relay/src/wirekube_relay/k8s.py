@@ -35,7 +35,7 @@ from wirekube_common.crd import GROUP, VERSION
 from wirekube_common.kube.connect import Connection
 from wirekube_common.kube.rest import Rest
 from wirekube_common.kube.watch import Informer
-from wirekube_relay.auth import AllowList, peer_key, retained
+from wirekube_relay.client.auth import AllowList, peer_key, retained
 
 log = logging.getLogger(__name__)
 

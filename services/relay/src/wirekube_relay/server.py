@@ -14,7 +14,7 @@ socket and everything that happens on a timer rather than per read:
 * closing connections of keys removed from the allow-list.
 
 ``snapshot()`` gives a consistent copy of the peer table for the admin API;
-it must run on the loop (admin_grpc.py schedules it there).
+it must run on the loop (admin/service.py schedules it there).
 """
 
 from __future__ import annotations
@@ -26,14 +26,23 @@ import socket
 from dataclasses import dataclass
 
 from wirekube_common.relayproto import frames as f
-from wirekube_relay import limits, timers
-from wirekube_relay.auth import Authenticator
+from wirekube_relay import timers
+from wirekube_relay.admin.stats import RelayStats
+from wirekube_relay.client.auth import Authenticator
 from wirekube_relay.forwarder import Context, RelayConnection
-from wirekube_relay.limits import Limits
-from wirekube_relay.mesh import Mesh, MeshConfig
-from wirekube_relay.stats import RelayStats
+from wirekube_relay.limits import bounds as limits
+from wirekube_relay.limits.bounds import Limits
+from wirekube_relay.mesh.pool import Mesh, MeshConfig
 
 log = logging.getLogger(__name__)
+
+
+def listen(sock: socket.socket) -> None:
+    """Give a listening socket, already served by ``loop.create_server(...,
+    backlog=ACCEPT_BATCH)``, the kernel queue of LISTEN_BACKLOG: asyncio uses
+    its ``backlog`` both for ``listen()`` and as the accepts per loop turn,
+    and here the two must differ. Linux takes a second ``listen`` as a resize."""
+    sock.listen(limits.LISTEN_BACKLOG)
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,7 @@ class RelayServer:
         self._server = await loop.create_server(
             lambda: RelayConnection(ctx), sock=sock, backlog=limits.ACCEPT_BATCH
         )
-        limits.listen(sock)
+        listen(sock)
         self.port = sock.getsockname()[1]
         if self.mesh_config is not None:
             cfg = self.mesh_config

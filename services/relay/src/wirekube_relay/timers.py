@@ -1,6 +1,6 @@
 """Every duration and buffer size the relay uses, each with the reason for its value.
 
-Bounds on what one client or address may use are in limits.py."""
+Bounds on what one client or address may use are in limits/bounds.py."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ STALL_LIMIT = 1.5
 #: client that sends but never reads cannot keep a full queue alive.
 STALLED_CLOSE = 20.0
 
-#: Refusal log lines are summarised per this interval (refusals.py).
+#: Refusal log lines are summarised per this interval (limits/refusals.py).
 REFUSAL_LOG_INTERVAL = 10.0
 
 #: A connection over its PING or unknown-key budget is not read for at least
@@ -91,9 +91,9 @@ STAGE_KEEP = 1024 * 1024
 DEFAULT_MAX_PAYLOAD = 0xFFFF
 
 # Per-source, per-connection and relay-wide bounds (pending connections,
-# registrations, rates of control frames): limits.py.
+# registrations, rates of control frames): limits/bounds.py.
 
-# --- replica mesh (mesh.py) -------------------------------------------------
+# --- replica mesh (mesh/pool.py) -------------------------------------------------
 
 #: A registered connection from which nothing arrived for this long is
 #: "quiet": if its key registered on another replica after it, frames for the

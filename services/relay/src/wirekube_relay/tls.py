@@ -10,7 +10,7 @@ transport decrypts before ``buffer_updated`` and encrypts every
 ``transport.write`` at once (before it returns), so the forwarder's reused
 buffers are as safe here as on TCP.
 
-A connection counts against its address's pending share (sources.py) and
+A connection counts against its address's pending share (limits/sources.py) and
 the relay's pending total from the moment it is accepted, not only once TLS
 is up: ``TlsGate`` does that accounting for the TCP connection, refuses over
 the limits before any TLS work, and runs the handshake itself
@@ -33,8 +33,9 @@ import ssl
 from typing import TYPE_CHECKING
 
 from wirekube_common.relayproto import frames as f
-from wirekube_relay import limits
 from wirekube_relay.forwarder import Context, RelayConnection
+from wirekube_relay.limits import bounds as limits
+from wirekube_relay.server import listen
 
 if TYPE_CHECKING:
     from wirekube_relay.server import RelayServer
@@ -145,7 +146,7 @@ async def serve_tls(
     listener = await asyncio.get_running_loop().create_server(
         lambda: TlsGate(ctx, context), sock=sock, backlog=limits.ACCEPT_BATCH
     )
-    limits.listen(sock)
+    listen(sock)
     bound = sock.getsockname()[1]
     log.info("event=listening-tls address=%s:%d", host, bound)
     return listener, bound

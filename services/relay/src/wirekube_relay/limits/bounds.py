@@ -7,13 +7,12 @@ docs/relay-protocol.md ("Behaviour under hostile or slow clients") states the
 same numbers to clients.
 
 ``Limits`` gathers the configurable ones (flags in __main__); the per-source
-table that enforces the per-address bounds is sources.py.
+table that enforces the per-address bounds is limits/sources.py.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,14 +132,6 @@ ACCEPT_BATCH = 64
 #: past that one summary line per reason and interval says how many were not
 #: logged. A flood of thousands of refusals a second makes a few lines.
 REFUSAL_LOG_LINES = 5
-
-
-def listen(sock: socket.socket) -> None:
-    """Give a listening socket, already served by ``loop.create_server(...,
-    backlog=ACCEPT_BATCH)``, the kernel queue of LISTEN_BACKLOG: asyncio uses
-    its ``backlog`` both for ``listen()`` and as the accepts per loop turn,
-    and here the two must differ. Linux takes a second ``listen`` as a resize."""
-    sock.listen(LISTEN_BACKLOG)
 
 
 def memory_budget() -> int:

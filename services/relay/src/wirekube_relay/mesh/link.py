@@ -16,7 +16,7 @@ run to the local connection of that key with the same ``deliver``/``admit``
 as a client's frames (same backpressure on the link's reads); the forwarder
 never routes frames read from a link to another replica. Everything about
 *which* links exist belongs to ``mesh.Mesh``; the wire format to
-``meshproto``.
+``mesh.proto``.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from wirekube_relay import meshproto as mp
 from wirekube_relay import timers
 from wirekube_relay.forwarder import RelayConnection
+from wirekube_relay.mesh import proto as mp
 
 if TYPE_CHECKING:
     from wirekube_relay.forwarder import Context
-    from wirekube_relay.mesh import Address, Mesh
+    from wirekube_relay.mesh.pool import Address, Mesh
 
 log = logging.getLogger(__name__)
 

@@ -5,12 +5,12 @@ them. A frame for a key registered on another replica goes over the link to
 that replica, which delivers it to its client with the original sender's key
 already stamped (the sending replica stamped it, as for a local receiver).
 Frames that came from a replica are only ever delivered locally: at most one
-extra hop, no loops. Wire format and handshake: ``meshproto``; who holds
+extra hop, no loops. Wire format and handshake: ``mesh.proto``; who holds
 which key: ``presence``; design and operations: ``docs/relay-mesh.md``.
 
 Pieces:
 
-* ``meshlink.MeshLink``: one replica link, a ``forwarder.RelayConnection``
+* ``mesh.link.MeshLink``: one replica link, a ``forwarder.RelayConnection``
   reusing the client connections' bounded queues and backpressure, so a slow
   or dead replica link can hold up only the senders writing to it, for at
   most the stall limit, and never the forwarding between local clients.
@@ -38,10 +38,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from wirekube_relay import meshproto as mp
 from wirekube_relay import timers
-from wirekube_relay.meshlink import MeshLink
-from wirekube_relay.presence import Presence, PresenceFull
+from wirekube_relay.mesh import proto as mp
+from wirekube_relay.mesh.link import MeshLink
+from wirekube_relay.mesh.presence import Presence, PresenceFull
 
 if TYPE_CHECKING:
     from wirekube_relay.forwarder import Context, RelayConnection

@@ -8,7 +8,7 @@ for refusing, which the caller turns into a CLOSE and a summarised log line.
 Why per address: the relay-wide bounds (limits.MAX_PENDING, MAX_CONNECTIONS)
 protect the relay, but one address could fill them and lock every other node
 out. With a per-address share, an attacker needs many addresses to do what
-one could; see limits.py for the numbers.
+one could; see limits/bounds.py for the numbers.
 
 An address's counts live while it has connections (bounded by the open
 connections); its registration-attempt bucket until it has refilled (bounded
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wirekube_relay import limits
+from wirekube_relay.limits import bounds as limits
 
 
 @dataclass(slots=True)

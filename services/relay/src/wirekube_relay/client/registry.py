@@ -2,7 +2,7 @@
 
 Policy, documented in docs/relay-protocol.md:
 
-* A key is registered only after its holder proved possession (auth.py), so
+* A key is registered only after its holder proved possession (client/auth.py), so
   an impostor can never create, replace or evict an entry.
 * A *second valid* registration of a key already registered replaces the
   first ("newest proof wins"): it proves possession too, and the usual cause

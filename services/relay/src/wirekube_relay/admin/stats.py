@@ -1,4 +1,4 @@
-"""Relay-wide counters as plain integers (read by metrics.py and admin_grpc.py).
+"""Relay-wide counters as plain integers (read by admin/metrics.py and admin/service.py).
 
 The hot path increments ordinary ints on one object: a Prometheus counter per
 frame would take a lock per increment. Exporters read these at scrape time.

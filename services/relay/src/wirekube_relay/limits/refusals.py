@@ -1,6 +1,6 @@
 """Refusal logs, rate-limited and summarised.
 
-Every refused or failed connection is counted (stats.py, by reason); a log
+Every refused or failed connection is counted (admin/stats.py, by reason); a log
 line for each would let a flood of thousands a second turn into a log flood
 (it did: 61,000 lines in 12 s). ``RefusalLog`` writes the first
 ``per_interval`` lines of each reason in an interval, then nothing for that
@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from wirekube_relay import limits, timers
+from wirekube_relay import timers
+from wirekube_relay.limits import bounds as limits
 
 
 class RefusalLog:

@@ -1,6 +1,6 @@
 """Prometheus metrics for the relay, read at scrape time from RelayStats.
 
-A custom collector turns the plain counters of stats.py into metric families
+A custom collector turns the plain counters of admin/stats.py into metric families
 when Prometheus scrapes (default :9090/metrics), so the hot path never pays
 for a metrics library call.
 """
