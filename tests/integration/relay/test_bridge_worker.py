@@ -15,7 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from wirekube_agent.relay.worker import BridgeWorker, WorkerGone, _recv
+from wirekube_agent.handover.wire import recv_bytes
+from wirekube_agent.relay.worker import BridgeWorker, WorkerGone
 from wirekube_agent.relaying.manager import RelayManager
 from wirekube_agent.relaying.target import RelayTarget
 from wirekube_common import wgkey
@@ -139,7 +140,7 @@ def test_bad_requests_get_an_error_and_change_nothing(relay_factory, wg) -> None
             worker._call({"op": "start", "key": "AA==", "wg_port": 1, "addresses": []})
         garbage = b"\xff{ not json"
         worker._sock.sendall(len(garbage).to_bytes(4, "big") + garbage)
-        assert "error" in json.loads(_recv(worker._sock) or b"")
+        assert "error" in json.loads(recv_bytes(worker._sock) or b"")
         worker.set_relayed_peers({peer})
         assert worker.endpoint_for(peer) == endpoint and worker.alive
     finally:

@@ -12,7 +12,7 @@ from typing import Any
 
 from wirekube_agent.handover.protocol import fd_chunks
 
-_MAX_MESSAGE = 64 * 1024 * 1024
+_MAX_MESSAGE = 64 * 1024 * 1024  # far above the endpoints of any cluster's peers
 _MARK = b"F"
 
 
@@ -23,19 +23,25 @@ def send_json(sock: socket.socket, obj: dict[str, Any]) -> None:
 
 def recv_json(sock: socket.socket) -> dict[str, Any] | None:
     """One message; None at EOF. ValueError for one that is not a JSON object."""
-    head = _read(sock, 4)
-    if head is None:
-        return None
-    size = int.from_bytes(head, "big")
-    if size > _MAX_MESSAGE:
-        raise ValueError(f"message of {size} bytes")
-    data = _read(sock, size)
+    data = recv_bytes(sock)
     if data is None:
         return None
     obj = json.loads(data)
     if not isinstance(obj, dict):
         raise ValueError("a message is a JSON object")
     return obj
+
+
+def recv_bytes(sock: socket.socket) -> bytes | None:
+    """One message's bytes, not parsed; None at EOF (the other side is gone).
+    OSError for a length no message of ours has (a broken stream)."""
+    head = _read(sock, 4)
+    if head is None:
+        return None
+    size = int.from_bytes(head, "big")
+    if size > _MAX_MESSAGE:
+        raise OSError(f"message of {size} bytes")
+    return _read(sock, size)
 
 
 def _read(sock: socket.socket, n: int) -> bytes | None:

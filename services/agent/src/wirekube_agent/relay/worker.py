@@ -63,7 +63,6 @@ from wirekube_agent.relay.pool import DnsSource, RelayPool
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 5.0
-_MAX_MESSAGE = 64 * 1024 * 1024  # far above the endpoints of any cluster's peers
 
 
 class WorkerGone(RuntimeError):
@@ -97,32 +96,6 @@ def _parse_source(msg: dict[str, Any]) -> tuple[list[tuple[str, int]] | None, Dn
             int(d["nameserver_port"]),
         )
     return [(str(h), int(p)) for h, p in msg["addresses"]], None
-
-
-def _send(sock: socket.socket, obj: dict[str, Any]) -> None:
-    data = json.dumps(obj).encode()
-    sock.sendall(len(data).to_bytes(4, "big") + data)
-
-
-def _recv(sock: socket.socket) -> bytes | None:
-    """One message's bytes; None at EOF (the other side is gone)."""
-    head = _read(sock, 4)
-    if head is None:
-        return None
-    size = int.from_bytes(head, "big")
-    if size > _MAX_MESSAGE:
-        raise OSError(f"control message of {size} bytes")
-    return _read(sock, size)
-
-
-def _read(sock: socket.socket, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
 
 
 @dataclass
@@ -202,10 +175,10 @@ class BridgeWorker:
         (in ``reply["fds"]``)."""
         with self._lock:
             try:
-                _send(self._sock, msg)
+                wire.send_json(self._sock, msg)
                 if fds:
                     wire.send_fds(self._sock, fds)
-                data = _recv(self._sock)
+                data = wire.recv_bytes(self._sock)
                 if fds_back and data:
                     reply = json.loads(data)
                     if "error" not in reply:
@@ -371,7 +344,7 @@ def serve(sock: socket.socket) -> None:
     try:
         while True:
             try:
-                data = _recv(sock)
+                data = wire.recv_bytes(sock)
             except OSError:
                 data = None
             if data is None:
@@ -387,7 +360,7 @@ def serve(sock: socket.socket) -> None:
             except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
             try:
-                _send(sock, reply)
+                wire.send_json(sock, reply)
                 if served.pending_fds:
                     fds, served.pending_fds = served.pending_fds, []
                     wire.send_fds(sock, fds)
