@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from wirekube_common.gwhealth.checker import State
+from wirekube_common.kube.mergepatch import merge_patch
 from wirekube_gateway.gateways.health import Reason, Verdict
 from wirekube_gateway.gateways.status import (
     Outcome,
@@ -14,7 +15,6 @@ from wirekube_gateway.gateways.status import (
     ready_condition,
     status_patch,
 )
-from wirekube_gateway.patch import merge_patch
 
 NOW = dt.datetime(2025, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 H = Verdict(State.HEALTHY, Reason.PROBE, "tcp connect in 1 ms")

@@ -40,6 +40,7 @@ from wirekube_agent.timers import (
 )
 from wirekube_common.crd import PeerPath, PeerStatus, ProbeCandidate, derive_transport_mode
 from wirekube_common.crd.peer import MAX_CANDIDATES
+from wirekube_common.kube.mergepatch import merge_patch
 from wirekube_common.wireguard.types import format_endpoint
 
 READY = "Ready"
@@ -351,19 +352,3 @@ def publish(
     if not should_write(base, new, budget, now):
         return None
     return StatusWrite(merge_patch(base.to_dict(), new.to_dict()), Written(new, rv))
-
-
-def merge_patch(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386 patch turning ``current`` into ``new`` (removed keys become null)."""
-    patch: dict[str, Any] = {}
-    for key in current.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        old = current.get(key)
-        if isinstance(value, Mapping) and isinstance(old, Mapping):
-            sub = merge_patch(old, value)
-            if sub:
-                patch[key] = sub
-        elif value != old:
-            patch[key] = value
-    return patch

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wirekube_common.gwhealth.checker import State
+from wirekube_common.kube.mergepatch import merge_patch
 from wirekube_common.kube.times import format_time, parse_time
 from wirekube_gateway.gateways.health import Verdict
-from wirekube_gateway.patch import merge_patch
 from wirekube_gateway.timers import LAST_HEALTH_CHECK_REFRESH_S
 
 READY = "Ready"

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wirekube_common.crd import InvalidObject, Mesh
+from wirekube_common.kube.mergepatch import merge_patch
 from wirekube_common.kube.rest import ApiException, Rest
 from wirekube_common.kube.watch import Informer
 from wirekube_common.relayaddress import NodeAddresses, RelayAddress, choose, status_host
@@ -47,7 +48,6 @@ from wirekube_gateway.managedrelay.kube import (
 )
 from wirekube_gateway.managedrelay.plan import Apply, Delete, Key, Note, plan
 from wirekube_gateway.managedrelay.status import relay_status
-from wirekube_gateway.patch import merge_patch
 from wirekube_gateway.timers import (
     DEBOUNCE_S,
     MESH_SECRET_BYTES,

@@ -1,8 +1,6 @@
-"""JSON merge patches (RFC 7386) for the controller's status writes. Pure.
-
-Both reconcilers (the gateways' and the managed relay's) write their
-status subresources as the smallest merge patch from the status last seen.
-"""
+"""JSON merge patches (RFC 7386) for status writes: the smallest patch from
+the status last seen to the one wanted. Pure; the agent's and the
+controller's status writes share it."""
 
 from __future__ import annotations
 
@@ -11,7 +9,9 @@ from typing import Any
 
 
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The RFC 7386 patch turning ``old`` into ``new`` (``{}`` when equal)."""
+    """The RFC 7386 patch turning ``old`` into ``new`` (``{}`` when equal).
+    Removed keys become null; a key absent from ``old`` whose new value is
+    null is left out (absent and null are the same to a merge patch)."""
     patch: dict[str, Any] = {}
     for key in old.keys() - new.keys():
         patch[key] = None
@@ -21,6 +21,6 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
             sub = merge_patch(before, value)
             if sub:
                 patch[key] = sub
-        elif key not in old or before != value:
+        elif value != before:
             patch[key] = value
     return patch
