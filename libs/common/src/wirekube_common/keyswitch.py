@@ -2,7 +2,7 @@
 
 A node that replaces its WireGuard key pair publishes, in the same write as
 the new ``spec.publicKey`` of its WireKubePeer, the instant at which it will
-switch to it: the annotation ``wirekube.io/key-switch-at`` (RFC 3339, UTC, ms),
+switch to it: the annotation ``wirekube.io/key-switch-at`` (RFC 3339, UTC, µs),
 ``SWITCH_LEAD_S`` after the write. Until then every node keeps using the old
 key; at the instant the rotating node switches its private key and, a moment
 later (``SWAP_DELAY_S``), every other node swaps the peer entry. Each acts on a
@@ -26,11 +26,10 @@ value) is not waited for beyond that.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from wirekube_common.kube.times import unix_or_none
+from wirekube_common.kube.times import format_micro_time, from_unix, unix_or_none
 
 SWITCH_AT_ANNOTATION = "wirekube.io/key-switch-at"  # on the WireKubePeer, RFC 3339
 
@@ -60,11 +59,8 @@ MAX_HOLD_S = SWITCH_LEAD_S + 4.0
 
 
 def format_time(t: float) -> str:
-    return (
-        datetime.datetime.fromtimestamp(t, tz=datetime.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    """``t`` (seconds since the epoch) as the annotation writes it."""
+    return format_micro_time(from_unix(t))
 
 
 def announce(now: float) -> tuple[float, dict[str, str]]:
