@@ -1,5 +1,9 @@
 import asyncio
 import random
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -54,3 +58,74 @@ def test_backoff_is_bounded_and_jittered() -> None:
     values = [next(delays) for _ in range(50)]
     assert all(0 <= v <= MAX_BACKOFF_S for v in values)
     assert max(values[-10:]) > 1.0  # it does grow
+
+
+# A service whose worker thread is stuck (a wedged pass) when SIGTERM comes:
+# the tasks stop, and the process must not wait for the thread for ever.
+_STUCK_SERVICE = """
+import asyncio, sys, threading, time
+from wirekube_common import supervisor
+
+supervisor.THREADS_BOUND_S = float(sys.argv[1])
+
+def stuck_pass():
+    threading.Event().wait()  # never set
+
+async def main():
+    async def passes():
+        await asyncio.to_thread(stuck_pass)
+
+    async def ready():
+        await asyncio.sleep(0.2)
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+    await supervisor.run({"reconcile": passes, "ready": ready})
+
+sys.exit(supervisor.run_main(main()))
+"""
+
+
+def _start_service(bound: float, code: str = _STUCK_SERVICE) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(bound)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_stopping_process_does_not_wait_for_a_stuck_thread_beyond_the_bound() -> None:
+    proc = _start_service(bound=1.0)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    took = time.monotonic() - t0
+    assert proc.returncode == supervisor.EXIT_THREADS_STUCK
+    assert 1.0 <= took < 10, took
+    # it says which thread was stuck, and where
+    assert "still running 1s after the tasks stopped" in err, err
+    assert "in stuck_pass" in err, err
+
+
+# a pass that ends 3 s after it started ("ready" comes after 0.2 s)
+_CLEAN_SERVICE = _STUCK_SERVICE.replace("threading.Event().wait()", "time.sleep(3)")
+
+
+def test_a_clean_shutdown_waits_for_a_pass_that_finishes_in_time() -> None:
+    proc = _start_service(bound=8.0, code=_CLEAN_SERVICE)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "still running" not in err
+    assert time.monotonic() - t0 > 2, "the pass was not waited for"

@@ -19,8 +19,11 @@ from .conftest import HERE, KubeEnv, ordered_pairs, report
 # ~5-15 s, available 5 s later (minReadySeconds).
 ROLLOUT_TIMEOUT_S = 240.0
 # The wedge test's liveness bound (production: 60 s) and how long the kubelet
-# may take to act on it: the bound, then 3 failed probes 10 s apart, plus a
-# loaded host's slack.
+# may take to act on it: the bound, then 3 failed probes 10 s apart, then the
+# agent's exit on SIGTERM (it leaves its stuck pass behind after
+# supervisor.THREADS_BOUND_S, 10 s), plus a loaded host's slack. Measured:
+# 62-71 s when the agent waited for the stuck pass until the grace period's
+# SIGKILL (30 s).
 WEDGE_STALL_S = 10
 WEDGE_RESTART_TIMEOUT_S = 120.0
 # Peers of a deleted node go from the others' WireGuard within a few passes.
@@ -92,8 +95,28 @@ def test_rollout_restart_of_the_agents_under_continuous_ping(flat_dev: KubeEnv) 
     env.wait_until("every pair pings after the rollout", lambda: env.all_pairs_answer(pairs), 60)
 
 
-def _agent_pod(env: KubeEnv, node: str) -> dict[str, Any]:
-    return next(p for p in env.pods("wirekube-agent") if p["spec"]["nodeName"] == node)
+def _agent_pods_once_settled(env: KubeEnv) -> dict[str, str]:
+    """node -> the name of its one agent pod, once the old pods of a surge
+    rollout are gone. `rollout status` returns when the new pods are
+    available, while the old ones may still be terminating on the same
+    nodes: a pod picked by node name alone could be the old one (whose
+    events then hold none of the new pod's restarts)."""
+
+    def settled() -> dict[str, str] | None:
+        pods = env.pods("wirekube-agent")
+        by_node = {p["spec"]["nodeName"]: p["metadata"]["name"] for p in pods}
+        if len(pods) != len(env.nodes) or set(by_node) != set(env.nodes):
+            return None
+        return by_node
+
+    env.wait_until("one agent pod per node", lambda: settled() is not None, ROLLOUT_TIMEOUT_S)
+    names = settled()
+    assert names is not None
+    return names
+
+
+def _pod(env: KubeEnv, name: str) -> dict[str, Any]:
+    return json.loads(env.kubectl("get", "pod", name, "-n", "wirekube-system", "-o", "json").stdout)
 
 
 def _agent_logs(env: KubeEnv, node: str) -> str:
@@ -135,39 +158,54 @@ def test_wedged_agent_control_loop_is_restarted_by_the_kubelet(flat_dev: KubeEnv
     )
     env.cluster.wait_rollout("daemonset/wirekube-agent", "wirekube-system", ROLLOUT_TIMEOUT_S)
     node, others = env.nodes[0], env.nodes[1:]
-    pod = _agent_pod(env, node)
+    names = _agent_pods_once_settled(env)
+    pod = _pod(env, names[node])
     before = _restarts(pod)
-    others_before = {n: _restarts(_agent_pod(env, n)) for n in others}
+    others_before = {n: _restarts(_pod(env, names[n])) for n in others}
     wedge = env.cluster.nodes[node].path(wedge_in_pod)
     wedge.write_text("")
     t0 = time.monotonic()
     try:
         env.wait_until(
             "the kubelet restarted the wedged agent",
-            lambda: _restarts(_agent_pod(env, node)) > before,
+            lambda: _restarts(_pod(env, names[node])) > before,
             WEDGE_RESTART_TIMEOUT_S,
         )
     finally:
         wedge.unlink(missing_ok=True)
     restarted_s = round(time.monotonic() - t0, 1)
-    events = json.loads(
-        env.kubectl(
+
+    def pod_events() -> list[str]:
+        events = env.kubectl(
             "get",
             "events",
             "-n",
             "wirekube-system",
             "-o",
             "json",
-            f"--field-selector=involvedObject.name={pod['metadata']['name']}",
+            f"--field-selector=involvedObject.name={names[node]}",
         ).stdout
-    )["items"]
-    messages = [e.get("message", "") for e in events]
+        return [e.get("message", "") for e in json.loads(events)["items"]]
+
+    # The kubelet posts its events asynchronously: on a loaded host they may
+    # reach the API server after the pod status that counts the restart.
+    deadline = time.monotonic() + 30
+    messages = pod_events()
+    while not any("failed liveness" in m for m in messages) and time.monotonic() < deadline:
+        time.sleep(1)
+        messages = pod_events()
+    last = _pod(env, names[node])["status"]["containerStatuses"][0].get("lastState")
+    assert any("failed liveness probe, will be restarted" in m for m in messages), (last, messages)
     assert any("failed liveness probe, will be restarted" in m for m in messages), messages
     assert any("Liveness probe failed" in m and "503" in m for m in messages), messages
+    # The agent exited on the kubelet's SIGTERM, leaving its stuck pass behind
+    # (supervisor.EXIT_THREADS_STUCK), instead of being killed at the end of
+    # the grace period (137).
+    assert (last or {}).get("terminated", {}).get("exitCode") == 1, last
     env.wait_until(
         "the restarted agent Ready",
         lambda: all(
-            c.get("ready") for c in _agent_pod(env, node)["status"].get("containerStatuses", [])
+            c.get("ready") for c in _pod(env, names[node])["status"].get("containerStatuses", [])
         ),
         60,
     )
@@ -175,7 +213,7 @@ def test_wedged_agent_control_loop_is_restarted_by_the_kubelet(flat_dev: KubeEnv
         "flat-3/dev wedged agent",
         {"stall_bound_s": WEDGE_STALL_S, "wedged_to_restarted_s": restarted_s},
     )
-    after = {n: _restarts(_agent_pod(env, n)) for n in others}
+    after = {n: _restarts(_pod(env, names[n])) for n in others}
     assert after == others_before, (after, {n: _agent_logs(env, n) for n in others})
     env.wait_until("mesh direct again", lambda: set(env.pair_paths().values()) == {"direct"}, 60)
 

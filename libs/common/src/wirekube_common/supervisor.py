@@ -13,7 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
+import threading
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -52,12 +56,64 @@ async def run(tasks: dict[str, TaskFactory], stop: asyncio.Event | None = None) 
         raise TaskFailed(f"task {name} ended: {exc or 'returned'}") from exc
 
 
+#: How long a process that has stopped its tasks waits for its worker
+#: threads (``asyncio.to_thread``: a reconcile pass, a netlink call) before it
+#: exits without them. Well inside the pods' termination grace (30 s), so a
+#: wedged pass costs a liveness restart this much, not the whole grace and a
+#: SIGKILL.
+THREADS_BOUND_S = 10.0
+#: The exit status when worker threads were left behind.
+EXIT_THREADS_STUCK = 1
+
+
 def run_main(main: Coroutine[Any, Any, None]) -> int:
     """``asyncio.run`` for a service's entry point: 0 on a clean shutdown,
-    1 when a task failed (Kubernetes restarts the process)."""
+    1 when a task failed (Kubernetes restarts the process).
+
+    Once the tasks have stopped, ``asyncio.run`` (and then the interpreter)
+    waits for every worker thread to finish, with no limit: a thread stuck
+    in a pass would keep a stopping process alive until the kubelet kills
+    it. So a watchdog armed when the tasks end exits the process after
+    ``THREADS_BOUND_S``, saying what the threads still running were doing."""
+    watchdog = threading.Timer(THREADS_BOUND_S, _exit_without_threads)
+    watchdog.daemon = True
+
+    async def arming(main: Coroutine[Any, Any, None]) -> None:
+        try:
+            await main
+        finally:
+            watchdog.start()
+
     try:
-        asyncio.run(main)
+        asyncio.run(arming(main))
     except TaskFailed as exc:
         log.error("exiting: %s", exc)
         return 1
+    finally:
+        # The interpreter's exit waits for them as well: the watchdog stays
+        # armed while any is left.
+        if not _blocking_threads():
+            watchdog.cancel()
     return 0
+
+
+def _blocking_threads() -> list[threading.Thread]:
+    """The threads the interpreter waits for at exit: all but daemons and the main one."""
+    main = threading.main_thread()
+    return [t for t in threading.enumerate() if not t.daemon and t is not main]
+
+
+def _exit_without_threads() -> None:
+    frames = sys._current_frames()
+    busy = [
+        f"{t.name}:\n{''.join(traceback.format_stack(frames[t.ident]))}"
+        for t in _blocking_threads()
+        if t.ident in frames
+    ]
+    log.error(
+        "worker threads still running %.0fs after the tasks stopped; exiting without them\n%s",
+        THREADS_BOUND_S,
+        "\n".join(busy),
+    )
+    logging.shutdown()
+    os._exit(EXIT_THREADS_STUCK)
