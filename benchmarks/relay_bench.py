@@ -87,9 +87,30 @@ def start_relay() -> tuple[subprocess.Popen[bytes], dict[str, int]]:
 
 
 def cpu_seconds(pid: int) -> float:
+    """User + system time of the whole process, as ``getrusage`` reports it.
+    With the tick-based accounting of this kernel (CONFIG_TICK_CPU_ACCOUNTING,
+    HZ 250) it is a sample: whoever runs when a tick fires is charged the
+    whole 4 ms."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_seconds(pid: int) -> float:
+    """Time the scheduler ran the process's threads, summed (the first field of
+    each ``/proc/<pid>/task/<tid>/schedstat``, nanoseconds): measured at every
+    switch, not sampled at ticks, so short bursts of work between sleeps are
+    counted exactly. Softirq work done while a thread runs (loopback delivery
+    of what it sent) is in it, as in ``cpu_seconds`` (this kernel does not
+    account interrupt time apart: CONFIG_IRQ_TIME_ACCOUNTING is off)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with (
+            contextlib.suppress(FileNotFoundError),
+            open(f"/proc/{pid}/task/{tid}/schedstat") as fh,
+        ):
+            total += int(fh.read().split()[0])
+    return total / 1e9
 
 
 @dataclass

@@ -7,8 +7,7 @@ replica mesh (``--mesh-secret-file``, ``--mesh-peers``), then in one run:
   prebuilt block, as ``relay_bench.py`` does) for ``--seconds`` to one
   receiver registered on the *same* replica, then to one registered on the
   *other* replica. Reported: frames/s delivered, the CPU of both relay
-  processes together (``/proc/<pid>/stat``), and relay CPU per delivered
-  frame; the ratio cross / same is the mesh's cost (target: at most 2x: the
+  processes together, and relay CPU per delivered frame; the ratio cross / same is the mesh's cost (target: at most 2x: the
   cross path is two relays' work by construction, read + write each). The
   cross path's CPU is also split per replica (the sender's, which stamps and
   wraps, and the receiver's, which only unwraps), to show where it goes.
@@ -17,14 +16,21 @@ replica mesh (``--mesh-secret-file``, ``--mesh-peers``), then in one run:
   across; reported: median and 90th percentile round trip and the added
   median (target: under 0.2 ms).
 
-CPU is each relay process's own user + system time (``/proc/<pid>/stat``, what
-``getrusage`` reports), not wall time; the client processes are left out of
-both paths alike. The ratio is also given per round (each cross run against
-the same-replica run just before it) as a median and range, with the
-machine's load average (it is shared).
+CPU is each relay process's own, not wall time, by two measures: the time
+the scheduler ran its threads (``/proc/<pid>/task/*/schedstat``, exact) and
+user + system time (``/proc/<pid>/stat``, what ``getrusage`` reports; this
+kernel samples it at ticks). The client processes are left out of both paths
+alike. The ratio is also given per round (each cross run against the
+same-replica run just before it) as a median and range, with the machine's
+load average (it is shared).
+
+Four busy processes (sender, two replicas, receiver) on this VM's two cores
+share caches and wake each other across CPUs; where the scheduler puts them
+moves the figures as much as anything the relay does. ``--alone N`` gives
+replica N a CPU to itself and everything else the other, to show by how much.
 
     uv run python benchmarks/relay_pool_bench.py [--seconds 5] [--pings 2000] [--size 1400]
-        [--rate 100000 (0: unpaced)] [--rounds 3]
+        [--rate 100000 (0: unpaced)] [--rounds 3] [--alone 0|1]
 
 Loopback only; bounded in time; both replicas are stopped at the end.
 """
@@ -163,8 +169,10 @@ def throughput(
 
     time.sleep(0.5)  # warm up
     r0, p0, t0 = mark(), [rb.cpu_seconds(p) for p in pids], time.monotonic()
+    q0 = [rb.run_seconds(p) for p in pids]
     time.sleep(seconds)
     r1, p1, t1 = mark(), [rb.cpu_seconds(p) for p in pids], time.monotonic()
+    q1 = [rb.run_seconds(p) for p in pids]
     c0, c1 = sum(p0), sum(p1)
     sctl.put("stop")
     rctl.put("stop")
@@ -180,6 +188,10 @@ def throughput(
         # each replica's share: the sender's (first) and the other one
         "cpu_us_per_frame_0": 1e6 * (p1[0] - p0[0]) / max(frames, 1),
         "cpu_us_per_frame_1": 1e6 * (p1[1] - p0[1]) / max(frames, 1),
+        # the same from the scheduler's run time (exact, rb.run_seconds)
+        "run_us_per_frame": 1e6 * (sum(q1) - sum(q0)) / max(frames, 1),
+        "run_us_per_frame_0": 1e6 * (q1[0] - q0[0]) / max(frames, 1),
+        "run_us_per_frame_1": 1e6 * (q1[1] - q0[1]) / max(frames, 1),
     }
 
 
@@ -223,6 +235,43 @@ def latency(send_port: int, echo_port: int, pings: int, size: int) -> list[float
     return rtts
 
 
+def place(pids: list[int], alone: int) -> None:
+    """Replica ``alone`` on CPU 0 by itself; the other replica, this process
+    and the clients it starts (inheriting its affinity) on the other CPUs."""
+    rest = os.sched_getaffinity(0) - {0}
+    if not rest:
+        raise SystemExit("--alone needs at least two CPUs")
+    os.sched_setaffinity(0, rest)
+    for r, pid in enumerate(pids):
+        for tid in os.listdir(f"/proc/{pid}/task"):  # every thread of the replica
+            os.sched_setaffinity(int(tid), {0} if r == alone else rest)
+
+
+def report_cpu(
+    runs: dict[str, list[dict[str, float]]],
+    med: dict[str, dict[str, float]],
+    measure: str,
+    label: str,
+) -> None:
+    """CPU per frame of both paths by one measure (``cpu`` or ``run``), the
+    cross path split per replica, and the ratio: of the medians, and per round
+    (each cross run against the same-replica run just before it: load from
+    elsewhere changes between rounds more than within one)."""
+    k = f"{measure}_us_per_frame"
+    print(f"CPU per frame by {label}:")
+    for name, path in (("same replica", "same"), ("across replicas", "cross")):
+        per_run = ", ".join(f"{x[k]:.2f}" for x in runs[path])
+        print(f"  {name:<16}{med[path][k]:>6.2f} us  ({per_run})")
+    c = med["cross"]
+    print(f"  across, per replica: sender's {c[k + '_0']:.2f} us, receiver's {c[k + '_1']:.2f} us")
+    per_round = [c[k] / s[k] for s, c in zip(runs["same"], runs["cross"], strict=True)]
+    print(
+        f"  across / same: {c[k] / med['same'][k]:.2f}x (target <= 2x); per round "
+        f"{', '.join(f'{r:.2f}' for r in per_round)}: median "
+        f"{statistics.median(per_round):.2f}x, range {min(per_round):.2f}-{max(per_round):.2f}"
+    )
+
+
 def _load() -> str:
     """The 1-minute load average: this machine is shared, so say how busy it was."""
     return f"{os.getloadavg()[0]:.1f}"
@@ -242,6 +291,13 @@ def main() -> None:
     ap.add_argument(
         "--rounds", type=int, default=3, help="same/across measured alternately, medians kept"
     )
+    ap.add_argument(
+        "--alone",
+        type=int,
+        choices=(0, 1),
+        help="give replica 0 (the sender's) or 1 a CPU to itself, everything else the "
+        "other CPUs: how much of the cost is where the scheduler puts four busy processes",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="wkpoolbench") as tmp:
         pool = start_pool(tmp)
@@ -249,6 +305,8 @@ def main() -> None:
             ports = [port for _, port in pool]
             pids = [proc.pid for proc, _ in pool]
             wait_for_mesh(ports)
+            if args.alone is not None:
+                place(pids, args.alone)
             load0 = _load()
             offered = f"{args.rate:,.0f} frames/s offered" if args.rate else "unpaced"
             print(
@@ -263,38 +321,20 @@ def main() -> None:
                     runs[path].append(
                         throughput(ports[0], dst, pids, args.size, args.seconds, args.rate)
                     )
-            print(
-                f"{'path':<16}{'frames/s':>12}{'relay CPU':>11}{'CPU us/frame':>14}  (median of {args.rounds})"
-            )
             med = {
                 path: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                 for path, rs in runs.items()
             }
+            print(f"{'path':<16}{'frames/s':>12}{'relay CPU':>11}   (median of {args.rounds})")
             for name, path in (("same replica", "same"), ("across replicas", "cross")):
                 r = med[path]
-                per_run = ", ".join(f"{x['cpu_us_per_frame']:.2f}" for x in runs[path])
-                print(
-                    f"{name:<16}{r['frames_per_s']:>12,.0f}{r['cpu_pct']:>10.0f}%"
-                    f"{r['cpu_us_per_frame']:>14.2f}  ({per_run})"
-                )
-            c = med["cross"]
-            print(
-                f"across, per replica: sender's {c['cpu_us_per_frame_0']:.2f} us/frame, "
-                f"receiver's {c['cpu_us_per_frame_1']:.2f} us/frame"
-            )
-            ratio = med["cross"]["cpu_us_per_frame"] / med["same"]["cpu_us_per_frame"]
-            print(f"CPU per frame, across / same: {ratio:.2f}x (target <= 2x)")
-            # each round's cross against the same-replica run just before it:
-            # load from elsewhere changes between rounds more than within one
-            per_round = [
-                c["cpu_us_per_frame"] / s["cpu_us_per_frame"]
-                for s, c in zip(runs["same"], runs["cross"], strict=True)
-            ]
-            print(
-                f"per round: {', '.join(f'{r:.2f}' for r in per_round)}; median "
-                f"{statistics.median(per_round):.2f}x, range {min(per_round):.2f}-"
-                f"{max(per_round):.2f}; load average {load0} -> {_load()}"
-            )
+                print(f"{name:<16}{r['frames_per_s']:>12,.0f}{r['cpu_pct']:>10.0f}%")
+            for measure, label in (
+                ("run", "scheduler run time (schedstat, exact)"),
+                ("cpu", "user + system time (/proc stat, tick-sampled)"),
+            ):
+                report_cpu(runs, med, measure, label)
+            print(f"load average {load0} -> {_load()}")
             rtt_same = latency(ports[0], ports[0], args.pings, args.size)
             rtt_cross = latency(ports[0], ports[1], args.pings, args.size)
             print(f"{'path':<16}{'RTT median':>12}{'RTT p90':>10}   ({args.pings} pings)")
