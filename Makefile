@@ -9,7 +9,9 @@ bootstrap:
 lab: bootstrap
 	uv run wirekube-lab run $(TOPOLOGY)
 
-test: bootstrap images
+# The images and the lab's node binaries, side by side (scripts/test-deps.sh).
+test: bootstrap
+	@scripts/test-deps.sh
 	uv run ruff check .
 	uv run lint-imports
 	uv run pytest

@@ -12,9 +12,10 @@
 #   2. uv, then the workspace (every service editable, from uv.lock).
 #   3. gRPC stubs from protos/.
 #   4. The real control plane (kube-apiserver, etcd, kubectl) built from the Go
-#      module proxy into a cache outside the repository; the same for the
-#      node binaries of the lab's kubelet mode (tools/kubenode/build.sh; apt:
-#      containerd, containernetworking-plugins, gcc + libc6-dev for pause).
+#      module proxy into a cache outside the repository. (The node binaries
+#      of the lab's kubelet mode are built by `make test` and the lab itself,
+#      tools/kubenode/build.sh; apt: containerd, containernetworking-plugins,
+#      gcc + libc6-dev for pause.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,7 +71,6 @@ if [[ -x tools/controlplane/build.sh ]]; then
 fi
 
 # kubelet, kube-proxy, kube-scheduler, kube-controller-manager, CoreDNS and
-# pause for the lab's kubelet mode, cached like the control plane.
-if [[ -x tools/kubenode/build.sh ]]; then
-  tools/kubenode/build.sh
-fi
+# pause for the lab's kubelet mode are not built here: `make test` builds them
+# alongside the images (scripts/test-deps.sh), and `wirekube-lab run --kube`
+# on demand; both cache them like the control plane.
