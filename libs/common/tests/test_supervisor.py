@@ -86,28 +86,29 @@ sys.exit(supervisor.run_main(main()))
 """
 
 
-def _start_service(bound: float, code: str = _STUCK_SERVICE) -> subprocess.Popen[str]:
+def _terminate_service(bound: float, code: str = _STUCK_SERVICE) -> tuple[int, str, float]:
+    """Start the service, SIGTERM it once ready: its exit status, its
+    stderr, and how long it took to exit."""
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(bound)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    return proc
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        return proc.returncode, err, time.monotonic() - t0
+    finally:
+        proc.kill()
 
 
 def test_a_stopping_process_does_not_wait_for_a_stuck_thread_beyond_the_bound() -> None:
-    proc = _start_service(bound=1.0)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=20)
-    finally:
-        proc.kill()
-    took = time.monotonic() - t0
-    assert proc.returncode == supervisor.EXIT_THREADS_STUCK
+    status, err, took = _terminate_service(bound=1.0)
+    assert status == supervisor.EXIT_THREADS_STUCK
     assert 1.0 <= took < 10, took
     # it says which thread was stuck, and where
     assert "still running 1s after the tasks stopped" in err, err
@@ -119,13 +120,7 @@ _CLEAN_SERVICE = _STUCK_SERVICE.replace("threading.Event().wait()", "time.sleep(
 
 
 def test_a_clean_shutdown_waits_for_a_pass_that_finishes_in_time() -> None:
-    proc = _start_service(bound=8.0, code=_CLEAN_SERVICE)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=20)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
+    status, err, took = _terminate_service(bound=8.0, code=_CLEAN_SERVICE)
+    assert status == 0, err
     assert "still running" not in err
-    assert time.monotonic() - t0 > 2, "the pass was not waited for"
+    assert took > 2, "the pass was not waited for"
