@@ -265,6 +265,8 @@ for name in "${SERVICES[@]}" controlplane; do
     version="$(version_of "services/$name/pyproject.toml")"
   fi
   ref="$REPO/$name:$version$suffix"
+  # the compose file names the control-plane image: it keeps its own name
+  [[ "$name" == controlplane ]] && ref="docker.io/wirekube/controlplane:$version"
   images+=("$name=$ref")
   printf '%-48s %-10s %s\n' "$ref" \
     "$(podman image inspect --format '{{.Architecture}}' "$ref")" \
