@@ -116,10 +116,14 @@ class GatewayEnv:
         return f"{base}-{self.token}"
 
     # -- controllers -------------------------------------------------------------
-    def start_controller(self, identity: str, *extra: str) -> ControllerProcess:
+    def start_controller(
+        self, identity: str, *extra: str, command: list[str] | None = None
+    ) -> ControllerProcess:
+        """A controller process, ready; ``command`` instead of ``python -m
+        wirekube_gateway`` (a test's hook around it)."""
         port = polling.free_port()
         argv = [
-            sys.executable, "-m", "wirekube_gateway",
+            *(command or [sys.executable, "-m", "wirekube_gateway"]),
             "--kubeconfig", str(self.kubeconfig),
             "--identity", identity,
             "--lease-name", self.lease,

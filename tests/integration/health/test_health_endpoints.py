@@ -7,12 +7,15 @@
   /livez recovers when the loop turns again. A connection flood against its
   metrics port leaves its thread count unchanged and the probe answered.
 * The relay and the STUN responder, on loopback: live and ready once their
-  sockets are bound, /healthz is gone, a flood grows no thread.
-(The gateway controller's endpoints: tests/integration/gateway/test_health.py.)
+  sockets are bound, /healthz is gone, a flood grows no thread; their event
+  loop blocked (wedgeable_loop.py, the same kind of hook), /livez fails within
+  the bound and recovers.
+(The gateway controller's endpoints: tests/integration/gateway/test_probes.py.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -23,6 +26,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,27 +191,23 @@ class Service:
         self._out.close()
 
 
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[tuple[Service, int]]:
+LOOP_STALL_S = 3.0  # the relay's and STUN responder's liveness bound in the wedge tests
+
+
+def service_argv(module: str, args: list[str], wedge: Path | None) -> list[str]:
+    """The service's command line; with ``wedge``, behind wedgeable_loop.py."""
+    if wedge is None:
+        return [sys.executable, "-m", module, *args]
+    hook = str(HERE / "wedgeable_loop.py")
+    return [sys.executable, hook, str(wedge), str(LOOP_STALL_S), module, *args]
+
+
+@contextlib.contextmanager
+def running_relay(tmp_path: Path, wedge: Path | None = None) -> Iterator[tuple[Service, int]]:
     ready = tmp_path / "ready.json"
-    svc = Service(
-        [
-            sys.executable,
-            "-m",
-            "wirekube_relay",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--allowlist",
-            "off",
-            "--ready-file",
-            str(ready),
-        ],
-        tmp_path / "relay.log",
-    )
+    args = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+    args += ["--metrics-listen", "127.0.0.1:0", "--allowlist", "off", "--ready-file", str(ready)]
+    svc = Service(service_argv("wirekube_relay", args, wedge), tmp_path / "relay.log")
     try:
         polling.wait_for(lambda: ready.exists() or svc.proc.poll() is not None, 30, "relay up")
         assert svc.proc.poll() is None, svc.log.read_text()
@@ -216,27 +216,12 @@ def relay(tmp_path: Path) -> Iterator[tuple[Service, int]]:
         svc.stop()
 
 
-@pytest.fixture
-def stun(tmp_path: Path) -> Iterator[tuple[Service, int]]:
+@contextlib.contextmanager
+def running_stun(tmp_path: Path, wedge: Path | None = None) -> Iterator[tuple[Service, int]]:
     port, metrics_port = polling.free_port(), polling.free_port()
-    svc = Service(
-        [
-            sys.executable,
-            "-m",
-            "wirekube_stunprobe",
-            "--address",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--health-address",
-            "",
-            "--metrics-address",
-            "127.0.0.1",
-            "--metrics-port",
-            str(metrics_port),
-        ],
-        tmp_path / "stun.log",
-    )
+    args = ["--address", "127.0.0.1", "--port", str(port), "--health-address", ""]
+    args += ["--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port)]
+    svc = Service(service_argv("wirekube_stunprobe", args, wedge), tmp_path / "stun.log")
     try:
         polling.wait_for(
             lambda: http(metrics_port, "/readyz")[0] == 200 or svc.proc.poll() is not None,
@@ -248,6 +233,18 @@ def stun(tmp_path: Path) -> Iterator[tuple[Service, int]]:
         yield svc, metrics_port
     finally:
         svc.stop()
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[tuple[Service, int]]:
+    with running_relay(tmp_path) as svc:
+        yield svc
+
+
+@pytest.fixture
+def stun(tmp_path: Path) -> Iterator[tuple[Service, int]]:
+    with running_stun(tmp_path) as svc:
+        yield svc
 
 
 def flood_and_probe(pid: int, port: int) -> None:
@@ -280,3 +277,24 @@ def test_stun_probe_endpoints(stun: tuple[Service, int]) -> None:
     assert status == 200 and text.startswith("event loop responsive"), text
     assert http(port, "/healthz")[0] == 404
     flood_and_probe(svc.proc.pid, port)
+
+
+@pytest.mark.parametrize("service", [running_relay, running_stun], ids=["relay", "stun-probe"])
+def test_a_blocked_event_loop_fails_livez_and_recovers(service: Any, tmp_path: Path) -> None:
+    """The loop blocked (the metrics thread answers on): /livez turns 503 once
+    the bound has passed, /readyz and /metrics still answer; unblocked, /livez
+    is 200 again and the process never stopped."""
+    wedge = tmp_path / "wedge"
+    with service(tmp_path, wedge) as (svc, port):
+        polling.wait_for(lambda: http(port, "/livez")[0] == 200, 10, "live")
+        wedge.write_text("")
+        started = time.monotonic()
+        polling.wait_for(lambda: http(port, "/livez")[0] == 503, 30, "livez fails")
+        took = time.monotonic() - started
+        status, text = http(port, "/livez")
+        assert status == 503 and text.startswith("event loop unresponsive"), text
+        assert took >= LOOP_STALL_S - 1.5, took  # not before the bound
+        assert http(port, "/metrics")[0] == 200
+        wedge.unlink()
+        polling.wait_for(lambda: http(port, "/livez")[0] == 200, 30, "livez back")
+        assert svc.proc.poll() is None
