@@ -134,6 +134,27 @@ def _restarts(pod: dict[str, Any]) -> int:
     return int(statuses[0].get("restartCount", 0))
 
 
+def _pod_events(env: KubeEnv, pod: str, wanted: str) -> list[str]:
+    """The messages of a pod's events, once one holds ``wanted`` (or after 30 s):
+    the kubelet posts its events asynchronously, and on a loaded host they may
+    reach the API server after the pod status that counts a restart."""
+    deadline = time.monotonic() + 30
+    while True:
+        events = env.kubectl(
+            "get",
+            "events",
+            "-n",
+            "wirekube-system",
+            "-o",
+            "json",
+            f"--field-selector=involvedObject.name={pod}",
+        ).stdout
+        messages = [e.get("message", "") for e in json.loads(events)["items"]]
+        if any(wanted in m for m in messages) or time.monotonic() > deadline:
+            return messages
+        time.sleep(1)
+
+
 def test_wedged_agent_control_loop_is_restarted_by_the_kubelet(flat_dev: KubeEnv) -> None:
     """/livez fails while the loop is wedged (the HTTP server still answers) and the
     kubelet restarts the container; the other nodes' agents are untouched."""
@@ -174,29 +195,9 @@ def test_wedged_agent_control_loop_is_restarted_by_the_kubelet(flat_dev: KubeEnv
     finally:
         wedge.unlink(missing_ok=True)
     restarted_s = round(time.monotonic() - t0, 1)
-
-    def pod_events() -> list[str]:
-        events = env.kubectl(
-            "get",
-            "events",
-            "-n",
-            "wirekube-system",
-            "-o",
-            "json",
-            f"--field-selector=involvedObject.name={names[node]}",
-        ).stdout
-        return [e.get("message", "") for e in json.loads(events)["items"]]
-
-    # The kubelet posts its events asynchronously: on a loaded host they may
-    # reach the API server after the pod status that counts the restart.
-    deadline = time.monotonic() + 30
-    messages = pod_events()
-    while not any("failed liveness" in m for m in messages) and time.monotonic() < deadline:
-        time.sleep(1)
-        messages = pod_events()
+    messages = _pod_events(env, names[node], "failed liveness")
     last = _pod(env, names[node])["status"]["containerStatuses"][0].get("lastState")
     assert any("failed liveness probe, will be restarted" in m for m in messages), (last, messages)
-    assert any("failed liveness probe, will be restarted" in m for m in messages), messages
     assert any("Liveness probe failed" in m and "503" in m for m in messages), messages
     # The agent exited on the kubelet's SIGTERM, leaving its stuck pass behind
     # (supervisor.EXIT_THREADS_STUCK), instead of being killed at the end of
@@ -216,6 +217,84 @@ def test_wedged_agent_control_loop_is_restarted_by_the_kubelet(flat_dev: KubeEnv
     after = {n: _restarts(_pod(env, names[n])) for n in others}
     assert after == others_before, (after, {n: _agent_logs(env, n) for n in others})
     env.wait_until("mesh direct again", lambda: set(env.pair_paths().values()) == {"direct"}, 60)
+
+
+# The hooks of the process tests (tests/integration/health, .../gateway), run
+# in the images' own Python by `python3 -c`: a wedge file in an emptyDir the
+# test writes on the pod's node blocks the STUN responder's event loop / the
+# controller's reconcile passes. Bounds (production 10 s / 30 s) and probe
+# period (20 s) shortened: what is proven is that the kubelet acts on the
+# service's own /livez, not how long the shipped settings take.
+DEPLOYMENT_WEDGES = {
+    "wirekube-stun-probe": ("stun-probe", HERE.parent / "health" / "wedgeable_loop.py",
+                            ["5", "wirekube_stunprobe"]),
+    "wirekube-gateway-controller": ("controller",
+                                    HERE.parent / "gateway" / "wedgeable_controller.py", ["10"]),
+}  # fmt: skip
+WEDGE_PROBE_PERIOD_S = 5
+
+
+def test_wedged_controller_and_stun_probe_are_restarted_by_the_kubelet(flat_dev: KubeEnv) -> None:
+    env = flat_dev
+    for name, (container, hook, args) in DEPLOYMENT_WEDGES.items():
+        patch = {"spec": {"template": {"spec": {
+            "volumes": [{"name": "wedge", "emptyDir": {}}],
+            "containers": [{
+                "name": container,
+                "command": ["python3", "-c", hook.read_text(), "/wedge/on", *args],
+                "volumeMounts": [{"name": "wedge", "mountPath": "/wedge"}],
+                "livenessProbe": {"periodSeconds": WEDGE_PROBE_PERIOD_S},
+            }],
+        }}}}  # fmt: skip
+        env.kubectl("patch", f"deployment/{name}", "-n", "wirekube-system", "-p", json.dumps(patch))
+    for name in DEPLOYMENT_WEDGES:
+        env.cluster.wait_rollout(f"deployment/{name}", "wirekube-system", ROLLOUT_TIMEOUT_S)
+    # one pod of each, wedged at once (only new pods, the old ones gone)
+    wedged: dict[str, dict[str, Any]] = {}
+    for name in DEPLOYMENT_WEDGES:
+        replicas = json.loads(
+            env.kubectl("get", f"deployment/{name}", "-n", "wirekube-system", "-o", "json").stdout
+        )["spec"]["replicas"]
+        env.wait_until(
+            f"{name}: {replicas} pods",
+            lambda name=name, replicas=replicas: len(env.pods(name)) == replicas,
+            120,
+        )
+        pod = env.pods(name)[0]
+        node = env.cluster.nodes[pod["spec"]["nodeName"]]
+        uid = pod["metadata"]["uid"]
+        wedge = node.path(f"/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~empty-dir/wedge/on")
+        wedged[name] = {"pod": pod["metadata"]["name"], "wedge": wedge, "before": _restarts(pod)}
+        wedge.write_text("")
+    t0 = time.monotonic()
+    took: dict[str, float] = {}
+    try:
+        for name, w in wedged.items():
+            env.wait_until(
+                f"the kubelet restarted the wedged {name}",
+                lambda w=w: _restarts(_pod(env, w["pod"])) > w["before"],
+                WEDGE_RESTART_TIMEOUT_S,
+            )
+            took[name] = round(time.monotonic() - t0, 1)
+            w["wedge"].unlink()
+    finally:
+        for w in wedged.values():
+            w["wedge"].unlink(missing_ok=True)
+    report("flat-3/dev wedged deployments: wedged to restarted, s", took)
+    for name, w in wedged.items():
+        messages = _pod_events(env, w["pod"], "failed liveness")
+        assert any("failed liveness probe, will be restarted" in m for m in messages), (
+            name,
+            messages,
+        )
+        assert any("Liveness probe failed" in m and "503" in m for m in messages), (name, messages)
+        env.wait_until(
+            f"the restarted {name} Ready",
+            lambda w=w: all(
+                c.get("ready") for c in _pod(env, w["pod"])["status"].get("containerStatuses", [])
+            ),
+            90,
+        )
 
 
 def test_drain_and_delete_a_node(flat_dev: KubeEnv) -> None:
