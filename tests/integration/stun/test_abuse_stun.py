@@ -51,12 +51,20 @@ def test_one_source_holding_idle_connections_locks_nobody_out(stun_probe) -> Non
             held.append(s)
         time.sleep(1.0)  # the server has accepted (or refused) them all
         answered = sum(tcp_binding(stun_probe.port, HONEST) for _ in range(24))
-        # the hog is held to its per-source share; the rest were closed at once
-        m = stun_probe.metrics()
+        # the hog is held to its per-source share; the rest were closed at
+        # once. (The gauge counts every source: the honest client's last
+        # connection is counted until the server has read its close, which a
+        # loaded host may not have done yet; seen once: 17.)
+        deadline = time.monotonic() + 5
+        while True:
+            m = stun_probe.metrics()
+            held_by_server = m["wirekube_stun_tcp_connections"]
+            if held_by_server <= 16 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     finally:
         for s in held:
             s.close()
-    held_by_server = m["wirekube_stun_tcp_connections"]
     print(f"stun tcp: {answered}/24 answered for a second source; server held {held_by_server}")
     assert answered == 24
     assert held_by_server <= 16  # limits.MAX_TCP_PER_SOURCE
