@@ -22,8 +22,8 @@ ROLLOUT_TIMEOUT_S = 240.0
 # may take to act on it: the bound, then 3 failed probes 10 s apart, then the
 # agent's exit on SIGTERM (it leaves its stuck pass behind after
 # supervisor.THREADS_BOUND_S, 10 s), plus a loaded host's slack. Measured:
-# 62-71 s when the agent waited for the stuck pass until the grace period's
-# SIGKILL (30 s).
+# 43-51 s; 62-71 s when the agent still waited for its stuck pass until the
+# grace period's SIGKILL (30 s).
 WEDGE_STALL_S = 10
 WEDGE_RESTART_TIMEOUT_S = 120.0
 # Peers of a deleted node go from the others' WireGuard within a few passes.
