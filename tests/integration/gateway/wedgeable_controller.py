@@ -1,4 +1,5 @@
-"""The real gateway controller with one test-only hook, for test_probes.py.
+"""The real gateway controller with one test-only hook, for test_probes.py and
+the kube wedge test (run in the image with ``python3 -c``).
 
 Usage: python wedgeable_controller.py WEDGE_FILE STALL_S CONTROLLER-ARGS...
 

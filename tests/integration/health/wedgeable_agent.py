@@ -1,4 +1,5 @@
-"""The real agent with one test-only hook, for test_health_endpoints.py.
+"""The real agent with one test-only hook, for test_health_endpoints.py and the
+kube wedge test (which runs it in the agent image with ``python3 -c``).
 
 Usage: python wedgeable_agent.py WEDGE_FILE STALL_S AGENT-ARGS...
 

@@ -1,4 +1,5 @@
-"""A real relay or STUN responder with one test-only hook, for test_health_endpoints.py.
+"""A real relay or STUN responder with one test-only hook, for test_health_endpoints.py
+and the kube wedge test (run in the image with ``python3 -c``).
 
 Usage: python wedgeable_loop.py WEDGE_FILE STALL_S MODULE SERVICE-ARGS...
 

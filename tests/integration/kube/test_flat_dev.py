@@ -95,24 +95,24 @@ def test_rollout_restart_of_the_agents_under_continuous_ping(flat_dev: KubeEnv) 
     env.wait_until("every pair pings after the rollout", lambda: env.all_pairs_answer(pairs), 60)
 
 
+def _settled_pods(env: KubeEnv, app: str, count: int) -> list[dict[str, Any]]:
+    """The app's pods, once there are ``count`` of them: the old pods of a
+    rollout gone. `rollout status` returns when the new pods are available,
+    while the old ones may still be terminating on the same nodes: a pod
+    picked among them could be the old one (whose events then hold none of
+    the new pod's restarts)."""
+    env.wait_until(f"{count} {app} pods", lambda: len(env.pods(app)) == count, ROLLOUT_TIMEOUT_S)
+    return env.pods(app)
+
+
 def _agent_pods_once_settled(env: KubeEnv) -> dict[str, str]:
-    """node -> the name of its one agent pod, once the old pods of a surge
-    rollout are gone. `rollout status` returns when the new pods are
-    available, while the old ones may still be terminating on the same
-    nodes: a pod picked by node name alone could be the old one (whose
-    events then hold none of the new pod's restarts)."""
-
-    def settled() -> dict[str, str] | None:
-        pods = env.pods("wirekube-agent")
-        by_node = {p["spec"]["nodeName"]: p["metadata"]["name"] for p in pods}
-        if len(pods) != len(env.nodes) or set(by_node) != set(env.nodes):
-            return None
-        return by_node
-
-    env.wait_until("one agent pod per node", lambda: settled() is not None, ROLLOUT_TIMEOUT_S)
-    names = settled()
-    assert names is not None
-    return names
+    """node -> the name of its one agent pod, once the rollout's old pods are gone."""
+    by_node = {
+        p["spec"]["nodeName"]: p["metadata"]["name"]
+        for p in _settled_pods(env, "wirekube-agent", len(env.nodes))
+    }
+    assert set(by_node) == set(env.nodes), by_node
+    return by_node
 
 
 def _pod(env: KubeEnv, name: str) -> dict[str, Any]:
@@ -159,7 +159,7 @@ def test_wedged_agent_control_loop_is_restarted_by_the_kubelet(flat_dev: KubeEnv
     """/livez fails while the loop is wedged (the HTTP server still answers) and the
     kubelet restarts the container; the other nodes' agents are untouched."""
     env = flat_dev
-    hook = (HERE / "wedge_hook.py").read_text()
+    hook = (HERE.parent / "health" / "wedgeable_agent.py").read_text()
     wedge_in_pod = "/var/lib/wirekube/wedge"
     patch = [
         {
@@ -255,12 +255,7 @@ def test_wedged_controller_and_stun_probe_are_restarted_by_the_kubelet(flat_dev:
         replicas = json.loads(
             env.kubectl("get", f"deployment/{name}", "-n", "wirekube-system", "-o", "json").stdout
         )["spec"]["replicas"]
-        env.wait_until(
-            f"{name}: {replicas} pods",
-            lambda name=name, replicas=replicas: len(env.pods(name)) == replicas,
-            120,
-        )
-        pod = env.pods(name)[0]
+        pod = _settled_pods(env, name, replicas)[0]
         node = env.cluster.nodes[pod["spec"]["nodeName"]]
         uid = pod["metadata"]["uid"]
         wedge = node.path(f"/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~empty-dir/wedge/on")
