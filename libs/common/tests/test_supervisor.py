@@ -124,3 +124,36 @@ def test_a_clean_shutdown_waits_for_a_pass_that_finishes_in_time() -> None:
     assert status == 0, err
     assert "still running" not in err
     assert took > 2, "the pass was not waited for"
+
+
+# A service whose event loop is blocked (a synchronous call that never
+# returns) when SIGTERM comes: the loop never runs the shutdown, and the
+# process must end all the same, saying where it was stuck.
+_BLOCKED_LOOP_SERVICE = """
+import asyncio, sys, time
+from wirekube_common import supervisor
+
+supervisor.SHUTDOWN_BOUND_S = float(sys.argv[1])
+
+def blocking_call():
+    while True:
+        time.sleep(0.1)
+
+async def main():
+    async def blocks():
+        await asyncio.sleep(0.2)
+        print("ready", flush=True)
+        blocking_call()
+
+    await supervisor.run({"blocks": blocks})
+
+sys.exit(supervisor.run_main(main()))
+"""
+
+
+def test_a_process_whose_loop_is_blocked_still_ends_after_sigterm() -> None:
+    status, err, took = _terminate_service(bound=2.0, code=_BLOCKED_LOOP_SERVICE)
+    assert status == supervisor.EXIT_THREADS_STUCK
+    assert 2.0 <= took < 10, took
+    assert "not ended 2s after SIGTERM" in err, err
+    assert "in blocking_call" in err, err  # the main thread's stack

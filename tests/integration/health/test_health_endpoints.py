@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -298,3 +299,23 @@ def test_a_blocked_event_loop_fails_livez_and_recovers(service: Any, tmp_path: P
         wedge.unlink()
         polling.wait_for(lambda: http(port, "/livez")[0] == 200, 30, "livez back")
         assert svc.proc.poll() is None
+
+
+@pytest.mark.parametrize("service", [running_relay, running_stun], ids=["relay", "stun-probe"])
+def test_a_blocked_event_loop_still_ends_on_sigterm(service: Any, tmp_path: Path) -> None:
+    """SIGTERM to a process whose loop is blocked (the loop never runs the
+    shutdown): it ends all the same at the shutdown bound, status 1, with
+    the blocked place in its log; not killed after the pod's grace."""
+    wedge = tmp_path / "wedge"
+    with service(tmp_path, wedge) as (svc, port):
+        wedge.write_text("")
+        polling.wait_for(lambda: http(port, "/livez")[0] == 503, 30, "livez fails")
+        started = time.monotonic()
+        svc.proc.send_signal(signal.SIGTERM)
+        status = svc.proc.wait(LOOP_STALL_S + 10)
+        took = time.monotonic() - started
+        log = svc.log.read_text()
+        assert status == 1, log[-3000:]
+        assert took >= LOOP_STALL_S, took
+        assert f"not ended {LOOP_STALL_S:.0f}s after SIGTERM" in log, log[-3000:]
+        assert "in wedged_here" in log, log[-3000:]

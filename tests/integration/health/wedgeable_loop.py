@@ -6,9 +6,10 @@ Usage: python wedgeable_loop.py WEDGE_FILE STALL_S MODULE SERVICE-ARGS...
 MODULE is ``wirekube_relay`` or ``wirekube_stunprobe``. While WEDGE_FILE
 exists, a task of the service's own event loop blocks it (a synchronous
 sleep, as a stuck call would): nothing on the loop runs, while the metrics
-server's thread answers on. The liveness bound is set to STALL_S so a test
-need not wait the production 10 s. Like wedgeable_agent.py, this file is in
-no package and no image.
+server's thread answers on. The liveness bound is set to STALL_S, and the
+shutdown bound (how long after SIGTERM a process that cannot stop is ended)
+to STALL_S too, so a test need not wait the production 10 s and 20 s. Like
+wedgeable_agent.py, this file is in no package and no image.
 """
 
 from __future__ import annotations
@@ -19,11 +20,16 @@ import os
 import sys
 import time
 
-from wirekube_common import heartbeat
+from wirekube_common import heartbeat, supervisor
+
+
+def wedged_here() -> None:
+    time.sleep(0.1)  # blocks the loop
 
 
 def main() -> int:
     wedge, stall, module, *argv = sys.argv[1:]
+    supervisor.SHUTDOWN_BOUND_S = float(stall)
     real_run, real_check = heartbeat.Heartbeat.run, heartbeat.Heartbeat.check
 
     async def run_and_wedge(self: heartbeat.Heartbeat) -> None:
@@ -31,7 +37,7 @@ def main() -> int:
             while True:
                 await asyncio.sleep(0.1)
                 while os.path.exists(wedge):
-                    time.sleep(0.1)  # blocks the loop
+                    wedged_here()
 
         task = asyncio.get_running_loop().create_task(wedger())
         try:

@@ -286,6 +286,11 @@ def test_wedged_controller_and_stun_probe_are_restarted_by_the_kubelet(flat_dev:
             messages,
         )
         assert any("Liveness probe failed" in m and "503" in m for m in messages), (name, messages)
+        # Each ended within its own bound after the kubelet's SIGTERM (the
+        # STUN responder's blocked loop never runs its shutdown: the
+        # supervisor's shutdown bound ends it), not at the grace's SIGKILL.
+        last = _pod(env, w["pod"])["status"]["containerStatuses"][0].get("lastState")
+        assert (last or {}).get("terminated", {}).get("exitCode") == 1, (name, last)
         env.wait_until(
             f"the restarted {name} Ready",
             lambda w=w: all(

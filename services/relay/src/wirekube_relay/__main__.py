@@ -295,16 +295,6 @@ async def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    # Deliberately the stock asyncio loop, not uvloop: the forwarder hands
-    # transport.write() memoryviews of its reused receive buffer. asyncio copies
-    # whatever the kernel does not take at once; uvloop keeps a reference to the
-    # view and would send bytes that were overwritten by the next read (checked:
-    # corrupts data). Reads of 256 KiB make the event loop's per-read overhead
-    # small anyway.
-    return asyncio.new_event_loop()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logs.configure("relay", args.log_level)
@@ -329,12 +319,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             log.error("event=config-error detail=%r", f"--mesh-endpoints: {exc}")
             sys.exit(2)
     _raise_fd_limit()
-    loop = _new_loop()
-    try:
-        code = loop.run_until_complete(run(args))
-    finally:
-        loop.close()
-    sys.exit(code)
+    # Deliberately the stock asyncio loop (run_main's), not uvloop: the
+    # forwarder hands transport.write() memoryviews of its reused receive
+    # buffer. asyncio copies whatever the kernel does not take at once; uvloop
+    # keeps a reference to the view and would send bytes that were overwritten
+    # by the next read (checked: corrupts data). Reads of 256 KiB make the
+    # event loop's per-read overhead small anyway.
+    sys.exit(supervisor.run_main(run(args)))
 
 
 if __name__ == "__main__":

@@ -73,19 +73,20 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     await supervisor.run({"stun": server.serve, "health": health, "heartbeat": heartbeat.run}, stop)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse(argv)
-    logs.configure("stun-probe", settings.log_level, settings.log_format)
+async def _serve(settings: Settings) -> int:
     try:
-        asyncio.run(run(settings))
-    except supervisor.TaskFailed as exc:
-        log.error("stopping: %s", exc)
-        return 1
+        await run(settings)
     except OSError as exc:  # a port that cannot be bound, before the supervisor runs
         log.error("cannot start: %s", exc)
         return 1
     log.info("stopped")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse(argv)
+    logs.configure("stun-probe", settings.log_level, settings.log_format)
+    return supervisor.run_main(_serve(settings))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 WIREGUARD_RUN_DIR = "/run/wireguard"
+#: How long a process that ignored SIGTERM has to write its stacks after SIGABRT.
+ABORT_GRACE_S = 2.0
 _PRIVATE_WG = (
     f"mkdir -p {WIREGUARD_RUN_DIR} && "
     f'mount -t tmpfs -o mode=0755 wklab-wireguard {WIREGUARD_RUN_DIR} && exec "$@"'
@@ -99,12 +101,19 @@ class LabProcess:
                 os.kill(self.pid, sig)
 
     def stop(self, grace: float = 3.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit code."""
+        """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit code.
+
+        A process that outlives the grace gets SIGABRT first: the lab's Python
+        processes run with ``PYTHONFAULTHANDLER`` (``spawn``), so one that
+        hangs on its way out leaves every thread's stack in its log."""
         if self.alive:
             self.signal(signal.SIGTERM)
             try:
                 return self.popen.wait(grace)
             except subprocess.TimeoutExpired:
+                self.signal(signal.SIGABRT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.popen.wait(ABORT_GRACE_S)
                 self.signal(signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     return self.popen.wait(5)
@@ -156,7 +165,8 @@ def spawn(
     cwd: Path | None = None,
 ) -> LabProcess:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = dict(os.environ)
+    # Stacks on a fatal signal, and on the SIGABRT of a stop that timed out.
+    full_env = dict(os.environ) | {"PYTHONFAULTHANDLER": "1"}
     if env:
         full_env.update(env)
     with open(log_path, "ab") as log:
