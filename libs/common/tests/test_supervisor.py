@@ -108,7 +108,7 @@ def _terminate_service(bound: float, code: str = _STUCK_SERVICE) -> tuple[int, s
 
 def test_a_stopping_process_does_not_wait_for_a_stuck_thread_beyond_the_bound() -> None:
     status, err, took = _terminate_service(bound=1.0)
-    assert status == supervisor.EXIT_THREADS_STUCK
+    assert status == supervisor.EXIT_STUCK
     assert 1.0 <= took < 10, took
     # it says which thread was stuck, and where
     assert "still running 1s after the tasks stopped" in err, err
@@ -153,7 +153,7 @@ sys.exit(supervisor.run_main(main()))
 
 def test_a_process_whose_loop_is_blocked_still_ends_after_sigterm() -> None:
     status, err, took = _terminate_service(bound=2.0, code=_BLOCKED_LOOP_SERVICE)
-    assert status == supervisor.EXIT_THREADS_STUCK
+    assert status == supervisor.EXIT_STUCK
     assert 2.0 <= took < 10, took
     assert "not ended 2s after SIGTERM" in err, err
     assert "in blocking_call" in err, err  # the main thread's stack

@@ -200,7 +200,7 @@ def test_wedged_agent_control_loop_is_restarted_by_the_kubelet(flat_dev: KubeEnv
     assert any("failed liveness probe, will be restarted" in m for m in messages), (last, messages)
     assert any("Liveness probe failed" in m and "503" in m for m in messages), messages
     # The agent exited on the kubelet's SIGTERM, leaving its stuck pass behind
-    # (supervisor.EXIT_THREADS_STUCK), instead of being killed at the end of
+    # (supervisor.EXIT_STUCK), instead of being killed at the end of
     # the grace period (137).
     assert (last or {}).get("terminated", {}).get("exitCode") == 1, last
     env.wait_until(

@@ -132,9 +132,11 @@ def test_prometheus_scrapes_every_target_and_counts_peers_by_path(ml: Any) -> No
     ages = ml.values("time() - wirekube_peer_last_handshake_timestamp_seconds", "peer")
     assert len(ml.query("wirekube_peer_last_handshake_timestamp_seconds")) == 6
     assert all(0 <= age < 300 for age in ages.values()), ages
-    # Relay first, then direct: each direct end upgraded at least once.
-    upgrades = ml.values('sum(wirekube_path_changes_total{from="relay", to="direct"})', "")
-    assert upgrades[""] >= 4, upgrades
+    # Each direct end came to direct at least once: from the relay, or from
+    # down when its direct path was proven before its relay link was up (a
+    # loaded host: a clean rehearsal counted 3 relay->direct, not 4).
+    upgrades = ml.values('sum by (from) (wirekube_path_changes_total{to="direct"})', "from")
+    assert sum(upgrades.values()) >= 4, upgrades
     # The set-up histograms saw every peer's first handshake (6 peer ends).
     assert ml.values("sum(wirekube_peer_time_to_first_handshake_seconds_count)", "") == {"": 6.0}
     assert ml.values("sum(wirekube_peer_time_to_direct_seconds_count)", "") == {"": 4.0}

@@ -78,12 +78,12 @@ THREADS_BOUND_S = 10.0
 #: pods' termination grace (30 s), with room for the threads' bound.
 SHUTDOWN_BOUND_S = 20.0
 #: The exit status when a bound was passed.
-EXIT_THREADS_STUCK = 1
+EXIT_STUCK = 1
 
 
 class _Bound:
     """Ends the process at a deadline unless it ended first: status
-    ``EXIT_THREADS_STUCK``, with the stack of every thread still running in
+    ``EXIT_STUCK``, with the stack of every thread still running in
     the log. Armed from the main thread only (signal handlers run there), so
     it takes no lock: a handler that interrupts ``arm`` could not take it."""
 
@@ -171,4 +171,4 @@ def _exit_stuck(why: str) -> None:
     ]
     log.error("%s; exiting\n%s", why, "\n".join(stacks))
     logging.shutdown()
-    os._exit(EXIT_THREADS_STUCK)
+    os._exit(EXIT_STUCK)
