@@ -28,9 +28,12 @@ Four busy processes (sender, two replicas, receiver) on this VM's two cores
 share caches and wake each other across CPUs; where the scheduler puts them
 moves the figures as much as anything the relay does. ``--alone N`` gives
 replica N a CPU to itself and everything else the other, to show by how much.
+``--matched`` measures each replica's hop across against a local hop by the
+same replica in the same place (alone on a CPU, as replicas on their own
+nodes are in production) and adds the two hops' ratios.
 
     uv run python benchmarks/relay_pool_bench.py [--seconds 5] [--pings 2000] [--size 1400]
-        [--rate 100000 (0: unpaced)] [--rounds 3] [--alone 0|1]
+        [--rate 100000 (0: unpaced)] [--rounds 3] [--alone 0|1 | --matched]
 
 Loopback only; bounded in time; both replicas are stopped at the end.
 """
@@ -247,6 +250,45 @@ def place(pids: list[int], alone: int) -> None:
             os.sched_setaffinity(int(tid), {0} if r == alone else rest)
 
 
+def matched(ports: list[int], pids: list[int], args: argparse.Namespace) -> None:
+    """Each replica's hop across against a local hop by the same replica in the
+    same place: alone on a CPU, the clients and the other replica elsewhere
+    (as in production, where a pool's replicas run on different nodes and the
+    agents on others still).
+
+    On two CPUs the four busy processes cannot all be placed that way at
+    once, and where they land moves the plain ratio more than the relay does
+    (see ``--alone``). So each round measures, with replica 0 alone, its
+    local hop and its (sending) hop across; then, with replica 1 alone, its
+    local hop and its (receiving) hop across. The cross path's cost in that
+    placement, as a multiple of a local one, is the sum of the two hops'
+    ratios."""
+    print(
+        f"matched placement: two replicas {ports} (pids {pids}), {args.size} B frames, "
+        f"{args.seconds:.0f} s per run, {args.rate:,.0f} frames/s offered"
+    )
+    hops: dict[int, list[tuple[float, float]]] = {0: [], 1: []}
+    for _ in range(args.rounds):
+        for r in (0, 1):
+            place(pids, r)
+            local = throughput(ports[r], ports[r], pids, args.size, args.seconds, args.rate)
+            cross = throughput(ports[0], ports[1], pids, args.size, args.seconds, args.rate)
+            hops[r].append((local[f"run_us_per_frame_{r}"], cross[f"run_us_per_frame_{r}"]))
+    print("CPU per frame by scheduler run time (schedstat), each replica alone on a CPU:")
+    for r, role in ((0, "sending"), (1, "receiving")):
+        rows = ", ".join(f"{c:.2f}/{lo:.2f}" for lo, c in hops[r])
+        ratios = [c / lo for lo, c in hops[r]]
+        print(
+            f"  replica {r}: {role} hop across / its local hop: median "
+            f"{statistics.median(ratios):.2f}x  (us per frame, per round: {rows})"
+        )
+    sums = [c0 / lo0 + c1 / lo1 for (lo0, c0), (lo1, c1) in zip(hops[0], hops[1], strict=True)]
+    print(
+        f"  across / same: {statistics.median(sums):.2f}x (target <= 2x); per round "
+        f"{', '.join(f'{x:.2f}' for x in sums)}"
+    )
+
+
 def report_cpu(
     runs: dict[str, list[dict[str, float]]],
     med: dict[str, dict[str, float]],
@@ -298,13 +340,24 @@ def main() -> None:
         help="give replica 0 (the sender's) or 1 a CPU to itself, everything else the "
         "other CPUs: how much of the cost is where the scheduler puts four busy processes",
     )
+    ap.add_argument(
+        "--matched",
+        action="store_true",
+        help="measure each replica's hop across against its own local hop, each alone on "
+        "a CPU (the placement production has); throughput only",
+    )
     args = ap.parse_args()
+    if args.matched and (args.alone is not None or not args.rate):
+        raise SystemExit("--matched places the replicas itself and needs a --rate")
     with tempfile.TemporaryDirectory(prefix="wkpoolbench") as tmp:
         pool = start_pool(tmp)
         try:
             ports = [port for _, port in pool]
             pids = [proc.pid for proc, _ in pool]
             wait_for_mesh(ports)
+            if args.matched:
+                matched(ports, pids, args)
+                return
             if args.alone is not None:
                 place(pids, args.alone)
             load0 = _load()
