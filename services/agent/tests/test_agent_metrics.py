@@ -18,6 +18,7 @@ from wirekube_agent.paths.prober import Prober
 from wirekube_agent.paths.rules import PathState, Target
 from wirekube_agent.peerstats import PeerStats, Traffic
 from wirekube_agent.reconciler import Observed
+from wirekube_agent.relaying.manager import LinkStats
 from wirekube_common import wgkey
 from wirekube_common.stun.nat import Filtering, Mapping, NatReport, NatType
 from wirekube_common.wireguard.types import DeviceState, PeerState
@@ -70,7 +71,12 @@ def fake_reconciler(prober: Prober, stats: PeerStats, paths: dict[str, PathState
         discovery=Discovery(EP_A, "stun"),
         relays=SimpleNamespace(
             last_available=True,
-            links={"198.18.0.10:3478": (True, 2), "198.18.0.11:3478": (False, 0)},
+            links={
+                "198.18.0.10:3478": LinkStats(
+                    True, connects=2, frames_tx=40, frames_rx=38, drops_tx=3, malformed_rx=1
+                ),
+                "198.18.0.11:3478": LinkStats(False),
+            },
         ),
         settings=SimpleNamespace(node_name="a"),
         peer_name="node-a",
@@ -146,6 +152,11 @@ def test_a_scrape_shows_each_peer_its_path_rtt_bytes_and_the_agent() -> None:
     assert m[("wirekube_agent_relay_available", ())] == 1.0
     assert m[("wirekube_agent_relay_link_up", (("relay", "198.18.0.11:3478"),))] == 0.0
     assert m[("wirekube_agent_relay_link_connects_total", (("relay", "198.18.0.10:3478"),))] == 2.0
+    r10 = ("relay", "198.18.0.10:3478")
+    assert m[("wirekube_agent_relay_frames_total", (("direction", "tx"), r10))] == 40.0
+    assert m[("wirekube_agent_relay_frames_total", (("direction", "rx"), r10))] == 38.0
+    assert m[("wirekube_agent_relay_dropped_frames_total", (("reason", "link_down"), r10))] == 3.0
+    assert m[("wirekube_agent_relay_dropped_frames_total", (("reason", "malformed"), r10))] == 1.0
     assert m[("wirekube_reconciles_total", ())] == 7.0
 
     check = subprocess.run(

@@ -1,7 +1,7 @@
 import ipaddress
 
 from wirekube_agent import decide
-from wirekube_agent.relaying.manager import RelayManager
+from wirekube_agent.relaying.manager import LinkStats, RelayManager
 from wirekube_agent.relaying.target import Lookups, nodes_due, relay_target, service_due
 from wirekube_agent.timers import RELAY_LOSS_GRACE_S, RELAY_NODES_REFRESH_S, RESYNC_INTERVAL_S
 from wirekube_common.crd import MeshSpec
@@ -97,7 +97,13 @@ class _Worker:
 
     def links(self) -> dict[str, dict[str, object]]:
         return {
-            r: {"up": r in self.live, "connects": 1, "error": self.errors.get(r, "")}
+            r: {
+                "up": r in self.live,
+                "connects": 1,
+                "error": self.errors.get(r, ""),
+                "frames_tx": 5,
+                "frames_rx": 4,
+            }
             for r in self.REPLICAS
         }
 
@@ -126,7 +132,10 @@ def test_a_relay_that_reconnects_stays_available() -> None:
     manager.bridge = worker  # type: ignore[assignment]
     assert manager.available
     # What the metrics read: every replica link, up or not.
-    assert manager.links == {"198.18.0.10:3478": (True, 1), "198.18.0.11:3478": (False, 1)}
+    assert manager.links == {
+        "198.18.0.10:3478": LinkStats(True, connects=1, frames_tx=5, frames_rx=4),
+        "198.18.0.11:3478": LinkStats(False, connects=1, frames_tx=5, frames_rx=4),
+    }
     assert manager.last_available
     worker.live = ()  # the link is reconnecting
     now[0] = 101.0

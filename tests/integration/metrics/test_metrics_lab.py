@@ -151,17 +151,20 @@ def _host_of(ml: Any, labels: dict[str, str]) -> str:
 
 
 def test_counters_move_with_relayed_traffic(ml: Any) -> None:
-    """Pings between the relayed pair show in both agents' byte counters and the
-    relay's, as Prometheus scraped them. No scrape crosses that pair (Prometheus
-    is in mt-home), so the growth is the pings' and WireGuard keepalives'."""
+    """Pings between the relayed pair show in both agents' byte counters, their
+    relay links' packet counters and the relay's, as Prometheus scraped them.
+    No scrape crosses that pair (Prometheus is in mt-home), so the growth is
+    the pings' and WireGuard keepalives'."""
     tx = f'wirekube_peer_transmit_bytes_total{{node="{CLOUD_A}", peer="{peer_name(CLOUD_B)}"}}'
     rx = f'wirekube_peer_receive_bytes_total{{node="{CLOUD_B}", peer="{peer_name(CLOUD_A)}"}}'
     relayed = "sum(wirekube_relay_bytes_forwarded_total)"
+    link_tx = f'sum(wirekube_agent_relay_frames_total{{node="{CLOUD_A}", direction="tx"}})'
+    link_rx = f'sum(wirekube_agent_relay_frames_total{{node="{CLOUD_B}", direction="rx"}})'
 
-    def read() -> tuple[float, float, float]:
-        values = [ml.values(q, "") for q in (tx, rx, relayed)]
+    def read() -> tuple[float, ...]:
+        values = [ml.values(q, "") for q in (tx, rx, relayed, link_tx, link_rx)]
         assert all(len(v) == 1 for v in values), values
-        return tuple(next(iter(v.values())) for v in values)  # type: ignore[return-value]
+        return tuple(next(iter(v.values())) for v in values)
 
     before = read()
     argv = ["ping", "-n", "-q", "-c", str(PING_COUNT), "-i", "0.05", "-s", str(PING_SIZE),
@@ -181,13 +184,19 @@ def test_counters_move_with_relayed_traffic(ml: Any) -> None:
             if (now := read())[0] - before[0] >= sent_bytes
             and now[1] - before[1] >= sent_bytes
             and now[2] - before[2] >= 2 * received * PING_SIZE
+            # one WireGuard packet per request, out of cloud-a's relay link
+            # and into cloud-b's
+            and now[3] - before[3] >= received
+            and now[4] - before[4] >= received
             else None
         ),
         10 + SCRAPE_LAG_S,
     )
     print(
         f"\nrelayed pings ({received}x{PING_SIZE} B each way): cloud-a tx +{grown[0] - before[0]:.0f} B, "
-        f"cloud-b rx +{grown[1] - before[1]:.0f} B, relay forwarded +{grown[2] - before[2]:.0f} B"
+        f"cloud-b rx +{grown[1] - before[1]:.0f} B, relay forwarded +{grown[2] - before[2]:.0f} B, "
+        f"relay link packets: cloud-a tx +{grown[3] - before[3]:.0f}, "
+        f"cloud-b rx +{grown[4] - before[4]:.0f}"
     )
     # The same growth through PromQL's counter functions (what the dashboard plots).
     assert float(ml.query(f"increase({tx}[1m])")[0]["value"][1]) >= sent_bytes * 0.9

@@ -42,13 +42,18 @@ def test_traffic_both_ways_through_a_worker(relay_factory, nodes, h, wg) -> None
         assert b.bridge.pool.wait_live(1, 10)
         name = f"{relay.address[0]}:{relay.address[1]}"
         assert worker.live_replicas() == (name,)
-        assert worker.links() == {name: {"up": True, "connects": 1, "error": ""}}
+        counters = {"frames_tx": 0, "frames_rx": 0, "drops_tx": 0, "malformed_rx": 0}
+        assert worker.links() == {name: {"up": True, "connects": 1, "error": ""} | counters}
         there = h.Flow(a, b).start()
         back = h.Flow(b, a).start()
         h.wait_for(lambda: len(there.received) > 30 and len(back.received) > 30, 10, "flows")
         there.stop()
         back.stop()
         assert there.loss() == 0 and back.loss() == 0
+        # what the agent's metrics read: every packet of both flows, counted
+        # by the worker's link (wirekube_agent_relay_frames_total)
+        counters |= {"frames_tx": there.sent, "frames_rx": back.sent}
+        assert worker.links() == {name: {"up": True, "connects": 1, "error": ""} | counters}
         # the endpoint of a peer stays while it stays relayed, as in-process
         endpoint = worker.endpoint_for(b.pub)
         worker.set_relayed_peers({b.pub, b"\x07" * 32})

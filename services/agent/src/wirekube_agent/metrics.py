@@ -28,7 +28,9 @@ Per agent: ``wirekube_path_changes_total{from,to}``, the histograms
 the info metrics ``wirekube_agent_info``, ``wirekube_nat_info`` and
 ``wirekube_endpoint_info``, the relay links ``wirekube_agent_relay_available``,
 ``wirekube_agent_relay_link_up{relay}``,
-``wirekube_agent_relay_link_connects_total{relay}``, and the loop's own
+``wirekube_agent_relay_link_connects_total{relay}``,
+``wirekube_agent_relay_frames_total{relay,direction}``,
+``wirekube_agent_relay_dropped_frames_total{relay,reason}``, and the loop's own
 health (passes, API requests and writes, watches).
 """
 
@@ -214,10 +216,25 @@ class AgentCollector(Collector):
             "Times this agent's link to the relay replica connected",
             labels=["relay"],
         )
-        for replica, (is_up, n) in sorted(links.items()):
-            up.add_metric([replica], 1.0 if is_up else 0.0)
-            connects.add_metric([replica], float(n))
-        yield from (up, connects)
+        frames = CounterMetricFamily(
+            "wirekube_agent_relay_frames",
+            "Packets this agent wrote to the relay replica (tx) and the replica delivered (rx)",
+            labels=["relay", "direction"],
+        )
+        dropped = CounterMetricFamily(
+            "wirekube_agent_relay_dropped_frames",
+            "Relayed packets this agent dropped: link_down, to the replica while the link was "
+            "down or its write failed; malformed, batched packets from it that did not parse",
+            labels=["relay", "reason"],
+        )
+        for replica, link in sorted(links.items()):
+            up.add_metric([replica], 1.0 if link.up else 0.0)
+            connects.add_metric([replica], float(link.connects))
+            frames.add_metric([replica, "tx"], float(link.frames_tx))
+            frames.add_metric([replica, "rx"], float(link.frames_rx))
+            dropped.add_metric([replica, "link_down"], float(link.drops_tx))
+            dropped.add_metric([replica, "malformed"], float(link.malformed_rx))
+        yield from (up, connects, frames, dropped)
 
     def _loop(self) -> Iterator[Metric]:
         obs = self.r.observed

@@ -22,7 +22,8 @@ length, request then reply; keys travel in base64:
     {"op": "retarget", "addresses" | "dns"} -> {}
     {"op": "rekey", "key"}                  -> {} (key rotation: links re-register)
     {"op": "live"}                          -> {"live": ["ip:port", ...]}
-    {"op": "links"}                         -> {"links": {"ip:port": {"up", "connects", "error"}}}
+    {"op": "links"}                         -> {"links": {"ip:port": {"up", "connects", "error",
+                                               "frames_tx", "frames_rx", "drops_tx", "malformed_rx"}}}
     {"op": "export"}                        -> {"keys": [...]} + one socket per key (SCM_RIGHTS);
                                                the bridge retires (handover)
     {"op": "quiesce"}                       -> {} (the new bridge registers now: stop reading)
@@ -314,7 +315,15 @@ class _Served:
         if op == "links":
             return {
                 "links": {
-                    name: {"up": link.up, "connects": link.connects, "error": link.last_error}
+                    name: {
+                        "up": link.up,
+                        "connects": link.connects,
+                        "error": link.last_error,
+                        "frames_tx": link.frames_tx,
+                        "frames_rx": link.frames_rx,
+                        "drops_tx": link.drops_tx,
+                        "malformed_rx": link.malformed_rx,
+                    }
                     for name, link in dict(self.pool.links).items()
                 }
             }

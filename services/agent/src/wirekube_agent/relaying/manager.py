@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wirekube_agent.model import FWMARK
@@ -38,6 +39,37 @@ if TYPE_CHECKING:
     from wirekube_agent.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LinkStats:
+    """One replica link as the bridge worker last reported it (metrics read
+    these). The counters are the link's since its bridge started: a new
+    bridge (a new target, a WireGuard port change) starts them from 0, which
+    Prometheus reads as a counter reset."""
+
+    up: bool
+    connects: int = 0  # times it connected
+    frames_tx: int = 0  # packets written to the replica
+    frames_rx: int = 0  # packets it delivered to us
+    drops_tx: int = 0  # packets not written: the link was down or the write failed
+    malformed_rx: int = 0  # batched packets from the replica that did not parse
+
+    @classmethod
+    def from_worker(cls, link: Mapping[str, object]) -> LinkStats:
+        def count(name: str) -> int:
+            value = link.get(name, 0)
+            return value if isinstance(value, int) else 0
+
+        return cls(
+            up=bool(link.get("up")),
+            connects=count("connects"),
+            frames_tx=count("frames_tx"),
+            frames_rx=count("frames_rx"),
+            drops_tx=count("drops_tx"),
+            malformed_rx=count("malformed_rx"),
+        )
+
 
 #: The environment variables that choose a proxy (curl's and urllib's names).
 PROXY_ENV = ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY")
@@ -105,9 +137,8 @@ class RelayManager:
         self.reason = "not configured yet"
         self._clock = clock
         self._live_at: float | None = None  # last time a replica was seen live
-        # Each replica link as ``available`` last saw it (metrics read this):
-        # replica -> (up, times it connected).
-        self.links: dict[str, tuple[bool, int]] = {}
+        # Each replica link as ``available`` last saw it (metrics read this).
+        self.links: dict[str, LinkStats] = {}
         self.last_available = False
         # The old agent's bridge sockets, taken over (wirekube_agent.handover):
         # the next bridge starts with them. Descriptors we own until then.
@@ -288,11 +319,8 @@ class RelayManager:
             links = self.bridge.links()
         except (WorkerGone, ValueError):
             links = {}
-        self.links = {
-            name: (bool(link.get("up")), int(link.get("connects", 0)))
-            for name, link in links.items()
-        }
-        if any(up for up, _ in self.links.values()):
+        self.links = {name: LinkStats.from_worker(link) for name, link in links.items()}
+        if any(link.up for link in self.links.values()):
             self._live_at = now
             self.reason = ""
             return True
