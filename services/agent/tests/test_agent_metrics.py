@@ -18,7 +18,7 @@ from wirekube_agent.paths.prober import Prober
 from wirekube_agent.paths.rules import PathState, Target
 from wirekube_agent.peerstats import PeerStats, Traffic
 from wirekube_agent.reconciler import Observed
-from wirekube_agent.relaying.manager import LinkStats
+from wirekube_agent.relay.link import LinkStats
 from wirekube_common import wgkey
 from wirekube_common.stun.nat import Filtering, Mapping, NatReport, NatType
 from wirekube_common.wireguard.types import DeviceState, PeerState

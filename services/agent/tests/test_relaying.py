@@ -1,7 +1,8 @@
 import ipaddress
 
 from wirekube_agent import decide
-from wirekube_agent.relaying.manager import LinkStats, RelayManager
+from wirekube_agent.relay.link import LinkStats
+from wirekube_agent.relaying.manager import RelayManager
 from wirekube_agent.relaying.target import Lookups, nodes_due, relay_target, service_due
 from wirekube_agent.timers import RELAY_LOSS_GRACE_S, RELAY_NODES_REFRESH_S, RESYNC_INTERVAL_S
 from wirekube_common.crd import MeshSpec

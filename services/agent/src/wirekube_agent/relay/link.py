@@ -37,6 +37,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from tenacity import (
     Retrying,
@@ -94,6 +95,21 @@ def batch_entries(entries: memoryview) -> Iterator[memoryview | None]:
         yield entries[a:k]
     if k != end:
         yield None
+
+
+@dataclass(frozen=True)
+class LinkStats:
+    """A link's state and counters, as the agent's metrics export them. The
+    counters are the link's since its bridge started: a new bridge (a new
+    relay target, a WireGuard port change) starts them from 0, which
+    Prometheus reads as a counter reset."""
+
+    up: bool
+    connects: int = 0  # times it connected
+    frames_tx: int = 0  # packets written to the replica
+    frames_rx: int = 0  # packets it delivered to us
+    drops_tx: int = 0  # packets not written: the link was down or the write failed
+    malformed_rx: int = 0  # batched packets from the replica that did not parse
 
 
 class RelayRejected(Exception):
@@ -263,6 +279,11 @@ class RelayLink:
         connection a rotation already replaced (its writers moved on)."""
         if sock is None or sock is self.sock:
             self.kill()
+
+    def stats(self) -> LinkStats:
+        return LinkStats(
+            self.up, self.connects, self.frames_tx, self.frames_rx, self.drops_tx, self.malformed_rx
+        )
 
     # --- writing (any thread) -----------------------------------------------------
 

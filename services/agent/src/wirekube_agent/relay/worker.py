@@ -22,8 +22,7 @@ length, request then reply; keys travel in base64:
     {"op": "retarget", "addresses" | "dns"} -> {}
     {"op": "rekey", "key"}                  -> {} (key rotation: links re-register)
     {"op": "live"}                          -> {"live": ["ip:port", ...]}
-    {"op": "links"}                         -> {"links": {"ip:port": {"up", "connects", "error",
-                                               "frames_tx", "frames_rx", "drops_tx", "malformed_rx"}}}
+    {"op": "links"}                         -> {"links": {"ip:port": {"error", LinkStats' fields}}}
     {"op": "export"}                        -> {"keys": [...]} + one socket per key (SCM_RIGHTS);
                                                the bridge retires (handover)
     {"op": "quiesce"}                       -> {} (the new bridge registers now: stop reading)
@@ -52,7 +51,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from wirekube_agent.handover import wire
@@ -315,15 +314,7 @@ class _Served:
         if op == "links":
             return {
                 "links": {
-                    name: {
-                        "up": link.up,
-                        "connects": link.connects,
-                        "error": link.last_error,
-                        "frames_tx": link.frames_tx,
-                        "frames_rx": link.frames_rx,
-                        "drops_tx": link.drops_tx,
-                        "malformed_rx": link.malformed_rx,
-                    }
+                    name: asdict(link.stats()) | {"error": link.last_error}
                     for name, link in dict(self.pool.links).items()
                 }
             }

@@ -24,13 +24,14 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from wirekube_agent.model import FWMARK
 from wirekube_agent.relay import DnsSource
 from wirekube_agent.relay import ports as relay_ports
 from wirekube_agent.relay.egress import Egress, proxy_for
+from wirekube_agent.relay.link import LinkStats
 from wirekube_agent.relay.worker import BridgeWorker, Spawned, WorkerGone, spawn
 from wirekube_agent.relaying.target import DnsName, EgressConfig, LocalEgress, RelayTarget
 from wirekube_agent.timers import RELAY_LOSS_GRACE_S
@@ -40,36 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class LinkStats:
-    """One replica link as the bridge worker last reported it (metrics read
-    these). The counters are the link's since its bridge started: a new
-    bridge (a new target, a WireGuard port change) starts them from 0, which
-    Prometheus reads as a counter reset."""
-
-    up: bool
-    connects: int = 0  # times it connected
-    frames_tx: int = 0  # packets written to the replica
-    frames_rx: int = 0  # packets it delivered to us
-    drops_tx: int = 0  # packets not written: the link was down or the write failed
-    malformed_rx: int = 0  # batched packets from the replica that did not parse
-
-    @classmethod
-    def from_worker(cls, link: Mapping[str, object]) -> LinkStats:
-        def count(name: str) -> int:
-            value = link.get(name, 0)
-            return value if isinstance(value, int) else 0
-
-        return cls(
-            up=bool(link.get("up")),
-            connects=count("connects"),
-            frames_tx=count("frames_tx"),
-            frames_rx=count("frames_rx"),
-            drops_tx=count("drops_tx"),
-            malformed_rx=count("malformed_rx"),
-        )
-
+#: What the bridge worker reports of each link (its ``links`` op).
+_LINK_FIELDS = fields(LinkStats)
 
 #: The environment variables that choose a proxy (curl's and urllib's names).
 PROXY_ENV = ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY")
@@ -319,7 +292,10 @@ class RelayManager:
             links = self.bridge.links()
         except (WorkerGone, ValueError):
             links = {}
-        self.links = {name: LinkStats.from_worker(link) for name, link in links.items()}
+        self.links = {
+            name: LinkStats(**{f.name: link[f.name] for f in _LINK_FIELDS if f.name in link})
+            for name, link in links.items()
+        }
         if any(link.up for link in self.links.values()):
             self._live_at = now
             self.reason = ""
